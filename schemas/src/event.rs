@@ -1,0 +1,724 @@
+//! Incoming CRM events (SPEC §2): the envelope, one struct per type, strict validation.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+pub type TenantId = u64;
+pub type UserId = u64;
+
+/// A CRM entity id (conversation, lead, session, client). CRMs send strings or integers; both are
+/// accepted and kept as a string, so `17` and `"17"` name the same conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
+#[schemars(with = "EntityIdSchema")]
+pub struct EntityId(pub String);
+
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+enum EntityIdSchema {
+    Text(#[schemars(length(min = 1, max = 128))] String),
+    Number(u64),
+}
+
+impl EntityId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EntityId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for EntityId {
+    fn from(s: &str) -> Self {
+        EntityId(s.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for EntityId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(s) if !s.is_empty() && s.len() <= 128 => Ok(EntityId(s)),
+            Value::String(_) => Err(D::Error::custom(
+                "must be a non-empty string of at most 128 characters",
+            )),
+            Value::Number(n) if n.is_u64() => Ok(EntityId(n.to_string())),
+            other => Err(D::Error::custom(format!(
+                "must be a string or a non-negative integer, not {}",
+                json_type(&other)
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Whatsapp,
+    Web,
+    Email,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LeadSource {
+    MetaAds,
+    Website,
+    Referral,
+    Whatsapp,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LeadStatus {
+    New,
+    Contacted,
+    Interested,
+    Negotiation,
+    Converted,
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Ceo,
+    Manager,
+    Seller,
+    Secretary,
+    /// Call-center supervisor: receives session timeouts.
+    Supervisor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionResult {
+    Managed,
+    NotManaged,
+    Closed,
+}
+
+/// `message.received`: a customer wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageReceived {
+    pub conversation_id: EntityId,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// `message.sent`: a seller (or a bot) replied. Automated replies do not count as answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageSent {
+    pub conversation_id: EntityId,
+    pub seller_id: UserId,
+    #[serde(default)]
+    pub automated: bool,
+}
+
+/// `conversation.assigned`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationAssigned {
+    pub conversation_id: EntityId,
+    pub seller_id: UserId,
+}
+
+/// `conversation.closed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationClosed {
+    pub conversation_id: EntityId,
+}
+
+/// `lead.created`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeadCreated {
+    pub lead_id: EntityId,
+    pub source: LeadSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<EntityId>,
+}
+
+/// `lead.status_changed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeadStatusChanged {
+    pub lead_id: EntityId,
+    pub status: LeadStatus,
+}
+
+/// `lead.follow_up_scheduled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeadFollowUpScheduled {
+    pub lead_id: EntityId,
+    pub seller_id: UserId,
+    pub due_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `user.upserted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpserted {
+    pub user_id: UserId,
+    pub name: String,
+    pub role: Role,
+    /// IANA time zone, e.g. "America/Bogota".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// `session.started` / `session.heartbeat`: a call-center client session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRef {
+    pub session_id: EntityId,
+    pub client_id: EntityId,
+    pub agent_id: UserId,
+}
+
+/// `session.ended`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionEnded {
+    pub session_id: EntityId,
+    pub client_id: EntityId,
+    pub agent_id: UserId,
+    pub result: SessionResult,
+}
+
+/// The type-specific part of an event, tagged by `type` in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum Payload {
+    #[serde(rename = "message.received")]
+    MessageReceived(MessageReceived),
+    #[serde(rename = "message.sent")]
+    MessageSent(MessageSent),
+    #[serde(rename = "conversation.assigned")]
+    ConversationAssigned(ConversationAssigned),
+    #[serde(rename = "conversation.closed")]
+    ConversationClosed(ConversationClosed),
+    #[serde(rename = "lead.created")]
+    LeadCreated(LeadCreated),
+    #[serde(rename = "lead.status_changed")]
+    LeadStatusChanged(LeadStatusChanged),
+    #[serde(rename = "lead.follow_up_scheduled")]
+    LeadFollowUpScheduled(LeadFollowUpScheduled),
+    #[serde(rename = "user.upserted")]
+    UserUpserted(UserUpserted),
+    #[serde(rename = "session.started")]
+    SessionStarted(SessionRef),
+    #[serde(rename = "session.heartbeat")]
+    SessionHeartbeat(SessionRef),
+    #[serde(rename = "session.ended")]
+    SessionEnded(SessionEnded),
+}
+
+/// The event type names, as they appear in `type`.
+pub const EVENT_TYPES: [&str; 11] = [
+    "message.received",
+    "message.sent",
+    "conversation.assigned",
+    "conversation.closed",
+    "lead.created",
+    "lead.status_changed",
+    "lead.follow_up_scheduled",
+    "user.upserted",
+    "session.started",
+    "session.heartbeat",
+    "session.ended",
+];
+
+/// A payload's type without its data, for matching and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    MessageReceived,
+    MessageSent,
+    ConversationAssigned,
+    ConversationClosed,
+    LeadCreated,
+    LeadStatusChanged,
+    LeadFollowUpScheduled,
+    UserUpserted,
+    SessionStarted,
+    SessionHeartbeat,
+    SessionEnded,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        EVENT_TYPES[self as usize]
+    }
+}
+
+/// One validated CRM event: the envelope of SPEC §2 plus its typed payload.
+///
+/// Serializes to the flat JSON of the SPEC (`{"event_id":…, "type":…, "tenant_id":…,
+/// "occurred_at":…, <payload fields>}`), which is also what ingest writes to Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// The idempotency key: the same event sent twice counts once.
+    pub event_id: Uuid,
+    pub tenant_id: TenantId,
+    /// Event time, normalised to UTC.
+    pub occurred_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub payload: Payload,
+}
+
+/// Why one field of one event was refused. `field` is a dotted path (`"due_at"`, `"type"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("field `{field}`: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+const ENVELOPE: [&str; 4] = ["event_id", "type", "tenant_id", "occurred_at"];
+
+impl Event {
+    /// Parses and validates one event from JSON text.
+    pub fn from_json(text: &str) -> Result<Event, Vec<FieldError>> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => Event::from_value(v),
+            Err(e) => Err(vec![FieldError::new("", format!("invalid JSON: {e}"))]),
+        }
+    }
+
+    /// Validates one event given as a JSON value. Every problem found is reported, each naming
+    /// its field; the envelope is checked even when the payload is wrong, and vice versa.
+    pub fn from_value(value: Value) -> Result<Event, Vec<FieldError>> {
+        let Value::Object(mut obj) = value else {
+            return Err(vec![FieldError::new(
+                "",
+                format!("an event must be a JSON object, not {}", json_type(&value)),
+            )]);
+        };
+        let mut errors = Vec::new();
+        let event_id = take_field::<Uuid>(&mut obj, "event_id", "a UUID", &mut errors);
+        let tenant_id = take_field::<u64>(
+            &mut obj,
+            "tenant_id",
+            "a non-negative integer",
+            &mut errors,
+        );
+        let occurred_at = take_field::<DateTime<Utc>>(
+            &mut obj,
+            "occurred_at",
+            "an RFC 3339 timestamp with a time zone, e.g. 2026-02-27T15:00:00Z",
+            &mut errors,
+        );
+        let payload = match obj.remove("type") {
+            None => {
+                errors.push(FieldError::new("type", "missing"));
+                None
+            }
+            Some(Value::String(t)) => parse_payload(&t, obj, &mut errors),
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "type",
+                    format!("must be a string, not {}", json_type(&other)),
+                ));
+                None
+            }
+        };
+        match (event_id, tenant_id, occurred_at, payload) {
+            (Some(event_id), Some(tenant_id), Some(occurred_at), Some(payload))
+                if errors.is_empty() =>
+            {
+                Ok(Event {
+                    event_id,
+                    tenant_id,
+                    occurred_at,
+                    payload,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+
+    /// Canonical JSON, as written to Kafka.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an Event always serializes")
+    }
+
+    pub fn kind(&self) -> EventKind {
+        match &self.payload {
+            Payload::MessageReceived(_) => EventKind::MessageReceived,
+            Payload::MessageSent(_) => EventKind::MessageSent,
+            Payload::ConversationAssigned(_) => EventKind::ConversationAssigned,
+            Payload::ConversationClosed(_) => EventKind::ConversationClosed,
+            Payload::LeadCreated(_) => EventKind::LeadCreated,
+            Payload::LeadStatusChanged(_) => EventKind::LeadStatusChanged,
+            Payload::LeadFollowUpScheduled(_) => EventKind::LeadFollowUpScheduled,
+            Payload::UserUpserted(_) => EventKind::UserUpserted,
+            Payload::SessionStarted(_) => EventKind::SessionStarted,
+            Payload::SessionHeartbeat(_) => EventKind::SessionHeartbeat,
+            Payload::SessionEnded(_) => EventKind::SessionEnded,
+        }
+    }
+
+    /// The Kafka record key. All of a tenant's events share one key, so they land on one
+    /// partition in order: every per-conversation, per-lead, per-seller and per-tenant rule then
+    /// sees a consistent, ordered history without a re-keying step (at the cost of one tenant's
+    /// throughput being bounded by one partition).
+    pub fn partition_key(&self) -> String {
+        self.tenant_id.to_string()
+    }
+}
+
+fn take_field<T: DeserializeOwned>(
+    obj: &mut Map<String, Value>,
+    name: &str,
+    expected: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    match obj.remove(name) {
+        None => {
+            errors.push(FieldError::new(name, "missing"));
+            None
+        }
+        Some(v) => match serde_json::from_value::<T>(v.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let shown = match &v {
+                    Value::String(s) => format!("{s:?}"),
+                    other => json_type(other).to_string(),
+                };
+                errors.push(FieldError::new(
+                    name,
+                    format!("must be {expected}, got {shown} ({e})"),
+                ));
+                None
+            }
+        },
+    }
+}
+
+fn parse_payload(
+    type_name: &str,
+    obj: Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Payload> {
+    fn typed<T: DeserializeOwned>(
+        obj: Map<String, Value>,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(Value::Object(obj)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(payload_error(&e));
+                None
+            }
+        }
+    }
+    let payload = match type_name {
+        "message.received" => Payload::MessageReceived(typed(obj, errors)?),
+        "message.sent" => Payload::MessageSent(typed(obj, errors)?),
+        "conversation.assigned" => Payload::ConversationAssigned(typed(obj, errors)?),
+        "conversation.closed" => Payload::ConversationClosed(typed(obj, errors)?),
+        "lead.created" => Payload::LeadCreated(typed(obj, errors)?),
+        "lead.status_changed" => Payload::LeadStatusChanged(typed(obj, errors)?),
+        "lead.follow_up_scheduled" => Payload::LeadFollowUpScheduled(typed(obj, errors)?),
+        "user.upserted" => Payload::UserUpserted(typed(obj, errors)?),
+        "session.started" => Payload::SessionStarted(typed(obj, errors)?),
+        "session.heartbeat" => Payload::SessionHeartbeat(typed(obj, errors)?),
+        "session.ended" => Payload::SessionEnded(typed(obj, errors)?),
+        other => {
+            errors.push(FieldError::new(
+                "type",
+                format!(
+                    "unknown event type {other:?}; expected one of {}",
+                    EVENT_TYPES.join(", ")
+                ),
+            ));
+            return None;
+        }
+    };
+    Some(payload)
+}
+
+/// Turns a serde error into a field error. serde reports missing and unknown fields at the
+/// object's own path, with the field's name in backticks in the message: take it from there.
+fn payload_error(e: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let path = e.path().to_string();
+    let message = e.inner().to_string();
+    // serde_json appends " at line L column C", meaningless for a value: drop it.
+    let message = match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    let named = |prefix: &str| -> Option<String> {
+        let rest = message.strip_prefix(prefix)?;
+        let start = rest.find('`')? + 1;
+        let len = rest[start..].find('`')?;
+        Some(rest[start..start + len].to_string())
+    };
+    if let Some(field) = named("missing field") {
+        return FieldError::new(join_path(&path, &field), "missing");
+    }
+    if let Some(field) = named("unknown field") {
+        // serde_path_to_error already puts an unknown field at the end of the path.
+        let at = if path == field || path.ends_with(&format!(".{field}")) {
+            path
+        } else {
+            join_path(&path, &field)
+        };
+        return FieldError::new(at, format!("unknown field ({message})"));
+    }
+    FieldError::new(if path == "." { String::new() } else { path }, message)
+}
+
+fn join_path(path: &str, field: &str) -> String {
+    if path == "." || path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// The JSON Schema (draft 2020-12) of every event type, keyed by type name: the envelope's fields
+/// plus the type's own, with no other fields allowed. Served at `GET /v1/schemas`.
+pub fn event_json_schemas() -> Value {
+    fn one<T: JsonSchema>(type_name: &str) -> Value {
+        let mut schema = serde_json::to_value(schemars::schema_for!(T)).expect("schema is JSON");
+        let obj = schema.as_object_mut().expect("a struct schema is an object");
+        obj.insert("title".into(), Value::String(type_name.to_string()));
+        let props = obj
+            .entry("properties")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .expect("properties is an object");
+        props.insert(
+            "event_id".into(),
+            serde_json::json!({"type": "string", "format": "uuid",
+                "description": "Idempotency key: the same event_id twice counts once"}),
+        );
+        props.insert("type".into(), serde_json::json!({"const": type_name}));
+        props.insert(
+            "tenant_id".into(),
+            serde_json::json!({"type": "integer", "minimum": 0}),
+        );
+        props.insert(
+            "occurred_at".into(),
+            serde_json::json!({"type": "string", "format": "date-time",
+                "description": "Event time, RFC 3339 with a time zone"}),
+        );
+        let required = obj
+            .entry("required")
+            .or_insert_with(|| Value::Array(vec![]))
+            .as_array_mut()
+            .expect("required is an array");
+        for f in ENVELOPE {
+            required.push(Value::String(f.to_string()));
+        }
+        schema
+    }
+    let mut out = Map::new();
+    let schemas = [
+        ("message.received", one::<MessageReceived> as fn(&str) -> Value),
+        ("message.sent", one::<MessageSent>),
+        ("conversation.assigned", one::<ConversationAssigned>),
+        ("conversation.closed", one::<ConversationClosed>),
+        ("lead.created", one::<LeadCreated>),
+        ("lead.status_changed", one::<LeadStatusChanged>),
+        ("lead.follow_up_scheduled", one::<LeadFollowUpScheduled>),
+        ("user.upserted", one::<UserUpserted>),
+        ("session.started", one::<SessionRef>),
+        ("session.heartbeat", one::<SessionRef>),
+        ("session.ended", one::<SessionEnded>),
+    ];
+    for (name, f) in schemas {
+        out.insert(name.to_string(), f(name));
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base(t: &str) -> Value {
+        json!({"event_id": "0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d", "type": t, "tenant_id": 42,
+               "occurred_at": "2026-02-27T15:00:00Z"})
+    }
+
+    fn with(mut v: Value, extra: Value) -> Value {
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        v
+    }
+
+    fn fields(r: Result<Event, Vec<FieldError>>) -> Vec<String> {
+        r.unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn parses_a_valid_message_and_round_trips() {
+        let v = with(
+            base("message.received"),
+            json!({"conversation_id": "c1", "channel": "whatsapp", "seller_id": 7, "text": "hola"}),
+        );
+        let e = Event::from_value(v).unwrap();
+        assert_eq!(e.tenant_id, 42);
+        assert_eq!(e.kind(), EventKind::MessageReceived);
+        let again = Event::from_json(&e.to_json()).unwrap();
+        assert_eq!(e, again);
+    }
+
+    #[test]
+    fn numeric_entity_ids_are_accepted_as_strings() {
+        let v = with(
+            base("conversation.closed"),
+            json!({"conversation_id": 17}),
+        );
+        let Payload::ConversationClosed(c) = Event::from_value(v).unwrap().payload else {
+            panic!()
+        };
+        assert_eq!(c.conversation_id.as_str(), "17");
+    }
+
+    #[test]
+    fn timestamps_with_offsets_are_normalised_to_utc() {
+        let mut v = with(base("conversation.closed"), json!({"conversation_id": "c"}));
+        v["occurred_at"] = json!("2026-02-27T10:00:00-05:00");
+        let e = Event::from_value(v).unwrap();
+        assert_eq!(e.occurred_at.to_rfc3339(), "2026-02-27T15:00:00+00:00");
+    }
+
+    #[test]
+    fn each_error_names_its_field() {
+        let v = json!({"event_id": "nope", "type": "message.sent", "tenant_id": -1,
+                       "occurred_at": "yesterday", "conversation_id": "c"});
+        let f = fields(Event::from_value(v));
+        assert_eq!(f, vec!["event_id", "tenant_id", "occurred_at", "seller_id"]);
+    }
+
+    #[test]
+    fn missing_envelope_fields_and_unknown_type() {
+        assert_eq!(
+            fields(Event::from_value(json!({"type": "x.y"}))),
+            vec!["event_id", "tenant_id", "occurred_at", "type"]
+        );
+        assert_eq!(
+            fields(Event::from_value(json!({"event_id": "0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d",
+                "tenant_id": 1, "occurred_at": "2026-02-27T15:00:00Z"}))),
+            vec!["type"]
+        );
+    }
+
+    #[test]
+    fn unknown_enum_value_and_ill_typed_and_unknown_fields() {
+        let v = with(
+            base("message.received"),
+            json!({"conversation_id": "c", "channel": "pigeon"}),
+        );
+        let e = Event::from_value(v).unwrap_err();
+        assert_eq!(e[0].field, "channel");
+        assert!(e[0].message.contains("pigeon"), "{}", e[0].message);
+
+        let v = with(
+            base("message.sent"),
+            json!({"conversation_id": "c", "seller_id": "seven"}),
+        );
+        assert_eq!(fields(Event::from_value(v)), vec!["seller_id"]);
+
+        let v = with(
+            base("conversation.closed"),
+            json!({"conversation_id": "c", "colour": "red"}),
+        );
+        assert_eq!(fields(Event::from_value(v)), vec!["colour"]);
+
+        let v = with(
+            base("lead.follow_up_scheduled"),
+            json!({"lead_id": "l", "seller_id": 1, "due_at": "tomorrow"}),
+        );
+        assert_eq!(fields(Event::from_value(v)), vec!["due_at"]);
+    }
+
+    #[test]
+    fn not_an_object_and_bad_json() {
+        assert_eq!(fields(Event::from_value(json!([1]))), vec![""]);
+        assert_eq!(fields(Event::from_json("{")), vec![""]);
+    }
+
+    #[test]
+    fn every_type_has_a_schema_requiring_the_envelope() {
+        let s = event_json_schemas();
+        for t in EVENT_TYPES {
+            let req = s[t]["required"].as_array().unwrap();
+            for f in ENVELOPE {
+                assert!(req.contains(&json!(f)), "{t} lacks {f}");
+            }
+            assert_eq!(s[t]["properties"]["type"]["const"], json!(t));
+        }
+        assert_eq!(
+            s["message.received"]["additionalProperties"],
+            json!(false)
+        );
+    }
+
+    #[test]
+    fn event_kind_names_match_serialized_type() {
+        let v = with(base("session.ended"), json!({"session_id": "s", "client_id": "c",
+            "agent_id": 3, "result": "not_managed"}));
+        let e = Event::from_value(v).unwrap();
+        let json: Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(json["type"], json!(e.kind().as_str()));
+    }
+}

@@ -1,0 +1,183 @@
+//! What the processors emit: notifications (SPEC §4) and facts for analysts (SPEC §6).
+//!
+//! Every output carries a deterministic `id` derived from its cause (see [`crate::derive_id`]) and
+//! timestamps taken from event time, never from the wall clock, so that reprocessing the same
+//! events gives byte-identical records that the sinks and the inbox recognise as already seen.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{EntityId, Role, TenantId, UserId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationType {
+    UnansweredConversation,
+    HotLead,
+    FollowUpReminder,
+    PerformanceAlert,
+    SessionTimeout,
+    DailyReport,
+}
+
+impl NotificationType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationType::UnansweredConversation => "unanswered_conversation",
+            NotificationType::HotLead => "hot_lead",
+            NotificationType::FollowUpReminder => "follow_up_reminder",
+            NotificationType::PerformanceAlert => "performance_alert",
+            NotificationType::SessionTimeout => "session_timeout",
+            NotificationType::DailyReport => "daily_report",
+        }
+    }
+
+    /// The SPEC §4 priority of each type.
+    pub fn default_priority(self) -> Priority {
+        match self {
+            NotificationType::UnansweredConversation => Priority::High,
+            NotificationType::HotLead => Priority::Urgent,
+            NotificationType::FollowUpReminder => Priority::Medium,
+            NotificationType::PerformanceAlert => Priority::Medium,
+            NotificationType::SessionTimeout => Priority::High,
+            NotificationType::DailyReport => Priority::Low,
+        }
+    }
+}
+
+/// Ordered: `Low < Medium < High < Urgent`, so "minimum priority" filters compare directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    Medium,
+    High,
+    Urgent,
+}
+
+/// Who a notification is for: one user, or everyone of a role in the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    User { user_id: UserId },
+    Role { role: Role },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub label: String,
+    /// What the front end should do: `open_chat`, `open_lead`, …
+    pub action: String,
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+/// A notification for a person (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Deterministic from the cause: the same cause never notifies twice.
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    #[serde(rename = "type")]
+    pub kind: NotificationType,
+    pub priority: Priority,
+    pub audience: Audience,
+    pub title: String,
+    pub message: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    /// Event time of the cause (for a deadline: the deadline itself).
+    pub created_at: DateTime<Utc>,
+    /// Set on an update that withdraws an earlier notification (e.g. an unanswered conversation
+    /// that has now been answered): the id of the one withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withdraws: Option<Uuid>,
+}
+
+/// How long a customer waited for a seller's first non-automated reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseTimeSample {
+    /// Derived from the customer message that started the wait.
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub conversation_id: EntityId,
+    pub seller_id: UserId,
+    /// The customer message that started the wait.
+    pub customer_event_id: Uuid,
+    /// The reply that ended it.
+    pub reply_event_id: Uuid,
+    pub waiting_since: DateTime<Utc>,
+    pub replied_at: DateTime<Utc>,
+    pub response_seconds: f64,
+}
+
+/// A lead's hot-lead score after an event that changed it, with its components.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadScore {
+    /// Derived from the lead and the event that caused the recomputation.
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub lead_id: EntityId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_id: Option<UserId>,
+    pub score: f64,
+    pub source_score: f64,
+    pub engagement_score: f64,
+    pub recency_score: f64,
+    pub intent_score: f64,
+    pub location_score: f64,
+    /// The event that caused this recomputation.
+    pub cause_event_id: Uuid,
+    pub computed_at: DateTime<Utc>,
+}
+
+/// A record that a stage could not process, kept with its origin so nothing is silently lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub stage: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub error: String,
+    /// The original payload, as text (lossy if it was not UTF-8).
+    pub payload: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn notification_json_matches_the_spec_shape() {
+        let n = Notification {
+            id: Uuid::nil(),
+            tenant_id: 42,
+            kind: NotificationType::UnansweredConversation,
+            priority: Priority::High,
+            audience: Audience::User { user_id: 123 },
+            title: "t".into(),
+            message: "m".into(),
+            data: json!({}),
+            actions: vec![],
+            created_at: "2026-02-27T15:00:00Z".parse().unwrap(),
+            withdraws: None,
+        };
+        let v = serde_json::to_value(&n).unwrap();
+        assert_eq!(v["type"], "unanswered_conversation");
+        assert_eq!(v["audience"], json!({"user_id": 123}));
+        assert!(v.get("withdraws").is_none());
+        let role: Audience = serde_json::from_value(json!({"role": "ceo"})).unwrap();
+        assert_eq!(role, Audience::Role { role: Role::Ceo });
+        let back: Notification = serde_json::from_value(v).unwrap();
+        assert_eq!(back, n);
+    }
+
+    #[test]
+    fn priorities_are_ordered() {
+        assert!(Priority::Low < Priority::Medium && Priority::High < Priority::Urgent);
+    }
+}

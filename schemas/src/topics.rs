@@ -1,0 +1,49 @@
+use serde::{Deserialize, Serialize};
+
+/// The Kafka topics between the stages. All share one prefix so that several deployments (or
+/// tests) can share a broker without seeing each other's records.
+///
+/// | topic | key | value |
+/// |---|---|---|
+/// | `events` | [`crate::Event::partition_key`] | canonical event JSON |
+/// | `notifications` | tenant id | [`crate::Notification`] JSON |
+/// | `response_times` | tenant id | [`crate::ResponseTimeSample`] JSON |
+/// | `lead_scores` | tenant id | [`crate::LeadScore`] JSON |
+/// | `dead_letters` | origin key | [`crate::DeadLetter`] JSON |
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topics {
+    pub events: String,
+    pub notifications: String,
+    pub response_times: String,
+    pub lead_scores: String,
+    pub dead_letters: String,
+}
+
+impl Topics {
+    pub fn with_prefix(prefix: &str) -> Self {
+        let t = |name: &str| format!("{prefix}{name}");
+        Topics {
+            events: t("events"),
+            notifications: t("notifications"),
+            response_times: t("response_times"),
+            lead_scores: t("lead_scores"),
+            dead_letters: t("dead_letters"),
+        }
+    }
+
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.events,
+            &self.notifications,
+            &self.response_times,
+            &self.lead_scores,
+            &self.dead_letters,
+        ]
+    }
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics::with_prefix("vigia.")
+    }
+}
