@@ -1,1 +1,324 @@
-//! placeholder
+//! The notification gateway (SPEC §5): it consumes the `notifications` topic, keeps every
+//! notification in a persistent inbox, and pushes each one the moment it arrives to the WebSocket
+//! clients allowed to see it.
+//!
+//! What it does:
+//! - **Auth** ([`auth`]): JWT HS256 with claims `sub` (user id), `tenant_id`, `role`, `exp`;
+//!   `Authorization: Bearer <jwt>`, or `?token=<jwt>` on `/ws`. [`issue_token`] mints tokens
+//!   (for `vigia token` and tests).
+//! - **Audience rules** ([`can_see`]): a seller sees what is addressed to them, everyone sees what
+//!   is addressed to their role, CEO/manager see all of their tenant, nobody sees another tenant.
+//! - **Inbox** ([`Inbox`]): SQLite (default) or PostgreSQL through sqlx; insert-if-new keyed by the
+//!   notification's deterministic id, unread counts, mark read / read all / clear, newest-first
+//!   pages and "everything after sequence N" for clients that reconnect.
+//! - **Hub**: connections grouped per tenant, each with a bounded queue; a client whose queue is
+//!   full is disconnected ("too slow") instead of slowing anybody else. The hub knows nothing of
+//!   the wire protocol, so Socket.IO can be added later as a second transport over it.
+//! - **Transports**: the plain WebSocket `/ws` (protocol in [`protocol`]) and the REST inbox
+//!   `/v1/notifications*`.
+//! - **Kafka consumer** of the `notifications` topic: decode, insert if new, push if new, commit.
+//!
+//! What it does not: produce notifications (the processors do), serve `/health` or `/metrics`
+//! (the root binary does, using [`Gateway::ready`] and the registry passed to
+//! [`Gateway::start`]), Socket.IO, user preferences and the `metrics` frame (later issues).
+//!
+//! ## Withdrawals
+//! A notification with `withdraws: Some(id)` (e.g. "the conversation was answered") resolves the
+//! notification it names, within the same tenant: that one stops counting as unread for everybody
+//! in its audience. The withdrawal itself is stored (so reconnecting clients replay it) and pushed
+//! live (so open clients can remove the withdrawn card), but it never counts as unread itself.
+//! If the withdrawal arrives before the notification it withdraws, the late original is stored
+//! already resolved and is not pushed.
+//!
+//! ## Several gateway instances
+//! One consumer group (`group_id`) splits the topic's partitions between instances; each instance
+//! pushes only what it consumes. Until a fan-out between instances exists, run one gateway
+//! instance (or give each instance its own inbox database and its own `group_id`).
+
+mod audience;
+pub mod auth;
+mod consumer;
+mod hub;
+mod inbox;
+mod metrics;
+pub mod protocol;
+mod rest;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use vigia_schemas::{Notification, Topics};
+
+pub use audience::{can_see, sees_whole_tenant, Viewer};
+pub use auth::{issue_token, AuthError, Principal, TokenVerifier};
+pub use inbox::{Inbox, InboxError, Inserted, StoredNotification};
+pub use vigia_schemas::Role;
+
+use hub::Hub;
+use metrics::Metrics;
+
+/// The gateway's section of the configuration (`[gateway]` in the root binary's TOML).
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// HMAC secret of the HS256 JWTs. Required: the gateway refuses to start without it.
+    pub jwt_secret: String,
+    /// `sqlite://<path>?mode=rwc` or `postgres://user:pass@host/db`. The root binary sets the
+    /// default to a file in its data directory.
+    pub database_url: String,
+    /// Kafka consumer group of the notifications consumer.
+    pub group_id: String,
+    /// How often the server sends `{"type":"ping"}`; a client silent (no `pong`) for two
+    /// intervals is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Per-connection queue of frames waiting to be written; a client that lets it fill up is
+    /// disconnected with close reason "too slow".
+    pub client_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            jwt_secret: String::new(),
+            database_url: "sqlite://gateway.db?mode=rwc".to_string(),
+            group_id: "vigia-gateway".to_string(),
+            ping_interval: Duration::from_secs(20),
+            client_queue: 256,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("jwt_secret", &"<redacted>")
+            .field("database_url", &inbox::redact_url(&self.database_url))
+            .field("group_id", &self.group_id)
+            .field("ping_interval", &self.ping_interval)
+            .field("client_queue", &self.client_queue)
+            .finish()
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), GatewayError> {
+        if self.jwt_secret.is_empty() {
+            return Err(GatewayError::Config(
+                "gateway.jwt_secret is empty: set VIGIA_JWT_SECRET (or jwt_secret under [gateway]) \
+                 to the HS256 secret your tokens are signed with"
+                    .into(),
+            ));
+        }
+        if self.client_queue == 0 {
+            return Err(GatewayError::Config(
+                "gateway.client_queue must be at least 1 (256 is a good default)".into(),
+            ));
+        }
+        if self.ping_interval.is_zero() {
+            return Err(GatewayError::Config(
+                "gateway.ping_interval must be positive, e.g. \"20s\"".into(),
+            ));
+        }
+        if self.group_id.is_empty() {
+            return Err(GatewayError::Config(
+                "gateway.group_id must not be empty (default \"vigia-gateway\")".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid gateway configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+    #[error("cannot start the notifications consumer (check VIGIA_KAFKA_BROKERS): {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// What the transports and the consumer share.
+pub(crate) struct Shared {
+    pub(crate) cfg: Config,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) inbox: Inbox,
+    pub(crate) hub: Hub,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A running gateway: the inbox, the hub of live connections and (from [`Gateway::start`]) the
+/// Kafka consumer feeding them. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    /// Connects to the inbox database and applies its migrations, registers the gateway's metrics,
+    /// and spawns the consumer of `topics.notifications` (group `cfg.group_id`). The consumer and
+    /// every live connection stop when `shutdown` is cancelled (connections get close code 1001).
+    pub async fn start(
+        cfg: Config,
+        kafka: &rdkafka::ClientConfig,
+        topics: &Topics,
+        registry: &mut prometheus_client::registry::Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Gateway, GatewayError> {
+        let gateway = Self::start_without_consumer(cfg, registry, shutdown.clone()).await?;
+        consumer::spawn(
+            gateway.clone(),
+            kafka,
+            &topics.notifications,
+            &gateway.shared.cfg.group_id,
+            shutdown,
+        )?;
+        Ok(gateway)
+    }
+
+    /// [`Gateway::start`] without the Kafka consumer: notifications come in only through
+    /// [`Gateway::deliver`]. For tests.
+    #[doc(hidden)]
+    pub async fn start_without_consumer(
+        cfg: Config,
+        registry: &mut prometheus_client::registry::Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Gateway, GatewayError> {
+        cfg.validate()?;
+        let inbox = Inbox::connect(&cfg.database_url).await?;
+        let metrics = Metrics::register(registry);
+        let shared = Shared {
+            verifier: TokenVerifier::new(&cfg.jwt_secret),
+            hub: Hub::new(metrics.clone()),
+            inbox,
+            metrics,
+            cfg,
+            shutdown,
+        };
+        Ok(Gateway {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// `/ws` and `/v1/notifications*`, ready to be merged into the root binary's router.
+    pub fn router(&self) -> axum::Router {
+        use axum::routing::{get, post};
+        axum::Router::new()
+            .route("/ws", get(ws::upgrade))
+            .route("/v1/notifications", get(rest::list).delete(rest::clear))
+            .route("/v1/notifications/count", get(rest::count))
+            .route("/v1/notifications/read-all", post(rest::read_all))
+            .route("/v1/notifications/{id}/read", post(rest::read_one))
+            .with_state(self.shared.clone())
+    }
+
+    /// Whether the inbox database answers.
+    pub async fn ready(&self) -> bool {
+        self.shared.inbox.ping().await
+    }
+
+    /// Stores `notification` if its id is new and, if so, pushes it to the connections allowed
+    /// to see it. Returns whether it was new. The path of every record the consumer reads.
+    #[doc(hidden)]
+    pub async fn deliver(&self, notification: Notification) -> Result<bool, GatewayError> {
+        let shared = &self.shared;
+        let Some(inserted) = shared.inbox.insert(&notification).await? else {
+            shared.metrics.duplicates.inc();
+            return Ok(false);
+        };
+        shared.metrics.stored.inc();
+        if inserted.already_withdrawn {
+            // Its withdrawal came first: clients already know it is over.
+            return Ok(true);
+        }
+        let age = (Utc::now() - notification.created_at)
+            .num_milliseconds()
+            .max(0) as f64
+            / 1000.0;
+        shared.metrics.push_age_seconds.observe(age);
+        let stored = StoredNotification {
+            sequence: inserted.sequence,
+            read: notification.withdraws.is_some(),
+            withdrawn: false,
+            notification,
+        };
+        shared.hub.push(Arc::new(stored));
+        Ok(true)
+    }
+
+    /// The inbox behind this gateway.
+    #[doc(hidden)]
+    pub fn inbox(&self) -> &Inbox {
+        &self.shared.inbox
+    }
+
+    /// Live connections (all tenants).
+    #[doc(hidden)]
+    pub fn connection_count(&self) -> usize {
+        self.shared.hub.connection_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_humane_durations() {
+        let cfg: Config =
+            serde_json::from_value(serde_json::json!({"ping_interval": "90s", "jwt_secret": "s"}))
+                .unwrap();
+        assert_eq!(cfg.ping_interval, Duration::from_secs(90));
+        assert_eq!(cfg.client_queue, 256);
+        assert_eq!(cfg.group_id, "vigia-gateway");
+        assert!(cfg.database_url.starts_with("sqlite://"));
+        assert!(cfg.validate().is_ok());
+        assert_eq!(Config::default().ping_interval, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_what_to_do() {
+        let err = Config::default().validate().unwrap_err().to_string();
+        assert!(err.contains("VIGIA_JWT_SECRET"), "{err}");
+        let base = Config {
+            jwt_secret: "s".into(),
+            ..Config::default()
+        };
+        for cfg in [
+            Config {
+                client_queue: 0,
+                ..base.clone()
+            },
+            Config {
+                ping_interval: Duration::ZERO,
+                ..base.clone()
+            },
+            Config {
+                group_id: String::new(),
+                ..base.clone()
+            },
+        ] {
+            assert!(matches!(cfg.validate(), Err(GatewayError::Config(_))));
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let cfg = Config {
+            jwt_secret: "top-secret".into(),
+            database_url: "postgres://vigia:hunter2@db/vigia".into(),
+            ..Config::default()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("top-secret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+}

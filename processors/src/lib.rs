@@ -1,1 +1,48 @@
-//! placeholder
+//! The stream processors (SPEC §3): CRM events in, in event time, derived facts and
+//! notifications out.
+//!
+//! What it does:
+//! - [`engine`]: the rules as pure logic — [`PartitionEngine`] turns one Kafka partition's events
+//!   and watermark advances into [`Output`]s (response-time samples, unanswered-conversation
+//!   notifications and their withdrawals, hot-lead scores and notifications, follow-up reminders,
+//!   call-center session timeouts). No I/O and no wall clock, so every rule is unit-tested with
+//!   made-up times.
+//! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
+//! - [`runner`]: the Kafka I/O around the engine — consume `events` in a consumer group, recover by
+//!   deterministic replay, advance the watermark with the wall clock once caught up so deadlines
+//!   fire on an idle stream, produce outputs to `notifications` / `response_times` /
+//!   `lead_scores`, dead-letter what cannot be applied, commit what Kafka acknowledged.
+//! - [`texts`]: notification texts (Spanish by default, English per tenant).
+//!
+//! What it does not (yet): per-seller metrics and rank, performance alerts, the daily report, the
+//! live unanswered gauge — they will be more modules of the same engine. It does not create
+//! topics (the binary does), serve HTTP, or write to ClickHouse (the sinks do).
+
+pub mod config;
+pub mod engine;
+mod metrics;
+pub mod runner;
+pub mod scoring;
+pub mod texts;
+
+pub use config::{Config, ThresholdOverrides, Thresholds};
+pub use engine::{EngineStats, Output, PartitionEngine, TooLate};
+pub use runner::{run, Processors};
+
+/// Why the processors cannot start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("invalid processors configuration: {0}")]
+    Config(String),
+    #[error("Kafka: {context}: {source}; check that the broker is reachable (VIGIA_KAFKA_BROKERS) and the topics exist")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error(
+        "could not deliver an output to Kafka topic {topic}: {reason}; restart the processors — \
+         they resume from the last committed offset and re-send the same outputs (same ids)"
+    )]
+    Delivery { topic: String, reason: String },
+}

@@ -349,12 +349,8 @@ impl Event {
         };
         let mut errors = Vec::new();
         let event_id = take_field::<Uuid>(&mut obj, "event_id", "a UUID", &mut errors);
-        let tenant_id = take_field::<u64>(
-            &mut obj,
-            "tenant_id",
-            "a non-negative integer",
-            &mut errors,
-        );
+        let tenant_id =
+            take_field::<u64>(&mut obj, "tenant_id", "a non-negative integer", &mut errors);
         let occurred_at = take_field::<DateTime<Utc>>(
             &mut obj,
             "occurred_at",
@@ -535,7 +531,9 @@ fn join_path(path: &str, field: &str) -> String {
 pub fn event_json_schemas() -> Value {
     fn one<T: JsonSchema>(type_name: &str) -> Value {
         let mut schema = serde_json::to_value(schemars::schema_for!(T)).expect("schema is JSON");
-        let obj = schema.as_object_mut().expect("a struct schema is an object");
+        let obj = schema
+            .as_object_mut()
+            .expect("a struct schema is an object");
         obj.insert("title".into(), Value::String(type_name.to_string()));
         let props = obj
             .entry("properties")
@@ -569,7 +567,10 @@ pub fn event_json_schemas() -> Value {
     }
     let mut out = Map::new();
     let schemas = [
-        ("message.received", one::<MessageReceived> as fn(&str) -> Value),
+        (
+            "message.received",
+            one::<MessageReceived> as fn(&str) -> Value,
+        ),
         ("message.sent", one::<MessageSent>),
         ("conversation.assigned", one::<ConversationAssigned>),
         ("conversation.closed", one::<ConversationClosed>),
@@ -623,10 +624,7 @@ mod tests {
 
     #[test]
     fn numeric_entity_ids_are_accepted_as_strings() {
-        let v = with(
-            base("conversation.closed"),
-            json!({"conversation_id": 17}),
-        );
+        let v = with(base("conversation.closed"), json!({"conversation_id": 17}));
         let Payload::ConversationClosed(c) = Event::from_value(v).unwrap().payload else {
             panic!()
         };
@@ -656,8 +654,10 @@ mod tests {
             vec!["event_id", "tenant_id", "occurred_at", "type"]
         );
         assert_eq!(
-            fields(Event::from_value(json!({"event_id": "0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d",
-                "tenant_id": 1, "occurred_at": "2026-02-27T15:00:00Z"}))),
+            fields(Event::from_value(
+                json!({"event_id": "0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d",
+                "tenant_id": 1, "occurred_at": "2026-02-27T15:00:00Z"})
+            )),
             vec!["type"]
         );
     }
@@ -707,16 +707,16 @@ mod tests {
             }
             assert_eq!(s[t]["properties"]["type"]["const"], json!(t));
         }
-        assert_eq!(
-            s["message.received"]["additionalProperties"],
-            json!(false)
-        );
+        assert_eq!(s["message.received"]["additionalProperties"], json!(false));
     }
 
     #[test]
     fn event_kind_names_match_serialized_type() {
-        let v = with(base("session.ended"), json!({"session_id": "s", "client_id": "c",
-            "agent_id": 3, "result": "not_managed"}));
+        let v = with(
+            base("session.ended"),
+            json!({"session_id": "s", "client_id": "c",
+            "agent_id": 3, "result": "not_managed"}),
+        );
         let e = Event::from_value(v).unwrap();
         let json: Value = serde_json::from_str(&e.to_json()).unwrap();
         assert_eq!(json["type"], json!(e.kind().as_str()));

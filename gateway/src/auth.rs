@@ -1,0 +1,345 @@
+//! JWT authentication: HS256 tokens with claims `sub` (user id: a number or a numeric string),
+//! `tenant_id` (number), `role` (ceo|manager|seller|secretary|supervisor) and `exp` (required).
+//!
+//! Only HS256 is accepted (a token signed with any other algorithm is refused, so a client cannot
+//! choose a weaker or different scheme). There is no leeway on `exp`: a token is valid up to its
+//! `exp` second, and a live WebSocket is closed at that moment with reason "token expired".
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer, Serialize};
+use vigia_schemas::{Role, TenantId, UserId};
+
+use crate::audience::{role_name, Viewer};
+
+/// An authenticated caller: who they are, and until when (`exp`, Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub viewer: Viewer,
+    pub expires_at: u64,
+}
+
+impl Principal {
+    /// The moment the token stops being valid.
+    pub fn expires_at_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.expires_at)
+    }
+}
+
+/// Why a request was refused; its `Display` is the reason sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing token: send `Authorization: Bearer <jwt>` (or `?token=<jwt>` on /ws)")]
+    MissingToken,
+    #[error("the Authorization header must be `Bearer <jwt>`")]
+    NotBearer,
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token signature")]
+    BadSignature,
+    #[error("token algorithm not accepted: only HS256")]
+    WrongAlgorithm,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("invalid token claims: {0}")]
+    BadClaims(String),
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let reason = self.to_string();
+        let challenge = format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            reason.replace('"', "'")
+        );
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({ "error": reason })),
+        )
+            .into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    #[serde(deserialize_with = "user_id_from_number_or_string")]
+    sub: UserId,
+    tenant_id: TenantId,
+    role: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+fn user_id_from_number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<UserId, D::Error> {
+    use serde::de::Error;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| D::Error::custom("sub must be a non-negative integer user id")),
+        serde_json::Value::String(s) => s
+            .parse()
+            .map_err(|_| D::Error::custom(format!("sub must be a numeric user id, not {s:?}"))),
+        _ => Err(D::Error::custom(
+            "sub must be a user id (number or numeric string)",
+        )),
+    }
+}
+
+fn parse_role(role: &str) -> Result<Role, AuthError> {
+    serde_json::from_value(serde_json::Value::String(role.to_string())).map_err(|_| {
+        AuthError::BadClaims(format!(
+            "unknown role {role:?}: expected ceo, manager, seller, secretary or supervisor"
+        ))
+    })
+}
+
+/// Checks HS256 tokens against one secret.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &str) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        // We issue no `aud`; a token carrying one is not rejected for it.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp"]);
+        TokenVerifier {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    AuthError::WrongAlgorithm
+                }
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    AuthError::BadClaims(format!("missing claim {claim:?}"))
+                }
+                ErrorKind::InvalidClaimFormat(claim) => {
+                    AuthError::BadClaims(format!("claim {claim:?} has the wrong format"))
+                }
+                ErrorKind::Json(err) if err.is_data() => AuthError::BadClaims(err.to_string()),
+                _ => AuthError::Malformed(e.to_string()),
+            },
+        )?;
+        let claims = data.claims;
+        Ok(Principal {
+            viewer: Viewer {
+                tenant_id: claims.tenant_id,
+                user_id: claims.sub,
+                role: parse_role(&claims.role)?,
+            },
+            expires_at: claims.exp,
+        })
+    }
+}
+
+/// Mints an HS256 token for `user_id` of `tenant_id` with `role`, valid for `ttl` from now.
+/// Used by the `vigia token` command and by tests.
+pub fn issue_token(
+    secret: &str,
+    user_id: u64,
+    tenant_id: u64,
+    role: Role,
+    ttl: Duration,
+) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let claims = Claims {
+        sub: user_id,
+        tenant_id,
+        role: role_name(role).to_string(),
+        exp: (now + ttl).as_secs(),
+        iat: Some(now.as_secs()),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing with an HMAC key cannot fail")
+}
+
+/// The token of the `Authorization: Bearer` header, if there is such a header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, AuthError>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty());
+    Some(token.ok_or(AuthError::NotBearer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "test-secret";
+
+    fn sign<T: Serialize>(alg: Algorithm, claims: &T, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn in_an_hour() -> u64 {
+        jsonwebtoken::get_current_timestamp() + 3600
+    }
+
+    #[test]
+    fn an_issued_token_verifies_to_its_claims() {
+        let token = issue_token(SECRET, 123, 42, Role::Seller, Duration::from_secs(60));
+        let p = TokenVerifier::new(SECRET).verify(&token).unwrap();
+        assert_eq!(
+            p.viewer,
+            Viewer {
+                tenant_id: 42,
+                user_id: 123,
+                role: Role::Seller
+            }
+        );
+        let now = jsonwebtoken::get_current_timestamp();
+        assert!(p.expires_at >= now + 59 && p.expires_at <= now + 60);
+    }
+
+    #[test]
+    fn sub_may_be_a_number_or_a_numeric_string() {
+        let v = TokenVerifier::new(SECRET);
+        for sub in [serde_json::json!(7), serde_json::json!("7")] {
+            let claims =
+                serde_json::json!({"sub": sub, "tenant_id": 1, "role": "ceo", "exp": in_an_hour()});
+            let p = v.verify(&sign(Algorithm::HS256, &claims, SECRET)).unwrap();
+            assert_eq!(p.viewer.user_id, 7);
+            assert_eq!(p.viewer.role, Role::Ceo);
+        }
+        let claims =
+            serde_json::json!({"sub": "seven", "tenant_id": 1, "role": "ceo", "exp": in_an_hour()});
+        let err = v
+            .verify(&sign(Algorithm::HS256, &claims, SECRET))
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuthError::BadClaims(m) if m.contains("numeric")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let token = issue_token("other", 1, 1, Role::Ceo, Duration::from_secs(60));
+        assert_eq!(
+            TokenVerifier::new(SECRET).verify(&token),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_tampered_payload_is_refused() {
+        let token = issue_token(SECRET, 1, 1, Role::Seller, Duration::from_secs(60));
+        let other = issue_token(SECRET, 1, 1, Role::Ceo, Duration::from_secs(60));
+        // Header and signature of one token, claims of another.
+        let parts: Vec<&str> = token.split('.').collect();
+        let other_claims = other.split('.').nth(1).unwrap();
+        let forged = format!("{}.{}.{}", parts[0], other_claims, parts[2]);
+        assert_eq!(
+            TokenVerifier::new(SECRET).verify(&forged),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_as_expired() {
+        let claims = serde_json::json!({"sub": 1, "tenant_id": 1, "role": "seller",
+            "exp": jsonwebtoken::get_current_timestamp() - 5});
+        assert_eq!(
+            TokenVerifier::new(SECRET).verify(&sign(Algorithm::HS256, &claims, SECRET)),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(AuthError::Expired.to_string(), "token expired");
+    }
+
+    #[test]
+    fn other_algorithms_are_refused() {
+        let claims =
+            serde_json::json!({"sub": 1, "tenant_id": 1, "role": "ceo", "exp": in_an_hour()});
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            assert_eq!(
+                TokenVerifier::new(SECRET).verify(&sign(alg, &claims, SECRET)),
+                Err(AuthError::WrongAlgorithm),
+                "{alg:?}"
+            );
+        }
+        // An unsigned token ("alg": "none") is not even a token we can parse.
+        let header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
+        let payload = issue_token(SECRET, 1, 1, Role::Ceo, Duration::from_secs(60));
+        let payload = payload.split('.').nth(1).unwrap();
+        let unsigned = format!("{header}.{payload}.");
+        assert!(TokenVerifier::new(SECRET).verify(&unsigned).is_err());
+    }
+
+    #[test]
+    fn missing_or_wrong_claims_are_named() {
+        let v = TokenVerifier::new(SECRET);
+        let no_exp = serde_json::json!({"sub": 1, "tenant_id": 1, "role": "ceo"});
+        assert!(matches!(
+            v.verify(&sign(Algorithm::HS256, &no_exp, SECRET)),
+            Err(AuthError::BadClaims(m)) if m.contains("exp")
+        ));
+        let no_tenant = serde_json::json!({"sub": 1, "role": "ceo", "exp": in_an_hour()});
+        assert!(matches!(
+            v.verify(&sign(Algorithm::HS256, &no_tenant, SECRET)),
+            Err(AuthError::BadClaims(m)) if m.contains("tenant_id")
+        ));
+        let bad_role =
+            serde_json::json!({"sub": 1, "tenant_id": 1, "role": "admin", "exp": in_an_hour()});
+        assert!(matches!(
+            v.verify(&sign(Algorithm::HS256, &bad_role, SECRET)),
+            Err(AuthError::BadClaims(m)) if m.contains("admin")
+        ));
+        assert!(matches!(
+            v.verify("not-a-jwt"),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_bearer_header_is_parsed_strictly() {
+        let mut headers = HeaderMap::new();
+        assert!(bearer_token(&headers).is_none());
+        headers.insert(header::AUTHORIZATION, "Bearer abc.def.ghi".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some(Ok("abc.def.ghi")));
+        headers.insert(header::AUTHORIZATION, "bearer  xyz ".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some(Ok("xyz")));
+        headers.insert(header::AUTHORIZATION, "Basic dXNlcjpwdw==".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some(Err(AuthError::NotBearer)));
+        headers.insert(header::AUTHORIZATION, "Bearer".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some(Err(AuthError::NotBearer)));
+    }
+}

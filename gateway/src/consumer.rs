@@ -1,0 +1,146 @@
+//! The consumer of the `notifications` topic: each record is decoded, stored if new and, if new,
+//! pushed; its offset is stored after the inbox has it and committed asynchronously every second
+//! (synchronously on shutdown). After a restart or a rebalance the consumer resumes from the
+//! committed offsets; what is delivered again is recognised by the inbox (`insert` returns `None`)
+//! and not pushed again.
+//!
+//! A record that is not a notification is logged, counted and skipped (poison handling and dead
+//! letters belong to the processors; the gateway must never stall on one). An inbox failure is
+//! retried with backoff, without moving on: nothing is skipped while the database is down.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::ClientConfig;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vigia_schemas::Notification;
+
+use crate::Gateway;
+
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub(crate) fn spawn(
+    gateway: Gateway,
+    base: &ClientConfig,
+    topic: &str,
+    group_id: &str,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, rdkafka::error::KafkaError> {
+    let mut config = base.clone();
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = config.create()?;
+    consumer.subscribe(&[topic])?;
+    tracing::info!(topic, group_id, "gateway consuming notifications");
+    Ok(tokio::spawn(run(gateway, consumer, shutdown)))
+}
+
+async fn run(gateway: Gateway, consumer: StreamConsumer, shutdown: CancellationToken) {
+    let mut commit = tokio::time::interval(COMMIT_EVERY);
+    commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut uncommitted = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = commit.tick() => {
+                if uncommitted {
+                    match consumer.commit_consumer_state(CommitMode::Async) {
+                        Ok(()) => uncommitted = false,
+                        Err(e) => tracing::warn!(error = %e, "cannot commit notification offsets; will retry"),
+                    }
+                }
+            }
+            received = consumer.recv() => match received {
+                Err(e) => {
+                    tracing::warn!(error = %e, "notifications consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(message) => {
+                    if !handle(&gateway, &message, &shutdown).await {
+                        break;
+                    }
+                    match consumer.store_offset_from_message(&message) {
+                        Ok(()) => uncommitted = true,
+                        // E.g. the partition was revoked meanwhile; its new owner re-reads it.
+                        Err(e) => tracing::debug!(error = %e, "cannot store notification offset"),
+                    }
+                }
+            },
+        }
+    }
+    if uncommitted {
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(error = %e, "cannot commit notification offsets at shutdown; they will be re-read (and recognised)");
+        }
+    }
+    tracing::info!("gateway notifications consumer stopped");
+}
+
+/// Processes one record; false if shutdown interrupted it (its offset must not be stored).
+async fn handle(
+    gateway: &Gateway,
+    message: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let notification = match decode(message.payload()) {
+        Ok(n) => n,
+        Err(reason) => {
+            gateway.shared.metrics.undecodable.inc();
+            tracing::warn!(
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                reason,
+                "skipping a record of the notifications topic that is not a notification"
+            );
+            return true;
+        }
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match gateway.deliver(notification.clone()).await {
+            Ok(_) => return true,
+            Err(crate::GatewayError::Inbox(e)) if e.is_permanent() => {
+                gateway.shared.metrics.undecodable.inc();
+                tracing::warn!(error = %e, id = %notification.id, "skipping a notification the inbox cannot hold");
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, id = %notification.id, retry_in = ?backoff, "cannot store notification; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn decode(payload: Option<&[u8]>) -> Result<Notification, String> {
+    let payload = payload.ok_or("empty record")?;
+    serde_json::from_slice(payload).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_that_are_not_notifications_are_rejected_with_a_reason() {
+        assert_eq!(decode(None).unwrap_err(), "empty record");
+        assert!(decode(Some(b"{")).is_err());
+        assert!(decode(Some(br#"{"id":"x"}"#)).is_err());
+        let ok = br#"{"id":"6f1b3c52-8a4e-5d1f-9b27-3e440c81a95d","tenant_id":1,"type":"hot_lead",
+            "priority":"urgent","audience":{"role":"ceo"},"title":"t","message":"m",
+            "created_at":"2026-02-27T15:00:00Z"}"#;
+        assert_eq!(decode(Some(ok)).unwrap().tenant_id, 1);
+    }
+}

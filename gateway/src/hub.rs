@@ -1,0 +1,298 @@
+//! Live connections, grouped per tenant, and the fan-out of notifications to them.
+//!
+//! Transport-agnostic: a transport (the plain WebSocket today, Socket.IO later) registers a
+//! [`Subscription`], drains its queue and writes to its socket however it likes. Each connection
+//! has its own bounded queue; the hub only ever `try_send`s, so a connection whose queue is full
+//! is kicked (its `kicked` token is cancelled, the transport closes it with "too slow") and never
+//! delays anybody else.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vigia_schemas::{TenantId, UserId};
+
+use crate::audience::{can_see, Viewer};
+use crate::inbox::StoredNotification;
+use crate::metrics::Metrics;
+
+pub(crate) type ConnectionId = u64;
+
+/// What the hub queues for a connection.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Notification(Arc<StoredNotification>),
+    /// The user's read state changed elsewhere (another connection, REST): recount.
+    UnreadCountChanged,
+}
+
+struct Connection {
+    viewer: Viewer,
+    tx: mpsc::Sender<Outbound>,
+    kicked: CancellationToken,
+}
+
+struct HubInner {
+    tenants: RwLock<HashMap<TenantId, HashMap<ConnectionId, Connection>>>,
+    next_id: AtomicU64,
+    metrics: Metrics,
+}
+
+#[derive(Clone)]
+pub(crate) struct Hub {
+    inner: Arc<HubInner>,
+}
+
+/// A registered connection. Dropping its [`Registration`] unregisters it.
+pub(crate) struct Subscription {
+    pub(crate) id: ConnectionId,
+    pub(crate) rx: mpsc::Receiver<Outbound>,
+    /// Cancelled when the hub gives up on this connection (its queue was full).
+    pub(crate) kicked: CancellationToken,
+    pub(crate) registration: Registration,
+}
+
+pub(crate) struct Registration {
+    hub: Arc<HubInner>,
+    tenant_id: TenantId,
+    id: ConnectionId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut tenants = self.hub.tenants.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(connections) = tenants.get_mut(&self.tenant_id) {
+            connections.remove(&self.id);
+            if connections.is_empty() {
+                tenants.remove(&self.tenant_id);
+            }
+        }
+        self.hub.metrics.connections.dec();
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(metrics: Metrics) -> Hub {
+        Hub {
+            inner: Arc::new(HubInner {
+                tenants: RwLock::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                metrics,
+            }),
+        }
+    }
+
+    /// Registers a connection of `viewer` with a queue of `queue` frames.
+    pub(crate) fn register(&self, viewer: Viewer, queue: usize) -> Subscription {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let kicked = CancellationToken::new();
+        self.inner
+            .tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(viewer.tenant_id)
+            .or_default()
+            .insert(
+                id,
+                Connection {
+                    viewer,
+                    tx,
+                    kicked: kicked.clone(),
+                },
+            );
+        self.inner.metrics.connections.inc();
+        Subscription {
+            id,
+            rx,
+            kicked,
+            registration: Registration {
+                hub: self.inner.clone(),
+                tenant_id: viewer.tenant_id,
+                id,
+            },
+        }
+    }
+
+    /// Queues `stored` for every connection of its tenant allowed to see it. Returns how many.
+    pub(crate) fn push(&self, stored: Arc<StoredNotification>) -> usize {
+        let n = &stored.notification;
+        let tenants = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let Some(connections) = tenants.get(&n.tenant_id) else {
+            return 0;
+        };
+        let mut reached = 0;
+        for (id, conn) in connections {
+            if can_see(&conn.viewer, n.tenant_id, &n.audience)
+                && self.offer(*id, conn, Outbound::Notification(stored.clone()))
+            {
+                reached += 1;
+            }
+        }
+        self.inner.metrics.pushed.inc_by(reached as u64);
+        reached
+    }
+
+    /// Tells `user_id`'s connections (except `except`) that their unread count changed.
+    pub(crate) fn unread_changed(
+        &self,
+        tenant_id: TenantId,
+        user_id: UserId,
+        except: Option<ConnectionId>,
+    ) {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let Some(connections) = tenants.get(&tenant_id) else {
+            return;
+        };
+        for (id, conn) in connections {
+            if conn.viewer.user_id == user_id && Some(*id) != except {
+                self.offer(*id, conn, Outbound::UnreadCountChanged);
+            }
+        }
+    }
+
+    /// Queues without waiting; a full queue gets the connection kicked.
+    fn offer(&self, id: ConnectionId, conn: &Connection, message: Outbound) -> bool {
+        if conn.kicked.is_cancelled() {
+            return false;
+        }
+        match conn.tx.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                conn.kicked.cancel();
+                self.inner.metrics.dropped_clients.inc();
+                tracing::info!(
+                    connection = id,
+                    tenant_id = conn.viewer.tenant_id,
+                    user_id = conn.viewer.user_id,
+                    "client too slow: its queue is full; disconnecting it"
+                );
+                false
+            }
+            // The connection is ending; its registration goes away with it.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.inner
+            .tenants
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(HashMap::len)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+    use uuid::Uuid;
+    use vigia_schemas::{Audience, Notification, NotificationType, Priority, Role};
+
+    fn hub() -> Hub {
+        Hub::new(Metrics::register(&mut Registry::default()))
+    }
+
+    fn viewer(tenant_id: TenantId, user_id: UserId, role: Role) -> Viewer {
+        Viewer {
+            tenant_id,
+            user_id,
+            role,
+        }
+    }
+
+    fn stored(tenant_id: TenantId, audience: Audience, sequence: i64) -> Arc<StoredNotification> {
+        Arc::new(StoredNotification {
+            sequence,
+            read: false,
+            withdrawn: false,
+            notification: Notification {
+                id: Uuid::new_v4(),
+                tenant_id,
+                kind: NotificationType::HotLead,
+                priority: Priority::Urgent,
+                audience,
+                title: "t".into(),
+                message: "m".into(),
+                data: serde_json::Value::Null,
+                actions: vec![],
+                created_at: chrono::Utc::now(),
+                withdraws: None,
+            },
+        })
+    }
+
+    fn received(sub: &mut Subscription) -> Vec<i64> {
+        let mut seqs = vec![];
+        while let Ok(m) = sub.rx.try_recv() {
+            if let Outbound::Notification(s) = m {
+                seqs.push(s.sequence);
+            }
+        }
+        seqs
+    }
+
+    #[test]
+    fn pushes_follow_the_audience_rules() {
+        let hub = hub();
+        let mut a = hub.register(viewer(1, 10, Role::Seller), 8);
+        let mut b = hub.register(viewer(1, 11, Role::Seller), 8);
+        let mut ceo = hub.register(viewer(1, 1, Role::Ceo), 8);
+        let mut other = hub.register(viewer(2, 10, Role::Ceo), 8);
+        assert_eq!(hub.push(stored(1, Audience::User { user_id: 10 }, 1)), 2);
+        assert_eq!(
+            hub.push(stored(1, Audience::Role { role: Role::Seller }, 2)),
+            3
+        );
+        assert_eq!(received(&mut a), vec![1, 2]);
+        assert_eq!(received(&mut b), vec![2]);
+        assert_eq!(received(&mut ceo), vec![1, 2]);
+        assert_eq!(received(&mut other), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn a_full_queue_kicks_only_that_connection() {
+        let hub = hub();
+        let slow = hub.register(viewer(1, 10, Role::Seller), 2);
+        let mut fast = hub.register(viewer(1, 10, Role::Seller), 8);
+        for seq in 1..=3 {
+            hub.push(stored(1, Audience::User { user_id: 10 }, seq));
+            received(&mut fast);
+        }
+        assert!(slow.kicked.is_cancelled());
+        assert!(!fast.kicked.is_cancelled());
+        hub.push(stored(1, Audience::User { user_id: 10 }, 4));
+        assert_eq!(received(&mut fast), vec![4]);
+    }
+
+    #[test]
+    fn dropping_the_registration_unregisters() {
+        let hub = hub();
+        let a = hub.register(viewer(1, 10, Role::Seller), 8);
+        let _b = hub.register(viewer(2, 10, Role::Seller), 8);
+        assert_eq!(hub.connection_count(), 2);
+        drop(a);
+        assert_eq!(hub.connection_count(), 1);
+        assert_eq!(hub.push(stored(1, Audience::User { user_id: 10 }, 1)), 0);
+    }
+
+    #[test]
+    fn count_changes_reach_the_users_other_connections() {
+        let hub = hub();
+        let mut phone = hub.register(viewer(1, 10, Role::Seller), 8);
+        let mut laptop = hub.register(viewer(1, 10, Role::Seller), 8);
+        let mut colleague = hub.register(viewer(1, 11, Role::Seller), 8);
+        hub.unread_changed(1, 10, Some(phone.id));
+        assert!(phone.rx.try_recv().is_err());
+        assert!(matches!(
+            laptop.rx.try_recv(),
+            Ok(Outbound::UnreadCountChanged)
+        ));
+        assert!(colleague.rx.try_recv().is_err());
+    }
+}

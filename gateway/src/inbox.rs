@@ -1,0 +1,532 @@
+//! The persistent inbox: every notification once, in arrival order (`sequence`), with per-user
+//! read state. SQLite or PostgreSQL through sqlx's `Any` driver; the two dialects differ only in
+//! column types (PostgreSQL keeps UUID, JSONB and TIMESTAMPTZ columns), hence the casts below.
+//!
+//! What a user sees is decided by the audience rules of [`crate::can_see`], written here in SQL
+//! (`visible!`). Read state is a per-user watermark ("read all" and "clear" move it, O(1)) plus
+//! one row per notification read individually above it.
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+use vigia_schemas::{Audience, Notification};
+
+use crate::audience::{role_name, sees_whole_tenant, Viewer};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error(
+        "unsupported inbox database URL {0:?}: use sqlite://<file>?mode=rwc or \
+         postgres://user:password@host/database"
+    )]
+    UnsupportedUrl(String),
+    #[error("cannot open the inbox database {url}: {source} (check VIGIA_DATABASE_URL)")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot prepare the inbox database: {0}")]
+    Prepare(String),
+    #[error("cannot apply the inbox migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("inbox database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored notification #{sequence} is not a valid notification: {error}")]
+    Corrupt { sequence: i64, error: String },
+    #[error("id {0} does not fit the inbox (at most 2^63-1)")]
+    IdOutOfRange(u64),
+}
+
+impl InboxError {
+    /// Whether retrying cannot help (the notification itself is the problem).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, InboxError::IdOutOfRange(_))
+    }
+}
+
+/// A notification as the inbox holds it for one user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredNotification {
+    /// Arrival order in this inbox; strictly increasing.
+    pub sequence: i64,
+    /// Read by this user, or resolved for everybody (withdrawn, or itself a withdrawal).
+    pub read: bool,
+    /// Withdrawn by a later notification.
+    pub withdrawn: bool,
+    pub notification: Notification,
+}
+
+/// The outcome of storing a notification that was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inserted {
+    pub sequence: i64,
+    /// Its withdrawal had arrived first: it is stored already resolved and should not be pushed.
+    pub already_withdrawn: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Statements whose text differs between the dialects.
+struct Statements {
+    insert: &'static str,
+    withdraw: &'static str,
+    withdrawn_before_arrival: &'static str,
+    find_visible: &'static str,
+    mark_read: &'static str,
+    list: &'static str,
+    since: &'static str,
+}
+
+// Parameters shared by every per-user statement: $1 tenant id, $2 1 if the viewer sees the whole
+// tenant (CEO/manager) else 0, $3 user id, $4 role name.
+macro_rules! visible {
+    () => {
+        "n.tenant_id = $1 AND ($2 = 1 OR n.audience_user_id = $3 OR n.audience_role = $4)"
+    };
+}
+
+macro_rules! page {
+    ($payload:literal) => {
+        concat!(
+            "SELECT n.seq AS seq, ",
+            $payload,
+            " AS payload, \
+             CAST(CASE WHEN n.withdraws IS NOT NULL OR n.withdrawn_at IS NOT NULL \
+                  OR n.seq <= COALESCE(u.read_through_seq, 0) \
+                  OR EXISTS (SELECT 1 FROM notification_reads r WHERE r.tenant_id = $1 \
+                             AND r.user_id = $3 AND r.notification_seq = n.seq) \
+                  THEN 1 ELSE 0 END AS BIGINT) AS is_read, \
+             CAST(CASE WHEN n.withdrawn_at IS NULL THEN 0 ELSE 1 END AS BIGINT) AS is_withdrawn \
+             FROM notifications n \
+             LEFT JOIN inbox_users u ON u.tenant_id = $1 AND u.user_id = $3 \
+             WHERE ",
+            visible!(),
+            " AND n.seq > COALESCE(u.cleared_through_seq, 0)"
+        )
+    };
+}
+
+const SQLITE: Statements = Statements {
+    insert: "INSERT INTO notifications (id, tenant_id, audience_user_id, audience_role, type, \
+             priority, withdraws, payload, created_at, stored_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (id) DO NOTHING RETURNING seq",
+    withdraw: "UPDATE notifications SET withdrawn_at = $3 \
+               WHERE tenant_id = $1 AND id = $2 AND withdrawn_at IS NULL",
+    withdrawn_before_arrival: "UPDATE notifications SET withdrawn_at = $3 WHERE seq = $1 \
+               AND EXISTS (SELECT 1 FROM notifications w WHERE w.tenant_id = $2 AND w.withdraws = $4)",
+    find_visible: concat!("SELECT n.seq AS seq FROM notifications n WHERE ", visible!(), " AND n.id = $5"),
+    mark_read: "INSERT INTO notification_reads (tenant_id, user_id, notification_seq, read_at) \
+                VALUES ($1, $2, $3, $4) \
+                ON CONFLICT (tenant_id, user_id, notification_seq) DO NOTHING",
+    list: concat!(page!("n.payload"), " AND n.seq < $5 ORDER BY n.seq DESC LIMIT $6"),
+    since: concat!(page!("n.payload"), " AND n.seq > $5 ORDER BY n.seq ASC LIMIT $6"),
+};
+
+const POSTGRES: Statements = Statements {
+    insert: "INSERT INTO notifications (id, tenant_id, audience_user_id, audience_role, type, \
+             priority, withdraws, payload, created_at, stored_at) \
+             VALUES ($1::uuid, $2, $3, $4, $5, $6, $7::uuid, $8::jsonb, $9::timestamptz, $10::timestamptz) \
+             ON CONFLICT (id) DO NOTHING RETURNING seq",
+    withdraw: "UPDATE notifications SET withdrawn_at = $3::timestamptz \
+               WHERE tenant_id = $1 AND id = $2::uuid AND withdrawn_at IS NULL",
+    withdrawn_before_arrival: "UPDATE notifications SET withdrawn_at = $3::timestamptz WHERE seq = $1 \
+               AND EXISTS (SELECT 1 FROM notifications w WHERE w.tenant_id = $2 AND w.withdraws = $4::uuid)",
+    find_visible: concat!("SELECT n.seq AS seq FROM notifications n WHERE ", visible!(), " AND n.id = $5::uuid"),
+    mark_read: "INSERT INTO notification_reads (tenant_id, user_id, notification_seq, read_at) \
+                VALUES ($1, $2, $3, $4::timestamptz) \
+                ON CONFLICT (tenant_id, user_id, notification_seq) DO NOTHING",
+    list: concat!(page!("n.payload::text"), " AND n.seq < $5 ORDER BY n.seq DESC LIMIT $6"),
+    since: concat!(page!("n.payload::text"), " AND n.seq > $5 ORDER BY n.seq ASC LIMIT $6"),
+};
+
+const UNREAD_COUNT: &str = concat!(
+    "SELECT COUNT(*) AS unread FROM notifications n \
+     LEFT JOIN inbox_users u ON u.tenant_id = $1 AND u.user_id = $3 \
+     WHERE ",
+    visible!(),
+    " AND n.withdraws IS NULL AND n.withdrawn_at IS NULL \
+     AND n.seq > COALESCE(u.read_through_seq, 0) \
+     AND NOT EXISTS (SELECT 1 FROM notification_reads r WHERE r.tenant_id = $1 \
+                     AND r.user_id = $3 AND r.notification_seq = n.seq)"
+);
+
+// The watermark moves to the newest notification of the tenant (not only the visible ones: the
+// invisible ones never matter to this user), and never backwards.
+const READ_ALL: &str =
+    "INSERT INTO inbox_users (tenant_id, user_id, read_through_seq, cleared_through_seq) \
+     SELECT $1, $2, COALESCE(MAX(seq), 0), 0 FROM notifications WHERE tenant_id = $1 \
+     ON CONFLICT (tenant_id, user_id) DO UPDATE SET read_through_seq = \
+       CASE WHEN excluded.read_through_seq > inbox_users.read_through_seq \
+            THEN excluded.read_through_seq ELSE inbox_users.read_through_seq END";
+
+const CLEAR: &str = "INSERT INTO inbox_users (tenant_id, user_id, read_through_seq, cleared_through_seq) \
+     SELECT $1, $2, COALESCE(MAX(seq), 0), COALESCE(MAX(seq), 0) FROM notifications WHERE tenant_id = $1 \
+     ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+       read_through_seq = CASE WHEN excluded.read_through_seq > inbox_users.read_through_seq \
+            THEN excluded.read_through_seq ELSE inbox_users.read_through_seq END, \
+       cleared_through_seq = CASE WHEN excluded.cleared_through_seq > inbox_users.cleared_through_seq \
+            THEN excluded.cleared_through_seq ELSE inbox_users.cleared_through_seq END";
+
+// Individual reads under the watermark say nothing more.
+const PRUNE_READS: &str = "DELETE FROM notification_reads WHERE tenant_id = $1 AND user_id = $2 \
+     AND notification_seq <= (SELECT read_through_seq FROM inbox_users \
+                              WHERE tenant_id = $1 AND user_id = $2)";
+
+/// The notifications store. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Inbox {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn db_id(id: u64) -> Result<i64, InboxError> {
+    i64::try_from(id).map_err(|_| InboxError::IdOutOfRange(id))
+}
+
+/// `url` with the password, if any, replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// The file of a `sqlite:` URL, if it names one.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.starts_with(":memory:")).then_some(path)
+}
+
+fn dialect_of(url: &str) -> Result<Dialect, InboxError> {
+    if url.starts_with("sqlite:") {
+        Ok(Dialect::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Dialect::Postgres)
+    } else {
+        Err(InboxError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+impl Inbox {
+    /// Opens the database at `url` (`sqlite://…` or `postgres://…`) and applies the migrations.
+    /// For SQLite, creates the file's directory if needed and switches the file to WAL so that
+    /// readers never wait for the writer.
+    pub async fn connect(url: &str) -> Result<Inbox, InboxError> {
+        sqlx::any::install_default_drivers();
+        let dialect = dialect_of(url)?;
+        let connect_error = |source| InboxError::Connect {
+            url: redact_url(url),
+            source,
+        };
+        if dialect == Dialect::Sqlite {
+            if let Some(parent) = sqlite_file(url)
+                .map(std::path::Path::new)
+                .and_then(|p| p.parent())
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    InboxError::Prepare(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+        }
+        // One direct connection first: an unreachable database fails now, with its own error,
+        // rather than after the pool's acquire timeout.
+        {
+            use sqlx::{Connection, Executor};
+            let mut conn = sqlx::AnyConnection::connect(url)
+                .await
+                .map_err(connect_error)?;
+            if dialect == Dialect::Sqlite {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+            }
+            conn.close().await?;
+        }
+        let max_connections = match dialect {
+            Dialect::Sqlite => 4,
+            Dialect::Postgres => 10,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(connect_error)?;
+        match dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Inbox { pool, dialect })
+    }
+
+    fn sql(&self) -> &'static Statements {
+        match self.dialect {
+            Dialect::Sqlite => &SQLITE,
+            Dialect::Postgres => &POSTGRES,
+        }
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Stores `n` unless a notification with its id is already stored. A new withdrawal resolves
+    /// the notification it withdraws (same tenant only). `None` if it was already stored.
+    pub async fn insert(&self, n: &Notification) -> Result<Option<Inserted>, InboxError> {
+        let sql = self.sql();
+        let (audience_user_id, audience_role) = match &n.audience {
+            Audience::User { user_id } => (Some(db_id(*user_id)?), None),
+            Audience::Role { role } => (None, Some(role_name(*role))),
+        };
+        let tenant_id = db_id(n.tenant_id)?;
+        let payload = serde_json::to_string(n).expect("notifications always serialize");
+        let now = now_text();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(sql.insert)
+            .bind(n.id.to_string())
+            .bind(tenant_id)
+            .bind(audience_user_id)
+            .bind(audience_role)
+            .bind(n.kind.as_str())
+            .bind(priority_name(n))
+            .bind(n.withdraws.map(|id| id.to_string()))
+            .bind(payload)
+            .bind(n.created_at.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .bind(now.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sequence: i64 = row.try_get("seq")?;
+        if let Some(withdrawn) = n.withdraws {
+            sqlx::query(sql.withdraw)
+                .bind(tenant_id)
+                .bind(withdrawn.to_string())
+                .bind(now.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let already_withdrawn = sqlx::query(sql.withdrawn_before_arrival)
+            .bind(sequence)
+            .bind(tenant_id)
+            .bind(now)
+            .bind(n.id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        tx.commit().await?;
+        Ok(Some(Inserted {
+            sequence,
+            already_withdrawn,
+        }))
+    }
+
+    /// Stores `n` if new; true only if it was not stored before.
+    pub async fn insert_if_new(&self, n: &Notification) -> Result<bool, InboxError> {
+        Ok(self.insert(n).await?.is_some())
+    }
+
+    fn viewer_query<'q>(
+        sql: &'static str,
+        v: &Viewer,
+    ) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, InboxError> {
+        Ok(sqlx::query(sql)
+            .bind(db_id(v.tenant_id)?)
+            .bind(i64::from(sees_whole_tenant(v.role)))
+            .bind(db_id(v.user_id)?)
+            .bind(role_name(v.role)))
+    }
+
+    /// Notifications visible to `v`, not read, not resolved.
+    pub async fn unread_count(&self, v: &Viewer) -> Result<u64, InboxError> {
+        let row = Self::viewer_query(UNREAD_COUNT, v)?
+            .fetch_one(&self.pool)
+            .await?;
+        let count: i64 = row.try_get("unread")?;
+        Ok(count.max(0) as u64)
+    }
+
+    /// Marks one notification read for `v`; false if `v` cannot see a notification with that id.
+    pub async fn mark_read(&self, v: &Viewer, id: Uuid) -> Result<bool, InboxError> {
+        let sql = self.sql();
+        let Some(row) = Self::viewer_query(sql.find_visible, v)?
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let sequence: i64 = row.try_get("seq")?;
+        sqlx::query(sql.mark_read)
+            .bind(db_id(v.tenant_id)?)
+            .bind(db_id(v.user_id)?)
+            .bind(sequence)
+            .bind(now_text())
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
+    /// Marks everything stored so far read for `v`.
+    pub async fn mark_all_read(&self, v: &Viewer) -> Result<(), InboxError> {
+        self.move_watermark(READ_ALL, v).await
+    }
+
+    /// Hides everything stored so far from `v`'s lists (and marks it read); newer notifications
+    /// still show.
+    pub async fn clear(&self, v: &Viewer) -> Result<(), InboxError> {
+        self.move_watermark(CLEAR, v).await
+    }
+
+    async fn move_watermark(&self, sql: &'static str, v: &Viewer) -> Result<(), InboxError> {
+        let (tenant_id, user_id) = (db_id(v.tenant_id)?, db_id(v.user_id)?);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(PRUNE_READS)
+            .bind(tenant_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` notifications visible to `v` and not cleared, newest first, with sequence
+    /// below `before` (all if `None`).
+    pub async fn list(
+        &self,
+        v: &Viewer,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredNotification>, InboxError> {
+        let rows = Self::viewer_query(self.sql().list, v)?
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stored_from_row).collect()
+    }
+
+    /// Up to `limit` notifications visible to `v` and not cleared, with sequence above `after`,
+    /// oldest first: what a reconnecting client missed.
+    pub async fn since(
+        &self,
+        v: &Viewer,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredNotification>, InboxError> {
+        let rows = Self::viewer_query(self.sql().since, v)?
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stored_from_row).collect()
+    }
+}
+
+fn priority_name(n: &Notification) -> String {
+    match serde_json::to_value(n.priority) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{:?}", n.priority).to_lowercase(),
+    }
+}
+
+fn stored_from_row(row: &AnyRow) -> Result<StoredNotification, InboxError> {
+    let sequence: i64 = row.try_get("seq")?;
+    let payload: String = row.try_get("payload")?;
+    let read: i64 = row.try_get("is_read")?;
+    let withdrawn: i64 = row.try_get("is_withdrawn")?;
+    let notification = serde_json::from_str(&payload).map_err(|e| InboxError::Corrupt {
+        sequence,
+        error: e.to_string(),
+    })?;
+    Ok(StoredNotification {
+        sequence,
+        read: read != 0,
+        withdrawn: withdrawn != 0,
+        notification,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://vigia:s3cret@db:5432/vigia"),
+            "postgres://vigia:***@db:5432/vigia"
+        );
+        assert_eq!(
+            redact_url("sqlite:///data/gateway.db?mode=rwc"),
+            "sqlite:///data/gateway.db?mode=rwc"
+        );
+        assert_eq!(redact_url("postgres://db/vigia"), "postgres://db/vigia");
+    }
+
+    #[test]
+    fn the_dialect_comes_from_the_url() {
+        assert_eq!(
+            dialect_of("sqlite://x.db?mode=rwc").unwrap(),
+            Dialect::Sqlite
+        );
+        assert_eq!(dialect_of("sqlite::memory:").unwrap(), Dialect::Sqlite);
+        assert_eq!(dialect_of("postgres://h/db").unwrap(), Dialect::Postgres);
+        assert_eq!(dialect_of("postgresql://h/db").unwrap(), Dialect::Postgres);
+        assert!(matches!(
+            dialect_of("mysql://u:pw@h/db"),
+            Err(InboxError::UnsupportedUrl(u)) if !u.contains("pw")
+        ));
+    }
+
+    #[test]
+    fn the_sqlite_file_is_found_in_the_url() {
+        assert_eq!(
+            sqlite_file("sqlite:///data/gw.db?mode=rwc"),
+            Some("/data/gw.db")
+        );
+        assert_eq!(sqlite_file("sqlite://gw.db"), Some("gw.db"));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+    }
+}

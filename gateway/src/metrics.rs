@@ -1,0 +1,69 @@
+//! The gateway's Prometheus metrics.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    pub(crate) connections: Gauge,
+    pub(crate) pushed: Counter,
+    pub(crate) dropped_clients: Counter,
+    pub(crate) push_age_seconds: Histogram,
+    pub(crate) stored: Counter,
+    pub(crate) duplicates: Counter,
+    pub(crate) undecodable: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            connections: Gauge::default(),
+            pushed: Counter::default(),
+            dropped_clients: Counter::default(),
+            push_age_seconds: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            stored: Counter::default(),
+            duplicates: Counter::default(),
+            undecodable: Counter::default(),
+        };
+        registry.register(
+            "vigia_gateway_connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "vigia_gateway_pushed",
+            "Notifications queued to a live connection (one per connection reached)",
+            m.pushed.clone(),
+        );
+        registry.register(
+            "vigia_gateway_dropped_clients",
+            "Connections closed because their queue was full (\"too slow\")",
+            m.dropped_clients.clone(),
+        );
+        registry.register(
+            "vigia_gateway_push_age_seconds",
+            "Age of a notification (now - created_at) when it is pushed",
+            m.push_age_seconds.clone(),
+        );
+        registry.register(
+            "vigia_gateway_notifications_stored",
+            "Notifications newly stored in the inbox",
+            m.stored.clone(),
+        );
+        registry.register(
+            "vigia_gateway_notifications_duplicate",
+            "Notifications received again (already in the inbox; not pushed again)",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "vigia_gateway_notifications_undecodable",
+            "Records of the notifications topic that are not a notification (skipped)",
+            m.undecodable.clone(),
+        );
+        m
+    }
+}

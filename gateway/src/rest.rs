@@ -1,0 +1,145 @@
+//! The REST inbox (SPEC §5 "REST fallback"), authenticated by `Authorization: Bearer <jwt>`.
+//!
+//! - `GET /v1/notifications?limit=50&before=<sequence>` → `{"notifications": [{"sequence", "read",
+//!   "withdrawn", "notification"}…], "next_before": <sequence>|null}`, newest first; pass
+//!   `next_before` as `before` for the next page. `limit` is 1..=200 (default 50).
+//! - `GET /v1/notifications/count` → `{"count": N}` (unread).
+//! - `POST /v1/notifications/{id}/read` → `{"count": N}`, or `404` if the caller has no such
+//!   notification.
+//! - `POST /v1/notifications/read-all` → `{"count": N}`.
+//! - `DELETE /v1/notifications` (clear: hide everything so far, and mark it read) → `{"count": N}`.
+//!
+//! Every change is also announced to the user's open WebSockets (`unread_count`).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audience::Viewer;
+use crate::auth::{bearer_token, AuthError};
+use crate::inbox::InboxError;
+use crate::Shared;
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 200;
+
+/// The caller, from a valid Bearer token.
+pub(crate) struct Caller(pub(crate) Viewer);
+
+impl FromRequestParts<Arc<Shared>> for Caller {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(&parts.headers).ok_or(AuthError::MissingToken)??;
+        Ok(Caller(shared.verifier.verify(token)?.viewer))
+    }
+}
+
+/// An inbox failure, as the client sees it.
+pub(crate) struct Unavailable(InboxError);
+
+impl From<InboxError> for Unavailable {
+    fn from(e: InboxError) -> Self {
+        Unavailable(e)
+    }
+}
+
+impl IntoResponse for Unavailable {
+    fn into_response(self) -> Response {
+        tracing::warn!(error = %self.0, "inbox request failed");
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "5")],
+            Json(json!({"error": "the notification inbox is unavailable; retry shortly"})),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    limit: Option<u32>,
+    before: Option<i64>,
+}
+
+pub(crate) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+    Query(params): Query<ListParams>,
+) -> Result<Response, Unavailable> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("limit must be between 1 and {MAX_LIMIT}")})),
+        )
+            .into_response());
+    }
+    let page = shared.inbox.list(&viewer, params.before, limit).await?;
+    let next_before = (page.len() == limit as usize)
+        .then(|| page.last().map(|s| s.sequence))
+        .flatten();
+    Ok(Json(json!({"notifications": page, "next_before": next_before})).into_response())
+}
+
+async fn count_response(shared: &Shared, viewer: &Viewer) -> Result<Response, Unavailable> {
+    let count = shared.inbox.unread_count(viewer).await?;
+    Ok(Json(json!({ "count": count })).into_response())
+}
+
+pub(crate) async fn count(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+) -> Result<Response, Unavailable> {
+    count_response(&shared, &viewer).await
+}
+
+pub(crate) async fn read_one(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Response, Unavailable> {
+    if !shared.inbox.mark_read(&viewer, id).await? {
+        return Ok((
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no notification {id} for you")})),
+        )
+            .into_response());
+    }
+    shared
+        .hub
+        .unread_changed(viewer.tenant_id, viewer.user_id, None);
+    count_response(&shared, &viewer).await
+}
+
+pub(crate) async fn read_all(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+) -> Result<Response, Unavailable> {
+    shared.inbox.mark_all_read(&viewer).await?;
+    shared
+        .hub
+        .unread_changed(viewer.tenant_id, viewer.user_id, None);
+    count_response(&shared, &viewer).await
+}
+
+pub(crate) async fn clear(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+) -> Result<Response, Unavailable> {
+    shared.inbox.clear(&viewer).await?;
+    shared
+        .hub
+        .unread_changed(viewer.tenant_id, viewer.user_id, None);
+    count_response(&shared, &viewer).await
+}

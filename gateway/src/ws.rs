@@ -1,0 +1,312 @@
+//! The plain WebSocket transport, `GET /ws` (protocol in [`crate::protocol`]).
+//!
+//! The token is checked before the upgrade (a bad one gets `401` with the reason). Each
+//! connection is one task: it registers with the hub first, then sends `connection_established`,
+//! `unread_count` and, with `?since=N`, everything visible after sequence N; live notifications
+//! queued meanwhile are forwarded afterwards, skipping those already replayed, so nothing is
+//! missed or sent twice.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{bearer_token, AuthError, Principal};
+use crate::hub::{Outbound, Registration, Subscription};
+use crate::inbox::StoredNotification;
+use crate::protocol::{parse_client_frame, ClientFrame, CloseReason, ServerFrame};
+use crate::Shared;
+
+/// Client frames are tiny; anything bigger is not ours.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// Page size of the `?since=` replay.
+const REPLAY_PAGE: u32 = 200;
+/// How long a close frame may take to get out (a kicked client may first have to drain what the
+/// server had already written).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WsParams {
+    token: Option<String>,
+    since: Option<i64>,
+}
+
+pub(crate) async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Query<WsParams>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let token = match bearer_token(&headers) {
+        Some(Ok(token)) => token,
+        Some(Err(e)) => return e.into_response(),
+        None => match params.token.as_deref() {
+            Some(token) if !token.is_empty() => token,
+            _ => return AuthError::MissingToken.into_response(),
+        },
+    };
+    let principal = match shared.verifier.verify(token) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let since = params.since.map(|s| s.max(0));
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| run(socket, shared, principal, since))
+}
+
+/// How a connection ended: the client left, or the server closes it for a reason.
+enum End {
+    Gone,
+    Close(CloseReason),
+}
+
+struct Connection {
+    sink: SplitSink<WebSocket, Message>,
+    shared: Arc<Shared>,
+    principal: Principal,
+    connection_id: u64,
+    kicked: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+async fn run(socket: WebSocket, shared: Arc<Shared>, principal: Principal, since: Option<i64>) {
+    let (sink, mut stream) = socket.split();
+    let Subscription {
+        id,
+        mut rx,
+        kicked,
+        registration,
+    } = shared
+        .hub
+        .register(principal.viewer, shared.cfg.client_queue);
+    let mut conn = Connection {
+        sink,
+        shutdown: shared.shutdown.clone(),
+        shared,
+        principal,
+        connection_id: id,
+        kicked,
+    };
+    tracing::debug!(
+        connection = id,
+        tenant_id = principal.viewer.tenant_id,
+        user_id = principal.viewer.user_id,
+        "websocket connected"
+    );
+    let end = conn.serve(&mut stream, &mut rx, since).await;
+    // Unregister before closing: nothing more is queued for a connection on its way out.
+    drop::<Registration>(registration);
+    if let End::Close(reason) = end {
+        tracing::debug!(
+            connection = id,
+            reason = reason.reason(),
+            "closing websocket"
+        );
+        let frame = Message::Close(Some(CloseFrame {
+            code: reason.code(),
+            reason: reason.reason().into(),
+        }));
+        let _ = timeout(CLOSE_TIMEOUT, conn.sink.send(frame)).await;
+        let _ = timeout(Duration::from_secs(1), conn.sink.close()).await;
+    }
+}
+
+fn remaining(until: SystemTime) -> Duration {
+    until
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+impl Connection {
+    async fn serve(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+        since: Option<i64>,
+    ) -> End {
+        match self.serve_inner(stream, rx, since).await {
+            Ok(()) => End::Gone,
+            Err(end) => end,
+        }
+    }
+
+    async fn serve_inner(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+        since: Option<i64>,
+    ) -> Result<(), End> {
+        let viewer = self.principal.viewer;
+        let ping_interval = self.shared.cfg.ping_interval;
+        let token_expires = Instant::now() + remaining(self.principal.expires_at_time());
+
+        self.send(&ServerFrame::ConnectionEstablished {
+            user_id: viewer.user_id,
+            tenant_id: viewer.tenant_id,
+            role: viewer.role,
+            server_time: Utc::now(),
+            ping_interval_ms: ping_interval.as_millis() as u64,
+            token_expires_at: DateTime::<Utc>::from(self.principal.expires_at_time()),
+        })
+        .await?;
+        self.send_unread_count().await?;
+
+        let replayed_through = match since {
+            Some(after) => Some(self.replay(after).await?),
+            None => None,
+        };
+
+        let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_pong = Instant::now();
+        let mut count_stale = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
+                _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
+                _ = sleep_until(token_expires) => return Err(End::Close(CloseReason::TokenExpired)),
+                _ = ping.tick() => {
+                    if last_pong.elapsed() >= 2 * ping_interval {
+                        return Err(End::Close(CloseReason::PingTimeout));
+                    }
+                    self.send(&ServerFrame::Ping).await?;
+                }
+                outbound = rx.recv() => match outbound {
+                    // The hub is gone: the gateway is shutting down.
+                    None => return Err(End::Close(CloseReason::ShuttingDown)),
+                    Some(Outbound::Notification(stored)) => {
+                        if replayed_through.is_some_and(|through| stored.sequence <= through) {
+                            continue;
+                        }
+                        self.send_notification(&stored).await?;
+                        count_stale = true;
+                    }
+                    Some(Outbound::UnreadCountChanged) => count_stale = true,
+                },
+                incoming = stream.next() => match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(Message::Pong(_))) => last_pong = Instant::now(),
+                    // Answered by the WebSocket layer itself.
+                    Some(Ok(Message::Ping(_))) => {}
+                    Some(Ok(Message::Binary(_))) => {
+                        self.send_error("binary frames are not supported: send JSON text frames".into()).await?;
+                    }
+                    Some(Ok(Message::Text(text))) => match parse_client_frame(&text) {
+                        Ok(ClientFrame::Pong) => last_pong = Instant::now(),
+                        Ok(ClientFrame::GetUnreadCount) => {
+                            self.send_unread_count().await?;
+                            count_stale = false;
+                        }
+                        Ok(ClientFrame::MarkRead { notification_id }) => {
+                            match self.shared.inbox.mark_read(&viewer, notification_id).await {
+                                Ok(true) => {
+                                    self.shared.hub.unread_changed(
+                                        viewer.tenant_id,
+                                        viewer.user_id,
+                                        Some(self.connection_id),
+                                    );
+                                    self.send_unread_count().await?;
+                                    count_stale = false;
+                                }
+                                Ok(false) => {
+                                    self.send_error(format!(
+                                        "mark_read: no notification {notification_id} for you"
+                                    ))
+                                    .await?;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "mark_read failed");
+                                    self.send_error("mark_read failed: the inbox is unavailable, try again".into()).await?;
+                                }
+                            }
+                        }
+                        Err(message) => self.send_error(message).await?,
+                    },
+                },
+            }
+            // One recount per burst: only once the queue is drained.
+            if count_stale && rx.is_empty() {
+                self.send_unread_count().await?;
+                count_stale = false;
+            }
+        }
+    }
+
+    /// Sends what `viewer` missed after `after`, in order; returns the last sequence sent.
+    async fn replay(&mut self, mut after: i64) -> Result<i64, End> {
+        let viewer = self.principal.viewer;
+        loop {
+            let page = self
+                .shared
+                .inbox
+                .since(&viewer, after, REPLAY_PAGE)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot replay missed notifications");
+                    End::Close(CloseReason::InboxUnavailable)
+                })?;
+            for stored in &page {
+                self.send_notification(stored).await?;
+                after = stored.sequence;
+            }
+            if page.len() < REPLAY_PAGE as usize {
+                return Ok(after);
+            }
+        }
+    }
+
+    async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), End> {
+        self.send(&ServerFrame::Notification {
+            sequence: stored.sequence,
+            read: stored.read,
+            withdrawn: stored.withdrawn,
+            notification: &stored.notification,
+        })
+        .await
+    }
+
+    async fn send_unread_count(&mut self) -> Result<(), End> {
+        let count = self
+            .shared
+            .inbox
+            .unread_count(&self.principal.viewer)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot count unread notifications");
+                End::Close(CloseReason::InboxUnavailable)
+            })?;
+        self.send(&ServerFrame::UnreadCount { count }).await
+    }
+
+    async fn send_error(&mut self, message: String) -> Result<(), End> {
+        self.send(&ServerFrame::Error { message }).await
+    }
+
+    /// Writes one frame, giving up if the hub kicks this connection or the server shuts down
+    /// while the write waits for a slow client.
+    async fn send(&mut self, frame: &ServerFrame<'_>) -> Result<(), End> {
+        let message = Message::Text(frame.to_json().into());
+        tokio::select! {
+            biased;
+            _ = self.kicked.cancelled() => Err(End::Close(CloseReason::TooSlow)),
+            _ = self.shutdown.cancelled() => Err(End::Close(CloseReason::ShuttingDown)),
+            sent = self.sink.send(message) => sent.map_err(|_| End::Gone),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The inbox against both dialects: SQLite (a temporary file, always) and PostgreSQL (the
+//! database named by `VIGIA_TEST_POSTGRES_URL`; skipped with a message when it is unset).
+//!
+//! Every PostgreSQL run uses fresh random tenant ids, so it can share a database with earlier
+//! runs.
+
+mod common;
+
+use common::*;
+use uuid::Uuid;
+use vigia_gateway::{can_see, Inbox, Role, Viewer};
+use vigia_schemas::{Audience, Notification};
+
+fn fresh_tenant() -> u64 {
+    // Random, positive, far from the small ids other tests use.
+    1_000_000 + (Uuid::new_v4().as_u128() % 1_000_000_000) as u64
+}
+
+fn viewer(tenant_id: u64, user_id: u64, role: Role) -> Viewer {
+    Viewer {
+        tenant_id,
+        user_id,
+        role,
+    }
+}
+
+fn list_ids(page: &[vigia_gateway::StoredNotification]) -> Vec<Uuid> {
+    page.iter().map(|s| s.notification.id).collect()
+}
+
+/// Everything the inbox promises, on whatever database `url` names.
+async fn exercise(url: &str) {
+    let inbox = Inbox::connect(url)
+        .await
+        .expect("inbox connects and migrates");
+    let t1 = fresh_tenant();
+    let t2 = t1 + 1;
+
+    // A mix of audiences over two tenants.
+    let mut all: Vec<Notification> = vec![];
+    for tenant in [t1, t2] {
+        for audience in [
+            Audience::User { user_id: 10 },
+            Audience::User { user_id: 11 },
+            Audience::Role { role: Role::Seller },
+            Audience::Role {
+                role: Role::Secretary,
+            },
+            Audience::Role {
+                role: Role::Supervisor,
+            },
+            Audience::Role { role: Role::Ceo },
+            Audience::User { user_id: 10 },
+        ] {
+            let n = notification(tenant, audience);
+            assert!(inbox.insert_if_new(&n).await.unwrap());
+            all.push(n);
+        }
+    }
+    // Insert-if-new: a second insert is recognised.
+    assert!(!inbox.insert_if_new(&all[0]).await.unwrap());
+    assert_eq!(inbox.insert(&all[1]).await.unwrap(), None);
+
+    // What the SQL selects is exactly what the audience rules allow, newest first.
+    let viewers = [
+        viewer(t1, 10, Role::Seller),
+        viewer(t1, 11, Role::Seller),
+        viewer(t1, 20, Role::Secretary),
+        viewer(t1, 30, Role::Supervisor),
+        viewer(t1, 1, Role::Ceo),
+        viewer(t1, 2, Role::Manager),
+        viewer(t2, 10, Role::Seller),
+        viewer(t2, 1, Role::Ceo),
+    ];
+    for v in &viewers {
+        let mut expected: Vec<Uuid> = all
+            .iter()
+            .filter(|n| can_see(v, n.tenant_id, &n.audience))
+            .map(|n| n.id)
+            .collect();
+        expected.reverse();
+        let listed = inbox.list(v, None, 100).await.unwrap();
+        assert_eq!(list_ids(&listed), expected, "{v:?}");
+        assert!(listed.windows(2).all(|w| w[0].sequence > w[1].sequence));
+        assert_eq!(
+            inbox.unread_count(v).await.unwrap(),
+            expected.len() as u64,
+            "{v:?}"
+        );
+        // "since" is the same set, oldest first.
+        let oldest = listed.last().unwrap().sequence;
+        let since = inbox.since(v, oldest - 1, 100).await.unwrap();
+        expected.reverse();
+        assert_eq!(list_ids(&since), expected, "{v:?}");
+        let since_after_first = inbox.since(v, oldest, 100).await.unwrap();
+        assert_eq!(list_ids(&since_after_first), expected[1..], "{v:?}");
+    }
+
+    // Paging by sequence.
+    let seller = viewer(t1, 10, Role::Seller);
+    let everything = inbox.list(&seller, None, 100).await.unwrap();
+    let first_two = inbox.list(&seller, None, 2).await.unwrap();
+    assert_eq!(first_two, everything[..2]);
+    let rest = inbox
+        .list(&seller, Some(first_two[1].sequence), 100)
+        .await
+        .unwrap();
+    assert_eq!(rest, everything[2..]);
+
+    // Mark read: own and visible only.
+    let own = &all[0];
+    let someone_elses = &all[1];
+    let other_tenant = &all[7];
+    assert!(inbox.mark_read(&seller, own.id).await.unwrap());
+    assert!(!inbox.mark_read(&seller, someone_elses.id).await.unwrap());
+    assert!(!inbox.mark_read(&seller, other_tenant.id).await.unwrap());
+    assert!(!inbox.mark_read(&seller, Uuid::new_v4()).await.unwrap());
+    let seller_visible = everything.len() as u64;
+    assert_eq!(
+        inbox.unread_count(&seller).await.unwrap(),
+        seller_visible - 1
+    );
+    let listed = inbox.list(&seller, None, 100).await.unwrap();
+    assert!(listed
+        .iter()
+        .all(|s| s.read == (s.notification.id == own.id)));
+    // Reading is per user: the CEO, who sees it too, still has it unread.
+    let ceo = viewer(t1, 1, Role::Ceo);
+    assert_eq!(inbox.unread_count(&ceo).await.unwrap(), 7);
+
+    // Read all, then something new.
+    inbox.mark_all_read(&seller).await.unwrap();
+    assert_eq!(inbox.unread_count(&seller).await.unwrap(), 0);
+    assert!(inbox
+        .list(&seller, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.read));
+    let newer = to_user(t1, 10);
+    inbox.insert(&newer).await.unwrap().unwrap();
+    assert_eq!(inbox.unread_count(&seller).await.unwrap(), 1);
+    inbox.mark_all_read(&seller).await.unwrap();
+    inbox.mark_all_read(&seller).await.unwrap(); // idempotent
+    assert_eq!(inbox.unread_count(&seller).await.unwrap(), 0);
+
+    // Withdrawal: resolves the withdrawn one for its whole audience, is itself never unread.
+    let alert = to_user(t1, 11);
+    let alert_seq = inbox.insert(&alert).await.unwrap().unwrap().sequence;
+    let seller_11 = viewer(t1, 11, Role::Seller);
+    let before = inbox.unread_count(&seller_11).await.unwrap();
+    let ceo_before = inbox.unread_count(&ceo).await.unwrap();
+    let mut answered = to_user(t1, 11);
+    answered.withdraws = Some(alert.id);
+    let inserted = inbox.insert(&answered).await.unwrap().unwrap();
+    assert!(inserted.sequence > alert_seq && !inserted.already_withdrawn);
+    assert_eq!(inbox.unread_count(&seller_11).await.unwrap(), before - 1);
+    assert_eq!(inbox.unread_count(&ceo).await.unwrap(), ceo_before - 1);
+    let listed = inbox.list(&seller_11, None, 2).await.unwrap();
+    assert_eq!(list_ids(&listed), vec![answered.id, alert.id]);
+    assert!(listed[0].read && !listed[0].withdrawn);
+    assert!(listed[1].read && listed[1].withdrawn);
+    assert_eq!(listed[0].notification.withdraws, Some(alert.id));
+
+    // A withdrawal never crosses tenants.
+    let t2_alert = to_user(t2, 11);
+    inbox.insert(&t2_alert).await.unwrap().unwrap();
+    let mut foreign = to_user(t1, 11);
+    foreign.withdraws = Some(t2_alert.id);
+    inbox.insert(&foreign).await.unwrap().unwrap();
+    let t2_listed = inbox
+        .list(&viewer(t2, 11, Role::Seller), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(t2_listed[0].notification.id, t2_alert.id);
+    assert!(!t2_listed[0].withdrawn && !t2_listed[0].read);
+
+    // A withdrawal that arrives first: the original is stored resolved.
+    let late = to_user(t1, 11);
+    let mut early = to_user(t1, 11);
+    early.withdraws = Some(late.id);
+    inbox.insert(&early).await.unwrap().unwrap();
+    let count = inbox.unread_count(&seller_11).await.unwrap();
+    let inserted = inbox.insert(&late).await.unwrap().unwrap();
+    assert!(inserted.already_withdrawn);
+    assert_eq!(inbox.unread_count(&seller_11).await.unwrap(), count);
+
+    // Clear: hidden (and read) for this user only; newer ones show.
+    inbox.clear(&seller_11).await.unwrap();
+    assert!(inbox.list(&seller_11, None, 100).await.unwrap().is_empty());
+    assert!(inbox.since(&seller_11, 0, 100).await.unwrap().is_empty());
+    assert_eq!(inbox.unread_count(&seller_11).await.unwrap(), 0);
+    assert!(!inbox.list(&ceo, None, 100).await.unwrap().is_empty());
+    let after_clear = to_user(t1, 11);
+    inbox.insert(&after_clear).await.unwrap().unwrap();
+    assert_eq!(
+        list_ids(&inbox.list(&seller_11, None, 100).await.unwrap()),
+        vec![after_clear.id]
+    );
+    assert_eq!(inbox.unread_count(&seller_11).await.unwrap(), 1);
+
+    // The stored JSON is the notification, byte for byte in meaning.
+    let stored = inbox.list(&seller_11, None, 1).await.unwrap();
+    assert_eq!(stored[0].notification, after_clear);
+
+    // It persists, and migrating again is a no-op.
+    drop(inbox);
+    let reopened = Inbox::connect(url).await.expect("inbox reopens");
+    assert!(reopened.ping().await);
+    assert_eq!(
+        list_ids(&reopened.list(&seller_11, None, 100).await.unwrap()),
+        vec![after_clear.id]
+    );
+    assert!(!reopened.insert_if_new(&after_clear).await.unwrap());
+}
+
+#[tokio::test]
+async fn inbox_on_sqlite() {
+    let dir = TempDir::new();
+    exercise(&dir.sqlite_url()).await;
+}
+
+#[tokio::test]
+async fn inbox_on_sqlite_creates_the_files_directory() {
+    let dir = TempDir::new();
+    let url = format!(
+        "sqlite://{}/nested/data/gateway.db?mode=rwc",
+        dir.0.display()
+    );
+    let inbox = Inbox::connect(&url).await.unwrap();
+    assert!(inbox.ping().await);
+    assert!(dir.0.join("nested/data/gateway.db").exists());
+}
+
+#[tokio::test]
+async fn inbox_on_postgres() {
+    let Ok(url) = std::env::var("VIGIA_TEST_POSTGRES_URL") else {
+        println!("skipped: set VIGIA_TEST_POSTGRES_URL=postgres://user:pass@host:port/db to run");
+        return;
+    };
+    exercise(&url).await;
+}
+
+#[tokio::test]
+async fn an_unsupported_or_unreachable_database_is_a_clear_error() {
+    let err = Inbox::connect("mysql://u:secret@localhost/db")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sqlite://") && !err.contains("secret"),
+        "{err}"
+    );
+    let err = Inbox::connect("postgres://u:secret@127.0.0.1:1/db")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("VIGIA_DATABASE_URL") && !err.contains("secret"),
+        "{err}"
+    );
+}

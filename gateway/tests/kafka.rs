@@ -1,0 +1,216 @@
+//! The Kafka path: records of the notifications topic reach WebSocket clients through the
+//! gateway's consumer; garbage is skipped; a restarted gateway resumes from committed offsets.
+//!
+//! Needs a broker: `VIGIA_TEST_KAFKA_BROKERS` (default 127.0.0.1:9092, e.g. tansu). Run with
+//! `cargo test -p vigia-gateway --test kafka -- --ignored`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use prometheus_client::registry::Registry;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use vigia_gateway::{Config, Gateway, Role};
+use vigia_schemas::Topics;
+
+fn brokers() -> String {
+    std::env::var("VIGIA_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn kafka_config() -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers());
+    config
+}
+
+async fn produce(producer: &FutureProducer, topic: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::to(topic).key("1").payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("cannot produce to {topic} at {}: {e}", brokers()));
+}
+
+struct Running {
+    gateway: Gateway,
+    registry: Registry,
+    shutdown: CancellationToken,
+    addr: std::net::SocketAddr,
+}
+
+impl Running {
+    async fn start(cfg: Config, topics: &Topics) -> Running {
+        let mut registry = Registry::default();
+        let shutdown = CancellationToken::new();
+        let gateway = Gateway::start(
+            cfg,
+            &kafka_config(),
+            topics,
+            &mut registry,
+            shutdown.clone(),
+        )
+        .await
+        .expect("gateway starts");
+        let addr = serve(&gateway, shutdown.clone()).await;
+        Running {
+            gateway,
+            registry,
+            shutdown,
+            addr,
+        }
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text.lines()
+            .find_map(|line| {
+                let (metric, value) = line.rsplit_once(' ')?;
+                (metric == name).then(|| value.parse().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+
+    async fn wait_for(&self, name: &str, value: f64) {
+        for _ in 0..300 {
+            if self.metric(name) >= value {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name} never reached {value} (is {})", self.metric(name));
+    }
+
+    async fn connect(&self, query: &str) -> Ws {
+        let url = format!("ws://{}/ws?{query}", self.addr);
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a Kafka broker at VIGIA_TEST_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn notifications_flow_from_kafka_to_websockets_and_offsets_are_committed() {
+    let topics = Topics::with_prefix(&format!("gwtest-{}.", Uuid::new_v4().simple()));
+    let admin: AdminClient<DefaultClientContext> = kafka_config().create().unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(
+                &topics.notifications,
+                1,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a topic at {}: {e}", brokers()));
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let producer: FutureProducer = kafka_config().create().unwrap();
+
+    let first = to_user(1, 10);
+    let second = to_user(1, 10);
+    produce(
+        &producer,
+        &topics.notifications,
+        &serde_json::to_vec(&first).unwrap(),
+    )
+    .await;
+    produce(&producer, &topics.notifications, b"not a notification").await;
+    produce(
+        &producer,
+        &topics.notifications,
+        &serde_json::to_vec(&second).unwrap(),
+    )
+    .await;
+    produce(
+        &producer,
+        &topics.notifications,
+        &serde_json::to_vec(&first).unwrap(),
+    )
+    .await;
+    produce(
+        &producer,
+        &topics.notifications,
+        &serde_json::to_vec(&to_user(1, 11)).unwrap(),
+    )
+    .await;
+
+    let dir = TempDir::new();
+    let cfg = Config {
+        jwt_secret: SECRET.into(),
+        database_url: dir.sqlite_url(),
+        group_id: format!("gwtest-{}", Uuid::new_v4().simple()),
+        ..Config::default()
+    };
+    let token = vigia_gateway::issue_token(SECRET, 10, 1, Role::Seller, Duration::from_secs(600));
+
+    let gw = Running::start(cfg.clone(), &topics).await;
+    assert!(gw.gateway.ready().await);
+    gw.wait_for("vigia_gateway_notifications_stored_total", 3.0)
+        .await;
+    gw.wait_for("vigia_gateway_notifications_duplicate_total", 1.0)
+        .await;
+    assert_eq!(
+        gw.metric("vigia_gateway_notifications_undecodable_total"),
+        1.0
+    );
+    let mut ws = gw.connect(&format!("token={token}&since=0")).await;
+    assert_eq!(expect_handshake(&mut ws, 1, 10).await, 2);
+    let replayed = notifications_within(&mut ws, Duration::from_millis(500)).await;
+    assert_eq!(ids(&replayed), vec![first.id, second.id]);
+
+    // Live: produced while connected.
+    let live = to_user(1, 10);
+    produce(
+        &producer,
+        &topics.notifications,
+        &serde_json::to_vec(&live).unwrap(),
+    )
+    .await;
+    let live_frames = notifications_within(&mut ws, Duration::from_secs(3)).await;
+    assert_eq!(ids(&live_frames), vec![live.id]);
+    let last_seen = live_frames[0]["sequence"].as_i64().unwrap();
+    drop(ws);
+    gw.shutdown.cancel();
+    // Let the consumer commit and leave the group.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A restart resumes after what was committed: nothing old is read again.
+    let after_restart = to_user(1, 10);
+    produce(
+        &producer,
+        &topics.notifications,
+        &serde_json::to_vec(&after_restart).unwrap(),
+    )
+    .await;
+    let gw = Running::start(cfg, &topics).await;
+    // Resuming after the last sequence seen: whether it was consumed before or after this
+    // connection, the new notification arrives once.
+    let mut ws = gw
+        .connect(&format!("token={token}&since={last_seen}"))
+        .await;
+    expect_handshake(&mut ws, 1, 10).await;
+    gw.wait_for("vigia_gateway_notifications_stored_total", 1.0)
+        .await;
+    assert_eq!(
+        ids(&notifications_within(&mut ws, Duration::from_secs(2)).await),
+        vec![after_restart.id]
+    );
+    assert_eq!(gw.metric("vigia_gateway_notifications_stored_total"), 1.0);
+    assert_eq!(
+        gw.metric("vigia_gateway_notifications_duplicate_total"),
+        0.0
+    );
+    assert_eq!(
+        gw.metric("vigia_gateway_notifications_undecodable_total"),
+        0.0
+    );
+    gw.shutdown.cancel();
+}

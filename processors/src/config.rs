@@ -1,0 +1,334 @@
+//! Configuration: per-tenant rule thresholds (SPEC §3, defaults in brackets there) and the
+//! runner's timing.
+//!
+//! TOML shape (embedded by the root binary under `[processors]`):
+//!
+//! ```toml
+//! [processors]
+//! group_id = "vigia-processors"
+//! watermark_delay = "1s"
+//! tick = "200ms"
+//! commit_interval = "500ms"
+//! max_clock_skew = "10m"
+//! max_in_flight = 10000
+//!
+//! [processors.defaults]            # every tenant, unless overridden
+//! unanswered_after = "1h"
+//! session_timeout = "600s"
+//! allowed_lateness = "1h"
+//! hot_lead_threshold = 0.8
+//! hot_lead_rearm = 0.7
+//! hot_lead_no_contact = "2h"
+//! high_value_locations = ["Bogotá", "Medellín"]
+//! follow_up_before = "24h"
+//! language = "es"
+//!
+//! [processors.tenants.42]          # tenant 42: only what differs
+//! unanswered_after = "30m"
+//! high_value_locations = ["Lima"]
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use vigia_schemas::TenantId;
+
+use crate::texts::Language;
+use crate::ProcessorError;
+
+/// The thresholds of every rule, for one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// A customer message with no non-automated reply for this long → unanswered notification.
+    #[serde(with = "humantime_serde")]
+    pub unanswered_after: Duration,
+    /// A call-center session without heartbeat for this long → back to the queue.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// How far behind the tenant's newest event time an event may be and still be applied; older
+    /// events go to the dead-letter topic.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// A lead's score crossing this upward notifies its seller.
+    pub hot_lead_threshold: f64,
+    /// After a hot-lead notification the lead must fall below this before it can notify again.
+    pub hot_lead_rearm: f64,
+    /// Only leads whose conversation had no seller reply for this long are notified as hot.
+    #[serde(with = "humantime_serde")]
+    pub hot_lead_no_contact: Duration,
+    /// Lead locations worth the location bonus; compared ignoring case, accents and surrounding
+    /// blanks.
+    pub high_value_locations: Vec<String>,
+    /// A follow-up reminder fires this long before `due_at`, and again at `due_at`.
+    #[serde(with = "humantime_serde")]
+    pub follow_up_before: Duration,
+    /// Language of notification titles and messages.
+    pub language: Language,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            unanswered_after: Duration::from_secs(3600),
+            session_timeout: Duration::from_secs(600),
+            allowed_lateness: Duration::from_secs(3600),
+            hot_lead_threshold: 0.8,
+            hot_lead_rearm: 0.7,
+            hot_lead_no_contact: Duration::from_secs(2 * 3600),
+            high_value_locations: Vec::new(),
+            follow_up_before: Duration::from_secs(24 * 3600),
+            language: Language::Es,
+        }
+    }
+}
+
+/// A tenant's departures from [`Config::defaults`]: every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThresholdOverrides {
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub unanswered_after: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub session_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub allowed_lateness: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_lead_threshold: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_lead_rearm: Option<f64>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub hot_lead_no_contact: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high_value_locations: Option<Vec<String>>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub follow_up_before: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<Language>,
+}
+
+impl Thresholds {
+    /// These thresholds with a tenant's overrides applied.
+    pub fn with(&self, o: &ThresholdOverrides) -> Thresholds {
+        Thresholds {
+            unanswered_after: o.unanswered_after.unwrap_or(self.unanswered_after),
+            session_timeout: o.session_timeout.unwrap_or(self.session_timeout),
+            allowed_lateness: o.allowed_lateness.unwrap_or(self.allowed_lateness),
+            hot_lead_threshold: o.hot_lead_threshold.unwrap_or(self.hot_lead_threshold),
+            hot_lead_rearm: o.hot_lead_rearm.unwrap_or(self.hot_lead_rearm),
+            hot_lead_no_contact: o.hot_lead_no_contact.unwrap_or(self.hot_lead_no_contact),
+            high_value_locations: o
+                .high_value_locations
+                .clone()
+                .unwrap_or_else(|| self.high_value_locations.clone()),
+            follow_up_before: o.follow_up_before.unwrap_or(self.follow_up_before),
+            language: o.language.unwrap_or(self.language),
+        }
+    }
+
+    fn validate(&self, whose: &str) -> Result<(), ProcessorError> {
+        let bad = |msg: String| Err(ProcessorError::Config(format!("{whose}: {msg}")));
+        if !(0.0..=1.0).contains(&self.hot_lead_threshold) {
+            return bad(format!(
+                "hot_lead_threshold = {} must be within [0, 1]",
+                self.hot_lead_threshold
+            ));
+        }
+        if !(0.0..=self.hot_lead_threshold).contains(&self.hot_lead_rearm) {
+            return bad(format!(
+                "hot_lead_rearm = {} must be within [0, hot_lead_threshold = {}]",
+                self.hot_lead_rearm, self.hot_lead_threshold
+            ));
+        }
+        for (name, d) in [
+            ("unanswered_after", self.unanswered_after),
+            ("session_timeout", self.session_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{name} must be more than 0s"));
+            }
+        }
+        // chrono cannot add durations beyond ~292 years; far below that is plenty.
+        let century = Duration::from_secs(100 * 365 * 24 * 3600);
+        for (name, d) in [
+            ("unanswered_after", self.unanswered_after),
+            ("session_timeout", self.session_timeout),
+            ("allowed_lateness", self.allowed_lateness),
+            ("hot_lead_no_contact", self.hot_lead_no_contact),
+            ("follow_up_before", self.follow_up_before),
+        ] {
+            if d > century {
+                return bad(format!("{name} must be less than 100 years"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The processors' configuration (`[processors]` in the TOML file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Kafka consumer group of all processor instances.
+    pub group_id: String,
+    /// The watermark trails the newest event time (and, once caught up, the wall clock) by this
+    /// much, so that events a little out of order are still in time.
+    #[serde(with = "humantime_serde")]
+    pub watermark_delay: Duration,
+    /// How often, once caught up, the wall clock advances the watermark: deadlines fire at most
+    /// this long after `deadline + watermark_delay` on an idle stream.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// How often consumed offsets whose outputs Kafka acknowledged are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// An event whose `occurred_at` is more than this after the time its Kafka record was written
+    /// is refused (dead letter): one CRM with a wrong clock must not push its tenant's event time
+    /// into the future and make every later event "too late".
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// At most this many outputs awaiting Kafka's acknowledgement; consumption pauses beyond.
+    pub max_in_flight: usize,
+    /// Thresholds of every tenant without an override.
+    pub defaults: Thresholds,
+    /// Per-tenant overrides, keyed by tenant id (a TOML table key, so written as a string).
+    #[serde(deserialize_with = "tenant_keys", serialize_with = "tenant_keys_out")]
+    pub tenants: HashMap<TenantId, ThresholdOverrides>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            group_id: "vigia-processors".into(),
+            watermark_delay: Duration::from_secs(1),
+            tick: Duration::from_millis(200),
+            commit_interval: Duration::from_millis(500),
+            max_clock_skew: Duration::from_secs(600),
+            max_in_flight: 10_000,
+            defaults: Thresholds::default(),
+            tenants: HashMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The thresholds of one tenant: the defaults with its overrides.
+    pub fn thresholds(&self, tenant: TenantId) -> Thresholds {
+        match self.tenants.get(&tenant) {
+            Some(o) => self.defaults.with(o),
+            None => self.defaults.clone(),
+        }
+    }
+
+    /// Checks what serde cannot: ranges and relations between values.
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        self.defaults.validate("processors.defaults")?;
+        for (tenant, o) in &self.tenants {
+            self.defaults
+                .with(o)
+                .validate(&format!("processors.tenants.{tenant}"))?;
+        }
+        if self.tick.is_zero() || self.commit_interval.is_zero() {
+            return Err(ProcessorError::Config(
+                "processors.tick and processors.commit_interval must be more than 0s".into(),
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ProcessorError::Config(
+                "processors.max_in_flight must be at least 1".into(),
+            ));
+        }
+        if self.group_id.is_empty() {
+            return Err(ProcessorError::Config(
+                "processors.group_id must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn tenant_keys<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<HashMap<TenantId, ThresholdOverrides>, D::Error> {
+    use serde::de::Error;
+    let raw = HashMap::<String, ThresholdOverrides>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match k.trim().parse::<TenantId>() {
+            Ok(id) => Ok((id, v)),
+            Err(_) => Err(D::Error::custom(format!(
+                "tenants.{k:?}: a tenant key must be a tenant id (a non-negative integer)"
+            ))),
+        })
+        .collect()
+}
+
+fn tenant_keys_out<S: serde::Serializer>(
+    m: &HashMap<TenantId, ThresholdOverrides>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut sorted: Vec<_> = m.iter().map(|(k, v)| (k.to_string(), v)).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    s.collect_map(sorted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_tenant_overrides() {
+        let text = r#"
+            watermark_delay = "2s"
+            [defaults]
+            unanswered_after = "45m"
+            high_value_locations = ["Bogotá"]
+            [tenants.42]
+            unanswered_after = "30m"
+            hot_lead_threshold = 0.9
+            language = "en"
+        "#;
+        let c: Config = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.watermark_delay, Duration::from_secs(2));
+        assert_eq!(c.tick, Duration::from_millis(200));
+        let t42 = c.thresholds(42);
+        assert_eq!(t42.unanswered_after, Duration::from_secs(1800));
+        assert_eq!(t42.hot_lead_threshold, 0.9);
+        assert_eq!(t42.language, Language::En);
+        assert_eq!(t42.high_value_locations, vec!["Bogotá".to_string()]);
+        let t7 = c.thresholds(7);
+        assert_eq!(t7.unanswered_after, Duration::from_secs(2700));
+        assert_eq!(t7.session_timeout, Duration::from_secs(600));
+        assert_eq!(t7.hot_lead_threshold, 0.8);
+    }
+
+    #[test]
+    fn bad_tenant_key_and_bad_values_are_refused() {
+        let err = toml::from_str::<Config>("[tenants.acme]\nunanswered_after = \"1m\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenant id"), "{err}");
+        assert!(toml::from_str::<Config>("[defaults]\ncolour = 1").is_err());
+        let c: Config = toml::from_str("[tenants.3]\nhot_lead_rearm = 0.95").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("processors.tenants.3") && err.contains("hot_lead_rearm"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let t = &c.defaults;
+        assert_eq!(t.unanswered_after, Duration::from_secs(3600));
+        assert_eq!(t.session_timeout, Duration::from_secs(600));
+        assert_eq!(t.allowed_lateness, Duration::from_secs(3600));
+        assert_eq!((t.hot_lead_threshold, t.hot_lead_rearm), (0.8, 0.7));
+        assert_eq!(t.hot_lead_no_contact, Duration::from_secs(7200));
+        assert_eq!(t.follow_up_before, Duration::from_secs(86400));
+        assert_eq!(c.group_id, "vigia-processors");
+    }
+}

@@ -1,0 +1,551 @@
+//! Response time and unanswered conversations (SPEC §3).
+//!
+//! A **wait** starts with the first customer message (`message.received`) after the last seller
+//! reply (or close, or ever); later customer messages do not restart it. It ends at the first
+//! *reply* — a `message.sent` that is not `automated` — with `occurred_at >= ` its start, which
+//! yields a [`ResponseTimeSample`] (seller = the replier), or at a `conversation.closed`, which
+//! yields none. Automated replies are ignored entirely.
+//!
+//! **Unanswered**: a wait starting at `T` has a deadline `D = T + unanswered_after`. A reply or
+//! close with `occurred_at <= D` answers it in time (a reply exactly at the deadline counts as in
+//! time), whenever it arrives before the notification fired. Otherwise the notification fires when
+//! a watermark reaches `D`: type `unanswered_conversation`, to the conversation's seller (the
+//! latest by event time of `conversation.assigned` and `message.received.seller_id`, read when it
+//! fires — so a reassignment during the wait moves it to the new seller) or, with no seller, to
+//! the role `secretary`; `created_at = D`. A reply or close after that fires a *withdrawal*: a new
+//! notification (id derived from the original's) with `withdraws` = the original id,
+//! `data.state` = `resolved` | `closed`, to the same audience. A reply processed before the
+//! notification fired but with `occurred_at > D` proves the deadline passed: the notification and
+//! its withdrawal are emitted together, so the outputs do not depend on when the watermark moved.
+//! A reassignment after the notification fired does not re-send it.
+//!
+//! **Out of order** (within the allowed lateness; events are applied in log order). Recent customer
+//! messages, replies and closes are remembered by event time, so that:
+//! - a customer message arriving after the reply (or close) that ended it — the first one at or
+//!   after its `occurred_at` — still gets its response-time sample from that reply, and its
+//!   unanswered notification plus withdrawal if that reply came after its deadline: the same
+//!   outputs as in order;
+//! - a customer message earlier than the open wait's start (and after the previous reply) moves
+//!   the start (new ids, earlier deadline), if the wait has not fired yet;
+//! - a reply or close earlier than customer messages that arrived before it ends the wait there,
+//!   and the first customer message after it starts a new wait;
+//! - a reply ends at most one wait. Hence, if of two customer messages of one wait the later
+//!   arrives first and the reply arrives between them, the later one is taken as the wait's start
+//!   (the sample, already sent, is not revised). Likewise a wait that has fired keeps its start.
+//!
+//! History is kept for the allowed lateness plus `hot_lead_no_contact`, long enough for every
+//! event still accepted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+use vigia_schemas::{
+    derive_id, Action, Audience, Channel, ConversationAssigned, ConversationClosed, EntityId,
+    Event, MessageReceived, MessageSent, Notification, NotificationType, Priority,
+    ResponseTimeSample, Role, UserId,
+};
+
+use super::{chrono_duration, Ctx, DeadlineKey, Output};
+use crate::scoring;
+use crate::texts::{self, Resolution};
+
+/// A remembered event: (event time, event id).
+type Key = (DateTime<Utc>, Uuid);
+
+#[derive(Debug, Default)]
+pub(crate) struct Conversations {
+    map: HashMap<EntityId, Conversation>,
+    /// (event time, conversation) of every remembered message and close, for forgetting them.
+    history: BTreeSet<(DateTime<Utc>, EntityId)>,
+}
+
+/// One conversation's state.
+#[derive(Debug, Default)]
+pub(crate) struct Conversation {
+    /// The assigned seller and the event time of the assignment.
+    seller: Option<(UserId, DateTime<Utc>)>,
+    wait: Option<Wait>,
+    /// Recent customer messages.
+    customers: BTreeMap<Key, Customer>,
+    /// Recent replies (non-automated).
+    replies: BTreeMap<Key, Reply>,
+    /// Recent closes; `true` once the close ended a wait.
+    closes: BTreeMap<Key, bool>,
+    /// Features for the lead rules.
+    pub customer_messages: u32,
+    pub last_customer_message_at: Option<DateTime<Utc>>,
+    pub intent_signals: BTreeSet<&'static str>,
+    /// Leads whose `lead.created` named this conversation.
+    pub leads: BTreeSet<EntityId>,
+}
+
+#[derive(Debug)]
+struct Customer {
+    channel: Channel,
+    /// Whether this message is (or was) the start of a wait.
+    started_wait: bool,
+}
+
+#[derive(Debug)]
+struct Reply {
+    seller: UserId,
+    /// Whether this reply already ended a wait (it ends at most one).
+    ended_a_wait: bool,
+}
+
+#[derive(Debug)]
+struct Wait {
+    /// The customer message that started it.
+    starter: Uuid,
+    started_at: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+    channel: Channel,
+    fired: Option<Fired>,
+}
+
+#[derive(Debug)]
+struct Fired {
+    notification_id: Uuid,
+    audience: Audience,
+    seller: Option<UserId>,
+}
+
+/// What ends a wait.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Reply(Key),
+    Close(Key),
+}
+
+impl End {
+    fn at(self) -> DateTime<Utc> {
+        match self {
+            End::Reply((t, _)) | End::Close((t, _)) => t,
+        }
+    }
+}
+
+fn after(t: DateTime<Utc>) -> (Bound<Key>, Bound<Key>) {
+    (Bound::Excluded((t, Uuid::max())), Bound::Unbounded)
+}
+
+impl Conversation {
+    pub fn seller(&self) -> Option<UserId> {
+        self.seller.map(|(s, _)| s)
+    }
+
+    /// Whether a seller replied (non-automated) with `from <= occurred_at <= to`.
+    pub fn replied_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+        from <= to
+            && self
+                .replies
+                .range((from, Uuid::nil())..=(to, Uuid::max()))
+                .next()
+                .is_some()
+    }
+
+    fn assign(&mut self, seller: UserId, at: DateTime<Utc>) {
+        if self.seller.is_none_or(|(_, since)| at >= since) {
+            self.seller = Some((seller, at));
+        }
+    }
+
+    /// The first reply or close at or after `t` (a reply first when both are at one instant).
+    fn first_end_from(&self, t: DateTime<Utc>) -> Option<End> {
+        let reply = self
+            .replies
+            .range((t, Uuid::nil())..)
+            .next()
+            .map(|(k, _)| *k);
+        let close = self
+            .closes
+            .range((t, Uuid::nil())..)
+            .next()
+            .map(|(k, _)| *k);
+        match (reply, close) {
+            (Some(r), Some(c)) if c.0 < r.0 => Some(End::Close(c)),
+            (Some(r), _) => Some(End::Reply(r)),
+            (None, Some(c)) => Some(End::Close(c)),
+            (None, None) => None,
+        }
+    }
+
+    /// The time of the last reply or close strictly before `t`.
+    fn last_end_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let reply = self
+            .replies
+            .range(..(t, Uuid::nil()))
+            .next_back()
+            .map(|(k, _)| k.0);
+        let close = self
+            .closes
+            .range(..(t, Uuid::nil()))
+            .next_back()
+            .map(|(k, _)| k.0);
+        reply.max(close)
+    }
+
+    /// The earliest customer message after the last end before `t`, up to `t`, that never
+    /// started a wait: a message that only this end (at `t`) answers.
+    fn unanswered_until(&self, t: DateTime<Utc>) -> Option<Key> {
+        let lower = match self.last_end_before(t) {
+            Some(prev) => Bound::Excluded((prev, Uuid::max())),
+            None => Bound::Unbounded,
+        };
+        self.customers
+            .range((lower, Bound::Included((t, Uuid::max()))))
+            .find(|(_, c)| !c.started_wait)
+            .map(|(k, _)| *k)
+    }
+
+    /// A wait starting at customer message `key`, marked as started.
+    fn start_wait(&mut self, key: Key, unanswered_after: chrono::Duration) -> Wait {
+        let customer = self.customers.get_mut(&key).expect("a remembered message");
+        customer.started_wait = true;
+        Wait {
+            starter: key.1,
+            started_at: key.0,
+            deadline: key.0 + unanswered_after,
+            channel: customer.channel,
+            fired: None,
+        }
+    }
+
+    /// Marks `end` as having ended a wait; false if it already had.
+    fn use_end(&mut self, end: End) -> bool {
+        let used = match end {
+            End::Reply(k) => &mut self.replies.get_mut(&k).expect("remembered").ended_a_wait,
+            End::Close(k) => self.closes.get_mut(&k).expect("remembered"),
+        };
+        !std::mem::replace(used, true)
+    }
+}
+
+impl Conversations {
+    pub fn get(&self, id: &EntityId) -> Option<&Conversation> {
+        self.map.get(id)
+    }
+
+    pub fn get_or_create(&mut self, id: &EntityId) -> &mut Conversation {
+        self.map.entry(id.clone()).or_default()
+    }
+
+    pub fn on_message_received(&mut self, ctx: &mut Ctx<'_>, event: &Event, m: &MessageReceived) {
+        let t = event.occurred_at;
+        let key = (t, event.event_id);
+        self.history.insert((t, m.conversation_id.clone()));
+        let conv = self.get_or_create(&m.conversation_id);
+        conv.customer_messages += 1;
+        if conv.last_customer_message_at.is_none_or(|last| t > last) {
+            conv.last_customer_message_at = Some(t);
+        }
+        if let Some(text) = &m.text {
+            conv.intent_signals.extend(scoring::intent_signals(text));
+        }
+        if let Some(seller) = m.seller_id {
+            conv.assign(seller, t);
+        }
+        conv.customers.insert(
+            key,
+            Customer {
+                channel: m.channel,
+                started_wait: false,
+            },
+        );
+        let unanswered_after = chrono_duration(ctx.th.unanswered_after);
+
+        if let Some(end) = conv.first_end_from(t) {
+            // It arrived after what ended its wait: if that end has not ended a wait yet, this
+            // message started one that it ended.
+            if conv.use_end(end) {
+                let wait = conv.start_wait(key, unanswered_after);
+                finish(ctx, &m.conversation_id, conv, wait, end);
+            }
+            return;
+        }
+        match &mut conv.wait {
+            Some(w) if w.fired.is_none() && t < w.started_at => {
+                // An earlier customer message of the same wait: it starts the wait.
+                let dkey = DeadlineKey::Unanswered(m.conversation_id.clone());
+                ctx.deadlines.remove(w.deadline, &dkey);
+                let displaced = (w.started_at, w.starter);
+                if let Some(c) = conv.customers.get_mut(&displaced) {
+                    c.started_wait = false;
+                }
+                let wait = conv.start_wait(key, unanswered_after);
+                ctx.deadlines.insert(wait.deadline, dkey);
+                conv.wait = Some(wait);
+            }
+            Some(_) => {}
+            None => {
+                let wait = conv.start_wait(key, unanswered_after);
+                ctx.deadlines.insert(
+                    wait.deadline,
+                    DeadlineKey::Unanswered(m.conversation_id.clone()),
+                );
+                conv.wait = Some(wait);
+            }
+        }
+    }
+
+    pub fn on_message_sent(&mut self, ctx: &mut Ctx<'_>, event: &Event, m: &MessageSent) {
+        if m.automated {
+            return;
+        }
+        let key = (event.occurred_at, event.event_id);
+        self.history.insert((key.0, m.conversation_id.clone()));
+        let conv = self.get_or_create(&m.conversation_id);
+        conv.replies.insert(
+            key,
+            Reply {
+                seller: m.seller_id,
+                ended_a_wait: false,
+            },
+        );
+        self.on_end(ctx, &m.conversation_id, End::Reply(key));
+    }
+
+    pub fn on_closed(&mut self, ctx: &mut Ctx<'_>, event: &Event, c: &ConversationClosed) {
+        let key = (event.occurred_at, event.event_id);
+        self.history.insert((key.0, c.conversation_id.clone()));
+        self.get_or_create(&c.conversation_id)
+            .closes
+            .insert(key, false);
+        self.on_end(ctx, &c.conversation_id, End::Close(key));
+    }
+
+    /// A reply or close (just remembered) ends the open wait, or a wait of customer messages that
+    /// arrived before it but never started one, if any.
+    fn on_end(&mut self, ctx: &mut Ctx<'_>, id: &EntityId, end: End) {
+        let at = end.at();
+        let unanswered_after = chrono_duration(ctx.th.unanswered_after);
+        let conv = self.map.get_mut(id).expect("created by the caller");
+        let ends_open_wait = conv.wait.as_ref().is_some_and(|w| w.started_at <= at);
+        let wait = if ends_open_wait {
+            conv.wait.take()
+        } else {
+            conv.unanswered_until(at)
+                .map(|k| conv.start_wait(k, unanswered_after))
+        };
+        let Some(wait) = wait else {
+            return;
+        };
+        conv.use_end(end);
+        finish(ctx, id, conv, wait, end);
+        if ends_open_wait {
+            // Customer messages after this end (they arrived before it) start the next wait:
+            // no other end after it is remembered, or it would have ended the open wait first.
+            let next = conv.customers.range(after(at)).next().map(|(k, _)| *k);
+            if let Some(k) = next {
+                let wait = conv.start_wait(k, unanswered_after);
+                ctx.deadlines
+                    .insert(wait.deadline, DeadlineKey::Unanswered(id.clone()));
+                conv.wait = Some(wait);
+            }
+        }
+    }
+
+    pub fn on_assigned(&mut self, event: &Event, a: &ConversationAssigned) {
+        self.get_or_create(&a.conversation_id)
+            .assign(a.seller_id, event.occurred_at);
+    }
+
+    /// The unanswered deadline of `id`'s open wait is reached.
+    pub fn fire(&mut self, ctx: &mut Ctx<'_>, id: &EntityId, at: DateTime<Utc>) {
+        let Some(conv) = self.map.get_mut(id) else {
+            return;
+        };
+        let seller = conv.seller();
+        let Some(wait) = conv.wait.as_mut() else {
+            return;
+        };
+        if wait.fired.is_some() || wait.deadline != at {
+            return;
+        }
+        let fired = notify_unanswered(ctx, id, seller, wait);
+        wait.fired = Some(fired);
+    }
+
+    /// Forgets customer messages, replies and closes before `cutoff`.
+    pub fn forget_history_before(&mut self, cutoff: DateTime<Utc>) {
+        let bound = (cutoff, Uuid::nil());
+        while let Some((at, id)) = self.history.first().cloned() {
+            if at >= cutoff {
+                break;
+            }
+            self.history.pop_first();
+            if let Some(conv) = self.map.get_mut(&id) {
+                conv.customers = conv.customers.split_off(&bound);
+                conv.replies = conv.replies.split_off(&bound);
+                conv.closes = conv.closes.split_off(&bound);
+            }
+        }
+    }
+}
+
+/// `wait` ended at `end`: the response-time sample (for a reply), and the unanswered
+/// notification's cancellation, or its withdrawal.
+fn finish(ctx: &mut Ctx<'_>, id: &EntityId, conv: &Conversation, wait: Wait, end: End) {
+    let seller = conv.seller();
+    match end {
+        End::Reply(key) => {
+            let replier = conv.replies[&key].seller;
+            ctx.out.push(Output::ResponseTime(sample(
+                ctx.tenant,
+                id,
+                wait.starter,
+                wait.started_at,
+                key,
+                replier,
+            )));
+            end_wait(
+                ctx,
+                id,
+                seller,
+                wait,
+                key.0,
+                Resolution::Resolved,
+                Some(replier),
+            );
+        }
+        End::Close((at, _)) => end_wait(ctx, id, seller, wait, at, Resolution::Closed, None),
+    }
+}
+
+fn sample(
+    tenant: u64,
+    conversation: &EntityId,
+    customer_event: Uuid,
+    waiting_since: DateTime<Utc>,
+    reply: (DateTime<Utc>, Uuid),
+    seller: UserId,
+) -> ResponseTimeSample {
+    let (replied_at, reply_event_id) = reply;
+    ResponseTimeSample {
+        id: derive_id(
+            "response_time",
+            &[
+                &tenant.to_string(),
+                conversation.as_str(),
+                &customer_event.to_string(),
+            ],
+        ),
+        tenant_id: tenant,
+        conversation_id: conversation.clone(),
+        seller_id: seller,
+        customer_event_id: customer_event,
+        reply_event_id,
+        waiting_since,
+        replied_at,
+        response_seconds: (replied_at - waiting_since).num_milliseconds() as f64 / 1000.0,
+    }
+}
+
+/// A wait ends at `at` (a reply or a close): cancel its deadline, or withdraw its notification.
+fn end_wait(
+    ctx: &mut Ctx<'_>,
+    id: &EntityId,
+    seller: Option<UserId>,
+    mut wait: Wait,
+    at: DateTime<Utc>,
+    why: Resolution,
+    replier: Option<UserId>,
+) {
+    if wait.fired.is_none() {
+        ctx.deadlines
+            .remove(wait.deadline, &DeadlineKey::Unanswered(id.clone()));
+        if at <= wait.deadline {
+            return; // answered in time
+        }
+        // The deadline passed in event time before this ended it: it was unanswered then.
+        wait.fired = Some(notify_unanswered(ctx, id, seller, &wait));
+    }
+    let fired = wait.fired.as_ref().expect("set above");
+    let (title, message) = texts::unanswered_withdrawn(ctx.th.language, why);
+    ctx.out.push(Output::Notification(Notification {
+        id: derive_id(
+            "notification/unanswered/withdrawal",
+            &[&fired.notification_id.to_string(), why.as_str()],
+        ),
+        tenant_id: ctx.tenant,
+        kind: NotificationType::UnansweredConversation,
+        priority: Priority::High,
+        audience: fired.audience.clone(),
+        title,
+        message,
+        data: json!({
+            "conversation_id": id,
+            "seller_id": fired.seller,
+            "waiting_since": wait.started_at,
+            "deadline": wait.deadline,
+            "channel": wait.channel,
+            "customer_event_id": wait.starter,
+            "state": why.as_str(),
+            "resolved_at": at,
+            "resolved_by": replier,
+        }),
+        actions: vec![open_chat(ctx, id)],
+        // Never before what it withdraws, even when a late reply predates the deadline.
+        created_at: at.max(wait.deadline),
+        withdraws: Some(fired.notification_id),
+    }));
+}
+
+fn notify_unanswered(
+    ctx: &mut Ctx<'_>,
+    id: &EntityId,
+    seller: Option<UserId>,
+    wait: &Wait,
+) -> Fired {
+    let audience = match seller {
+        Some(user_id) => Audience::User { user_id },
+        None => Audience::Role {
+            role: Role::Secretary,
+        },
+    };
+    let notification_id = derive_id(
+        "notification/unanswered",
+        &[
+            &ctx.tenant.to_string(),
+            id.as_str(),
+            &wait.starter.to_string(),
+        ],
+    );
+    let (title, message) = texts::unanswered(ctx.th.language, ctx.th.unanswered_after);
+    ctx.out.push(Output::Notification(Notification {
+        id: notification_id,
+        tenant_id: ctx.tenant,
+        kind: NotificationType::UnansweredConversation,
+        priority: Priority::High,
+        audience: audience.clone(),
+        title,
+        message,
+        data: json!({
+            "conversation_id": id,
+            "seller_id": seller,
+            "waiting_since": wait.started_at,
+            "deadline": wait.deadline,
+            "channel": wait.channel,
+            "customer_event_id": wait.starter,
+        }),
+        actions: vec![open_chat(ctx, id)],
+        created_at: wait.deadline,
+        withdraws: None,
+    }));
+    Fired {
+        notification_id,
+        audience,
+        seller,
+    }
+}
+
+pub(crate) fn open_chat(ctx: &Ctx<'_>, id: &EntityId) -> Action {
+    Action {
+        label: texts::open_chat(ctx.th.language),
+        action: "open_chat".into(),
+        params: json!({ "conversation_id": id }),
+    }
+}

@@ -1,0 +1,396 @@
+//! Hot leads and follow-up reminders (SPEC §3).
+//!
+//! **Hot lead.** A lead's score ([`crate::scoring`]) is recomputed, and emitted as a
+//! [`LeadScore`], on its `lead.created`, on each `lead.status_changed`, and on each customer
+//! message in the conversation its `lead.created` named; the evaluation time is the causing
+//! event's `occurred_at`. Inputs: the lead's source and location, and its conversation's customer
+//! message count, last customer message time and buying signals. Events for a lead whose
+//! `lead.created` was never seen update its state but emit no score (its source is unknown).
+//!
+//! A lead notifies its seller (`hot_lead`, urgent) when a recomputation finds all of: score >=
+//! `hot_lead_threshold`; the lead *armed* (never notified, or its score fell below
+//! `hot_lead_rearm` since it last notified); status `new` or `contacted`; and no seller reply in
+//! its conversation within `hot_lead_no_contact` before the evaluation time. Notifying disarms it.
+//! So a lead that is already above the threshold while its seller is talking to it notifies once
+//! the conditions hold, and each "hot episode" notifies once. The seller is the lead's
+//! (`lead.created.seller_id`), else the conversation's; with neither, the role `manager`.
+//!
+//! **Follow-up reminder.** `lead.follow_up_scheduled` sets the lead's follow-up (the one with the
+//! latest `occurred_at` wins; an earlier one is cancelled). Reminders fire `follow_up_before`
+//! before `due_at` (only if that is after the scheduling itself) and at `due_at`, to the
+//! scheduling seller, if the lead's status is then `interested` or `negotiation` — or unknown
+//! (its events are older than the replayed log): no evidence that it moved on.
+//!
+//! Status changes apply by event time: an older `lead.status_changed` arriving late does not
+//! override a newer one.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+use vigia_schemas::{
+    derive_id, Action, Audience, EntityId, Event, LeadCreated, LeadFollowUpScheduled, LeadScore,
+    LeadSource, LeadStatus, LeadStatusChanged, Notification, NotificationType, Priority, Role,
+    UserId,
+};
+
+use super::conversations::{open_chat, Conversations};
+use super::{chrono_duration, Ctx, DeadlineKey, Output};
+use crate::scoring::{self, ScoreInputs};
+use crate::texts;
+
+#[derive(Debug, Default)]
+pub(crate) struct Leads {
+    map: HashMap<EntityId, Lead>,
+}
+
+#[derive(Debug)]
+struct Lead {
+    /// From `lead.created`; `None` until it is seen.
+    created: Option<Created>,
+    status: Option<(LeadStatus, DateTime<Utc>)>,
+    /// Whether crossing the threshold would notify (see module doc).
+    armed: bool,
+    follow_up: Option<FollowUp>,
+}
+
+#[derive(Debug)]
+struct Created {
+    source: LeadSource,
+    seller: Option<UserId>,
+    name: Option<String>,
+    location: Option<String>,
+    conversation: Option<EntityId>,
+}
+
+#[derive(Debug)]
+struct FollowUp {
+    /// The `lead.follow_up_scheduled` event.
+    event_id: Uuid,
+    scheduled_at: DateTime<Utc>,
+    due_at: DateTime<Utc>,
+    seller: UserId,
+    note: Option<String>,
+    /// The reminder before `due_at`, if any.
+    before: Option<DateTime<Utc>>,
+}
+
+/// Which of a follow-up's two reminders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum FollowUpStage {
+    Before,
+    Due,
+}
+
+impl FollowUpStage {
+    fn as_str(self) -> &'static str {
+        match self {
+            FollowUpStage::Before => "before",
+            FollowUpStage::Due => "due",
+        }
+    }
+}
+
+impl Default for Lead {
+    fn default() -> Self {
+        Lead {
+            created: None,
+            status: None,
+            armed: true,
+            follow_up: None,
+        }
+    }
+}
+
+impl Lead {
+    fn set_status(&mut self, status: LeadStatus, at: DateTime<Utc>) {
+        if self.status.is_none_or(|(_, since)| at >= since) {
+            self.status = Some((status, at));
+        }
+    }
+}
+
+pub(crate) fn source_name(s: LeadSource) -> &'static str {
+    match s {
+        LeadSource::MetaAds => "META_ADS",
+        LeadSource::Website => "WEBSITE",
+        LeadSource::Referral => "REFERRAL",
+        LeadSource::Whatsapp => "WHATSAPP",
+        LeadSource::Other => "OTHER",
+    }
+}
+
+fn status_name(s: LeadStatus) -> &'static str {
+    match s {
+        LeadStatus::New => "new",
+        LeadStatus::Contacted => "contacted",
+        LeadStatus::Interested => "interested",
+        LeadStatus::Negotiation => "negotiation",
+        LeadStatus::Converted => "converted",
+        LeadStatus::Lost => "lost",
+    }
+}
+
+impl Leads {
+    pub fn on_created(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        convs: &mut Conversations,
+        event: &Event,
+        l: &LeadCreated,
+    ) {
+        let lead = self.map.entry(l.lead_id.clone()).or_default();
+        if let Some(c) = &l.conversation_id {
+            convs.get_or_create(c).leads.insert(l.lead_id.clone());
+        }
+        lead.created = Some(Created {
+            source: l.source,
+            seller: l.seller_id,
+            name: l.name.clone(),
+            location: l.location.clone(),
+            conversation: l.conversation_id.clone(),
+        });
+        lead.set_status(LeadStatus::New, event.occurred_at);
+        recompute(ctx, convs, &l.lead_id, lead, event);
+    }
+
+    pub fn on_status_changed(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        convs: &Conversations,
+        event: &Event,
+        s: &LeadStatusChanged,
+    ) {
+        let lead = self.map.entry(s.lead_id.clone()).or_default();
+        lead.set_status(s.status, event.occurred_at);
+        recompute(ctx, convs, &s.lead_id, lead, event);
+    }
+
+    /// A customer wrote in `conversation`: rescore the leads it belongs to.
+    pub fn on_customer_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        convs: &Conversations,
+        event: &Event,
+        conversation: &EntityId,
+    ) {
+        let Some(conv) = convs.get(conversation) else {
+            return;
+        };
+        for lead_id in &conv.leads {
+            if let Some(lead) = self.map.get_mut(lead_id) {
+                recompute(ctx, convs, lead_id, lead, event);
+            }
+        }
+    }
+
+    pub fn on_follow_up_scheduled(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        event: &Event,
+        f: &LeadFollowUpScheduled,
+    ) {
+        let lead = self.map.entry(f.lead_id.clone()).or_default();
+        let t = event.occurred_at;
+        if let Some(old) = &lead.follow_up {
+            if (old.scheduled_at, old.event_id) > (t, event.event_id) {
+                return; // a newer schedule already replaced this one
+            }
+            if let Some(before) = old.before {
+                ctx.deadlines.remove(
+                    before,
+                    &DeadlineKey::FollowUp(f.lead_id.clone(), FollowUpStage::Before),
+                );
+            }
+            ctx.deadlines.remove(
+                old.due_at,
+                &DeadlineKey::FollowUp(f.lead_id.clone(), FollowUpStage::Due),
+            );
+        }
+        let before = Some(f.due_at - chrono_duration(ctx.th.follow_up_before)).filter(|b| *b > t);
+        if let Some(b) = before {
+            ctx.deadlines.insert(
+                b,
+                DeadlineKey::FollowUp(f.lead_id.clone(), FollowUpStage::Before),
+            );
+        }
+        ctx.deadlines.insert(
+            f.due_at,
+            DeadlineKey::FollowUp(f.lead_id.clone(), FollowUpStage::Due),
+        );
+        lead.follow_up = Some(FollowUp {
+            event_id: event.event_id,
+            scheduled_at: t,
+            due_at: f.due_at,
+            seller: f.seller_id,
+            note: f.note.clone(),
+            before,
+        });
+    }
+
+    pub fn fire_follow_up(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        lead_id: &EntityId,
+        stage: FollowUpStage,
+        at: DateTime<Utc>,
+    ) {
+        let Some(lead) = self.map.get(lead_id) else {
+            return;
+        };
+        let Some(f) = &lead.follow_up else {
+            return;
+        };
+        let status = lead.status.map(|(s, _)| s);
+        if !matches!(
+            status,
+            None | Some(LeadStatus::Interested | LeadStatus::Negotiation)
+        ) {
+            return;
+        }
+        let name = lead.created.as_ref().and_then(|c| c.name.as_deref());
+        let due_in = match stage {
+            FollowUpStage::Before => Some((f.due_at - at).to_std().unwrap_or_default()),
+            FollowUpStage::Due => None,
+        };
+        let (title, message) = texts::follow_up(ctx.th.language, name, due_in);
+        ctx.out.push(Output::Notification(Notification {
+            id: derive_id(
+                "notification/follow_up",
+                &[
+                    &ctx.tenant.to_string(),
+                    lead_id.as_str(),
+                    &f.event_id.to_string(),
+                    stage.as_str(),
+                ],
+            ),
+            tenant_id: ctx.tenant,
+            kind: NotificationType::FollowUpReminder,
+            priority: Priority::Medium,
+            audience: Audience::User { user_id: f.seller },
+            title,
+            message,
+            data: json!({
+                "lead_id": lead_id,
+                "seller_id": f.seller,
+                "due_at": f.due_at,
+                "note": f.note,
+                "stage": stage.as_str(),
+                "status": status.map(status_name),
+                "schedule_event_id": f.event_id,
+            }),
+            actions: vec![open_lead(ctx, lead_id)],
+            created_at: at,
+            withdraws: None,
+        }));
+    }
+}
+
+fn open_lead(ctx: &Ctx<'_>, id: &EntityId) -> Action {
+    Action {
+        label: texts::open_lead(ctx.th.language),
+        action: "open_lead".into(),
+        params: json!({ "lead_id": id }),
+    }
+}
+
+/// Rescores `lead` because of `cause`, and notifies its seller if it became hot.
+fn recompute(
+    ctx: &mut Ctx<'_>,
+    convs: &Conversations,
+    lead_id: &EntityId,
+    lead: &mut Lead,
+    cause: &Event,
+) {
+    let Some(created) = &lead.created else {
+        return;
+    };
+    let conv = created.conversation.as_ref().and_then(|c| convs.get(c));
+    let at = cause.occurred_at;
+    let b = scoring::score(&ScoreInputs {
+        source: source_name(created.source),
+        customer_messages: conv.map_or(0, |c| c.customer_messages),
+        last_customer_message_at: conv.and_then(|c| c.last_customer_message_at),
+        evaluated_at: at,
+        intent_signals: conv.map_or(0, |c| c.intent_signals.len() as u32),
+        location: created.location.as_deref(),
+        high_value_locations: &ctx.th.high_value_locations,
+    });
+    let seller = created.seller.or_else(|| conv.and_then(|c| c.seller()));
+    let tenant = ctx.tenant.to_string();
+    let cause_id = cause.event_id.to_string();
+    ctx.out.push(Output::LeadScore(LeadScore {
+        id: derive_id("lead_score", &[&tenant, lead_id.as_str(), &cause_id]),
+        tenant_id: ctx.tenant,
+        lead_id: lead_id.clone(),
+        seller_id: seller,
+        score: b.score,
+        source_score: b.source,
+        engagement_score: b.engagement,
+        recency_score: b.recency,
+        intent_score: b.intent,
+        location_score: b.location,
+        cause_event_id: cause.event_id,
+        computed_at: at,
+    }));
+
+    if b.score < ctx.th.hot_lead_rearm {
+        lead.armed = true;
+        return;
+    }
+    if b.score < ctx.th.hot_lead_threshold || !lead.armed {
+        return;
+    }
+    let status = lead.status.map(|(s, _)| s);
+    if !matches!(status, Some(LeadStatus::New | LeadStatus::Contacted)) {
+        return;
+    }
+    let quiet_since = at - chrono_duration(ctx.th.hot_lead_no_contact);
+    if conv.is_some_and(|c| c.replied_between(quiet_since, at)) {
+        return;
+    }
+    lead.armed = false;
+    let audience = match seller {
+        Some(user_id) => Audience::User { user_id },
+        None => Audience::Role {
+            role: Role::Manager,
+        },
+    };
+    let (title, message) = texts::hot_lead(ctx.th.language, created.name.as_deref(), b.score);
+    let mut actions = vec![open_lead(ctx, lead_id)];
+    if let Some(c) = &created.conversation {
+        actions.push(open_chat(ctx, c));
+    }
+    ctx.out.push(Output::Notification(Notification {
+        id: derive_id(
+            "notification/hot_lead",
+            &[&tenant, lead_id.as_str(), &cause_id],
+        ),
+        tenant_id: ctx.tenant,
+        kind: NotificationType::HotLead,
+        priority: Priority::Urgent,
+        audience,
+        title,
+        message,
+        data: json!({
+            "lead_id": lead_id,
+            "seller_id": seller,
+            "conversation_id": created.conversation,
+            "score": b.score,
+            "components": {
+                "source": b.source,
+                "engagement": b.engagement,
+                "recency": b.recency,
+                "intent": b.intent,
+                "location": b.location,
+            },
+            "source": source_name(created.source),
+            "status": status.map(status_name),
+            "cause_event_id": cause.event_id,
+        }),
+        actions,
+        created_at: at,
+        withdraws: None,
+    }));
+}

@@ -1,0 +1,411 @@
+//! The rules, as pure event-time logic: [`PartitionEngine`] holds the state of every tenant of one
+//! Kafka partition and turns events and watermark advances into [`Output`]s. No I/O, no wall
+//! clock: time enters only as `occurred_at` and as the watermark passed to
+//! [`PartitionEngine::advance_watermark`], so tests drive it with made-up times.
+//!
+//! # Time
+//!
+//! Each tenant has an *event-time watermark*: its newest `occurred_at` seen minus
+//! [`Config::watermark_delay`]. It is a function of the log alone, so replaying a partition
+//! reproduces it exactly. The runner adds a partition-wide *clock watermark* through
+//! `advance_watermark` (from the records' Kafka timestamps, and from the wall clock once caught
+//! up), so that deadlines fire on an idle stream. Event time is per tenant so that one tenant's
+//! clock errors cannot fire or refuse another's.
+//!
+//! - A deadline fires when either watermark reaches it (`deadline <= watermark`). Deadlines due by
+//!   event time fire inside [`PartitionEngine::on_event`], before the event is applied (they are
+//!   earlier than the event); deadlines due only by the clock fire only in `advance_watermark`.
+//!   Hence `on_event` never depends on the wall clock — which the runner relies on for exact
+//!   replay after a crash (see [`crate::runner`]).
+//! - **Too late**: an event more than the tenant's `allowed_lateness` older than the tenant's
+//!   newest event time is not applied and comes back as [`Output::TooLate`] (the runner sends it
+//!   to the dead-letter topic). Measured against event time, not the clock watermark, for the
+//!   same replay reason: "late" means late relative to the tenant's own stream. Events within
+//!   the allowed lateness are applied normally.
+//! - **Duplicates**: an `event_id` already applied is ignored. Ids are remembered while their
+//!   `occurred_at` is within `allowed_lateness + 1 h` of the tenant's newest event time: older
+//!   ones would be refused as too late anyway, so forgetting them cannot let a duplicate be
+//!   applied; the extra hour only keeps such late duplicates counted as duplicates rather than
+//!   dead-lettered as too late.
+//!
+//! # Rules
+//!
+//! One module per family, sharing the tenant's state: [`conversations`] (response time and
+//! unanswered conversations), [`leads`] (hot-lead score and follow-up reminders), [`sessions`]
+//! (call-center session timeout). A new rule adds a module, its `DeadlineKey` variant if it has
+//! deadlines, and a line in `TenantState::apply` / `TenantState::fire`.
+//!
+//! Every output's id is derived from its cause ([`vigia_schemas::derive_id`]) and every timestamp
+//! in it is event time, so the same events give the same outputs byte for byte.
+
+pub mod conversations;
+pub mod leads;
+pub mod sessions;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use vigia_schemas::{
+    EntityId, Event, LeadScore, Notification, Payload, ResponseTimeSample, TenantId,
+};
+
+use crate::config::{Config, Thresholds};
+
+/// What the engine emits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Notification(Notification),
+    ResponseTime(ResponseTimeSample),
+    LeadScore(LeadScore),
+    /// An event older than its tenant's allowed lateness: not applied (dead-letter it).
+    TooLate(TooLate),
+}
+
+impl Output {
+    /// A short name for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Output::Notification(_) => "notification",
+            Output::ResponseTime(_) => "response_time",
+            Output::LeadScore(_) => "lead_score",
+            Output::TooLate(_) => "too_late",
+        }
+    }
+
+    /// The deterministic id of the output (`None` for [`Output::TooLate`]).
+    pub fn id(&self) -> Option<Uuid> {
+        match self {
+            Output::Notification(n) => Some(n.id),
+            Output::ResponseTime(r) => Some(r.id),
+            Output::LeadScore(l) => Some(l.id),
+            Output::TooLate(_) => None,
+        }
+    }
+
+    pub fn tenant_id(&self) -> TenantId {
+        match self {
+            Output::Notification(n) => n.tenant_id,
+            Output::ResponseTime(r) => r.tenant_id,
+            Output::LeadScore(l) => l.tenant_id,
+            Output::TooLate(t) => t.tenant_id,
+        }
+    }
+}
+
+/// An event that came too late to be applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TooLate {
+    pub event_id: Uuid,
+    pub tenant_id: TenantId,
+    pub occurred_at: DateTime<Utc>,
+    /// Events before this were too late when it arrived.
+    pub cutoff: DateTime<Utc>,
+}
+
+impl std::fmt::Display for TooLate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event {} of tenant {} occurred at {} but events before {} are too late (older than \
+             the tenant's allowed_lateness behind its newest event); it was not applied",
+            self.event_id,
+            self.tenant_id,
+            self.occurred_at.to_rfc3339(),
+            self.cutoff.to_rfc3339()
+        )
+    }
+}
+
+/// Counters of what the engine did with the events it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub too_late: u64,
+}
+
+/// The state and rules of every tenant of one Kafka partition. Feed it that partition's events in
+/// log order; see the module documentation for the semantics.
+#[derive(Debug)]
+pub struct PartitionEngine {
+    config: Arc<Config>,
+    tenants: BTreeMap<TenantId, TenantState>,
+    clock_watermark: Option<DateTime<Utc>>,
+    stats: EngineStats,
+}
+
+impl PartitionEngine {
+    pub fn new(config: Arc<Config>) -> Self {
+        PartitionEngine {
+            config,
+            tenants: BTreeMap::new(),
+            clock_watermark: None,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Applies one event; returns what it caused, including the deadlines it proves past.
+    pub fn on_event(&mut self, event: &Event) -> Vec<Output> {
+        let delay = chrono_duration(self.config.watermark_delay);
+        let config = &self.config;
+        let tenant = self.tenants.entry(event.tenant_id).or_insert_with(|| {
+            TenantState::new(event.tenant_id, config.thresholds(event.tenant_id))
+        });
+        if tenant.seen.contains(&event.event_id) {
+            self.stats.duplicates += 1;
+            return Vec::new();
+        }
+        if let Some(max) = tenant.max_event_time {
+            let cutoff = max - chrono_duration(tenant.th.allowed_lateness);
+            if event.occurred_at < cutoff {
+                self.stats.too_late += 1;
+                return vec![Output::TooLate(TooLate {
+                    event_id: event.event_id,
+                    tenant_id: event.tenant_id,
+                    occurred_at: event.occurred_at,
+                    cutoff,
+                })];
+            }
+        }
+        tenant.seen.insert(event.event_id, event.occurred_at);
+        let max = match tenant.max_event_time {
+            Some(m) if m >= event.occurred_at => m,
+            _ => event.occurred_at,
+        };
+        tenant.max_event_time = Some(max);
+        let event_watermark = max - delay;
+
+        let mut out = Vec::new();
+        tenant.fire_due(event_watermark, &mut out);
+        tenant.apply(event, &mut out);
+        tenant.fire_due(event_watermark, &mut out);
+        tenant.prune_if_due();
+        self.stats.applied += 1;
+        out
+    }
+
+    /// Moves the clock watermark forward (never back) and fires every deadline it reaches, for
+    /// every tenant, in (tenant, deadline) order.
+    pub fn advance_watermark(&mut self, watermark: DateTime<Utc>) -> Vec<Output> {
+        if self.clock_watermark.is_some_and(|w| w >= watermark) {
+            return Vec::new();
+        }
+        self.clock_watermark = Some(watermark);
+        let mut out = Vec::new();
+        for tenant in self.tenants.values_mut() {
+            tenant.fire_due(watermark, &mut out);
+        }
+        out
+    }
+
+    /// The clock watermark last passed to [`Self::advance_watermark`].
+    pub fn clock_watermark(&self) -> Option<DateTime<Utc>> {
+        self.clock_watermark
+    }
+
+    /// The newest event time seen, over all tenants of the partition.
+    pub fn max_event_time(&self) -> Option<DateTime<Utc>> {
+        self.tenants.values().filter_map(|t| t.max_event_time).max()
+    }
+
+    /// The earliest pending deadline, over all tenants: advancing the watermark to it or beyond
+    /// will produce outputs.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.tenants
+            .values()
+            .filter_map(|t| t.deadlines.first())
+            .min()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+}
+
+/// Converts a configured duration; [`Config::validate`] keeps them far below chrono's limits.
+pub(crate) fn chrono_duration(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// What a pending deadline is for. Ordered, so that deadlines at the same instant fire in a
+/// deterministic order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum DeadlineKey {
+    Unanswered(EntityId),
+    FollowUp(EntityId, leads::FollowUpStage),
+    SessionTimeout(EntityId),
+}
+
+/// A tenant's pending deadlines, earliest first.
+#[derive(Debug, Default)]
+pub(crate) struct Deadlines {
+    set: BTreeSet<(DateTime<Utc>, DeadlineKey)>,
+}
+
+impl Deadlines {
+    pub fn insert(&mut self, at: DateTime<Utc>, key: DeadlineKey) {
+        self.set.insert((at, key));
+    }
+
+    pub fn remove(&mut self, at: DateTime<Utc>, key: &DeadlineKey) -> bool {
+        self.set.remove(&(at, key.clone()))
+    }
+
+    pub fn first(&self) -> Option<DateTime<Utc>> {
+        self.set.first().map(|(at, _)| *at)
+    }
+
+    fn pop_due(&mut self, upto: DateTime<Utc>) -> Option<(DateTime<Utc>, DeadlineKey)> {
+        if self.first()? <= upto {
+            self.set.pop_first()
+        } else {
+            None
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+/// What a rule needs besides its own state.
+pub(crate) struct Ctx<'a> {
+    pub tenant: TenantId,
+    pub th: &'a Thresholds,
+    pub deadlines: &'a mut Deadlines,
+    pub out: &'a mut Vec<Output>,
+}
+
+/// Event ids already applied, forgettable by event time.
+#[derive(Debug, Default)]
+struct Dedup {
+    ids: HashMap<Uuid, DateTime<Utc>>,
+    by_time: BTreeSet<(DateTime<Utc>, Uuid)>,
+}
+
+impl Dedup {
+    fn contains(&self, id: &Uuid) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    fn insert(&mut self, id: Uuid, at: DateTime<Utc>) {
+        self.ids.insert(id, at);
+        self.by_time.insert((at, id));
+    }
+
+    fn forget_before(&mut self, cutoff: DateTime<Utc>) {
+        while let Some((at, id)) = self.by_time.first().copied() {
+            if at >= cutoff {
+                break;
+            }
+            self.by_time.pop_first();
+            self.ids.remove(&id);
+        }
+    }
+}
+
+/// How much longer than `allowed_lateness` applied event ids are remembered (see module doc).
+const DEDUP_MARGIN_SECONDS: i64 = 3600;
+/// Event-time interval between two prunings of a tenant's remembered history.
+const PRUNE_EVERY_SECONDS: i64 = 60;
+
+#[derive(Debug)]
+struct TenantState {
+    id: TenantId,
+    th: Thresholds,
+    max_event_time: Option<DateTime<Utc>>,
+    seen: Dedup,
+    deadlines: Deadlines,
+    conversations: conversations::Conversations,
+    leads: leads::Leads,
+    sessions: sessions::Sessions,
+    next_prune: Option<DateTime<Utc>>,
+}
+
+impl TenantState {
+    fn new(id: TenantId, th: Thresholds) -> Self {
+        TenantState {
+            id,
+            th,
+            max_event_time: None,
+            seen: Dedup::default(),
+            deadlines: Deadlines::default(),
+            conversations: Default::default(),
+            leads: Default::default(),
+            sessions: Default::default(),
+            next_prune: None,
+        }
+    }
+
+    fn apply(&mut self, event: &Event, out: &mut Vec<Output>) {
+        let mut ctx = Ctx {
+            tenant: self.id,
+            th: &self.th,
+            deadlines: &mut self.deadlines,
+            out,
+        };
+        let convs = &mut self.conversations;
+        let leads = &mut self.leads;
+        match &event.payload {
+            Payload::MessageReceived(m) => {
+                convs.on_message_received(&mut ctx, event, m);
+                // The lead rules read the conversation's updated features.
+                leads.on_customer_message(&mut ctx, convs, event, &m.conversation_id);
+            }
+            Payload::MessageSent(m) => convs.on_message_sent(&mut ctx, event, m),
+            Payload::ConversationAssigned(a) => convs.on_assigned(event, a),
+            Payload::ConversationClosed(c) => convs.on_closed(&mut ctx, event, c),
+            Payload::LeadCreated(l) => leads.on_created(&mut ctx, convs, event, l),
+            Payload::LeadStatusChanged(s) => leads.on_status_changed(&mut ctx, convs, event, s),
+            Payload::LeadFollowUpScheduled(f) => leads.on_follow_up_scheduled(&mut ctx, event, f),
+            Payload::SessionStarted(s) | Payload::SessionHeartbeat(s) => {
+                self.sessions.on_heartbeat(&mut ctx, event, s)
+            }
+            Payload::SessionEnded(s) => self.sessions.on_ended(&mut ctx, event, s),
+            // Users matter to metrics and reports (later rules), not to these.
+            Payload::UserUpserted(_) => {}
+        }
+    }
+
+    fn fire_due(&mut self, upto: DateTime<Utc>, out: &mut Vec<Output>) {
+        while let Some((at, key)) = self.deadlines.pop_due(upto) {
+            let mut ctx = Ctx {
+                tenant: self.id,
+                th: &self.th,
+                deadlines: &mut self.deadlines,
+                out,
+            };
+            match key {
+                DeadlineKey::Unanswered(c) => self.conversations.fire(&mut ctx, &c, at),
+                DeadlineKey::FollowUp(lead, stage) => {
+                    self.leads.fire_follow_up(&mut ctx, &lead, stage, at)
+                }
+                DeadlineKey::SessionTimeout(s) => self.sessions.fire(&mut ctx, &s, at),
+            }
+        }
+    }
+
+    /// Forgets what can no longer matter: ids and history older than anything still accepted.
+    fn prune_if_due(&mut self) {
+        let Some(max) = self.max_event_time else {
+            return;
+        };
+        if self.next_prune.is_some_and(|next| max < next) {
+            return;
+        }
+        self.next_prune = Some(max + chrono::Duration::seconds(PRUNE_EVERY_SECONDS));
+        let accepted_from = max - chrono_duration(self.th.allowed_lateness);
+        self.seen
+            .forget_before(accepted_from - chrono::Duration::seconds(DEDUP_MARGIN_SECONDS));
+        // Replies are looked back on up to `hot_lead_no_contact` before an accepted event.
+        self.conversations
+            .forget_history_before(accepted_from - chrono_duration(self.th.hot_lead_no_contact));
+        self.sessions.forget_ended_before(accepted_from);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1287 @@
+//! Rule edges with made-up times. `t(m)` is minute `m` after a fixed origin.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+use vigia_schemas::*;
+
+use super::*;
+use crate::config::Config;
+
+const TENANT: u64 = 42;
+
+fn origin() -> DateTime<Utc> {
+    "2026-03-02T09:00:00Z".parse().unwrap()
+}
+
+/// Minute `m` (fractions allowed) after the origin.
+fn t(m: f64) -> DateTime<Utc> {
+    origin() + chrono::Duration::milliseconds((m * 60_000.0).round() as i64)
+}
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn config() -> Config {
+    Config {
+        watermark_delay: Duration::from_secs(1),
+        ..Config::default()
+    }
+}
+
+fn engine() -> PartitionEngine {
+    PartitionEngine::new(Arc::new(config()))
+}
+
+fn engine_with(f: impl FnOnce(&mut Config)) -> PartitionEngine {
+    let mut c = config();
+    f(&mut c);
+    PartitionEngine::new(Arc::new(c))
+}
+
+fn ev(n: u128, at: DateTime<Utc>, payload: Payload) -> Event {
+    Event {
+        event_id: id(n),
+        tenant_id: TENANT,
+        occurred_at: at,
+        payload,
+    }
+}
+
+fn received(n: u128, conv: &str, at: DateTime<Utc>, seller: Option<u64>, text: &str) -> Event {
+    ev(
+        n,
+        at,
+        Payload::MessageReceived(MessageReceived {
+            conversation_id: conv.into(),
+            channel: Channel::Whatsapp,
+            seller_id: seller,
+            phone_number: None,
+            text: (!text.is_empty()).then(|| text.to_string()),
+        }),
+    )
+}
+
+fn sent(n: u128, conv: &str, at: DateTime<Utc>, seller: u64, automated: bool) -> Event {
+    ev(
+        n,
+        at,
+        Payload::MessageSent(MessageSent {
+            conversation_id: conv.into(),
+            seller_id: seller,
+            automated,
+        }),
+    )
+}
+
+fn assigned(n: u128, conv: &str, at: DateTime<Utc>, seller: u64) -> Event {
+    ev(
+        n,
+        at,
+        Payload::ConversationAssigned(ConversationAssigned {
+            conversation_id: conv.into(),
+            seller_id: seller,
+        }),
+    )
+}
+
+fn closed(n: u128, conv: &str, at: DateTime<Utc>) -> Event {
+    ev(
+        n,
+        at,
+        Payload::ConversationClosed(ConversationClosed {
+            conversation_id: conv.into(),
+        }),
+    )
+}
+
+fn lead_created(
+    n: u128,
+    lead: &str,
+    at: DateTime<Utc>,
+    source: LeadSource,
+    seller: Option<u64>,
+    conv: Option<&str>,
+    location: Option<&str>,
+) -> Event {
+    ev(
+        n,
+        at,
+        Payload::LeadCreated(LeadCreated {
+            lead_id: lead.into(),
+            source,
+            seller_id: seller,
+            name: Some("Ana".into()),
+            phone_number: None,
+            location: location.map(str::to_string),
+            estimated_value: None,
+            conversation_id: conv.map(EntityId::from),
+        }),
+    )
+}
+
+fn status(n: u128, lead: &str, at: DateTime<Utc>, status: LeadStatus) -> Event {
+    ev(
+        n,
+        at,
+        Payload::LeadStatusChanged(LeadStatusChanged {
+            lead_id: lead.into(),
+            status,
+        }),
+    )
+}
+
+fn follow_up(n: u128, lead: &str, at: DateTime<Utc>, seller: u64, due: DateTime<Utc>) -> Event {
+    ev(
+        n,
+        at,
+        Payload::LeadFollowUpScheduled(LeadFollowUpScheduled {
+            lead_id: lead.into(),
+            seller_id: seller,
+            due_at: due,
+            note: Some("llamar".into()),
+        }),
+    )
+}
+
+fn session(n: u128, kind: &str, s: &str, at: DateTime<Utc>) -> Event {
+    let r = SessionRef {
+        session_id: s.into(),
+        client_id: "client-9".into(),
+        agent_id: 5,
+    };
+    let payload = match kind {
+        "started" => Payload::SessionStarted(r),
+        "heartbeat" => Payload::SessionHeartbeat(r),
+        _ => Payload::SessionEnded(SessionEnded {
+            session_id: r.session_id,
+            client_id: r.client_id,
+            agent_id: r.agent_id,
+            result: SessionResult::Managed,
+        }),
+    };
+    ev(n, at, payload)
+}
+
+/// Feeds events in order, collecting every output.
+fn feed(e: &mut PartitionEngine, events: &[Event]) -> Vec<Output> {
+    events.iter().flat_map(|x| e.on_event(x)).collect()
+}
+
+fn notifications(outs: &[Output]) -> Vec<&Notification> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Notification(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+fn of_kind(outs: &[Output], kind: NotificationType) -> Vec<&Notification> {
+    notifications(outs)
+        .into_iter()
+        .filter(|n| n.kind == kind)
+        .collect()
+}
+
+fn samples(outs: &[Output]) -> Vec<&ResponseTimeSample> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::ResponseTime(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn scores(outs: &[Output]) -> Vec<&LeadScore> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::LeadScore(l) => Some(l),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unanswered_id(conv: &str, starter: u128) -> Uuid {
+    derive_id(
+        "notification/unanswered",
+        &[&TENANT.to_string(), conv, &id(starter).to_string()],
+    )
+}
+
+// ---------------------------------------------------------------- unanswered conversations
+
+#[test]
+fn unanswered_fires_exactly_at_the_deadline_with_its_content() {
+    let mut e = engine();
+    assert!(feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "hola")]).is_empty());
+    assert_eq!(e.next_deadline(), Some(t(60.0)));
+
+    let just_before = t(60.0) - chrono::Duration::milliseconds(1);
+    assert!(e.advance_watermark(just_before).is_empty());
+    let outs = e.advance_watermark(t(60.0));
+    let n = notifications(&outs);
+    assert_eq!(n.len(), 1, "{outs:?}");
+    let n = n[0];
+    assert_eq!(n.id, unanswered_id("c1", 1));
+    assert_eq!(n.tenant_id, TENANT);
+    assert_eq!(n.kind, NotificationType::UnansweredConversation);
+    assert_eq!(n.priority, Priority::High);
+    assert_eq!(n.audience, Audience::User { user_id: 7 });
+    assert_eq!(n.created_at, t(60.0));
+    assert_eq!(n.title, "Conversación sin respuesta");
+    assert_eq!(n.message, "El cliente espera respuesta desde hace 1 h");
+    assert_eq!(n.withdraws, None);
+    assert_eq!(n.data["conversation_id"], json!("c1"));
+    assert_eq!(n.data["seller_id"], json!(7));
+    assert_eq!(n.data["channel"], json!("whatsapp"));
+    assert_eq!(
+        n.data["waiting_since"],
+        serde_json::to_value(t(0.0)).unwrap()
+    );
+    assert_eq!(n.data["deadline"], serde_json::to_value(t(60.0)).unwrap());
+    assert_eq!(n.actions.len(), 1);
+    assert_eq!(n.actions[0].action, "open_chat");
+    assert_eq!(n.actions[0].label, "Abrir chat");
+    assert_eq!(n.actions[0].params, json!({"conversation_id": "c1"}));
+
+    // Fires once: later watermarks and the deadline queue are empty.
+    assert!(e.advance_watermark(t(120.0)).is_empty());
+    assert_eq!(e.next_deadline(), None);
+}
+
+#[test]
+fn a_watermark_past_the_deadline_fires_it_with_created_at_the_deadline() {
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
+    let outs = e.advance_watermark(t(95.0));
+    let n = notifications(&outs);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].created_at, t(60.0), "event time, not the watermark");
+}
+
+#[test]
+fn event_time_alone_fires_deadlines_on_a_busy_stream() {
+    // A later event of another conversation moves the tenant's event-time watermark past the
+    // deadline: it fires inside on_event, before that event is applied, with no clock at all.
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
+    let outs = e.on_event(&received(
+        2,
+        "c2",
+        t(60.0) + chrono::Duration::seconds(1),
+        None,
+        "",
+    ));
+    assert_eq!(notifications(&outs).len(), 1);
+    assert_eq!(notifications(&outs)[0].id, unanswered_id("c1", 1));
+    // Exactly at deadline + delay - 1 ms it would not have.
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
+    let outs = e.on_event(&received(
+        2,
+        "c2",
+        t(60.0) + chrono::Duration::milliseconds(999),
+        None,
+        "",
+    ));
+    assert!(notifications(&outs).is_empty());
+}
+
+#[test]
+fn a_reply_before_the_deadline_cancels_it_and_measures_the_response() {
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            sent(2, "c1", t(12.5), 8, false),
+        ],
+    );
+    let s = samples(&outs);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        s[0].id,
+        derive_id("response_time", &["42", "c1", &id(1).to_string()])
+    );
+    assert_eq!(s[0].seller_id, 8, "the replier, not the assigned seller");
+    assert_eq!(s[0].customer_event_id, id(1));
+    assert_eq!(s[0].reply_event_id, id(2));
+    assert_eq!(s[0].waiting_since, t(0.0));
+    assert_eq!(s[0].replied_at, t(12.5));
+    assert_eq!(s[0].response_seconds, 750.0);
+    assert_eq!(e.next_deadline(), None);
+    assert!(e.advance_watermark(t(200.0)).is_empty());
+}
+
+#[test]
+fn a_reply_exactly_at_the_deadline_answers_in_time() {
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            sent(2, "c1", t(60.0), 7, false),
+        ],
+    );
+    assert!(notifications(&outs).is_empty());
+    assert_eq!(samples(&outs)[0].response_seconds, 3600.0);
+    assert!(e.advance_watermark(t(200.0)).is_empty());
+}
+
+#[test]
+fn a_reply_after_the_deadline_seen_before_it_fired_gives_notification_and_withdrawal() {
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            // The deadline (60) is past in event time, though no watermark reached it yet
+            // (event time watermark = 60m + 0.5s - 1s).
+            sent(
+                2,
+                "c1",
+                t(60.0) + chrono::Duration::milliseconds(500),
+                7,
+                false,
+            ),
+        ],
+    );
+    let n = notifications(&outs);
+    assert_eq!(n.len(), 2, "{outs:?}");
+    assert_eq!(n[0].id, unanswered_id("c1", 1));
+    assert_eq!(n[1].withdraws, Some(n[0].id));
+    assert_eq!(samples(&outs).len(), 1);
+}
+
+#[test]
+fn a_reply_after_it_fired_withdraws_it() {
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
+    let fired = e.advance_watermark(t(61.0));
+    let original = notifications(&fired)[0].clone();
+    let outs = feed(&mut e, &[sent(2, "c1", t(75.0), 9, false)]);
+    let n = notifications(&outs);
+    assert_eq!(n.len(), 1);
+    let w = n[0];
+    assert_eq!(w.withdraws, Some(original.id));
+    assert_eq!(
+        w.id,
+        derive_id(
+            "notification/unanswered/withdrawal",
+            &[&original.id.to_string(), "resolved"]
+        )
+    );
+    assert_ne!(w.id, original.id);
+    assert_eq!(w.kind, NotificationType::UnansweredConversation);
+    assert_eq!(w.audience, original.audience);
+    assert_eq!(w.data["state"], json!("resolved"));
+    assert_eq!(w.data["resolved_by"], json!(9));
+    assert_eq!(
+        w.data["resolved_at"],
+        serde_json::to_value(t(75.0)).unwrap()
+    );
+    assert_eq!(w.created_at, t(75.0));
+    assert_eq!(w.title, "Conversación respondida");
+    assert_eq!(samples(&outs)[0].response_seconds, 75.0 * 60.0);
+    // A second reply does nothing more.
+    assert!(feed(&mut e, &[sent(3, "c1", t(76.0), 9, false)]).is_empty());
+}
+
+#[test]
+fn a_late_reply_from_before_the_deadline_still_withdraws_after_the_fire() {
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
+    let fired = e.advance_watermark(t(61.0));
+    let original = notifications(&fired)[0].id;
+    // The reply happened at 59 but reached us after the notification fired.
+    let outs = feed(&mut e, &[sent(2, "c1", t(59.0), 7, false)]);
+    let n = notifications(&outs);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].withdraws, Some(original));
+    assert_eq!(n[0].created_at, t(60.0), "never before what it withdraws");
+}
+
+#[test]
+fn automated_replies_do_not_answer() {
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            sent(2, "c1", t(1.0), 7, true),
+        ],
+    );
+    assert!(outs.is_empty(), "{outs:?}");
+    assert_eq!(notifications(&e.advance_watermark(t(60.0))).len(), 1);
+}
+
+#[test]
+fn later_customer_messages_do_not_restart_the_wait() {
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            received(2, "c1", t(30.0), Some(7), ""),
+            received(3, "c1", t(50.0), Some(7), ""),
+        ],
+    );
+    assert!(outs.is_empty());
+    assert_eq!(e.next_deadline(), Some(t(60.0)));
+    let n = e.advance_watermark(t(60.0));
+    assert_eq!(notifications(&n)[0].id, unanswered_id("c1", 1));
+    // After a reply, the next customer message starts a new wait.
+    let outs = feed(
+        &mut e,
+        &[
+            sent(4, "c1", t(70.0), 7, false),
+            received(5, "c1", t(80.0), None, ""),
+        ],
+    );
+    assert_eq!(samples(&outs)[0].customer_event_id, id(1));
+    assert_eq!(e.next_deadline(), Some(t(140.0)));
+}
+
+#[test]
+fn reassignment_during_the_wait_moves_the_audience() {
+    let mut e = engine();
+    feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            assigned(2, "c1", t(30.0), 9),
+        ],
+    );
+    let outs = e.advance_watermark(t(60.0));
+    let n = notifications(&outs);
+    assert_eq!(n[0].audience, Audience::User { user_id: 9 });
+    assert_eq!(n[0].data["seller_id"], json!(9));
+    // A reassignment after the fire does not re-send; the withdrawal goes to the audience that
+    // was notified.
+    let outs = feed(
+        &mut e,
+        &[
+            assigned(3, "c1", t(61.0), 11),
+            sent(4, "c1", t(62.0), 11, false),
+        ],
+    );
+    let n = notifications(&outs);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].audience, Audience::User { user_id: 9 });
+}
+
+#[test]
+fn an_older_assignment_arriving_late_does_not_override_a_newer_one() {
+    let mut e = engine();
+    feed(
+        &mut e,
+        &[
+            assigned(1, "c1", t(10.0), 9),
+            received(2, "c1", t(20.0), None, ""),
+            assigned(3, "c1", t(5.0), 4),
+        ],
+    );
+    let n = e.advance_watermark(t(80.0));
+    assert_eq!(notifications(&n)[0].audience, Audience::User { user_id: 9 });
+}
+
+#[test]
+fn without_a_seller_the_secretaries_are_notified() {
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), None, "")]);
+    let outs = e.advance_watermark(t(60.0));
+    let n = notifications(&outs);
+    assert_eq!(
+        n[0].audience,
+        Audience::Role {
+            role: Role::Secretary
+        }
+    );
+    assert_eq!(n[0].data["seller_id"], json!(null));
+}
+
+#[test]
+fn closing_the_conversation_cancels_or_withdraws() {
+    // Closed before the deadline: nothing, ever.
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            closed(2, "c1", t(30.0)),
+        ],
+    );
+    assert!(outs.is_empty());
+    assert!(e.advance_watermark(t(200.0)).is_empty());
+
+    // Closed after the fire: a withdrawal with state "closed", and no response-time sample.
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
+    let original = notifications(&e.advance_watermark(t(60.0)))[0].id;
+    let outs = feed(&mut e, &[closed(2, "c1", t(90.0))]);
+    let n = notifications(&outs);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].withdraws, Some(original));
+    assert_eq!(n[0].data["state"], json!("closed"));
+    assert!(samples(&outs).is_empty());
+
+    // A customer writing after the close starts a new wait.
+    feed(&mut e, &[received(3, "c1", t(100.0), None, "")]);
+    assert_eq!(e.next_deadline(), Some(t(160.0)));
+}
+
+#[test]
+fn the_threshold_is_per_tenant() {
+    let mut e = engine_with(|c| {
+        c.tenants.insert(
+            TENANT,
+            crate::config::ThresholdOverrides {
+                unanswered_after: Some(Duration::from_secs(120)),
+                language: Some(crate::texts::Language::En),
+                ..Default::default()
+            },
+        );
+    });
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
+    assert_eq!(e.next_deadline(), Some(t(2.0)));
+    let outs = e.advance_watermark(t(2.0));
+    let n = notifications(&outs);
+    assert_eq!(n[0].title, "Unanswered conversation");
+    assert_eq!(
+        n[0].message,
+        "The customer has been waiting for a reply for 2 min"
+    );
+    // Another tenant keeps the default hour.
+    let mut other = received(2, "c1", t(0.0), Some(7), "");
+    other.tenant_id = 43;
+    e.on_event(&other);
+    assert_eq!(e.next_deadline(), Some(t(60.0)));
+}
+
+// ---------------------------------------------------------------- out of order, duplicates, lateness
+
+#[test]
+fn a_reply_that_arrives_before_its_customer_message_still_gives_the_sample() {
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            sent(2, "c1", t(10.0), 8, false),
+            received(1, "c1", t(0.0), Some(7), ""),
+        ],
+    );
+    let s = samples(&outs);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].customer_event_id, id(1));
+    assert_eq!(s[0].response_seconds, 600.0);
+    assert!(notifications(&outs).is_empty());
+    assert_eq!(e.next_deadline(), None, "no wait is left open");
+}
+
+#[test]
+fn a_late_customer_message_answered_after_its_deadline_notifies_and_withdraws() {
+    // Same outputs as in order: reply at 90 to a message at 0 is an hour and a half late.
+    let engine = || engine_with(|c| c.defaults.allowed_lateness = Duration::from_secs(7200));
+    let in_order = feed(
+        &mut engine(),
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            sent(2, "c1", t(90.0), 7, false),
+        ],
+    );
+    let reversed = feed(
+        &mut engine(),
+        &[
+            sent(2, "c1", t(90.0), 7, false),
+            received(1, "c1", t(0.0), Some(7), ""),
+        ],
+    );
+    assert_eq!(notifications(&in_order).len(), 2);
+    let ids = |o: &[Output]| {
+        let mut v: Vec<Uuid> = o.iter().filter_map(Output::id).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&in_order), ids(&reversed));
+}
+
+#[test]
+fn an_earlier_customer_message_arriving_late_moves_the_start_of_the_wait() {
+    let mut e = engine();
+    feed(
+        &mut e,
+        &[
+            received(2, "c1", t(20.0), Some(7), ""),
+            received(1, "c1", t(5.0), Some(7), ""),
+        ],
+    );
+    assert_eq!(e.next_deadline(), Some(t(65.0)));
+    let n = e.advance_watermark(t(65.0));
+    assert_eq!(notifications(&n)[0].id, unanswered_id("c1", 1));
+    let outs = feed(&mut e, &[sent(3, "c1", t(66.0), 7, false)]);
+    assert_eq!(samples(&outs)[0].customer_event_id, id(1));
+}
+
+#[test]
+fn a_late_reply_splits_waits_that_arrived_before_it() {
+    // Customer at 0 and 30 arrived; then a reply at 10: it answers the first, and the second
+    // starts a new wait.
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            received(2, "c1", t(30.0), Some(7), ""),
+            sent(3, "c1", t(10.0), 7, false),
+        ],
+    );
+    assert_eq!(samples(&outs)[0].customer_event_id, id(1));
+    assert_eq!(e.next_deadline(), Some(t(90.0)));
+    let outs = feed(&mut e, &[sent(4, "c1", t(40.0), 7, false)]);
+    assert_eq!(samples(&outs)[0].customer_event_id, id(2));
+    assert_eq!(e.next_deadline(), None);
+}
+
+#[test]
+fn a_duplicate_event_is_ignored() {
+    let mut e = engine();
+    let msg = received(1, "c1", t(0.0), Some(7), "");
+    e.on_event(&msg);
+    assert!(e.on_event(&msg).is_empty());
+    assert_eq!(e.stats().duplicates, 1);
+    assert_eq!(e.stats().applied, 1);
+    let reply = sent(2, "c1", t(5.0), 7, false);
+    assert_eq!(samples(&e.on_event(&reply)).len(), 1);
+    assert!(e.on_event(&reply).is_empty());
+    assert_eq!(e.stats().duplicates, 2);
+}
+
+#[test]
+fn events_within_the_allowed_lateness_are_applied_older_ones_are_too_late() {
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(120.0), Some(7), "")]);
+    // Exactly at the cutoff (newest - 1 h): applied.
+    let outs = e.on_event(&received(2, "c2", t(60.0), Some(7), ""));
+    assert!(outs.iter().all(|o| !matches!(o, Output::TooLate(_))));
+    assert_eq!(e.stats().applied, 2);
+    // Its deadline (120) is already behind the event-time watermark: the next event fires it.
+    // A millisecond older than the cutoff: too late, not applied.
+    let late = received(
+        3,
+        "c3",
+        t(60.0) - chrono::Duration::milliseconds(1),
+        Some(7),
+        "",
+    );
+    let outs = e.on_event(&late);
+    assert_eq!(
+        outs,
+        vec![Output::TooLate(TooLate {
+            event_id: id(3),
+            tenant_id: TENANT,
+            occurred_at: late.occurred_at,
+            cutoff: t(60.0),
+        })]
+    );
+    assert_eq!(e.stats().too_late, 1);
+    // A too-late event is not remembered as seen: it stays too late, not "duplicate".
+    assert!(matches!(e.on_event(&late)[..], [Output::TooLate(_)]));
+    // The lateness is per tenant.
+    let mut e = engine_with(|c| c.defaults.allowed_lateness = Duration::from_secs(600));
+    feed(&mut e, &[received(1, "c1", t(120.0), Some(7), "")]);
+    assert!(matches!(
+        e.on_event(&received(2, "c2", t(100.0), None, ""))[..],
+        [Output::TooLate(_)]
+    ));
+}
+
+#[test]
+fn a_late_customer_message_past_its_deadline_fires_at_once_by_event_time() {
+    let mut e = engine_with(|c| c.defaults.allowed_lateness = Duration::from_secs(7200));
+    feed(&mut e, &[received(1, "c1", t(100.0), Some(7), "")]);
+    // Deadline 30+60 = 90 is already behind the event-time watermark (100 - 1 s).
+    let outs = e.on_event(&received(2, "c2", t(30.0), Some(7), ""));
+    assert_eq!(notifications(&outs)[0].id, unanswered_id("c2", 2));
+    assert_eq!(notifications(&outs)[0].created_at, t(90.0));
+}
+
+#[test]
+fn duplicates_are_remembered_for_the_lateness_plus_a_margin_then_too_late() {
+    let mut e = engine();
+    let first = received(1, "c1", t(0.0), Some(7), "");
+    e.on_event(&first);
+    // 1 h 30 later: too late by lateness, but still recognised as a duplicate (margin).
+    feed(&mut e, &[received(2, "c2", t(90.0), None, "")]);
+    assert!(e.on_event(&first).is_empty());
+    assert_eq!(e.stats().duplicates, 1);
+    // 2 h 30 later the id is forgotten; the duplicate is too late, still not applied.
+    feed(&mut e, &[received(3, "c3", t(150.0), None, "")]);
+    assert!(matches!(e.on_event(&first)[..], [Output::TooLate(_)]));
+    assert_eq!(e.stats().applied, 3);
+}
+
+#[test]
+fn the_same_events_give_byte_identical_outputs() {
+    let events = vec![
+        received(1, "c1", t(0.0), Some(7), "¿precio?"),
+        lead_created(
+            2,
+            "l1",
+            t(1.0),
+            LeadSource::MetaAds,
+            Some(7),
+            Some("c1"),
+            None,
+        ),
+        sent(3, "c1", t(70.0), 7, false),
+    ];
+    let run = || {
+        let mut e = engine();
+        let mut outs = feed(&mut e, &events);
+        outs.extend(e.advance_watermark(t(300.0)));
+        serde_json::to_string(
+            &outs
+                .iter()
+                .map(|o| match o {
+                    Output::Notification(n) => serde_json::to_value(n).unwrap(),
+                    Output::ResponseTime(r) => serde_json::to_value(r).unwrap(),
+                    Output::LeadScore(l) => serde_json::to_value(l).unwrap(),
+                    Output::TooLate(t) => json!(t.to_string()),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    };
+    let a = run();
+    assert!(a.contains("unanswered_conversation"));
+    assert_eq!(a, run());
+}
+
+// ---------------------------------------------------------------- hot leads
+
+/// A REFERRAL lead (.25) on conversation c1 with seller 7.
+fn referral_lead(n: u128, at: DateTime<Utc>) -> Event {
+    lead_created(n, "l1", at, LeadSource::Referral, Some(7), Some("c1"), None)
+}
+
+fn hot(outs: &[Output]) -> Vec<&Notification> {
+    of_kind(outs, NotificationType::HotLead)
+}
+
+#[test]
+fn scores_are_emitted_on_each_relevant_event_with_their_components() {
+    let mut e = engine_with(|c| c.defaults.high_value_locations = vec!["Lima".into()]);
+    let outs = feed(
+        &mut e,
+        &[
+            lead_created(
+                1,
+                "l1",
+                t(0.0),
+                LeadSource::MetaAds,
+                Some(7),
+                Some("c1"),
+                Some("lima"),
+            ),
+            received(2, "c1", t(1.0), None, "¿Cuánto cuesta? ¿está disponible?"),
+            status(3, "l1", t(100.0), LeadStatus::Contacted),
+            received(4, "c2", t(101.0), None, "precio"), // another conversation: no rescore
+        ],
+    );
+    let s = scores(&outs);
+    assert_eq!(s.len(), 3);
+    assert_eq!(
+        s.iter().map(|x| x.cause_event_id).collect::<Vec<_>>(),
+        vec![id(1), id(2), id(3)]
+    );
+    assert_eq!(
+        s[0].id,
+        derive_id("lead_score", &["42", "l1", &id(1).to_string()])
+    );
+    // created: source .30 + location .10
+    assert_eq!(
+        (s[0].score, s[0].source_score, s[0].location_score),
+        (0.4, 0.3, 0.1)
+    );
+    // + recency .15 + intent 2 signals .20
+    assert_eq!(s[1].score, 0.75);
+    assert_eq!((s[1].recency_score, s[1].intent_score), (0.15, 0.2));
+    assert_eq!(s[1].computed_at, t(1.0));
+    // 99 minutes later the message is no longer recent.
+    assert_eq!(s[2].score, 0.6);
+    assert_eq!(s[2].seller_id, Some(7));
+}
+
+/// Six customer messages with two buying signals, the last at `at(5)`; REFERRAL .25 + .20 +
+/// .15 + .20 = .80.
+fn heat(first_id: u128, start: f64) -> Vec<Event> {
+    (0..6)
+        .map(|i| {
+            let text = if i == 0 {
+                "precio y cotización"
+            } else {
+                "hola"
+            };
+            received(first_id + i, "c1", t(start + i as f64), None, text)
+        })
+        .collect()
+}
+
+#[test]
+fn crossing_the_threshold_notifies_the_seller_once() {
+    let mut e = engine();
+    let mut events = vec![referral_lead(1, t(0.0))];
+    events.extend(heat(10, 1.0));
+    let outs = feed(&mut e, &events);
+    let h = hot(&outs);
+    assert_eq!(h.len(), 1, "{:?}", scores(&outs));
+    let n = h[0];
+    assert_eq!(n.priority, Priority::Urgent);
+    assert_eq!(n.audience, Audience::User { user_id: 7 });
+    assert_eq!(
+        n.id,
+        derive_id("notification/hot_lead", &["42", "l1", &id(15).to_string()])
+    );
+    assert_eq!(n.created_at, t(6.0));
+    assert_eq!(n.data["score"], json!(0.8));
+    assert_eq!(n.data["lead_id"], json!("l1"));
+    assert_eq!(n.title, "Lead caliente");
+    assert_eq!(n.actions[0].action, "open_lead");
+    // More messages keep it hot: no second notification.
+    let outs = feed(&mut e, &[received(20, "c1", t(7.0), None, "")]);
+    assert!(hot(&outs).is_empty());
+}
+
+#[test]
+fn hysteresis_needs_a_fall_below_the_rearm_level() {
+    // META_ADS .30 + engagement .20 + intent .25 (3 signals) + recency .15 = .90; without
+    // recency .75: between .7 and .8, not re-armed.
+    let mut e = engine();
+    let mut events = vec![lead_created(
+        1,
+        "l1",
+        t(0.0),
+        LeadSource::MetaAds,
+        Some(7),
+        Some("c1"),
+        None,
+    )];
+    events.extend((0..6).map(|i| {
+        received(
+            10 + i,
+            "c1",
+            t(1.0 + i as f64),
+            None,
+            if i == 0 {
+                "precio cotización comprar"
+            } else {
+                ""
+            },
+        )
+    }));
+    let outs = feed(&mut e, &events);
+    assert_eq!(hot(&outs).len(), 1);
+    let outs = feed(&mut e, &[status(30, "l1", t(120.0), LeadStatus::Contacted)]);
+    assert_eq!(scores(&outs)[0].score, 0.75);
+    let outs = feed(&mut e, &[received(31, "c1", t(121.0), None, "")]);
+    assert_eq!(scores(&outs)[0].score, 0.9);
+    assert!(hot(&outs).is_empty(), "not re-armed above .7");
+
+    // REFERRAL: .80 hot, without recency .65 < .7 re-arms, back to .80 notifies again.
+    let mut e = engine();
+    let mut events = vec![referral_lead(1, t(0.0))];
+    events.extend(heat(10, 1.0));
+    assert_eq!(hot(&feed(&mut e, &events)).len(), 1);
+    let outs = feed(&mut e, &[status(30, "l1", t(120.0), LeadStatus::Contacted)]);
+    assert_eq!(scores(&outs)[0].score, 0.65);
+    let outs = feed(&mut e, &[received(31, "c1", t(121.0), None, "")]);
+    let h = hot(&outs);
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        h[0].id,
+        derive_id("notification/hot_lead", &["42", "l1", &id(31).to_string()])
+    );
+}
+
+#[test]
+fn only_new_or_contacted_leads_are_notified() {
+    let mut e = engine();
+    let mut events = vec![
+        referral_lead(1, t(0.0)),
+        status(2, "l1", t(0.5), LeadStatus::Interested),
+    ];
+    events.extend(heat(10, 1.0));
+    let outs = feed(&mut e, &events);
+    assert!(hot(&outs).is_empty());
+    assert_eq!(scores(&outs).last().unwrap().score, 0.8);
+    // Back to contacted while still hot and armed: notifies then.
+    let outs = feed(&mut e, &[status(3, "l1", t(7.0), LeadStatus::Contacted)]);
+    assert_eq!(hot(&outs).len(), 1);
+}
+
+#[test]
+fn a_seller_reply_within_the_no_contact_window_holds_the_notification() {
+    let mut e = engine();
+    let mut events = vec![referral_lead(1, t(0.0)), sent(2, "c1", t(0.5), 7, false)];
+    events.extend(heat(10, 1.0));
+    assert!(hot(&feed(&mut e, &events)).is_empty());
+    // Automated replies are not contact.
+    let mut e = engine();
+    let mut events = vec![referral_lead(1, t(0.0)), sent(2, "c1", t(0.5), 7, true)];
+    events.extend(heat(10, 1.0));
+    assert_eq!(hot(&feed(&mut e, &events)).len(), 1);
+    // A reply more than 2 h before does not hold it.
+    let mut e = engine_with(|c| c.defaults.allowed_lateness = Duration::from_secs(5 * 3600));
+    let mut events = vec![sent(2, "c1", t(0.0), 7, false), referral_lead(1, t(120.5))];
+    events.extend(heat(10, 121.0));
+    assert_eq!(hot(&feed(&mut e, &events)).len(), 1);
+}
+
+#[test]
+fn a_lead_without_seller_notifies_managers_and_unknown_leads_are_not_scored() {
+    let mut e = engine();
+    let mut events = vec![lead_created(
+        1,
+        "l1",
+        t(0.0),
+        LeadSource::Referral,
+        None,
+        Some("c1"),
+        None,
+    )];
+    events.extend(heat(10, 1.0));
+    let outs = feed(&mut e, &events);
+    assert_eq!(
+        hot(&outs)[0].audience,
+        Audience::Role {
+            role: Role::Manager
+        }
+    );
+    let outs = feed(
+        &mut e,
+        &[status(2, "nobody", t(8.0), LeadStatus::Contacted)],
+    );
+    assert!(scores(&outs).is_empty());
+}
+
+// ---------------------------------------------------------------- follow-up reminders
+
+#[test]
+fn follow_up_reminds_a_day_before_and_at_due_time_for_interested_leads() {
+    let mut e = engine();
+    let due = t(3.0 * 24.0 * 60.0);
+    feed(
+        &mut e,
+        &[
+            referral_lead(1, t(0.0)),
+            status(2, "l1", t(1.0), LeadStatus::Interested),
+            follow_up(3, "l1", t(2.0), 7, due),
+        ],
+    );
+    let before = due - chrono::Duration::hours(24);
+    assert_eq!(e.next_deadline(), Some(before));
+    let outs = e.advance_watermark(before);
+    let n = of_kind(&outs, NotificationType::FollowUpReminder);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].priority, Priority::Medium);
+    assert_eq!(n[0].audience, Audience::User { user_id: 7 });
+    assert_eq!(n[0].created_at, before);
+    assert_eq!(n[0].data["stage"], json!("before"));
+    assert_eq!(n[0].message, "Seguimiento con Ana en 1 d");
+    let outs = e.advance_watermark(due);
+    let n = of_kind(&outs, NotificationType::FollowUpReminder);
+    assert_eq!(n[0].data["stage"], json!("due"));
+    assert_ne!(n[0].id, derive_id("x", &[]));
+}
+
+#[test]
+fn follow_up_is_skipped_for_other_statuses_and_replaced_by_a_newer_schedule() {
+    let mut e = engine();
+    let due = t(3.0 * 24.0 * 60.0);
+    feed(
+        &mut e,
+        &[
+            referral_lead(1, t(0.0)),
+            status(2, "l1", t(1.0), LeadStatus::Negotiation),
+            follow_up(3, "l1", t(2.0), 7, due),
+            // Rescheduled to a day later, with less than 24 h... no: 4 days ahead.
+            follow_up(4, "l1", t(3.0), 7, due + chrono::Duration::hours(24)),
+        ],
+    );
+    let outs = e.advance_watermark(due);
+    let n = of_kind(&outs, NotificationType::FollowUpReminder);
+    assert_eq!(n.len(), 1, "only the new schedule's 'before' reminder");
+    assert_eq!(n[0].data["schedule_event_id"], json!(id(4)));
+    // Converted before the due time: no reminder.
+    feed(&mut e, &[status(5, "l1", due, LeadStatus::Converted)]);
+    assert!(e
+        .advance_watermark(due + chrono::Duration::hours(25))
+        .is_empty());
+}
+
+// ---------------------------------------------------------------- session timeout
+
+#[test]
+fn a_session_without_heartbeat_returns_to_the_queue() {
+    let mut e = engine();
+    feed(
+        &mut e,
+        &[
+            session(1, "started", "s1", t(0.0)),
+            session(2, "heartbeat", "s1", t(5.0)),
+        ],
+    );
+    assert_eq!(e.next_deadline(), Some(t(15.0)));
+    assert!(e.advance_watermark(t(14.99)).is_empty());
+    let outs = e.advance_watermark(t(15.0));
+    let n = of_kind(&outs, NotificationType::SessionTimeout);
+    assert_eq!(n.len(), 1);
+    assert_eq!(
+        n[0].audience,
+        Audience::Role {
+            role: Role::Supervisor
+        }
+    );
+    assert_eq!(n[0].priority, Priority::High);
+    assert_eq!(n[0].created_at, t(15.0));
+    assert_eq!(n[0].data["client_id"], json!("client-9"));
+    // A late heartbeat from before the deadline withdraws it and restarts the clock.
+    let outs = feed(&mut e, &[session(3, "heartbeat", "s1", t(14.0))]);
+    let w = of_kind(&outs, NotificationType::SessionTimeout);
+    assert_eq!(w[0].withdraws, Some(n[0].id));
+    assert_eq!(e.next_deadline(), Some(t(24.0)));
+    // Ended: nothing more.
+    feed(&mut e, &[session(4, "ended", "s1", t(20.0))]);
+    assert_eq!(e.next_deadline(), None);
+    assert!(e.advance_watermark(t(100.0)).is_empty());
+    // Heartbeats older than the end are ignored.
+    assert!(feed(&mut e, &[session(5, "heartbeat", "s1", t(19.0))]).is_empty());
+    assert_eq!(e.next_deadline(), None);
+}
+
+// ---------------------------------------------------------------- order independence
+
+/// A small deterministic PRNG (xorshift64*), so the test needs no dependency and is repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A day of traffic for two tenants: conversations with customer messages, replies (some after
+/// the deadline, some automated), closes and reassignments, leads with statuses and follow-ups,
+/// sessions with heartbeats. Within one conversation (and its lead) consecutive events are at
+/// least `min_gap` apart, except a customer message and the reply right after it.
+fn workload(rng: &mut Rng, min_gap_s: i64) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut n: u128 = 1000;
+    let mut next_id = || {
+        n += 1;
+        n
+    };
+    let base = origin();
+    let secs = |s: i64| base + chrono::Duration::seconds(s);
+    for tenant in [42u64, 77] {
+        for c in 0..12 {
+            let conv = format!("c{c}");
+            let lead = format!("l{c}");
+            let seller = 100 + rng.below(4);
+            let mut now = rng.below(3600) as i64;
+            let mut evs = vec![lead_created(
+                next_id(),
+                &lead,
+                secs(now),
+                [
+                    LeadSource::MetaAds,
+                    LeadSource::Referral,
+                    LeadSource::Website,
+                ][c % 3],
+                Some(seller),
+                Some(&conv),
+                None,
+            )];
+            for _ in 0..(3 + rng.below(5)) {
+                now += min_gap_s + rng.below(1800) as i64;
+                let wait_start = now;
+                let words = [
+                    "hola",
+                    "precio",
+                    "cotización y comprar",
+                    "¿disponible?",
+                    "ok",
+                ];
+                let mut last_message = now;
+                for _ in 0..(1 + rng.below(3)) {
+                    last_message = now;
+                    evs.push(received(
+                        next_id(),
+                        &conv,
+                        secs(now),
+                        Some(seller),
+                        words[rng.below(5) as usize],
+                    ));
+                    now += min_gap_s + rng.below(300) as i64;
+                }
+                // The reply: quick (may be reordered with the message), late, absent or closing.
+                // The deadline is wait_start + 3600 s; other events near it may overtake the
+                // reply by up to the window.
+                let near_deadline = wait_start + 3600 - 12 + rng.below(24) as i64;
+                match rng.below(8) {
+                    0 => {
+                        let quick = secs(last_message + rng.below(25) as i64);
+                        evs.push(sent(next_id(), &conv, quick, seller, false))
+                    }
+                    1 => evs.push(sent(next_id(), &conv, secs(now + 5400), seller, false)),
+                    2 => evs.push(sent(next_id(), &conv, secs(now), seller, true)),
+                    3 => evs.push(closed(next_id(), &conv, secs(near_deadline))),
+                    4 => evs.push(assigned(next_id(), &conv, secs(now), 100 + rng.below(4))),
+                    5 | 6 => evs.push(sent(next_id(), &conv, secs(near_deadline), seller, false)),
+                    _ => evs.push(sent(next_id(), &conv, secs(now + 600), seller, false)),
+                }
+                now += 5400 + min_gap_s + rng.below(600) as i64;
+                if rng.below(3) == 0 {
+                    let s = [
+                        LeadStatus::Contacted,
+                        LeadStatus::Interested,
+                        LeadStatus::Negotiation,
+                    ][rng.below(3) as usize];
+                    evs.push(status(next_id(), &lead, secs(now), s));
+                    now += min_gap_s;
+                }
+                if rng.below(4) == 0 {
+                    let due = secs(now + 30 * 3600);
+                    evs.push(follow_up(next_id(), &lead, secs(now), seller, due));
+                    now += min_gap_s;
+                }
+            }
+            for e in &mut evs {
+                e.tenant_id = tenant;
+            }
+            events.extend(evs);
+        }
+        // A busy conversation: an event every 25-45 s keeps event time moving for everyone.
+        let mut now = 0;
+        let mut busy = Vec::new();
+        while now < 40 * 3600 {
+            busy.push(received(next_id(), "busy", secs(now), Some(1), "hola"));
+            now += min_gap_s + 4 + rng.below(20) as i64;
+        }
+        for e in &mut busy {
+            e.tenant_id = tenant;
+        }
+        events.extend(busy);
+        for s in 0..3 {
+            let sid = format!("s{s}");
+            let mut now = rng.below(3600) as i64;
+            let mut evs = vec![session(next_id(), "started", &sid, secs(now))];
+            for _ in 0..(2 + rng.below(6)) {
+                now += min_gap_s + rng.below(900) as i64; // sometimes over the 600 s timeout
+                evs.push(session(next_id(), "heartbeat", &sid, secs(now)));
+            }
+            if rng.below(2) == 0 {
+                now += min_gap_s + rng.below(300) as i64;
+                evs.push(session(next_id(), "ended", &sid, secs(now)));
+            }
+            for e in &mut evs {
+                e.tenant_id = tenant;
+            }
+            events.extend(evs);
+        }
+    }
+    events.sort_by_key(|e| (e.occurred_at, e.event_id));
+    events
+}
+
+/// Runs `events` in the given order, advancing no clock until the end, then one far watermark.
+fn outputs_by_id(events: &[Event], delay: Duration) -> Vec<(Uuid, String)> {
+    let mut e = engine_with(|c| c.watermark_delay = delay);
+    let mut outs = feed(&mut e, events);
+    let end = events.iter().map(|e| e.occurred_at).max().unwrap() + chrono::Duration::days(5);
+    outs.extend(e.advance_watermark(end));
+    assert!(
+        outs.iter().all(|o| !matches!(o, Output::TooLate(_))),
+        "everything is within lateness"
+    );
+    let mut v: Vec<(Uuid, String)> = outs
+        .iter()
+        .map(|o| {
+            let body = match o {
+                Output::Notification(n) => serde_json::to_string(n).unwrap(),
+                Output::ResponseTime(r) => serde_json::to_string(r).unwrap(),
+                Output::LeadScore(l) => serde_json::to_string(l).unwrap(),
+                Output::TooLate(t) => t.to_string(),
+            };
+            (o.id().unwrap(), body)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn shuffling_within_a_bounded_window_gives_the_same_outputs() {
+    let window_s: i64 = 20;
+    let delay = Duration::from_secs(30); // > window: nothing fires before what precedes it
+    for seed in 1..=6u64 {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ seed);
+        let events = workload(&mut rng, window_s + 1);
+        let reference = outputs_by_id(&events, delay);
+        let kinds = |v: &[(Uuid, String)], k: &str| v.iter().filter(|(_, b)| b.contains(k)).count();
+        assert!(kinds(&reference, "unanswered_conversation") > 0);
+        assert!(kinds(&reference, "\"withdraws\"") > 0);
+        assert!(kinds(&reference, "response_seconds") > 0);
+        assert!(kinds(&reference, "hot_lead") > 0 || seed > 1);
+        assert!(kinds(&reference, "session_timeout") > 0);
+
+        // Displace every event by up to `window_s` seconds of arrival order.
+        let mut keyed: Vec<(DateTime<Utc>, u64, Event)> = events
+            .iter()
+            .map(|e| {
+                let jitter =
+                    chrono::Duration::milliseconds(rng.below(window_s as u64 * 1000) as i64);
+                (e.occurred_at + jitter, rng.next(), e.clone())
+            })
+            .collect();
+        keyed.sort_by_key(|(k, tie, _)| (*k, *tie));
+        let shuffled: Vec<Event> = keyed.into_iter().map(|(_, _, e)| e).collect();
+        assert_ne!(
+            shuffled.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            "the shuffle reorders something"
+        );
+        let got = outputs_by_id(&shuffled, delay);
+        assert_eq!(got.len(), reference.len(), "seed {seed}");
+        for (a, b) in got.iter().zip(&reference) {
+            assert_eq!(a, b, "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn deadlines_are_kept_only_while_pending() {
+    let mut e = engine();
+    feed(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            sent(2, "c1", t(1.0), 7, false),
+            received(3, "c2", t(2.0), Some(7), ""),
+        ],
+    );
+    let tenant = &e.tenants[&TENANT];
+    assert_eq!(tenant.deadlines.len(), 1);
+}

@@ -1,0 +1,103 @@
+//! Prometheus metrics of the processors (prefix `vigia_processor_`).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PartitionLabel {
+    pub partition: i32,
+}
+
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    /// Records consumed, by outcome: applied, duplicate, too_late, undecodable, clock_skew.
+    pub records: Family<OutcomeLabel, Counter>,
+    /// Records re-read on recovery whose outputs were already delivered (suppressed).
+    pub replayed: Counter,
+    /// Outputs acknowledged by Kafka, by kind: notification, response_time, lead_score,
+    /// dead_letter.
+    pub outputs: Family<KindLabel, Counter>,
+    /// Wall time at which a deadline notification was produced minus its deadline.
+    pub deadline_lag: Histogram,
+    /// The partition's watermark (unix seconds): clock watermark once live, newest event time
+    /// minus the delay while replaying.
+    pub watermark: Family<PartitionLabel, Gauge<f64, AtomicU64>>,
+    /// Partitions owned and caught up (1) or replaying (0).
+    pub live: Family<PartitionLabel, Gauge>,
+    /// Offset commits that failed (retried by the next one).
+    pub commit_failures: Counter,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            records: Family::default(),
+            replayed: Counter::default(),
+            outputs: Family::default(),
+            deadline_lag: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            watermark: Family::default(),
+            live: Family::default(),
+            commit_failures: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("vigia_processor");
+        r.register(
+            "records",
+            "Event records consumed, by outcome (applied, duplicate, too_late, undecodable, \
+             clock_skew)",
+            m.records.clone(),
+        );
+        r.register(
+            "replayed_records",
+            "Records re-read on recovery whose outputs had already been delivered",
+            m.replayed.clone(),
+        );
+        r.register(
+            "outputs",
+            "Outputs acknowledged by Kafka, by kind",
+            m.outputs.clone(),
+        );
+        r.register(
+            "deadline_lag_seconds",
+            "Wall time when a deadline notification was produced minus the deadline",
+            m.deadline_lag.clone(),
+        );
+        r.register(
+            "watermark_seconds",
+            "Watermark of each owned partition, unix seconds",
+            m.watermark.clone(),
+        );
+        r.register(
+            "partition_live",
+            "1 when an owned partition has caught up, 0 while it replays",
+            m.live.clone(),
+        );
+        r.register(
+            "commit_failures",
+            "Offset commits that failed",
+            m.commit_failures.clone(),
+        );
+        m
+    }
+
+    pub fn record(&self, outcome: &'static str) {
+        self.records.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}

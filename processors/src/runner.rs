@@ -1,0 +1,1155 @@
+//! The Kafka I/O around [`PartitionEngine`]: one engine per owned partition of the `events` topic.
+//!
+//! # Flow
+//!
+//! Records are consumed in a consumer group ([`Config::group_id`]); each is decoded
+//! ([`Event::from_json`]) and applied to its partition's engine; the outputs are produced keyed by
+//! tenant id — notifications to `notifications`, response-time samples to `response_times`, lead
+//! scores to `lead_scores`. A record that is not a valid event, whose `occurred_at` is more than
+//! [`Config::max_clock_skew`] after the record's Kafka timestamp, or that the engine finds too late,
+//! goes to `dead_letters` as a [`DeadLetter`] (stage `processors`, origin topic/partition/offset,
+//! the reason); the partition moves on — a poison record never stalls it.
+//!
+//! An offset is committed (every [`Config::commit_interval`]) only once every output caused before
+//! it has been acknowledged by Kafka (`acks=all`, idempotent producer). With each commit go, as
+//! commit metadata (JSON), the engine's clock watermark and, when everything is acknowledged, the
+//! watermark up to which every clock-fired output was delivered.
+//!
+//! # Clocks
+//!
+//! - *Event time* drives everything in the engine (see its module doc).
+//! - *Log time*: before each record, the clock watermark advances to the record's Kafka timestamp
+//!   minus [`Config::watermark_delay`] — the wall clock was at least there when the record was
+//!   written, so deadlines up to it were due. It is part of the log, so replays see it too.
+//! - *Wall clock*, once a partition is live (caught up): every [`Config::tick`] the clock
+//!   watermark advances to `now − watermark_delay`, so deadlines fire on an idle stream.
+//!
+//! # Recovery: bounded, deterministic replay
+//!
+//! Engine state is not persisted: on each partition assignment a fresh engine replays the
+//! partition from its beginning (the topic's retention bounds the replay). Let `C` be the group's
+//! committed offset at assignment and `H` the partition's high-water mark then.
+//! - Records before `C` rebuild the state with their outputs suppressed: they were delivered
+//!   before the crash or handover.
+//! - When replay reaches `C`, the clock watermarks committed with `C` are restored: first the
+//!   *delivered* one (everything the clock had fired up to it was acknowledged: outputs
+//!   suppressed), then the *clock* one (fired, perhaps not delivered: outputs produced, perhaps
+//!   again — same ids). From `C` on, outputs are produced.
+//! - Until `H` the watermark moves only with event and log time, so the replay is a function of
+//!   the log (and of `C` with its metadata). From `H` on the wall clock drives it too.
+//!
+//! A revoked partition's engine is kept; if the partition comes back it resumes where it stopped
+//! instead of replaying (records another owner handled meanwhile are re-applied, their outputs
+//! suppressed up to the new `C`, as above).
+//!
+//! # Why no Kafka transactions are needed
+//!
+//! Results after a crash are those of a run without it because:
+//! 1. **Deterministic outputs.** An output's id derives from its cause ([`vigia_schemas::derive_id`])
+//!    and every field is computed from events (event time, never the wall clock), so re-sending
+//!    an output re-sends the same record, byte for byte.
+//! 2. **Idempotent sinks.** The ClickHouse sink and the gateway's inbox de-duplicate by id, so an
+//!    output re-sent after a crash (produced, but not yet covered by a commit) has no second
+//!    effect.
+//! 3. **Deterministic replay.** `on_event` never reads the wall clock; the only wall-clock step is
+//!    a tick that fires deadlines. Before such a tick the runner waits until every output so far is
+//!    acknowledged and commits (position, new clock watermark) synchronously — a write-ahead of
+//!    the clock — so a restarted run reaches the same engine state at `C` (records before `C`,
+//!    then the committed watermarks) and from there processes the same records the same way: a
+//!    notification fired by the clock just before a crash is re-fired (same id), and a reply
+//!    arriving after it still withdraws it.
+//!
+//! What transactions would add — committing outputs and offsets atomically — is replaced by
+//! idempotence; the price is possible duplicate deliveries (same ids) after a crash.
+//!
+//! **Brokers that drop commit metadata** (tansu 0.6 answers OffsetFetch with empty metadata) lose
+//! the restore step. Then, after a restart, notifications the wall clock fired for waits still
+//! open are fired again (same ids) when the replay reaches them — by the log time of a later
+//! record, or by the clock once live — and later replies still withdraw them. What can be lost is
+//! narrow: a reply that occurred before the deadline but reached the processors after the wall
+//! clock fired it (written to Kafka less than `watermark_delay` after the deadline, or processed
+//! late under load), whose record was not yet committed when the process crashed: the replay sees
+//! it as answered in time, so the notification delivered before the crash is never withdrawn.
+//! Kafka keeps the metadata and closes that gap.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use prometheus_client::registry::Registry;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vigia_schemas::{DeadLetter, Event, NotificationType, Topics};
+
+use crate::engine::{chrono_duration, Output, PartitionEngine};
+use crate::metrics::{KindLabel, Metrics, PartitionLabel};
+use crate::{Config, ProcessorError};
+
+/// Timeout of blocking Kafka metadata calls (committed offsets, watermarks, sync commits).
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long shutdown waits for in-flight outputs to be acknowledged.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
+
+/// Runs the processors until `shutdown` is cancelled: [`Processors::new`] then
+/// [`Processors::run`].
+pub async fn run(
+    config: Config,
+    kafka: &ClientConfig,
+    topics: &Topics,
+    registry: &mut Registry,
+    shutdown: CancellationToken,
+) -> Result<(), ProcessorError> {
+    Processors::new(config, kafka, topics, registry)?
+        .run(shutdown)
+        .await
+}
+
+/// The processors stage, created (clients, metrics) but not yet consuming.
+pub struct Processors {
+    config: Arc<Config>,
+    topics: Topics,
+    consumer: Arc<StreamConsumer<RunnerContext>>,
+    producer: FutureProducer,
+    rebalances: mpsc::UnboundedReceiver<Rebalanced>,
+    positions: Arc<Mutex<HashMap<i32, i64>>>,
+    metrics: Metrics,
+}
+
+impl Processors {
+    /// Validates `config`, creates the Kafka clients from `kafka` (which must set
+    /// `bootstrap.servers`) and registers the metrics. Connects lazily.
+    pub fn new(
+        config: Config,
+        kafka: &ClientConfig,
+        topics: &Topics,
+        registry: &mut Registry,
+    ) -> Result<Self, ProcessorError> {
+        config.validate()?;
+        let kafka_err = |context: &str| {
+            let context = context.to_string();
+            move |source| ProcessorError::Kafka { context, source }
+        };
+        let (tx, rebalances) = mpsc::unbounded_channel();
+        let positions = Arc::new(Mutex::new(HashMap::new()));
+        let context = RunnerContext {
+            topic: topics.events.clone(),
+            positions: positions.clone(),
+            tx,
+        };
+        let consumer: StreamConsumer<RunnerContext> = kafka
+            .clone()
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Revocation drops nothing we cannot rebuild; eager keeps the callback simple.
+            .set("partition.assignment.strategy", "range")
+            .create_with_context(context)
+            .map_err(kafka_err("cannot create the events consumer"))?;
+        let producer: FutureProducer = kafka
+            .clone()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(kafka_err("cannot create the outputs producer"))?;
+        Ok(Processors {
+            config: Arc::new(config),
+            topics: topics.clone(),
+            consumer: Arc::new(consumer),
+            producer,
+            rebalances,
+            positions,
+            metrics: Metrics::register(registry),
+        })
+    }
+
+    /// Consumes and processes until `shutdown` is cancelled, then delivers what is in flight,
+    /// commits, and leaves the group. Returns an error if an output cannot be delivered (after
+    /// the producer's own retries): restarting resumes exactly (see the module doc).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProcessorError> {
+        self.consumer
+            .subscribe(&[&self.topics.events])
+            .map_err(|source| ProcessorError::Kafka {
+                context: format!("cannot subscribe to {}", self.topics.events),
+                source,
+            })?;
+        tracing::info!(
+            topic = %self.topics.events,
+            group = %self.config.group_id,
+            "processors consuming"
+        );
+        let mut rebalances = self.rebalances;
+        let consumer = self.consumer.clone();
+        let mut runner = Runner {
+            config: self.config.clone(),
+            topics: self.topics,
+            consumer: self.consumer,
+            producer: self.producer,
+            positions: self.positions,
+            metrics: self.metrics,
+            runs: HashMap::new(),
+            inflight: FuturesUnordered::new(),
+            next_generation: 0,
+        };
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut commit = tokio::time::interval(self.config.commit_interval);
+        commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let result: Result<(), ProcessorError> = async {
+            loop {
+                let room = runner.inflight.len() < runner.config.max_in_flight;
+                let busy = !runner.inflight.is_empty();
+                let step = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => Step::Stop,
+                    _ = tick.tick() => Step::Tick,
+                    _ = commit.tick() => Step::Commit,
+                    Some(ack) = runner.inflight.next(), if busy => Step::Ack(ack),
+                    msg = consumer.recv(), if room => Step::Record(msg.map(|m| Record::from(&m))),
+                };
+                // Rebalances were signalled while polling: apply them before any record.
+                while let Ok(r) = rebalances.try_recv() {
+                    runner.on_rebalance(r).await?;
+                }
+                match step {
+                    Step::Stop => return Ok(()),
+                    Step::Ack(ack) => runner.on_ack(ack)?,
+                    Step::Tick => runner.tick().await?,
+                    Step::Commit => runner.commit(CommitMode::Async).await,
+                    Step::Record(Ok(rec)) => runner.on_record(rec).await?,
+                    Step::Record(Err(e)) => {
+                        tracing::warn!("consuming {}: {e}", runner.topics.events);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        .await;
+
+        // Deliver what is in flight, then commit it, even when stopping on an error.
+        let drained = runner.drain(SHUTDOWN_DRAIN).await;
+        if drained.is_ok() {
+            runner.commit(CommitMode::Sync).await;
+        }
+        drop(runner);
+        // Closing the consumer (its last reference) leaves the group: a blocking call.
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        tracing::info!("processors stopped");
+        result.and(drained)
+    }
+}
+
+enum Step {
+    Stop,
+    Ack(Ack),
+    Tick,
+    Commit,
+    Record(KafkaResult<Record>),
+}
+
+/// An owned copy of what the runner needs from a consumed record.
+struct Record {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    timestamp: Option<DateTime<Utc>>,
+}
+
+impl Record {
+    fn from<M: Message>(m: &M) -> Record {
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp: m
+                .timestamp()
+                .to_millis()
+                .and_then(DateTime::from_timestamp_millis),
+        }
+    }
+}
+
+/// What the rebalance callback tells the main loop.
+enum Rebalanced {
+    /// Partitions assigned, each with the offset consumption starts from (`None`: beginning).
+    Assigned(Vec<(i32, Option<i64>)>),
+    Revoked(Vec<i32>),
+}
+
+/// Consumer context: on assignment, starts each partition from the beginning (replay) or, if
+/// this instance kept its engine, from where that engine stopped.
+struct RunnerContext {
+    topic: String,
+    /// Next offset of every engine this instance holds, owned or kept after revocation.
+    positions: Arc<Mutex<HashMap<i32, i64>>>,
+    tx: mpsc::UnboundedSender<Rebalanced>,
+}
+
+impl ClientContext for RunnerContext {}
+
+impl ConsumerContext for RunnerContext {
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let positions = self
+                    .positions
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut assigned = Vec::new();
+                let partitions: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                for (topic, p) in partitions {
+                    let start = (topic == self.topic)
+                        .then(|| positions.get(&p).copied())
+                        .flatten();
+                    let offset = start.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(e) = tpl.set_partition_offset(&topic, p, offset) {
+                        tracing::error!("cannot set the start offset of {topic}/{p}: {e}");
+                    }
+                    assigned.push((p, start));
+                }
+                drop(positions);
+                let result = if cooperative {
+                    base.incremental_assign(tpl)
+                } else {
+                    base.assign(tpl)
+                };
+                if let Err(e) = result {
+                    tracing::error!("cannot take the assigned partitions: {e}");
+                }
+                let _ = self.tx.send(Rebalanced::Assigned(assigned));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked = tpl.elements().iter().map(|e| e.partition()).collect();
+                let _ = self.tx.send(Rebalanced::Revoked(revoked));
+                let result = if cooperative {
+                    base.incremental_unassign(tpl)
+                } else {
+                    base.unassign()
+                };
+                if let Err(e) = result {
+                    tracing::error!("cannot release the revoked partitions: {e}");
+                }
+            }
+            other => {
+                tracing::error!("rebalance error: {}", RDKafkaErrorCode::from(other));
+                let revoked = tpl.elements().iter().map(|e| e.partition()).collect();
+                let _ = self.tx.send(Rebalanced::Revoked(revoked));
+                let _ = base.unassign();
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!("offset commit failed ({e}); the next commit carries it again");
+        }
+    }
+}
+
+/// An output's delivery report.
+struct Ack {
+    partition: i32,
+    generation: u64,
+    /// The position the output was caused at: the record's offset, or for a watermark advance
+    /// between records, the next record's.
+    offset: i64,
+    kind: &'static str,
+    topic: String,
+    result: Result<(), String>,
+}
+
+/// A record to produce.
+struct Outgoing {
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    kind: &'static str,
+}
+
+/// The clock watermarks travelling with a committed offset, as the commit's metadata (JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Watermarks {
+    /// Every output the clock fired up to here was acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivered_watermark: Option<DateTime<Utc>>,
+    /// The clock watermark (fired up to here; committed before firing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    clock_watermark: Option<DateTime<Utc>>,
+}
+
+/// One owned (or kept) partition.
+struct PartitionRun {
+    /// Distinguishes this engine's acks from those of an engine it replaced.
+    generation: u64,
+    owned: bool,
+    engine: PartitionEngine,
+    /// The group's committed offset at assignment: outputs of records before it are suppressed.
+    committed: Option<i64>,
+    /// The watermarks committed with `committed`, to restore when replay reaches it.
+    restore: Option<Watermarks>,
+    /// The high-water mark at assignment: replay until here, then live.
+    high_water: i64,
+    live: bool,
+    /// Offset of the next record to process.
+    next_offset: i64,
+    /// Positions with outputs not all acknowledged: (offset, outputs left), in order. Outputs of a
+    /// watermark advance between records count at the next record's offset, so the committed
+    /// offset never passes an unacknowledged output.
+    pending: VecDeque<(i64, usize)>,
+    /// The newest Kafka timestamp of the records processed (see [`Runner::on_record`]).
+    log_time: Option<DateTime<Utc>>,
+    /// The clock fired something not yet covered by a committed `delivered_watermark`.
+    fired_since_commit: bool,
+    last_commit: Option<(i64, Watermarks)>,
+}
+
+impl PartitionRun {
+    fn new(generation: u64, engine: PartitionEngine, start: i64) -> Self {
+        PartitionRun {
+            generation,
+            owned: true,
+            engine,
+            committed: None,
+            restore: None,
+            high_water: start,
+            live: false,
+            next_offset: start,
+            pending: VecDeque::new(),
+            log_time: None,
+            fired_since_commit: false,
+            last_commit: None,
+        }
+    }
+
+    /// The offset up to which (exclusive) every record's outputs are acknowledged.
+    fn committable(&self) -> i64 {
+        self.pending
+            .front()
+            .map_or(self.next_offset, |(offset, _)| *offset)
+    }
+
+    /// The watermarks to commit with [`Self::committable`]. The delivered watermark is only known
+    /// when every output is acknowledged (then the committed offset is exactly the engine's
+    /// position): it is the clock watermark, but before any deadline still pending, so that a
+    /// restore suppresses only what this engine fired and Kafka acknowledged.
+    fn watermarks(&self) -> Watermarks {
+        let clock = self.engine.clock_watermark();
+        let quiet = self.pending.is_empty();
+        let delivered = clock
+            .filter(|_| quiet)
+            .map(|c| match self.engine.next_deadline() {
+                Some(d) if d <= c => d - chrono::Duration::nanoseconds(1),
+                _ => c,
+            });
+        Watermarks {
+            delivered_watermark: delivered,
+            clock_watermark: clock,
+        }
+    }
+
+    /// Applies the committed watermarks once replay reaches the committed offset; returns the
+    /// outputs to produce.
+    fn restore_now(&mut self) -> Vec<Output> {
+        let Some(w) = self.restore.take() else {
+            return Vec::new();
+        };
+        if let Some(d) = w.delivered_watermark {
+            // Delivered before: suppressed.
+            let _ = self.engine.advance_watermark(d);
+        }
+        match w.clock_watermark {
+            Some(c) => self.engine.advance_watermark(c),
+            None => Vec::new(),
+        }
+    }
+}
+
+struct Runner {
+    config: Arc<Config>,
+    topics: Topics,
+    consumer: Arc<StreamConsumer<RunnerContext>>,
+    producer: FutureProducer,
+    positions: Arc<Mutex<HashMap<i32, i64>>>,
+    metrics: Metrics,
+    runs: HashMap<i32, PartitionRun>,
+    inflight: FuturesUnordered<BoxFuture<'static, Ack>>,
+    next_generation: u64,
+}
+
+#[derive(Clone, Copy)]
+struct PartitionOffsets {
+    committed: Option<i64>,
+    watermarks: Watermarks,
+    low: i64,
+    high: i64,
+}
+
+impl Runner {
+    fn set_position(&self, partition: i32, next: Option<i64>) {
+        let mut positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match next {
+            Some(o) => positions.insert(partition, o),
+            None => positions.remove(&partition),
+        };
+    }
+
+    async fn on_rebalance(&mut self, r: Rebalanced) -> Result<(), ProcessorError> {
+        match r {
+            Rebalanced::Revoked(partitions) => {
+                for p in partitions {
+                    if let Some(run) = self.runs.get_mut(&p) {
+                        run.owned = false;
+                        tracing::info!(partition = p, "partition revoked; keeping its engine");
+                    }
+                    self.metrics.live.remove(&PartitionLabel { partition: p });
+                    self.metrics
+                        .watermark
+                        .remove(&PartitionLabel { partition: p });
+                }
+                Ok(())
+            }
+            Rebalanced::Assigned(assigned) => self.on_assigned(assigned).await,
+        }
+    }
+
+    async fn on_assigned(
+        &mut self,
+        assigned: Vec<(i32, Option<i64>)>,
+    ) -> Result<(), ProcessorError> {
+        // Engines kept for partitions that went elsewhere are no longer useful.
+        let wanted: Vec<i32> = assigned.iter().map(|(p, _)| *p).collect();
+        let dropped: Vec<i32> = self
+            .runs
+            .iter()
+            .filter(|(p, run)| !run.owned && !wanted.contains(p))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in dropped {
+            self.runs.remove(&p);
+            self.set_position(p, None);
+        }
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        let offsets =
+            fetch_offsets(self.consumer.clone(), self.topics.events.clone(), wanted).await?;
+        for (p, start) in assigned {
+            let PartitionOffsets {
+                committed,
+                watermarks,
+                low,
+                high,
+            } = offsets[&p];
+            let committed = match committed {
+                Some(c) if c > high => {
+                    tracing::warn!(
+                        partition = p,
+                        "committed offset {c} is beyond the end of the partition ({high}): was \
+                         the topic recreated? Ignoring it"
+                    );
+                    None
+                }
+                Some(c) if c < low => {
+                    tracing::warn!(
+                        partition = p,
+                        "records {c}..{low} were deleted by retention before being processed"
+                    );
+                    Some(c)
+                }
+                c => c,
+            };
+            let resumed = matches!(
+                (start, self.runs.get(&p)),
+                (Some(o), Some(run)) if !run.owned && run.next_offset == o
+            );
+            if !resumed {
+                if start.is_some() {
+                    // Started from a kept engine's position, but that engine is gone: replay.
+                    seek_to_beginning(self.consumer.clone(), self.topics.events.clone(), p).await?;
+                }
+                self.next_generation += 1;
+                let engine = PartitionEngine::new(self.config.clone());
+                self.runs
+                    .insert(p, PartitionRun::new(self.next_generation, engine, low));
+            }
+            let run = self.runs.get_mut(&p).expect("inserted or kept above");
+            run.owned = true;
+            run.committed = committed;
+            run.last_commit = committed.map(|c| (c, watermarks));
+            run.high_water = high;
+            run.live = run.next_offset >= high;
+            run.restore = None;
+            let mut produce_now = Vec::new();
+            let behind = run
+                .engine
+                .clock_watermark()
+                .is_none_or(|have| watermarks.clock_watermark.is_some_and(|c| have < c));
+            if behind {
+                if committed.is_none_or(|c| run.next_offset <= c) {
+                    run.restore = Some(watermarks);
+                    if committed.is_none_or(|c| run.next_offset == c) || run.live {
+                        produce_now = run.restore_now();
+                    }
+                } else if let Some(c) = watermarks.clock_watermark {
+                    // Resumed ahead of the committed offset: what the other owner delivered
+                    // cannot be told apart from ours; produce (same ids, at worst again).
+                    produce_now = run.engine.advance_watermark(c);
+                }
+            }
+            tracing::info!(
+                partition = p,
+                from = run.next_offset,
+                committed = ?committed,
+                committed_watermarks = ?watermarks,
+                high_water = high,
+                resumed,
+                "partition assigned"
+            );
+            let generation = run.generation;
+            let next = run.next_offset;
+            let live = run.live;
+            self.metrics
+                .live
+                .get_or_create(&PartitionLabel { partition: p })
+                .set(i64::from(live));
+            self.set_position(p, Some(next));
+            let outgoing = self.outgoing(produce_now, None, p);
+            self.send(p, generation, next, outgoing).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_record(&mut self, rec: Record) -> Result<(), ProcessorError> {
+        let delay = chrono_duration(self.config.watermark_delay);
+        let max_skew = chrono_duration(self.config.max_clock_skew);
+        let Some(run) = self.runs.get_mut(&rec.partition) else {
+            tracing::debug!(partition = rec.partition, "record of a partition not owned");
+            return Ok(());
+        };
+        if !run.owned || rec.offset < run.next_offset {
+            return Ok(());
+        }
+        let producing = run.committed.is_none_or(|c| rec.offset >= c);
+        let mut advanced = if producing {
+            run.restore_now()
+        } else {
+            Vec::new()
+        };
+        // The clock, as recorded in the log: when this record was written, the wall clock was at
+        // least its timestamp, so deadlines up to `timestamp - delay` were due before it — live
+        // and in any replay alike. This makes what the clock fired before each record a function
+        // of the log, even on brokers that do not keep commit metadata.
+        if let Some(written) = rec.timestamp {
+            if run.log_time.is_none_or(|t| written > t) {
+                run.log_time = Some(written);
+                advanced.extend(run.engine.advance_watermark(written - delay));
+            }
+        }
+
+        let before = run.engine.stats();
+        let (outputs, dead): (Vec<Output>, Option<String>) = match decode(&rec.payload) {
+            Err(reason) => {
+                self.metrics.record("undecodable");
+                (Vec::new(), Some(reason))
+            }
+            Ok(event) => match rec.timestamp {
+                Some(written) if event.occurred_at > written + max_skew => {
+                    self.metrics.record("clock_skew");
+                    let reason = format!(
+                        "occurred_at {} is later than the record's Kafka timestamp {} by more \
+                         than max_clock_skew ({}); check the sending CRM's clock",
+                        event.occurred_at.to_rfc3339(),
+                        written.to_rfc3339(),
+                        humantime_serde::re::humantime::format_duration(self.config.max_clock_skew)
+                    );
+                    (Vec::new(), Some(reason))
+                }
+                _ => {
+                    let out = run.engine.on_event(&event);
+                    let after = run.engine.stats();
+                    for (n, outcome) in [
+                        (after.applied - before.applied, "applied"),
+                        (after.duplicates - before.duplicates, "duplicate"),
+                        (after.too_late - before.too_late, "too_late"),
+                    ] {
+                        if n > 0 {
+                            self.metrics.record(outcome);
+                        }
+                    }
+                    (out, None)
+                }
+            },
+        };
+
+        run.next_offset = rec.offset + 1;
+        if !run.live && run.next_offset >= run.high_water {
+            run.live = true;
+            if run.committed.is_none_or(|c| run.next_offset >= c) {
+                advanced.extend(run.restore_now());
+            }
+            tracing::info!(
+                partition = rec.partition,
+                offset = rec.offset,
+                "partition caught up; its watermark now follows the clock"
+            );
+            self.metrics
+                .live
+                .get_or_create(&PartitionLabel {
+                    partition: rec.partition,
+                })
+                .set(1);
+        }
+        if !run.live {
+            if let Some(max) = run.engine.max_event_time() {
+                set_watermark(&self.metrics, rec.partition, max - delay);
+            }
+        }
+        let generation = run.generation;
+        let next = run.next_offset;
+        self.set_position(rec.partition, Some(next));
+
+        if !producing {
+            self.metrics.replayed.inc();
+            return Ok(());
+        }
+        let mut outgoing = self.outgoing(advanced, None, rec.partition);
+        outgoing.extend(self.outgoing(outputs, Some(&rec), rec.partition));
+        if let Some(reason) = dead {
+            outgoing.push(self.dead_letter(&rec, reason));
+        }
+        self.send(rec.partition, generation, rec.offset, outgoing)
+            .await
+    }
+
+    /// Live partitions: advance the clock watermark; write-ahead commit before it fires anything.
+    async fn tick(&mut self) -> Result<(), ProcessorError> {
+        let now = Utc::now();
+        let watermark = now - chrono_duration(self.config.watermark_delay);
+        let mut live: Vec<i32> = self
+            .runs
+            .iter()
+            .filter(|(_, run)| run.owned && run.live)
+            .map(|(p, _)| *p)
+            .collect();
+        live.sort_unstable();
+        for p in live {
+            let due = self.runs[&p]
+                .engine
+                .next_deadline()
+                .is_some_and(|d| d <= watermark);
+            if due {
+                if let Err(e) = self.commit_ahead(p, watermark).await? {
+                    self.metrics.commit_failures.inc();
+                    tracing::warn!(
+                        partition = p,
+                        "cannot commit before firing deadlines ({e}); retrying next tick"
+                    );
+                    continue;
+                }
+            }
+            let run = self.runs.get_mut(&p).expect("listed above");
+            let outputs = run.engine.advance_watermark(watermark);
+            if !outputs.is_empty() {
+                run.fired_since_commit = true;
+            }
+            let generation = run.generation;
+            let position = run.next_offset;
+            set_watermark(&self.metrics, p, watermark);
+            for o in &outputs {
+                if let Output::Notification(n) = o {
+                    let deadline_kind = matches!(
+                        n.kind,
+                        NotificationType::UnansweredConversation
+                            | NotificationType::FollowUpReminder
+                            | NotificationType::SessionTimeout
+                    );
+                    if deadline_kind && n.withdraws.is_none() {
+                        let lag = (now - n.created_at).num_milliseconds() as f64 / 1000.0;
+                        self.metrics.deadline_lag.observe(lag.max(0.0));
+                    }
+                }
+            }
+            let outgoing = self.outgoing(outputs, None, p);
+            self.send(p, generation, position, outgoing).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every processed record of `partition` has its outputs acknowledged, then
+    /// commits its position with `watermark` as the clock watermark, synchronously. Outer error:
+    /// fatal; inner: retry later.
+    async fn commit_ahead(
+        &mut self,
+        partition: i32,
+        watermark: DateTime<Utc>,
+    ) -> Result<KafkaResult<()>, ProcessorError> {
+        while self.runs[&partition].pending.front().is_some() {
+            match self.inflight.next().await {
+                Some(ack) => self.on_ack(ack)?,
+                None => break,
+            }
+        }
+        let run = &self.runs[&partition];
+        let offset = run.committable();
+        let watermarks = Watermarks {
+            clock_watermark: Some(watermark),
+            ..run.watermarks()
+        };
+        let mut tpl = TopicPartitionList::new();
+        add_commit(&mut tpl, &self.topics.events, partition, offset, watermarks);
+        let consumer = self.consumer.clone();
+        let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .expect("commit does not panic");
+        if result.is_ok() {
+            let run = self.runs.get_mut(&partition).expect("checked above");
+            run.last_commit = Some((offset, watermarks));
+        }
+        Ok(result)
+    }
+
+    /// Commits, for every owned partition, the offset up to which outputs are acknowledged, when
+    /// it moved or when clock-fired outputs became acknowledged.
+    async fn commit(&mut self, mode: CommitMode) {
+        let mut tpl = TopicPartitionList::new();
+        let mut planned = Vec::new();
+        for (p, run) in &self.runs {
+            if !run.owned {
+                continue;
+            }
+            let offset = run.committable();
+            if run.committed.is_some_and(|c| offset < c) {
+                continue; // still replaying what was delivered before
+            }
+            let watermarks = run.watermarks();
+            let moved = run.last_commit.is_none_or(|(o, _)| o != offset);
+            let delivered = run.fired_since_commit && watermarks.delivered_watermark.is_some();
+            if !moved && !delivered {
+                continue;
+            }
+            add_commit(&mut tpl, &self.topics.events, *p, offset, watermarks);
+            planned.push((*p, offset, watermarks));
+        }
+        if planned.is_empty() {
+            return;
+        }
+        let result = match mode {
+            CommitMode::Async => self.consumer.commit(&tpl, CommitMode::Async),
+            CommitMode::Sync => {
+                let consumer = self.consumer.clone();
+                tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+                    .await
+                    .expect("commit does not panic")
+            }
+        };
+        match result {
+            Ok(()) => {
+                for (p, offset, watermarks) in planned {
+                    if let Some(run) = self.runs.get_mut(&p) {
+                        run.last_commit = Some((offset, watermarks));
+                        if watermarks.delivered_watermark.is_some() {
+                            run.fired_since_commit = false;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.commit_failures.inc();
+                tracing::warn!("offset commit failed ({e}); retrying at the next interval");
+            }
+        }
+    }
+
+    fn on_ack(&mut self, ack: Ack) -> Result<(), ProcessorError> {
+        if let Err(reason) = ack.result {
+            return Err(ProcessorError::Delivery {
+                topic: ack.topic,
+                reason,
+            });
+        }
+        self.metrics
+            .outputs
+            .get_or_create(&KindLabel { kind: ack.kind })
+            .inc();
+        let Some(run) = self.runs.get_mut(&ack.partition) else {
+            return Ok(());
+        };
+        if run.generation != ack.generation {
+            return Ok(());
+        }
+        let offset = ack.offset;
+        if let Some(entry) = run.pending.iter_mut().find(|(o, _)| *o == offset) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+        while run.pending.front().is_some_and(|(_, left)| *left == 0) {
+            run.pending.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Waits for every in-flight output, up to `limit`.
+    async fn drain(&mut self, limit: Duration) -> Result<(), ProcessorError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.inflight.is_empty() {
+            match tokio::time::timeout_at(deadline, self.inflight.next()).await {
+                Ok(Some(ack)) => self.on_ack(ack)?,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        "{} outputs still unacknowledged after {limit:?}; they are not committed \
+                         and will be re-sent after restart",
+                        self.inflight.len()
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn outgoing(
+        &self,
+        outputs: Vec<Output>,
+        rec: Option<&Record>,
+        partition: i32,
+    ) -> Vec<Outgoing> {
+        let mut out = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            let key = o.tenant_id().to_string();
+            let (topic, payload, kind) = match &o {
+                Output::Notification(n) => (&self.topics.notifications, to_json(n), "notification"),
+                Output::ResponseTime(r) => {
+                    (&self.topics.response_times, to_json(r), "response_time")
+                }
+                Output::LeadScore(l) => (&self.topics.lead_scores, to_json(l), "lead_score"),
+                Output::TooLate(t) => {
+                    match rec {
+                        Some(rec) => out.push(self.dead_letter(rec, t.to_string())),
+                        None => {
+                            tracing::error!(partition, "too-late output without its record: {t}")
+                        }
+                    }
+                    continue;
+                }
+            };
+            out.push(Outgoing {
+                topic: topic.clone(),
+                key,
+                payload,
+                kind,
+            });
+        }
+        out
+    }
+
+    fn dead_letter(&self, rec: &Record, error: String) -> Outgoing {
+        let letter = DeadLetter {
+            stage: "processors".into(),
+            topic: self.topics.events.clone(),
+            partition: rec.partition,
+            offset: rec.offset,
+            error,
+            payload: String::from_utf8_lossy(&rec.payload).into_owned(),
+        };
+        Outgoing {
+            topic: self.topics.dead_letters.clone(),
+            key: rec
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            payload: to_json(&letter),
+            kind: "dead_letter",
+        }
+    }
+
+    /// Enqueues `outgoing`, caused at position `offset`, for delivery; the offset stays
+    /// uncommittable until all are acknowledged.
+    async fn send(
+        &mut self,
+        partition: i32,
+        generation: u64,
+        offset: i64,
+        outgoing: Vec<Outgoing>,
+    ) -> Result<(), ProcessorError> {
+        if outgoing.is_empty() {
+            return Ok(());
+        }
+        if let Some(run) = self.runs.get_mut(&partition) {
+            match run.pending.back_mut() {
+                Some((o, left)) if *o == offset => *left += outgoing.len(),
+                _ => run.pending.push_back((offset, outgoing.len())),
+            }
+        }
+        for o in outgoing {
+            loop {
+                let record = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        let topic = o.topic.clone();
+                        let kind = o.kind;
+                        self.inflight.push(Box::pin(async move {
+                            let result = match delivery.await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err((e, _))) => Err(e.to_string()),
+                                Err(_) => Err("the producer was dropped".to_string()),
+                            };
+                            Ack {
+                                partition,
+                                generation,
+                                offset,
+                                kind,
+                                topic,
+                                result,
+                            }
+                        }));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // Let deliveries make room.
+                        match self.inflight.next().await {
+                            Some(ack) => self.on_ack(ack)?,
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    Err((e, _)) => {
+                        return Err(ProcessorError::Delivery {
+                            topic: o.topic.clone(),
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The group's committed offsets (with their watermarks) and the low/high watermarks.
+async fn fetch_offsets(
+    consumer: Arc<StreamConsumer<RunnerContext>>,
+    topic: String,
+    partitions: Vec<i32>,
+) -> Result<HashMap<i32, PartitionOffsets>, ProcessorError> {
+    tokio::task::spawn_blocking(move || -> KafkaResult<HashMap<i32, PartitionOffsets>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition(&topic, *p);
+        }
+        let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
+        let mut out = HashMap::new();
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, p, KAFKA_TIMEOUT)?;
+            let (c, watermarks) = match committed.find_partition(&topic, p) {
+                Some(e) => match e.offset() {
+                    Offset::Offset(o) => (
+                        Some(o),
+                        serde_json::from_str::<Watermarks>(e.metadata()).unwrap_or_default(),
+                    ),
+                    _ => (None, Watermarks::default()),
+                },
+                None => (None, Watermarks::default()),
+            };
+            out.insert(
+                p,
+                PartitionOffsets {
+                    committed: c,
+                    watermarks,
+                    low,
+                    high,
+                },
+            );
+        }
+        Ok(out)
+    })
+    .await
+    .expect("offset fetch does not panic")
+    .map_err(|source| ProcessorError::Kafka {
+        context: "cannot read committed offsets and watermarks of the events topic".into(),
+        source,
+    })
+}
+
+/// Rewinds a partition whose kept engine is gone, for a full replay.
+async fn seek_to_beginning(
+    consumer: Arc<StreamConsumer<RunnerContext>>,
+    topic: String,
+    partition: i32,
+) -> Result<(), ProcessorError> {
+    tokio::task::spawn_blocking(move || {
+        consumer.seek(&topic, partition, Offset::Beginning, KAFKA_TIMEOUT)
+    })
+    .await
+    .expect("seek does not panic")
+    .map_err(|source| ProcessorError::Kafka {
+        context: format!("cannot rewind partition {partition} for replay"),
+        source,
+    })
+}
+
+fn add_commit(
+    tpl: &mut TopicPartitionList,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    watermarks: Watermarks,
+) {
+    let mut e = tpl.add_partition(topic, partition);
+    let _ = e.set_offset(Offset::Offset(offset));
+    e.set_metadata(serde_json::to_string(&watermarks).expect("metadata serializes"));
+}
+
+fn set_watermark(metrics: &Metrics, partition: i32, watermark: DateTime<Utc>) {
+    metrics
+        .watermark
+        .get_or_create(&PartitionLabel { partition })
+        .set(watermark.timestamp_millis() as f64 / 1000.0);
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("outputs serialize")
+}
+
+fn decode(payload: &[u8]) -> Result<Event, String> {
+    let text =
+        std::str::from_utf8(payload).map_err(|e| format!("the record is not UTF-8 text: {e}"))?;
+    Event::from_json(text).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("not a valid event: {}", list.join("; "))
+    })
+}
+
+/// `Processors::run` must be spawnable on a multi-threaded runtime.
+#[allow(dead_code)]
+fn run_is_send(
+    p: Processors,
+) -> impl std::future::Future<Output = Result<(), ProcessorError>> + Send {
+    p.run(CancellationToken::new())
+}

@@ -1,0 +1,663 @@
+//! The processors against a real Kafka API broker (tansu locally): `VIGIA_KAFKA_BROKERS`
+//! (default 127.0.0.1:9092). Each test uses its own topic prefix and consumer group, so tests and
+//! runs do not see each other. Without a broker these tests fail (creating the topics fails),
+//! saying so. Ignored by default; run with
+//! `cargo test -p vigia-processors --test kafka -- --ignored`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::registry::Registry;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use vigia_processors::{Config, PartitionEngine};
+use vigia_schemas::*;
+
+/// Logs to the test output with RUST_LOG (e.g. `RUST_LOG=vigia_processors=debug`).
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn brokers() -> String {
+    std::env::var("VIGIA_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn base() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers())
+        .set("socket.timeout.ms", "10000");
+    c
+}
+
+fn unique(name: &str) -> String {
+    format!(
+        "test-proc-{name}-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_micros()
+    )
+}
+
+const EVENT_PARTITIONS: i32 = 2;
+
+async fn create_topics(topics: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = base().create().unwrap();
+    let new: Vec<NewTopic> = topics
+        .all()
+        .iter()
+        .map(|name| {
+            let partitions = if *name == topics.events {
+                EVENT_PARTITIONS
+            } else {
+                1
+            };
+            NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let results = admin.create_topics(&new, &opts).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot create topics on the Kafka broker at {} ({e}); start one (bash \
+             scripts/services.sh up tansu) or set VIGIA_KAFKA_BROKERS",
+            brokers()
+        )
+    });
+    for r in results {
+        r.unwrap_or_else(|(name, code)| panic!("cannot create topic {name}: {code}"));
+    }
+    // Topic creation is asynchronous on some brokers: wait until metadata has every partition.
+    let probe: StreamConsumer = base().set("group.id", "probe").create().unwrap();
+    for _ in 0..100 {
+        let md = probe.fetch_metadata(None, Duration::from_secs(5)).unwrap();
+        let ready = topics.all().iter().all(|name| {
+            md.topics()
+                .iter()
+                .any(|t| t.name() == *name && !t.partitions().is_empty())
+        });
+        if ready {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("topics did not appear in the broker's metadata");
+}
+
+/// Best effort: the broker keeps test topics in memory otherwise.
+async fn delete_topics(topics: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = base().create().unwrap();
+    let _ = admin
+        .delete_topics(&topics.all(), &AdminOptions::new())
+        .await;
+}
+
+async fn produce(topic: &str, events: &[Event]) {
+    let producer: FutureProducer = base().set("acks", "all").create().unwrap();
+    for e in events {
+        let key = e.partition_key();
+        let payload = e.to_json();
+        producer
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+async fn produce_raw(topic: &str, key: &str, payload: &str) {
+    let producer: FutureProducer = base().create().unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// One record seen on an output topic, and when.
+#[derive(Debug, Clone)]
+struct Seen {
+    topic: String,
+    value: serde_json::Value,
+    raw: String,
+    at: DateTime<Utc>,
+}
+
+/// Reads every output topic from the beginning, in the background.
+struct Collector {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Collector {
+    fn start(topics: &Topics) -> Collector {
+        let consumer: StreamConsumer = base()
+            .set("group.id", unique("collector"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for t in [
+            &topics.notifications,
+            &topics.response_times,
+            &topics.lead_scores,
+            &topics.dead_letters,
+        ] {
+            tpl.add_partition_offset(t, 0, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let task = {
+            let seen = seen.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        m = consumer.recv() => {
+                            let m = m.unwrap();
+                            let raw = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+                            seen.lock().unwrap().push(Seen {
+                                topic: m.topic().to_string(),
+                                value: serde_json::from_str(&raw).unwrap(),
+                                raw,
+                                at: Utc::now(),
+                            });
+                        }
+                    }
+                }
+            })
+        };
+        Collector {
+            seen,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops reading and closes the consumer.
+    async fn close(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for what was seen, or panics after `limit`.
+    async fn wait_for(&self, what: &str, limit: Duration, done: impl Fn(&[Seen]) -> bool) {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            if done(&self.snapshot()) {
+                return;
+            }
+            if tokio::time::Instant::now() > until {
+                panic!("timed out waiting for {what}; saw {:#?}", self.snapshot());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn test_config(group: &str) -> Config {
+    let mut c = Config {
+        group_id: group.into(),
+        watermark_delay: Duration::from_millis(300),
+        tick: Duration::from_millis(100),
+        commit_interval: Duration::from_millis(200),
+        ..Config::default()
+    };
+    c.defaults.unanswered_after = Duration::from_secs(2);
+    c
+}
+
+/// Starts the processors in the background.
+fn start(config: Config, topics: &Topics) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let topics = topics.clone();
+    let token = stop.clone();
+    let handle = tokio::spawn(async move {
+        let mut registry = Registry::default();
+        vigia_processors::run(config, &base(), &topics, &mut registry, token)
+            .await
+            .expect("the processors run without error");
+    });
+    (stop, handle)
+}
+
+fn ev(tenant: u64, at: DateTime<Utc>, payload: Payload) -> Event {
+    Event {
+        event_id: Uuid::new_v4(),
+        tenant_id: tenant,
+        occurred_at: at,
+        payload,
+    }
+}
+
+fn received(tenant: u64, conv: &str, at: DateTime<Utc>, seller: Option<u64>, text: &str) -> Event {
+    ev(
+        tenant,
+        at,
+        Payload::MessageReceived(MessageReceived {
+            conversation_id: conv.into(),
+            channel: Channel::Web,
+            seller_id: seller,
+            phone_number: None,
+            text: Some(text.into()),
+        }),
+    )
+}
+
+fn sent(tenant: u64, conv: &str, at: DateTime<Utc>, seller: u64) -> Event {
+    ev(
+        tenant,
+        at,
+        Payload::MessageSent(MessageSent {
+            conversation_id: conv.into(),
+            seller_id: seller,
+            automated: false,
+        }),
+    )
+}
+
+fn lead(tenant: u64, lead: &str, conv: &str, at: DateTime<Utc>) -> Event {
+    ev(
+        tenant,
+        at,
+        Payload::LeadCreated(LeadCreated {
+            lead_id: lead.into(),
+            source: LeadSource::MetaAds,
+            seller_id: Some(7),
+            name: None,
+            phone_number: None,
+            location: None,
+            estimated_value: None,
+            conversation_id: Some(conv.into()),
+        }),
+    )
+}
+
+fn ms(n: i64) -> chrono::Duration {
+    chrono::Duration::milliseconds(n)
+}
+
+fn of<'a>(seen: &'a [Seen], topic: &str) -> Vec<&'a Seen> {
+    seen.iter().filter(|s| s.topic == topic).collect()
+}
+
+fn unanswered_id(e: &Event) -> Uuid {
+    let Payload::MessageReceived(m) = &e.payload else {
+        panic!("not a customer message")
+    };
+    derive_id(
+        "notification/unanswered",
+        &[
+            &e.tenant_id.to_string(),
+            m.conversation_id.as_str(),
+            &e.event_id.to_string(),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn an_unanswered_conversation_is_notified_at_its_deadline_on_an_idle_stream() {
+    init_logs();
+    let topics = Topics::with_prefix(&format!("{}.", unique("idle")));
+    create_topics(&topics).await;
+    let collector = Collector::start(&topics);
+    let (stop, handle) = start(test_config(&unique("group")), &topics);
+
+    let now = Utc::now();
+    let waiting = received(1, "c1", now, Some(7), "hola, ¿precio?");
+    let answered = received(2, "c2", now, Some(8), "hola");
+    let reply = sent(2, "c2", now + ms(300), 8);
+    produce(
+        &topics.events,
+        &[waiting.clone(), answered.clone(), reply.clone()],
+    )
+    .await;
+    produce_raw(&topics.events, "1", "this is not an event").await;
+
+    let expected = unanswered_id(&waiting);
+    collector
+        .wait_for(
+            "the unanswered notification",
+            Duration::from_secs(20),
+            |s| {
+                of(s, &topics.notifications)
+                    .iter()
+                    .any(|n| n.value["id"] == serde_json::json!(expected))
+            },
+        )
+        .await;
+    let deadline = now + ms(2000);
+    let seen = collector.snapshot();
+    let n = of(&seen, &topics.notifications)
+        .into_iter()
+        .find(|n| n.value["id"] == serde_json::json!(expected))
+        .unwrap()
+        .clone();
+    let notification: Notification = serde_json::from_value(n.value.clone()).unwrap();
+    assert_eq!(
+        notification.created_at, deadline,
+        "event time, not wall time"
+    );
+    assert_eq!(notification.audience, Audience::User { user_id: 7 });
+    assert_eq!(notification.kind, NotificationType::UnansweredConversation);
+    // Fired by the clock, at about the deadline: after it, and within delay + tick + slack.
+    let lag = (n.at - deadline).num_milliseconds();
+    assert!(lag >= 0, "fired {lag} ms before the deadline");
+    assert!(lag < 3000, "fired {lag} ms after the deadline");
+
+    // The answered conversation: a response-time sample, and no notification.
+    collector
+        .wait_for("the response-time sample", Duration::from_secs(10), |s| {
+            !of(s, &topics.response_times).is_empty()
+        })
+        .await;
+    let seen = collector.snapshot();
+    let sample: ResponseTimeSample =
+        serde_json::from_value(of(&seen, &topics.response_times)[0].value.clone()).unwrap();
+    assert_eq!(sample.customer_event_id, answered.event_id);
+    assert_eq!(sample.reply_event_id, reply.event_id);
+    assert_eq!(sample.response_seconds, 0.3);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let seen = collector.snapshot();
+    assert!(
+        of(&seen, &topics.notifications)
+            .iter()
+            .all(|n| n.value["data"]["conversation_id"] != serde_json::json!("c2")),
+        "c2 was answered in time"
+    );
+    // The poison record went to the dead letters and did not stall anything.
+    let dead = of(&seen, &topics.dead_letters);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter: DeadLetter = serde_json::from_value(dead[0].value.clone()).unwrap();
+    assert_eq!(letter.stage, "processors");
+    assert_eq!(letter.topic, topics.events);
+    assert_eq!(letter.payload, "this is not an event");
+    assert!(
+        letter.error.contains("not a valid event"),
+        "{}",
+        letter.error
+    );
+    // Lead scores: none (no lead); both customer messages were applied.
+    assert!(of(&seen, &topics.lead_scores).is_empty());
+
+    stop.cancel();
+    handle.await.unwrap();
+    collector.close().await;
+    delete_topics(&topics).await;
+}
+
+/// What the engine gives for `events`, by id: fed in production order (each tenant's events are
+/// in one partition in that order), then a watermark far ahead.
+fn expected_outputs(config: &Config, events: &[Event]) -> HashMap<Uuid, serde_json::Value> {
+    let mut engine = PartitionEngine::new(Arc::new(config.clone()));
+    let mut outs: Vec<vigia_processors::Output> =
+        events.iter().flat_map(|e| engine.on_event(e)).collect();
+    outs.extend(engine.advance_watermark(Utc::now() + chrono::Duration::days(1)));
+    outs.into_iter()
+        .map(|o| {
+            let value = match &o {
+                vigia_processors::Output::Notification(n) => serde_json::to_value(n),
+                vigia_processors::Output::ResponseTime(r) => serde_json::to_value(r),
+                vigia_processors::Output::LeadScore(l) => serde_json::to_value(l),
+                vigia_processors::Output::TooLate(t) => panic!("unexpected too late: {t}"),
+            }
+            .unwrap();
+            (o.id().unwrap(), value)
+        })
+        .collect()
+}
+
+fn ids(seen: &[Seen]) -> Vec<Uuid> {
+    seen.iter()
+        .filter(|s| !s.topic.ends_with("dead_letters"))
+        .map(|s| serde_json::from_value(s.value["id"].clone()).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn after_a_crash_and_a_restart_nothing_is_lost_and_no_new_id_appears() {
+    init_logs();
+    let topics = Topics::with_prefix(&format!("{}.", unique("restart")));
+    create_topics(&topics).await;
+    let group = unique("group");
+    let config = test_config(&group);
+    let collector = Collector::start(&topics);
+    let t0 = Utc::now();
+
+    // Phase 1: a wait that will fire, one answered, a lead with messages, on three tenants.
+    let c1 = received(11, "c1", t0, Some(7), "hola");
+    let mut phase1 = vec![
+        c1.clone(),
+        received(12, "c2", t0, None, "¿cuánto cuesta?"),
+        sent(12, "c2", t0 + ms(500), 9),
+        lead(13, "l1", "c3", t0),
+    ];
+    for i in 0..6 {
+        phase1.push(received(
+            13,
+            "c3",
+            t0 + ms(100 * i),
+            None,
+            "precio y cotización",
+        ));
+    }
+    produce(&topics.events, &phase1).await;
+    let (_stop, crashing) = start(config.clone(), &topics);
+    let c1_id = unanswered_id(&c1);
+    collector
+        .wait_for("phase 1 outputs", Duration::from_secs(20), |s| {
+            let ids = ids(s);
+            ids.contains(&c1_id)
+                && of(s, &topics.response_times).len() == 1
+                && of(s, &topics.lead_scores).len() == 7
+        })
+        .await;
+    // Crash: no draining, no final commit.
+    crashing.abort();
+    let _ = crashing.await;
+
+    // Phase 2: the late reply to c1 (after its deadline: withdraws), a new wait on c4.
+    let t1 = Utc::now();
+    let c4 = received(11, "c4", t1, Some(7), "hola");
+    let phase2 = vec![
+        sent(11, "c1", t0 + ms(4000), 7),
+        c4.clone(),
+        ev(
+            13,
+            t1,
+            Payload::LeadStatusChanged(LeadStatusChanged {
+                lead_id: "l1".into(),
+                status: LeadStatus::Contacted,
+            }),
+        ),
+    ];
+    produce(&topics.events, &phase2).await;
+    let (stop, restarted) = start(config.clone(), &topics);
+    let c4_id = unanswered_id(&c4);
+    collector
+        .wait_for("phase 2 outputs", Duration::from_secs(30), |s| {
+            let ids = ids(s);
+            ids.contains(&c4_id)
+                && of(s, &topics.notifications)
+                    .iter()
+                    .any(|n| n.value["withdraws"] == serde_json::json!(c1_id))
+                && of(s, &topics.lead_scores).len() >= 8
+        })
+        .await;
+    // Clean stop: in-flight outputs delivered, offsets committed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    restarted.await.unwrap();
+    let before_clean_restart = collector.snapshot().len();
+
+    // Phase 3: after a clean stop, a restart re-sends nothing.
+    let t2 = Utc::now();
+    let phase3 = vec![sent(11, "c4", t2, 7)];
+    produce(&topics.events, &phase3).await;
+    let (stop, last) = start(config.clone(), &topics);
+    collector
+        .wait_for("phase 3 outputs", Duration::from_secs(30), |s| {
+            of(s, &topics.response_times).len() >= 2
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    last.await.unwrap();
+
+    let seen = collector.snapshot();
+    let mut all_events = phase1.clone();
+    all_events.extend(phase2);
+    all_events.extend(phase3);
+    let expected = expected_outputs(&config, &all_events);
+    let observed: HashSet<Uuid> = ids(&seen).into_iter().collect();
+    let expected_ids: HashSet<Uuid> = expected.keys().copied().collect();
+    let new: Vec<&Uuid> = observed.difference(&expected_ids).collect();
+    let lost: Vec<&Uuid> = expected_ids.difference(&observed).collect();
+    assert!(
+        new.is_empty(),
+        "ids no run without a crash would give: {new:?}"
+    );
+    assert!(lost.is_empty(), "outputs lost: {lost:?}");
+    // Every delivery of an id is the expected record, byte for byte the same each time.
+    let mut raw_by_id: HashMap<Uuid, &str> = HashMap::new();
+    for s in seen.iter().filter(|s| !s.topic.ends_with("dead_letters")) {
+        let id: Uuid = serde_json::from_value(s.value["id"].clone()).unwrap();
+        assert_eq!(
+            s.value, expected[&id],
+            "record {id} differs from the expected one"
+        );
+        let first = raw_by_id.entry(id).or_insert(&s.raw);
+        assert_eq!(
+            *first,
+            s.raw.as_str(),
+            "record {id} re-sent with other bytes"
+        );
+    }
+    // After the clean stop, the restart re-sends nothing caused by records before the committed
+    // offset. The only possible repeats are notifications the wall clock fired for waits still
+    // open: the committed offset carries the clock watermark in its metadata, which tansu does
+    // not keep (Kafka does), so the replay cannot know they were delivered.
+    let after: Vec<Uuid> = ids(&seen[before_clean_restart..]);
+    let earlier: HashSet<Uuid> = ids(&seen[..before_clean_restart]).into_iter().collect();
+    let resent: Vec<&Seen> = seen[before_clean_restart..]
+        .iter()
+        .filter(|s| {
+            ids(std::slice::from_ref(*s))
+                .iter()
+                .any(|id| earlier.contains(id))
+        })
+        .collect();
+    for r in &resent {
+        assert!(
+            r.topic == topics.notifications
+                && r.value["type"] == "unanswered_conversation"
+                && r.value["withdraws"].is_null(),
+            "a clean restart re-sent an output of an already committed record: {r:#?}"
+        );
+    }
+    assert!(!after.is_empty());
+    assert!(of(&seen, &topics.dead_letters).is_empty());
+    collector.close().await;
+    delete_topics(&topics).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn two_instances_give_the_outputs_of_one() {
+    init_logs();
+    let topics = Topics::with_prefix(&format!("{}.", unique("scale")));
+    create_topics(&topics).await;
+    let config = test_config(&unique("group"));
+    let collector = Collector::start(&topics);
+    let t0 = Utc::now();
+    // Tenants 21..=26 spread over both partitions: each a wait answered in time and one not.
+    let mut first = Vec::new();
+    for tenant in 21..=26u64 {
+        first.push(received(tenant, "a", t0, Some(7), "hola"));
+        first.push(sent(tenant, "a", t0 + ms(200), 7));
+        first.push(received(tenant, "b", t0, Some(8), "precio"));
+    }
+    produce(&topics.events, &first).await;
+    let (stop_a, a) = start(config.clone(), &topics);
+    collector
+        .wait_for(
+            "the first instance's outputs",
+            Duration::from_secs(20),
+            |s| of(s, &topics.response_times).len() == 6 && of(s, &topics.notifications).len() == 6,
+        )
+        .await;
+
+    // A second instance joins: the partitions are shared out (the first keeps its engines).
+    let (stop_b, b) = start(config.clone(), &topics);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let t1 = Utc::now();
+    let mut second = Vec::new();
+    for tenant in 21..=26u64 {
+        second.push(sent(tenant, "b", t1, 8)); // withdraws "b"
+        second.push(received(tenant, "c", t1, None, "hola")); // fires in 2 s
+    }
+    produce(&topics.events, &second).await;
+    collector
+        .wait_for(
+            "the outputs after the rebalance",
+            Duration::from_secs(30),
+            |s| {
+                of(s, &topics.notifications)
+                    .iter()
+                    .filter(|n| n.value["data"]["conversation_id"] == "c")
+                    .count()
+                    == 6
+                    && of(s, &topics.response_times).len() >= 12
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.unwrap();
+    b.await.unwrap();
+
+    let seen = collector.snapshot();
+    let mut all = first;
+    all.extend(second);
+    let expected = expected_outputs(&config, &all);
+    let observed: HashSet<Uuid> = ids(&seen).into_iter().collect();
+    let expected_ids: HashSet<Uuid> = expected.keys().copied().collect();
+    assert_eq!(observed, expected_ids);
+    for s in seen.iter().filter(|s| !s.topic.ends_with("dead_letters")) {
+        let id: Uuid = serde_json::from_value(s.value["id"].clone()).unwrap();
+        assert_eq!(s.value, expected[&id]);
+    }
+    collector.close().await;
+    delete_topics(&topics).await;
+}

@@ -1,0 +1,583 @@
+//! One row type per table, and the pure mapping from the records on Kafka to rows.
+//!
+//! Times are sent as `u32` seconds (ClickHouse `DateTime`; 18.16 has no `DateTime64`), clamped to
+//! what `DateTime` can hold, with the milliseconds in a separate `*_ms` column. Absent optional
+//! values become `0` / `""` so analysts compare against plain values (except `withdraws`, where
+//! NULL reads clearly as "withdraws nothing").
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+use vigia_schemas::{
+    derive_id, Audience, DeadLetter, Event, LeadScore, Notification, Payload, ResponseTimeSample,
+};
+
+/// Where a record was read from: kept on every row as lineage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct KafkaOrigin {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A row of one of the sink's tables: what exactly-once needs to know about it.
+pub trait SinkRow:
+    clickhouse::Row + clickhouse::RowOwned + Serialize + Clone + Send + Sync
+{
+    /// Table name (inside the configured database).
+    const TABLE: &'static str;
+    /// Column holding [`SinkRow::id`].
+    const ID_COLUMN: &'static str;
+    /// The event-time column: part of the sorting key, and the same for every copy of a row,
+    /// which lets the existence check read only the time range of a batch.
+    const TIME_COLUMN: &'static str;
+    /// Deterministic id: two deliveries of the same record have the same id.
+    fn id(&self) -> Uuid;
+    fn tenant_id(&self) -> u64;
+    /// Value of [`SinkRow::TIME_COLUMN`], in seconds since the epoch.
+    fn time_secs(&self) -> u32;
+}
+
+/// Seconds since the epoch as ClickHouse `DateTime` holds them (1970 to 2106).
+pub fn datetime_secs(t: &DateTime<Utc>) -> u32 {
+    t.timestamp().clamp(0, u32::MAX as i64) as u32
+}
+
+/// Milliseconds since the epoch, 0 before 1970.
+pub fn datetime_millis(t: &DateTime<Utc>) -> u64 {
+    t.timestamp_millis().max(0) as u64
+}
+
+/// `events`: one CRM event.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize)]
+pub struct EventRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub event_id: Uuid,
+    pub tenant_id: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub occurred_at: u32,
+    pub occurred_at_ms: u64,
+    pub conversation_id: String,
+    pub lead_id: String,
+    pub seller_id: u64,
+    pub payload: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+impl EventRow {
+    pub fn new(event: &Event, origin: KafkaOrigin) -> EventRow {
+        let (conversation_id, lead_id, seller_id) = match &event.payload {
+            Payload::MessageReceived(p) => (Some(&p.conversation_id), None, p.seller_id),
+            Payload::MessageSent(p) => (Some(&p.conversation_id), None, Some(p.seller_id)),
+            Payload::ConversationAssigned(p) => (Some(&p.conversation_id), None, Some(p.seller_id)),
+            Payload::ConversationClosed(p) => (Some(&p.conversation_id), None, None),
+            Payload::LeadCreated(p) => (p.conversation_id.as_ref(), Some(&p.lead_id), p.seller_id),
+            Payload::LeadStatusChanged(p) => (None, Some(&p.lead_id), None),
+            Payload::LeadFollowUpScheduled(p) => (None, Some(&p.lead_id), Some(p.seller_id)),
+            // The user may be a CEO or a secretary: `seller_id` would mislead, `payload` has it.
+            Payload::UserUpserted(_) => (None, None, None),
+            Payload::SessionStarted(p) | Payload::SessionHeartbeat(p) => {
+                (None, None, Some(p.agent_id))
+            }
+            Payload::SessionEnded(p) => (None, None, Some(p.agent_id)),
+        };
+        EventRow {
+            event_id: event.event_id,
+            tenant_id: event.tenant_id,
+            kind: event.kind().as_str().to_string(),
+            occurred_at: datetime_secs(&event.occurred_at),
+            occurred_at_ms: datetime_millis(&event.occurred_at),
+            conversation_id: conversation_id.map(|c| c.0.clone()).unwrap_or_default(),
+            lead_id: lead_id.map(|l| l.0.clone()).unwrap_or_default(),
+            seller_id: seller_id.unwrap_or(0),
+            payload: event.to_json(),
+            kafka_partition: origin.partition,
+            kafka_offset: origin.offset,
+        }
+    }
+}
+
+impl SinkRow for EventRow {
+    const TABLE: &'static str = "events";
+    const ID_COLUMN: &'static str = "event_id";
+    const TIME_COLUMN: &'static str = "occurred_at";
+    fn id(&self) -> Uuid {
+        self.event_id
+    }
+    fn tenant_id(&self) -> u64 {
+        self.tenant_id
+    }
+    fn time_secs(&self) -> u32 {
+        self.occurred_at
+    }
+}
+
+/// `response_times`: one answered wait.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize)]
+pub struct ResponseTimeRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub id: Uuid,
+    pub tenant_id: u64,
+    pub conversation_id: String,
+    pub seller_id: u64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub customer_event_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub reply_event_id: Uuid,
+    pub waiting_since: u32,
+    pub replied_at: u32,
+    pub replied_at_ms: u64,
+    pub response_seconds: f64,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+impl ResponseTimeRow {
+    pub fn new(s: &ResponseTimeSample, origin: KafkaOrigin) -> ResponseTimeRow {
+        ResponseTimeRow {
+            id: s.id,
+            tenant_id: s.tenant_id,
+            conversation_id: s.conversation_id.0.clone(),
+            seller_id: s.seller_id,
+            customer_event_id: s.customer_event_id,
+            reply_event_id: s.reply_event_id,
+            waiting_since: datetime_secs(&s.waiting_since),
+            replied_at: datetime_secs(&s.replied_at),
+            replied_at_ms: datetime_millis(&s.replied_at),
+            response_seconds: s.response_seconds,
+            kafka_partition: origin.partition,
+            kafka_offset: origin.offset,
+        }
+    }
+}
+
+impl SinkRow for ResponseTimeRow {
+    const TABLE: &'static str = "response_times";
+    const ID_COLUMN: &'static str = "id";
+    const TIME_COLUMN: &'static str = "replied_at";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn tenant_id(&self) -> u64 {
+        self.tenant_id
+    }
+    fn time_secs(&self) -> u32 {
+        self.replied_at
+    }
+}
+
+/// `notifications`: one notification (or withdrawal).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize)]
+pub struct NotificationRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub id: Uuid,
+    pub tenant_id: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub priority: String,
+    pub audience_user_id: u64,
+    pub audience_role: String,
+    pub title: String,
+    pub message: String,
+    pub data: String,
+    pub actions: String,
+    pub created_at: u32,
+    pub created_at_ms: u64,
+    #[serde(with = "clickhouse::serde::uuid::option")]
+    pub withdraws: Option<Uuid>,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+/// The JSON name of a unit enum variant (`Priority::High` -> "high"), as the schemas spell it.
+fn json_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+impl NotificationRow {
+    pub fn new(n: &Notification, origin: KafkaOrigin) -> NotificationRow {
+        let (audience_user_id, audience_role) = match &n.audience {
+            Audience::User { user_id } => (*user_id, String::new()),
+            Audience::Role { role } => (0, json_name(role)),
+        };
+        NotificationRow {
+            id: n.id,
+            tenant_id: n.tenant_id,
+            kind: n.kind.as_str().to_string(),
+            priority: json_name(&n.priority),
+            audience_user_id,
+            audience_role,
+            title: n.title.clone(),
+            message: n.message.clone(),
+            data: n.data.to_string(),
+            actions: serde_json::to_string(&n.actions).unwrap_or_else(|_| "[]".into()),
+            created_at: datetime_secs(&n.created_at),
+            created_at_ms: datetime_millis(&n.created_at),
+            withdraws: n.withdraws,
+            kafka_partition: origin.partition,
+            kafka_offset: origin.offset,
+        }
+    }
+}
+
+impl SinkRow for NotificationRow {
+    const TABLE: &'static str = "notifications";
+    const ID_COLUMN: &'static str = "id";
+    const TIME_COLUMN: &'static str = "created_at";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn tenant_id(&self) -> u64 {
+        self.tenant_id
+    }
+    fn time_secs(&self) -> u32 {
+        self.created_at
+    }
+}
+
+/// `lead_scores`: one recomputation of a lead's score.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize)]
+pub struct LeadScoreRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub id: Uuid,
+    pub tenant_id: u64,
+    pub lead_id: String,
+    pub seller_id: u64,
+    pub score: f64,
+    pub source_score: f64,
+    pub engagement_score: f64,
+    pub recency_score: f64,
+    pub intent_score: f64,
+    pub location_score: f64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub cause_event_id: Uuid,
+    pub computed_at: u32,
+    pub computed_at_ms: u64,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+impl LeadScoreRow {
+    pub fn new(s: &LeadScore, origin: KafkaOrigin) -> LeadScoreRow {
+        LeadScoreRow {
+            id: s.id,
+            tenant_id: s.tenant_id,
+            lead_id: s.lead_id.0.clone(),
+            seller_id: s.seller_id.unwrap_or(0),
+            score: s.score,
+            source_score: s.source_score,
+            engagement_score: s.engagement_score,
+            recency_score: s.recency_score,
+            intent_score: s.intent_score,
+            location_score: s.location_score,
+            cause_event_id: s.cause_event_id,
+            computed_at: datetime_secs(&s.computed_at),
+            computed_at_ms: datetime_millis(&s.computed_at),
+            kafka_partition: origin.partition,
+            kafka_offset: origin.offset,
+        }
+    }
+}
+
+impl SinkRow for LeadScoreRow {
+    const TABLE: &'static str = "lead_scores";
+    const ID_COLUMN: &'static str = "id";
+    const TIME_COLUMN: &'static str = "computed_at";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn tenant_id(&self) -> u64 {
+        self.tenant_id
+    }
+    fn time_secs(&self) -> u32 {
+        self.computed_at
+    }
+}
+
+/// `dead_letters`: one record a stage refused.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize)]
+pub struct DeadLetterRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub id: Uuid,
+    pub tenant_id: u64,
+    pub stage: String,
+    pub origin_topic: String,
+    pub origin_partition: i32,
+    pub origin_offset: i64,
+    pub error: String,
+    pub payload: String,
+    pub failed_at: u32,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+impl DeadLetterRow {
+    /// `record_timestamp_ms` is the Kafka timestamp of the dead-letter record: stable across
+    /// re-reads, unlike the wall clock, so a re-read row keeps its time and is recognised.
+    pub fn new(d: &DeadLetter, record_timestamp_ms: i64, origin: KafkaOrigin) -> DeadLetterRow {
+        let partition = d.partition.to_string();
+        let offset = d.offset.to_string();
+        DeadLetterRow {
+            id: derive_id("dead_letter", &[&d.stage, &d.topic, &partition, &offset]),
+            tenant_id: tenant_of(&d.payload),
+            stage: d.stage.clone(),
+            origin_topic: d.topic.clone(),
+            origin_partition: d.partition,
+            origin_offset: d.offset,
+            error: d.error.clone(),
+            payload: d.payload.clone(),
+            failed_at: (record_timestamp_ms.max(0) / 1000).min(u32::MAX as i64) as u32,
+            kafka_partition: origin.partition,
+            kafka_offset: origin.offset,
+        }
+    }
+}
+
+/// The `tenant_id` of a refused record, when it is a JSON object that has one.
+fn tenant_of(payload: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("tenant_id").and_then(|t| t.as_u64()))
+        .unwrap_or(0)
+}
+
+impl SinkRow for DeadLetterRow {
+    const TABLE: &'static str = "dead_letters";
+    const ID_COLUMN: &'static str = "id";
+    const TIME_COLUMN: &'static str = "failed_at";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn tenant_id(&self) -> u64 {
+        self.tenant_id
+    }
+    fn time_secs(&self) -> u32 {
+        self.failed_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use vigia_schemas::{Action, NotificationType, Priority, Role};
+
+    const ORIGIN: KafkaOrigin = KafkaOrigin {
+        partition: 3,
+        offset: 77,
+    };
+
+    fn event(v: serde_json::Value) -> Event {
+        let mut base = json!({"event_id": "0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d", "tenant_id": 42,
+            "occurred_at": "2026-02-27T15:00:00.250Z"});
+        for (k, val) in v.as_object().unwrap() {
+            base[k] = val.clone();
+        }
+        Event::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn event_row_keeps_envelope_entities_and_canonical_json() {
+        let e = event(json!({"type": "message.received", "conversation_id": 17,
+            "channel": "whatsapp", "seller_id": 7, "text": "hola"}));
+        let r = EventRow::new(&e, ORIGIN);
+        assert_eq!(r.event_id, e.event_id);
+        assert_eq!(r.tenant_id, 42);
+        assert_eq!(r.kind, "message.received");
+        assert_eq!(r.occurred_at, 1_772_204_400);
+        assert_eq!(r.occurred_at_ms, 1_772_204_400_250);
+        assert_eq!(r.conversation_id, "17");
+        assert_eq!(r.lead_id, "");
+        assert_eq!(r.seller_id, 7);
+        assert_eq!(Event::from_json(&r.payload).unwrap(), e);
+        assert_eq!((r.kafka_partition, r.kafka_offset), (3, 77));
+    }
+
+    #[test]
+    fn event_row_entities_per_type() {
+        let cases = [
+            (
+                json!({"type": "message.received", "conversation_id": "c", "channel": "web"}),
+                ("c", "", 0),
+            ),
+            (
+                json!({"type": "message.sent", "conversation_id": "c", "seller_id": 5}),
+                ("c", "", 5),
+            ),
+            (
+                json!({"type": "conversation.assigned", "conversation_id": "c", "seller_id": 6}),
+                ("c", "", 6),
+            ),
+            (
+                json!({"type": "conversation.closed", "conversation_id": "c"}),
+                ("c", "", 0),
+            ),
+            (
+                json!({"type": "lead.created", "lead_id": "l", "source": "META_ADS",
+                "conversation_id": "c", "seller_id": 8}),
+                ("c", "l", 8),
+            ),
+            (
+                json!({"type": "lead.status_changed", "lead_id": "l", "status": "converted"}),
+                ("", "l", 0),
+            ),
+            (
+                json!({"type": "lead.follow_up_scheduled", "lead_id": "l", "seller_id": 9,
+                "due_at": "2026-03-01T10:00:00Z"}),
+                ("", "l", 9),
+            ),
+            (
+                json!({"type": "user.upserted", "user_id": 1, "name": "Ana", "role": "ceo"}),
+                ("", "", 0),
+            ),
+            (
+                json!({"type": "session.heartbeat", "session_id": "s", "client_id": "k",
+                "agent_id": 11}),
+                ("", "", 11),
+            ),
+            (
+                json!({"type": "session.ended", "session_id": "s", "client_id": "k",
+                "agent_id": 12, "result": "managed"}),
+                ("", "", 12),
+            ),
+        ];
+        for (v, (conv, lead, seller)) in cases {
+            let t = v["type"].as_str().unwrap().to_string();
+            let r = EventRow::new(&event(v), ORIGIN);
+            assert_eq!(r.kind, t);
+            assert_eq!(
+                (r.conversation_id.as_str(), r.lead_id.as_str(), r.seller_id),
+                (conv, lead, seller),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_outside_datetime_range_are_clamped() {
+        let before: DateTime<Utc> = "1960-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!((datetime_secs(&before), datetime_millis(&before)), (0, 0));
+        let after: DateTime<Utc> = "2200-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(datetime_secs(&after), u32::MAX);
+    }
+
+    #[test]
+    fn notification_row_flattens_audience_and_json_fields() {
+        let n = Notification {
+            id: Uuid::from_u128(1),
+            tenant_id: 42,
+            kind: NotificationType::HotLead,
+            priority: Priority::Urgent,
+            audience: Audience::Role { role: Role::Ceo },
+            title: "t".into(),
+            message: "m".into(),
+            data: json!({"lead_id": "l1", "score": 0.85}),
+            actions: vec![Action {
+                label: "Abrir".into(),
+                action: "open_lead".into(),
+                params: json!({"lead_id": "l1"}),
+            }],
+            created_at: "2026-02-27T15:00:01.500Z".parse().unwrap(),
+            withdraws: Some(Uuid::from_u128(2)),
+        };
+        let r = NotificationRow::new(&n, ORIGIN);
+        assert_eq!(r.kind, "hot_lead");
+        assert_eq!(r.priority, "urgent");
+        assert_eq!((r.audience_user_id, r.audience_role.as_str()), (0, "ceo"));
+        let data: serde_json::Value = serde_json::from_str(&r.data).unwrap();
+        assert_eq!(data, n.data);
+        let actions: serde_json::Value = serde_json::from_str(&r.actions).unwrap();
+        assert_eq!(actions[0]["action"], "open_lead");
+        assert_eq!(
+            (r.created_at, r.created_at_ms),
+            (1_772_204_401, 1_772_204_401_500)
+        );
+        assert_eq!(r.withdraws, Some(Uuid::from_u128(2)));
+
+        let to_user = Notification {
+            audience: Audience::User { user_id: 123 },
+            withdraws: None,
+            ..n
+        };
+        let r = NotificationRow::new(&to_user, ORIGIN);
+        assert_eq!((r.audience_user_id, r.audience_role.as_str()), (123, ""));
+        assert_eq!(r.withdraws, None);
+    }
+
+    #[test]
+    fn response_time_and_lead_score_rows() {
+        let s = ResponseTimeSample {
+            id: Uuid::from_u128(5),
+            tenant_id: 1,
+            conversation_id: "c".into(),
+            seller_id: 9,
+            customer_event_id: Uuid::from_u128(6),
+            reply_event_id: Uuid::from_u128(7),
+            waiting_since: "2026-02-27T15:00:00Z".parse().unwrap(),
+            replied_at: "2026-02-27T15:02:00.125Z".parse().unwrap(),
+            response_seconds: 120.125,
+        };
+        let r = ResponseTimeRow::new(&s, ORIGIN);
+        assert_eq!(
+            (r.waiting_since, r.replied_at),
+            (1_772_204_400, 1_772_204_520)
+        );
+        assert_eq!(r.replied_at_ms, 1_772_204_520_125);
+        assert_eq!(r.response_seconds, 120.125);
+        assert_eq!((r.id(), r.time_secs()), (s.id, r.replied_at));
+
+        let l = LeadScore {
+            id: Uuid::from_u128(8),
+            tenant_id: 1,
+            lead_id: "l".into(),
+            seller_id: None,
+            score: 0.55,
+            source_score: 0.3,
+            engagement_score: 0.0,
+            recency_score: 0.15,
+            intent_score: 0.1,
+            location_score: 0.0,
+            cause_event_id: Uuid::from_u128(9),
+            computed_at: "2026-02-27T15:00:00Z".parse().unwrap(),
+        };
+        let r = LeadScoreRow::new(&l, ORIGIN);
+        assert_eq!(r.seller_id, 0);
+        assert_eq!(
+            (r.score, r.source_score, r.recency_score),
+            (0.55, 0.3, 0.15)
+        );
+        assert_eq!(r.cause_event_id, Uuid::from_u128(9));
+    }
+
+    #[test]
+    fn dead_letter_row_id_is_deterministic_from_its_origin() {
+        let d = DeadLetter {
+            stage: "processors".into(),
+            topic: "vigia.events".into(),
+            partition: 1,
+            offset: 10,
+            error: "bad".into(),
+            payload: r#"{"tenant_id": 42, "type": "x"}"#.into(),
+        };
+        let a = DeadLetterRow::new(&d, 1_772_204_400_999, ORIGIN);
+        let b = DeadLetterRow::new(&d, 1_772_204_400_999, KafkaOrigin::default());
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.tenant_id, 42);
+        assert_eq!(a.failed_at, 1_772_204_400);
+        let other = DeadLetter {
+            offset: 11,
+            ..d.clone()
+        };
+        assert_ne!(DeadLetterRow::new(&other, 0, ORIGIN).id, a.id);
+        let garbage = DeadLetter {
+            payload: "\u{fffd}not json".into(),
+            ..d
+        };
+        assert_eq!(DeadLetterRow::new(&garbage, 0, ORIGIN).tenant_id, 0);
+    }
+}

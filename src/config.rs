@@ -1,0 +1,325 @@
+//! One typed configuration for every subcommand: a TOML file (`--config` or `VIGIA_CONFIG`),
+//! then the `VIGIA_*` environment variables of SPEC §7 over it. Defaults work on loopback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::Deserialize;
+
+/// Used when no `VIGIA_JWT_SECRET` is configured and Vigía listens on loopback only: anyone who
+/// can reach a loopback port can already read everything, so a known secret adds no exposure.
+/// On any other address a missing secret is a start-up error.
+pub const DEV_JWT_SECRET: &str = "vigia-dev-secret-change-me";
+/// Used when no `VIGIA_API_KEYS` is configured: one key per demo tenant.
+/// The gateway crate's own default (relative to the working directory); the binary puts the inbox
+/// in the data directory instead.
+const GATEWAY_DEFAULT_DB: &str = "sqlite://gateway.db?mode=rwc";
+pub const DEV_API_KEYS: &str = "dev-key-1=1,dev-key-2=2,dev-key-3=3";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where local state lives (the SQLite inbox by default).
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub kafka: KafkaConfig,
+    pub ingest: vigia_ingest::Config,
+    pub processors: vigia_processors::Config,
+    pub clickhouse: vigia_sinks::Config,
+    pub gateway: vigia_gateway::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(".data"),
+            http: HttpConfig::default(),
+            kafka: KafkaConfig::default(),
+            ingest: vigia_ingest::Config::default(),
+            processors: vigia_processors::Config::default(),
+            clickhouse: vigia_sinks::Config::default(),
+            gateway: vigia_gateway::Config::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Ingest, gateway, health and metrics share this address in `serve`; each single-stage
+    /// subcommand serves its own routes plus health and metrics here.
+    pub addr: SocketAddr,
+    /// How long graceful shutdown may take before in-flight work is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:8000".parse().expect("valid address"),
+            shutdown_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// Prefix of every topic name, so deployments (and tests) can share a broker.
+    pub topic_prefix: String,
+    /// Partitions of each topic when Vigía creates it. One tenant's events share a partition.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Extra librdkafka properties for every client (e.g. security settings in production).
+    pub properties: HashMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "vigia.".into(),
+            partitions: 3,
+            replication_factor: 1,
+            properties: HashMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (if any), then applies the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("VIGIA_CONFIG").map(PathBuf::from));
+        let mut config = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<Config>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.fill_defaults()?;
+        Ok(config)
+    }
+
+    /// Applies the `VIGIA_*` variables; `get` is injectable so tests need no process env.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn dur(name: &str, v: &str) -> Result<Duration> {
+            humantime::parse_duration(v.trim())
+                .map_err(|e| anyhow!("{name}={v:?} is not a duration like \"90s\" or \"1h\": {e}"))
+        }
+        if let Some(v) = get("VIGIA_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("VIGIA_HTTP_ADDR") {
+            self.http.addr = v
+                .parse()
+                .map_err(|e| anyhow!("VIGIA_HTTP_ADDR={v:?} is not host:port: {e}"))?;
+        }
+        if let Some(v) = get("VIGIA_KAFKA_BROKERS") {
+            self.kafka.brokers = v;
+        }
+        if let Some(v) = get("VIGIA_KAFKA_TOPIC_PREFIX") {
+            self.kafka.topic_prefix = v;
+        }
+        if let Some(v) = get("VIGIA_KAFKA_PARTITIONS") {
+            self.kafka.partitions = v
+                .parse()
+                .map_err(|e| anyhow!("VIGIA_KAFKA_PARTITIONS={v:?}: {e}"))?;
+        }
+        if let Some(v) = get("VIGIA_CLICKHOUSE_URL") {
+            self.clickhouse.url = v;
+        }
+        if let Some(v) = get("VIGIA_CLICKHOUSE_DATABASE") {
+            self.clickhouse.database = v;
+        }
+        if let Some(v) = get("VIGIA_DATABASE_URL") {
+            self.gateway.database_url = v;
+        }
+        if let Some(v) = get("VIGIA_JWT_SECRET") {
+            self.gateway.jwt_secret = v;
+        }
+        if let Some(v) = get("VIGIA_API_KEYS") {
+            self.ingest.api_keys = vigia_ingest::parse_api_keys(&v).map_err(|e| anyhow!("{e}"))?;
+        }
+        let t = &mut self.processors.defaults;
+        if let Some(v) = get("VIGIA_UNANSWERED_AFTER") {
+            t.unanswered_after = dur("VIGIA_UNANSWERED_AFTER", &v)?;
+        }
+        if let Some(v) = get("VIGIA_SESSION_TIMEOUT") {
+            t.session_timeout = dur("VIGIA_SESSION_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("VIGIA_ALLOWED_LATENESS") {
+            t.allowed_lateness = dur("VIGIA_ALLOWED_LATENESS", &v)?;
+        }
+        if let Some(v) = get("VIGIA_HOT_LEAD_THRESHOLD") {
+            let x: f64 = v
+                .parse()
+                .map_err(|e| anyhow!("VIGIA_HOT_LEAD_THRESHOLD={v:?}: {e}"))?;
+            if !(0.0..=1.0).contains(&x) {
+                return Err(anyhow!(
+                    "VIGIA_HOT_LEAD_THRESHOLD={v} must be within [0, 1]"
+                ));
+            }
+            t.hot_lead_threshold = x;
+        }
+        Ok(())
+    }
+
+    /// Defaults that depend on other settings (the data directory) or that are for local use
+    /// only: a development JWT secret and API keys, and only while listening on loopback.
+    fn fill_defaults(&mut self) -> Result<()> {
+        let loopback = self.http.addr.ip().is_loopback();
+        // Consumer groups belong to a deployment like its topics do: two deployments (or tests)
+        // sharing a broker must not share groups, or they would steal each other's partitions.
+        let prefix = &self.kafka.topic_prefix;
+        for (group, default, stage) in [
+            (
+                &mut self.processors.group_id,
+                vigia_processors::Config::default().group_id,
+                "processors",
+            ),
+            (
+                &mut self.clickhouse.group_id,
+                vigia_sinks::Config::default().group_id,
+                "sink",
+            ),
+            (
+                &mut self.gateway.group_id,
+                vigia_gateway::Config::default().group_id,
+                "gateway",
+            ),
+        ] {
+            if *group == default {
+                *group = format!("{prefix}{stage}");
+            }
+        }
+        if self.gateway.database_url.is_empty() || self.gateway.database_url == GATEWAY_DEFAULT_DB {
+            self.gateway.database_url =
+                format!("sqlite://{}/gateway.db?mode=rwc", self.data_dir.display());
+        }
+        if self.gateway.jwt_secret.is_empty() {
+            if !loopback {
+                return Err(anyhow!(
+                    "VIGIA_JWT_SECRET is not set and {} is not a loopback address: set a secret",
+                    self.http.addr
+                ));
+            }
+            tracing::warn!(
+                "VIGIA_JWT_SECRET is not set: using the development secret (loopback only)"
+            );
+            self.gateway.jwt_secret = DEV_JWT_SECRET.into();
+        }
+        if self.ingest.api_keys.is_empty() {
+            if !loopback {
+                return Err(anyhow!(
+                    "VIGIA_API_KEYS is not set and {} is not a loopback address: set key=tenant,...",
+                    self.http.addr
+                ));
+            }
+            tracing::warn!("VIGIA_API_KEYS is not set: using the development keys {DEV_API_KEYS} (loopback only)");
+            self.ingest.api_keys =
+                vigia_ingest::parse_api_keys(DEV_API_KEYS).expect("dev keys parse");
+        }
+        Ok(())
+    }
+
+    pub fn topics(&self) -> vigia_schemas::Topics {
+        vigia_schemas::Topics::with_prefix(&self.kafka.topic_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let mut c: Config =
+            toml::from_str("[http]\naddr = \"127.0.0.1:9000\"\n[kafka]\nbrokers = \"k:1\"\n")
+                .unwrap();
+        assert_eq!(c.http.addr.port(), 9000);
+        c.apply_env(env(&[
+            ("VIGIA_KAFKA_BROKERS", "b:9092"),
+            ("VIGIA_UNANSWERED_AFTER", "90s"),
+            ("VIGIA_HOT_LEAD_THRESHOLD", "0.75"),
+            ("VIGIA_API_KEYS", "k1=4,k2=5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "b:9092");
+        assert_eq!(c.http.addr.port(), 9000);
+        assert_eq!(
+            c.processors.defaults.unanswered_after,
+            Duration::from_secs(90)
+        );
+        assert_eq!(c.processors.defaults.hot_lead_threshold, 0.75);
+        assert_eq!(c.ingest.api_keys.get("k2"), Some(&5));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let mut c = Config::default();
+        let e = c
+            .apply_env(env(&[("VIGIA_UNANSWERED_AFTER", "soon")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("VIGIA_UNANSWERED_AFTER"), "{e}");
+        let e = c
+            .apply_env(env(&[("VIGIA_HOT_LEAD_THRESHOLD", "2")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("VIGIA_HOT_LEAD_THRESHOLD"), "{e}");
+        let e = c.apply_env(env(&[("VIGIA_HTTP_ADDR", "x")])).unwrap_err();
+        assert!(e.to_string().contains("VIGIA_HTTP_ADDR"), "{e}");
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        assert!(toml::from_str::<Config>("[kafka]\nbrokerz = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn the_inbox_defaults_to_sqlite_in_the_data_dir() {
+        let mut c = Config {
+            data_dir: "/tmp/x".into(),
+            ..Config::default()
+        };
+        c.fill_defaults().unwrap();
+        assert_eq!(
+            c.gateway.database_url,
+            "sqlite:///tmp/x/gateway.db?mode=rwc"
+        );
+        assert_eq!(c.ingest.api_keys.len(), 3);
+        assert_eq!(c.clickhouse.group_id, "vigia.sink");
+        assert_eq!(c.processors.group_id, "vigia.processors");
+    }
+
+    #[test]
+    fn development_secrets_only_on_loopback() {
+        let mut c = Config::default();
+        c.http.addr = "0.0.0.0:8000".parse().unwrap();
+        let e = c.fill_defaults().unwrap_err();
+        assert!(e.to_string().contains("VIGIA_JWT_SECRET"), "{e}");
+        c.gateway.jwt_secret = "s".into();
+        let e = c.fill_defaults().unwrap_err();
+        assert!(e.to_string().contains("VIGIA_API_KEYS"), "{e}");
+        c.ingest.api_keys = vigia_ingest::parse_api_keys("k=1").unwrap();
+        c.fill_defaults().unwrap();
+        assert_eq!(c.gateway.jwt_secret, "s");
+    }
+}

@@ -1,0 +1,107 @@
+//! The root's Kafka plumbing: the base client configuration every stage starts from, topic
+//! creation (auto-created topics are slow on some brokers and get the wrong partition count), and
+//! a readiness probe.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+pub fn base_client_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", client_id)
+        // Brokers on loopback answer fast; fail fast too rather than hang a start-up.
+        .set("socket.timeout.ms", "10000");
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Creates every Vigía topic that does not exist yet. Existing topics are left as they are.
+pub async fn ensure_topics(
+    base: &ClientConfig,
+    kafka: &KafkaConfig,
+    topics: &vigia_schemas::Topics,
+) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = base
+        .create()
+        .context("cannot create a Kafka admin client")?;
+    let new: Vec<NewTopic> = topics
+        .all()
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                kafka.partitions,
+                TopicReplication::Fixed(kafka.replication_factor),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let results = admin.create_topics(&new, &opts).await.with_context(|| {
+        format!(
+            "cannot reach Kafka at {} to create topics; is the broker running? \
+                 (locally: bash scripts/services.sh up)",
+            kafka.brokers
+        )
+    })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("cannot create topic {name}: {code}"),
+        }
+    }
+    wait_for_topics(base, topics).await
+}
+
+/// Topic creation is asynchronous on some brokers: wait until metadata shows every topic.
+async fn wait_for_topics(base: &ClientConfig, topics: &vigia_schemas::Topics) -> Result<()> {
+    let base = base.clone();
+    let names: Vec<String> = topics.all().iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let consumer: BaseConsumer = base.create()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+            let missing: Vec<&String> = names
+                .iter()
+                .filter(|n| {
+                    !md.topics()
+                        .iter()
+                        .any(|t| t.name() == n.as_str() && !t.partitions().is_empty())
+                })
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("topics {missing:?} still missing 30 s after creation");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await?
+}
+
+/// True when the broker answers a metadata request within two seconds.
+pub async fn broker_reachable(base: &ClientConfig) -> bool {
+    let base = base.clone();
+    tokio::task::spawn_blocking(move || {
+        let Ok(consumer) = base.create::<BaseConsumer>() else {
+            return false;
+        };
+        consumer
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}

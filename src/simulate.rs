@@ -1,0 +1,755 @@
+//! `vigia simulate`: realistic CRM traffic, deterministic for a seed.
+//!
+//! Tenants have a CEO and sellers; customers open conversations over WhatsApp, web or e-mail,
+//! some of them as ad leads; sellers answer after a while, some never do (so the unanswered rule
+//! fires); leads progress through their statuses; call-center agents run client sessions with
+//! heartbeats, some of which simply stop. On top of that the simulator misbehaves like real
+//! webhooks do: a share of events is delivered twice, a few seconds out of order, or minutes late.
+//!
+//! The stream is generated in virtual time from `--start` (default: now), so a fixed seed and
+//! start give the same events, byte for byte (`--dry-run` prints them as NDJSON). Live, events
+//! are posted when the wall clock reaches their delivery time. `--measure` also connects a CEO
+//! WebSocket per tenant and reports how long notifications took to arrive.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::config::Config;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Base URL of a running ingest (and gateway, for --measure).
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub target: String,
+    #[arg(long, default_value_t = 2)]
+    pub tenants: u64,
+    /// Sellers per tenant.
+    #[arg(long, default_value_t = 5)]
+    pub sellers: u64,
+    /// Target events per second (all tenants together).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// How long to generate traffic for, e.g. "60s" or "10m".
+    #[arg(long, default_value = "60s")]
+    pub duration: humantime::Duration,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Virtual start time (RFC 3339); default now. Fix it with --dry-run for a reproducible stream.
+    #[arg(long)]
+    pub start: Option<DateTime<Utc>>,
+    /// Sellers answer after a delay drawn between these two.
+    #[arg(long, default_value = "5s")]
+    pub reply_min: humantime::Duration,
+    #[arg(long, default_value = "90s")]
+    pub reply_max: humantime::Duration,
+    /// Share of customer waits that never get an answer (the unanswered rule fires on them).
+    #[arg(long, default_value_t = 0.15)]
+    pub unanswered_share: f64,
+    /// Share of events delivered twice.
+    #[arg(long, default_value_t = 0.02)]
+    pub duplicate_share: f64,
+    /// Share of events delivered a few seconds out of order.
+    #[arg(long, default_value_t = 0.05)]
+    pub out_of_order_share: f64,
+    /// Share of events delivered late, by --late-by.
+    #[arg(long, default_value_t = 0.01)]
+    pub late_share: f64,
+    #[arg(long, default_value = "2m")]
+    pub late_by: humantime::Duration,
+    /// Print the events as NDJSON (in delivery order) instead of posting them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Connect a CEO WebSocket per tenant and report notification latencies.
+    #[arg(long)]
+    pub measure: bool,
+    /// With --measure: print each notification as it arrives.
+    #[arg(long)]
+    pub show: bool,
+    /// After the traffic stops, keep listening this long for notifications (with --measure).
+    #[arg(long, default_value = "0s")]
+    pub linger: humantime::Duration,
+    /// Write the measurement report (JSON) to this file.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+}
+
+/// One event to deliver at `deliver_at` (its `occurred_at` may be earlier: late or reordered).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub deliver_at: DateTime<Utc>,
+    pub tenant_id: u64,
+    pub event: Value,
+}
+
+const CUSTOMER_LINES: &[&str] = &[
+    "Hola, quisiera información",
+    "¿Cuál es el precio del plan anual?",
+    "Quiero comprar dos unidades",
+    "¿Está disponible para entrega esta semana?",
+    "Necesito una cotización, por favor",
+    "Gracias, lo pienso y les escribo",
+    "Hi, how much is the premium plan?",
+    "Is it available in blue?",
+    "I want to buy it today",
+    "Can you send me a quote?",
+    "Ok, thanks",
+    "¿Tienen descuento por volumen?",
+];
+const LOCATIONS: &[&str] = &["Bogotá", "Medellín", "Madrid", "Lima", "Quito", "Cali"];
+const SOURCES: &[&str] = &["META_ADS", "WEBSITE", "REFERRAL", "WHATSAPP", "OTHER"];
+const CHANNELS: &[&str] = &["whatsapp", "whatsapp", "web", "email", "other"];
+
+/// The deterministic traffic model. Events are produced in delivery order by [`Self::next`].
+pub struct Generator {
+    rng: ChaCha8Rng,
+    args: Args,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    /// Pending deliveries by (time, sequence) so equal times keep generation order.
+    pending: BinaryHeap<Reverse<(i64, u64)>>,
+    by_seq: BTreeMap<u64, Delivery>,
+    seq: u64,
+    next_scenario_at: DateTime<Utc>,
+    scenario_count: u64,
+}
+
+/// Average events per scenario, measured on the model; sets the scenario rate from --rate.
+const EVENTS_PER_SCENARIO: f64 = 9.0;
+
+impl Generator {
+    pub fn new(args: Args, start: DateTime<Utc>) -> Result<Generator> {
+        if args.tenants == 0 || args.sellers == 0 {
+            bail!("--tenants and --sellers must be at least 1");
+        }
+        if args.rate <= 0.0 {
+            bail!("--rate must be positive");
+        }
+        if args.reply_min > args.reply_max {
+            bail!("--reply-min must not exceed --reply-max");
+        }
+        let end = start + chrono::Duration::from_std(args.duration.into())?;
+        let mut g = Generator {
+            rng: ChaCha8Rng::seed_from_u64(args.seed),
+            args,
+            start,
+            end,
+            pending: BinaryHeap::new(),
+            by_seq: BTreeMap::new(),
+            seq: 0,
+            next_scenario_at: start,
+            scenario_count: 0,
+        };
+        g.directory();
+        Ok(g)
+    }
+
+    pub fn ceo_id(tenant: u64) -> u64 {
+        tenant * 1000 + 1
+    }
+
+    fn seller_id(&self, tenant: u64, i: u64) -> u64 {
+        tenant * 1000 + 10 + i
+    }
+
+    fn uuid(&mut self) -> Uuid {
+        uuid::Builder::from_random_bytes(self.rng.random()).into_uuid()
+    }
+
+    fn event(&mut self, tenant: u64, at: DateTime<Utc>, ty: &str, fields: Value) -> Value {
+        let mut e = json!({
+            "event_id": self.uuid().to_string(),
+            "type": ty,
+            "tenant_id": tenant,
+            "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        });
+        for (k, v) in fields.as_object().expect("fields are an object") {
+            e[k] = v.clone();
+        }
+        e
+    }
+
+    /// Schedules an event, applying the delivery misbehaviours.
+    fn schedule(&mut self, tenant: u64, at: DateTime<Utc>, event: Value) {
+        if at > self.end {
+            return;
+        }
+        let a = &self.args;
+        let (late, ooo, dup) = (a.late_share, a.out_of_order_share, a.duplicate_share);
+        let late_by = chrono::Duration::from_std(a.late_by.into()).unwrap_or_default();
+        let roll: f64 = self.rng.random();
+        let deliver_at = if roll < late {
+            at + late_by
+        } else if roll < late + ooo {
+            at + chrono::Duration::milliseconds(self.rng.random_range(500..5000))
+        } else {
+            at
+        };
+        self.push(deliver_at, tenant, event.clone());
+        if self.rng.random_bool(dup.clamp(0.0, 1.0)) {
+            let again = deliver_at + chrono::Duration::milliseconds(self.rng.random_range(0..3000));
+            self.push(again, tenant, event);
+        }
+    }
+
+    fn push(&mut self, deliver_at: DateTime<Utc>, tenant_id: u64, event: Value) {
+        let seq = self.seq;
+        self.seq += 1;
+        self.pending
+            .push(Reverse((deliver_at.timestamp_millis(), seq)));
+        self.by_seq.insert(
+            seq,
+            Delivery {
+                deliver_at,
+                tenant_id,
+                event,
+            },
+        );
+    }
+
+    /// Users first: the CEO and the sellers of every tenant.
+    fn directory(&mut self) {
+        let at = self.start;
+        for t in 1..=self.args.tenants {
+            let tz = if t % 2 == 0 {
+                "Europe/Madrid"
+            } else {
+                "America/Bogota"
+            };
+            let e = self.event(
+                t,
+                at,
+                "user.upserted",
+                json!({"user_id": Self::ceo_id(t), "name": format!("CEO {t}"), "role": "ceo", "time_zone": tz}),
+            );
+            self.push(at, t, e);
+            for i in 0..self.args.sellers {
+                let id = self.seller_id(t, i);
+                let e = self.event(
+                    t,
+                    at,
+                    "user.upserted",
+                    json!({"user_id": id, "name": format!("Vendedor {t}-{i}"), "role": "seller", "time_zone": tz}),
+                );
+                self.push(at, t, e);
+            }
+        }
+    }
+
+    fn pick<'a>(&mut self, xs: &'a [&'a str]) -> &'a str {
+        xs[self.rng.random_range(0..xs.len())]
+    }
+
+    fn dur_between(&mut self, a: Duration, b: Duration) -> chrono::Duration {
+        let ms = self
+            .rng
+            .random_range(a.as_millis() as i64..=b.as_millis().max(a.as_millis()) as i64);
+        chrono::Duration::milliseconds(ms)
+    }
+
+    /// One customer conversation (maybe a lead) or one call-center session.
+    fn scenario(&mut self, at: DateTime<Utc>) {
+        self.scenario_count += 1;
+        let n = self.scenario_count;
+        let tenant = self.rng.random_range(1..=self.args.tenants);
+        let i = self.rng.random_range(0..self.args.sellers);
+        let seller = self.seller_id(tenant, i);
+        if self.rng.random_bool(0.1) {
+            return self.session(tenant, seller, at, n);
+        }
+        let conv = format!("t{tenant}-c{n}");
+        let channel = self.pick(CHANNELS);
+        let phone = format!("+57300{:07}", self.rng.random_range(0..10_000_000u32));
+        let is_lead = self.rng.random_bool(0.4);
+        let lead = format!("t{tenant}-l{n}");
+        let mut t = at;
+        if is_lead {
+            let source = self.pick(SOURCES);
+            let location = self.pick(LOCATIONS);
+            let value = self.rng.random_range(100..20_000) as f64;
+            let e = self.event(
+                tenant,
+                t,
+                "lead.created",
+                json!({"lead_id": lead, "source": source, "seller_id": seller,
+                       "name": format!("Cliente {n}"), "phone_number": phone,
+                       "location": location, "estimated_value": value, "conversation_id": conv}),
+            );
+            self.schedule(tenant, t, e);
+        }
+        let (rmin, rmax) = (self.args.reply_min.into(), self.args.reply_max.into());
+        let rounds = self.rng.random_range(1..=4);
+        for round in 0..rounds {
+            let msgs = self.rng.random_range(1..=3);
+            for _ in 0..msgs {
+                t += chrono::Duration::milliseconds(self.rng.random_range(200..4000));
+                let text = self.pick(CUSTOMER_LINES);
+                let e = self.event(
+                    tenant,
+                    t,
+                    "message.received",
+                    json!({"conversation_id": conv, "channel": channel, "seller_id": seller,
+                           "phone_number": phone, "text": text}),
+                );
+                self.schedule(tenant, t, e);
+            }
+            if self.rng.random_bool(0.2) {
+                let e = self.event(
+                    tenant,
+                    t + chrono::Duration::milliseconds(300),
+                    "message.sent",
+                    json!({"conversation_id": conv, "seller_id": seller, "automated": true}),
+                );
+                self.schedule(tenant, t + chrono::Duration::milliseconds(300), e);
+            }
+            if self
+                .rng
+                .random_bool(self.args.unanswered_share.clamp(0.0, 1.0))
+            {
+                return; // the customer waits forever: the unanswered rule's case
+            }
+            t += self.dur_between(rmin, rmax);
+            let e = self.event(
+                tenant,
+                t,
+                "message.sent",
+                json!({"conversation_id": conv, "seller_id": seller, "automated": false}),
+            );
+            self.schedule(tenant, t, e);
+            if is_lead && round == 0 {
+                let e = self.event(
+                    tenant,
+                    t,
+                    "lead.status_changed",
+                    json!({"lead_id": lead, "status": "contacted"}),
+                );
+                self.schedule(tenant, t, e);
+            }
+        }
+        if is_lead {
+            t += chrono::Duration::seconds(self.rng.random_range(1..30));
+            let status = *[
+                "interested",
+                "negotiation",
+                "converted",
+                "lost",
+                "interested",
+            ]
+            .get(self.rng.random_range(0..5))
+            .expect("in range");
+            let e = self.event(
+                tenant,
+                t,
+                "lead.status_changed",
+                json!({"lead_id": lead, "status": status}),
+            );
+            self.schedule(tenant, t, e);
+            if status == "interested" || status == "negotiation" {
+                let due = t + chrono::Duration::hours(self.rng.random_range(1..72));
+                let e = self.event(
+                    tenant,
+                    t,
+                    "lead.follow_up_scheduled",
+                    json!({"lead_id": lead, "seller_id": seller,
+                           "due_at": due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                           "note": "Llamar para cerrar"}),
+                );
+                self.schedule(tenant, t, e);
+            }
+        }
+        if self.rng.random_bool(0.5) {
+            t += chrono::Duration::seconds(self.rng.random_range(5..60));
+            let e = self.event(
+                tenant,
+                t,
+                "conversation.closed",
+                json!({"conversation_id": conv}),
+            );
+            self.schedule(tenant, t, e);
+        }
+    }
+
+    fn session(&mut self, tenant: u64, agent: u64, at: DateTime<Utc>, n: u64) {
+        let ids = json!({"session_id": format!("t{tenant}-s{n}"),
+                         "client_id": format!("t{tenant}-cl{n}"), "agent_id": agent});
+        let e = self.event(tenant, at, "session.started", ids.clone());
+        self.schedule(tenant, at, e);
+        let beats = self.rng.random_range(1..6);
+        let mut t = at;
+        for _ in 0..beats {
+            t += chrono::Duration::seconds(30);
+            let e = self.event(tenant, t, "session.heartbeat", ids.clone());
+            self.schedule(tenant, t, e);
+        }
+        if self.rng.random_bool(0.8) {
+            let result = self.pick(&["managed", "not_managed", "closed"]);
+            let mut f = ids;
+            f["result"] = json!(result);
+            t += chrono::Duration::seconds(10);
+            let e = self.event(tenant, t, "session.ended", f);
+            self.schedule(tenant, t, e);
+        }
+    }
+
+    /// The next delivery in delivery order, or None when the run is over.
+    pub fn next_delivery(&mut self) -> Option<Delivery> {
+        loop {
+            let head = self.pending.peek().map(|Reverse((ms, _))| *ms);
+            let scenario_due = self.next_scenario_at <= self.end
+                && head.is_none_or(|ms| self.next_scenario_at.timestamp_millis() <= ms);
+            if scenario_due {
+                let at = self.next_scenario_at;
+                self.scenario(at);
+                // Exponential gaps: a Poisson process of scenarios at rate/EVENTS_PER_SCENARIO.
+                let per_sec = self.args.rate / EVENTS_PER_SCENARIO;
+                let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
+                let gap_ms = (-u.ln() / per_sec * 1000.0).max(1.0);
+                self.next_scenario_at = at + chrono::Duration::milliseconds(gap_ms as i64);
+                continue;
+            }
+            let Reverse((_, seq)) = self.pending.pop()?;
+            return self.by_seq.remove(&seq);
+        }
+    }
+}
+
+pub async fn run(config: &Config, args: Args) -> Result<()> {
+    let start = args.start.unwrap_or_else(Utc::now);
+    let mut generator = Generator::new(args.clone(), start)?;
+    if args.dry_run {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        while let Some(d) = generator.next_delivery() {
+            writeln!(out, "{}", d.event)?;
+        }
+        return Ok(());
+    }
+    let keys: BTreeMap<u64, String> = config
+        .ingest
+        .api_keys
+        .iter()
+        .map(|(k, t)| (*t, k.clone()))
+        .collect();
+    for t in 1..=args.tenants {
+        if !keys.contains_key(&t) {
+            bail!("no API key for tenant {t}: add it to VIGIA_API_KEYS (key={t},...)");
+        }
+    }
+    let measurer = if args.measure {
+        Some(crate::simulate::measure::Measurer::connect(config, &args).await?)
+    } else {
+        None
+    };
+
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/events", args.target.trim_end_matches('/'));
+    let wall_start = Instant::now();
+    let mut post_ms: Vec<f64> = Vec::new();
+    let (mut sent, mut failed) = (0u64, 0u64);
+    let mut batch: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    let mut last_log = Instant::now();
+    loop {
+        let next = generator.next_delivery();
+        let due = next.as_ref().map(|d| d.deliver_at);
+        // Flush the batch once the next delivery is in the future (or the stream ended).
+        let wait = due.map(|at| (at - start).to_std().unwrap_or_default());
+        if let Some(wait) = wait {
+            if wall_start.elapsed() < wait {
+                flush(
+                    &client,
+                    &url,
+                    &keys,
+                    &mut batch,
+                    &mut post_ms,
+                    &mut sent,
+                    &mut failed,
+                )
+                .await;
+                tokio::time::sleep_until((wall_start + wait).into()).await;
+            }
+        }
+        let Some(d) = next else {
+            flush(
+                &client,
+                &url,
+                &keys,
+                &mut batch,
+                &mut post_ms,
+                &mut sent,
+                &mut failed,
+            )
+            .await;
+            break;
+        };
+        batch.entry(d.tenant_id).or_default().push(d.event);
+        if last_log.elapsed() > Duration::from_secs(5) {
+            tracing::info!(sent, failed, "simulating");
+            last_log = Instant::now();
+        }
+    }
+    let elapsed = wall_start.elapsed().as_secs_f64();
+    println!(
+        "posted {sent} events in {elapsed:.1}s ({:.0}/s), {failed} failed; POST latency p50 {:.1} ms p99 {:.1} ms",
+        sent as f64 / elapsed.max(0.001),
+        percentile(&mut post_ms, 0.5),
+        percentile(&mut post_ms, 0.99)
+    );
+    let mut report = json!({
+        "events_posted": sent, "events_failed": failed, "seconds": elapsed,
+        "events_per_second": sent as f64 / elapsed.max(0.001),
+        "post_ms": {"p50": percentile(&mut post_ms, 0.5), "p99": percentile(&mut post_ms, 0.99)},
+    });
+    if let Some(m) = measurer {
+        tokio::time::sleep(args.linger.into()).await;
+        let lat = m.finish().await;
+        println!("{}", serde_json::to_string_pretty(&lat)?);
+        report["notifications"] = lat;
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if failed > 0 {
+        bail!("{failed} events were not accepted (see the log)");
+    }
+    Ok(())
+}
+
+async fn flush(
+    client: &reqwest::Client,
+    url: &str,
+    keys: &BTreeMap<u64, String>,
+    batch: &mut BTreeMap<u64, Vec<Value>>,
+    post_ms: &mut Vec<f64>,
+    sent: &mut u64,
+    failed: &mut u64,
+) {
+    for (tenant, events) in std::mem::take(batch) {
+        let n = events.len() as u64;
+        let mut attempt = 0;
+        loop {
+            let t0 = Instant::now();
+            let res = client
+                .post(url)
+                .header("X-API-Key", &keys[&tenant])
+                .json(&events)
+                .send()
+                .await;
+            match res {
+                Ok(r) if r.status().as_u16() == 202 => {
+                    post_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    *sent += n;
+                    break;
+                }
+                Ok(r) if r.status().as_u16() == 503 && attempt < 5 => {
+                    // Safe to retry: event_id makes the post idempotent.
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    tracing::error!(%status, body, "ingest refused a batch");
+                    *failed += n;
+                    break;
+                }
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!("POST failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!("POST failed: {e}");
+                    *failed += n;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub fn percentile(xs: &mut [f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let i = ((xs.len() as f64 - 1.0) * q).round() as usize;
+    xs[i]
+}
+
+pub mod measure {
+    //! Notification latency as a client sees it: a CEO WebSocket per tenant, and for each
+    //! `notification` frame the time from the notification's `created_at` (the deadline for
+    //! unanswered conversations; the causing event's time for hot leads) to the frame's arrival.
+
+    use super::*;
+    use futures::StreamExt;
+    use tokio::task::JoinHandle;
+
+    pub struct Measurer {
+        tasks: Vec<JoinHandle<Vec<(String, f64)>>>,
+        stop: tokio_util::sync::CancellationToken,
+    }
+
+    impl Measurer {
+        pub async fn connect(config: &Config, args: &Args) -> Result<Measurer> {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let mut tasks = Vec::new();
+            let base = args
+                .target
+                .replacen("http://", "ws://", 1)
+                .replacen("https://", "wss://", 1);
+            for t in 1..=args.tenants {
+                let token = vigia_gateway::issue_token(
+                    &config.gateway.jwt_secret,
+                    Generator::ceo_id(t),
+                    t,
+                    vigia_schemas::Role::Ceo,
+                    Duration::from_secs(24 * 3600),
+                );
+                let url = format!("{}/ws?token={token}", base.trim_end_matches('/'));
+                let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                    .await
+                    .with_context(|| format!("cannot open the CEO WebSocket at {base}/ws"))?;
+                let stop = stop.clone();
+                let show = args.show;
+                tasks.push(tokio::spawn(async move {
+                    let (_, mut read) = ws.split();
+                    let mut seen = Vec::new();
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            msg = read.next() => {
+                                let Some(Ok(msg)) = msg else { break };
+                                let now = Utc::now();
+                                let Ok(text) = msg.into_text() else { continue };
+                                let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                                if v["type"] != "notification" { continue }
+                                let n = if v["notification"].is_object() { &v["notification"] } else { &v["data"] };
+                                let (Some(kind), Some(created)) = (n["type"].as_str(), n["created_at"].as_str()) else { continue };
+                                let Ok(created) = created.parse::<DateTime<Utc>>() else { continue };
+                                let ms = (now - created).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+                                if show {
+                                    println!(
+                                        "[tenant {t}] {:<8} {:<24} {} — {} ({ms:.0} ms after its time)",
+                                        n["priority"].as_str().unwrap_or(""),
+                                        kind,
+                                        n["title"].as_str().unwrap_or(""),
+                                        n["message"].as_str().unwrap_or(""),
+                                    );
+                                }
+                                seen.push((kind.to_string(), ms));
+                            }
+                        }
+                    }
+                    seen
+                }));
+            }
+            Ok(Measurer { tasks, stop })
+        }
+
+        pub async fn finish(self) -> Value {
+            self.stop.cancel();
+            let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for t in self.tasks {
+                for (k, ms) in t.await.unwrap_or_default() {
+                    by_kind.entry(k).or_default().push(ms);
+                }
+            }
+            let mut out = serde_json::Map::new();
+            for (k, mut xs) in by_kind {
+                out.insert(
+                    k,
+                    json!({"count": xs.len(), "p50_ms": percentile(&mut xs, 0.5),
+                           "p99_ms": percentile(&mut xs, 0.99),
+                           "max_ms": xs.iter().cloned().fold(f64::NAN, f64::max)}),
+                );
+            }
+            Value::Object(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["x"];
+        v.extend_from_slice(extra);
+        Wrap::parse_from(v).args
+    }
+
+    fn all(args: Args) -> Vec<Delivery> {
+        let start = "2026-03-01T12:00:00Z".parse().unwrap();
+        let mut g = Generator::new(args, start).unwrap();
+        std::iter::from_fn(|| g.next_delivery()).collect()
+    }
+
+    #[test]
+    fn same_seed_same_stream_other_seed_other_stream() {
+        let a = all(args(&["--duration", "120s", "--rate", "50"]));
+        let b = all(args(&["--duration", "120s", "--rate", "50"]));
+        let c = all(args(&["--duration", "120s", "--rate", "50", "--seed", "7"]));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn every_generated_event_is_valid_and_deliveries_are_ordered() {
+        let d = all(args(&["--duration", "300s", "--rate", "40"]));
+        assert!(d.len() > 1000, "only {} events", d.len());
+        for w in d.windows(2) {
+            assert!(w[0].deliver_at <= w[1].deliver_at);
+        }
+        for x in &d {
+            let e = vigia_schemas::Event::from_value(x.event.clone())
+                .unwrap_or_else(|e| panic!("{:?}: {e:?}", x.event));
+            assert_eq!(e.tenant_id, x.tenant_id);
+        }
+    }
+
+    #[test]
+    fn the_rate_is_roughly_respected_and_misbehaviours_happen() {
+        let d = all(args(&["--duration", "600s", "--rate", "30"]));
+        let rate = d.len() as f64 / 600.0;
+        assert!((15.0..60.0).contains(&rate), "rate {rate}");
+        let ids: Vec<&str> = d
+            .iter()
+            .map(|x| x.event["event_id"].as_str().unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<&&str> = ids.iter().collect();
+        assert!(distinct.len() < ids.len(), "no duplicates were generated");
+        let reordered = d
+            .iter()
+            .filter(|x| {
+                let occ: DateTime<Utc> = x.event["occurred_at"].as_str().unwrap().parse().unwrap();
+                x.deliver_at - occ >= chrono::Duration::seconds(60)
+            })
+            .count();
+        assert!(reordered > 0, "no late events were generated");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let start = Utc::now();
+        assert!(Generator::new(args(&["--tenants", "0"]), start).is_err());
+        assert!(Generator::new(args(&["--rate", "0"]), start).is_err());
+        assert!(Generator::new(args(&["--reply-min", "2m", "--reply-max", "1m"]), start).is_err());
+    }
+}
