@@ -16,49 +16,72 @@ async fn killing_the_sink_mid_stream_neither_loses_nor_duplicates_rows() {
     let _process = ns.spawn("process");
     let mut sink = Some(ns.spawn("sink"));
 
-    // 60 requests of 25 conversations: question + reply each, every 7th request posted twice.
+    // 60 requests of 25 conversations (question + reply each), every 7th request posted twice,
+    // posted steadily while the sink is killed twice.
     let t0 = now() - chrono::Duration::minutes(10);
-    let mut distinct = 0u64;
-    let mut pairs = 0u64;
-    let mut sink_restarts = 0;
-    for batch in 0..60u64 {
-        let mut events = Vec::new();
-        for i in 0..25u64 {
-            let conv = format!("c-{batch}-{i}");
-            let at = t0 + chrono::Duration::milliseconds((batch * 25 + i) as i64 * 100);
-            events.push(event(
-                "message.received",
-                1,
-                at,
-                json!({"conversation_id": conv, "channel": "whatsapp", "seller_id": 1010}),
-            ));
-            events.push(event(
-                "message.sent",
-                1,
-                at + chrono::Duration::seconds(30),
-                json!({"conversation_id": conv, "seller_id": 1010}),
-            ));
-            distinct += 2;
-            pairs += 1;
-        }
-        let body = json!(events);
-        post_ok(&ingest, 1, &body).await;
-        if batch % 7 == 0 {
-            post_ok(&ingest, 1, &body).await;
-        }
-        if batch == 20 || batch == 40 {
-            // Let the sink get some rows in, then kill it without warning, mid-batch.
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            let mut s = sink.take().unwrap();
-            s.kill9();
-            sink_restarts += 1;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            sink = Some(ns.spawn("sink"));
-        } else {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+    let distinct = 60 * 25 * 2u64;
+    let pairs = 60 * 25u64;
+    let poster = {
+        let url = ingest.url("/v1/events");
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for batch in 0..60u64 {
+                let mut events = Vec::new();
+                for i in 0..25u64 {
+                    let conv = format!("c-{batch}-{i}");
+                    let at = t0 + chrono::Duration::milliseconds((batch * 25 + i) as i64 * 100);
+                    events.push(event(
+                        "message.received",
+                        1,
+                        at,
+                        json!({"conversation_id": conv, "channel": "whatsapp", "seller_id": 1010}),
+                    ));
+                    events.push(event(
+                        "message.sent",
+                        1,
+                        at + chrono::Duration::seconds(30),
+                        json!({"conversation_id": conv, "seller_id": 1010}),
+                    ));
+                }
+                let times = if batch % 7 == 0 { 2 } else { 1 };
+                for _ in 0..times {
+                    let r = client
+                        .post(&url)
+                        .header("X-API-Key", "key-t1")
+                        .json(&events)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 202);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    // Twice: wait until the running sink is writing, then kill it without warning and start
+    // another. The stream keeps flowing meanwhile.
+    let mut seen = 0;
+    for _ in 0..2 {
+        seen = eventually(Duration::from_secs(60), u64::MAX, || async {
+            let n = ch_count(&db, "events", "").await;
+            if n > seen + 100 {
+                u64::MAX
+            } else {
+                n
+            }
+        })
+        .await;
+        assert_eq!(seen, u64::MAX, "the sink made no progress");
+        seen = ch_count(&db, "events", "").await;
+        assert!(
+            seen < distinct,
+            "the stream ended before the sink could be killed"
+        );
+        sink.take().unwrap().kill9();
+        sink = Some(ns.spawn("sink"));
     }
-    assert_eq!(sink_restarts, 2);
+    poster.await.unwrap();
 
     let within = Duration::from_secs(60);
     let got = eventually(within, distinct, || ch_count(&db, "events", "")).await;

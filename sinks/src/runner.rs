@@ -365,6 +365,10 @@ impl Sink {
         let mut consumer_config = kafka.clone();
         consumer_config
             .set("group.id", &cfg.group_id)
+            // A member that dies without leaving (kill -9) holds its partitions until its session
+            // times out: librdkafka's 45 s default would stall a restarted stage that long.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
