@@ -240,9 +240,12 @@ pub fn token(user: u64, tenant: u64, role: vigia_schemas::Role) -> String {
     vigia_gateway::issue_token(SECRET, user, tenant, role, Duration::from_secs(3600))
 }
 
+/// A frame and when it arrived.
+pub type Frame = (chrono::DateTime<chrono::Utc>, Value);
+
 /// A WebSocket client of the gateway that records every frame with its arrival time.
 pub struct WsClient {
-    pub frames: std::sync::Arc<std::sync::Mutex<Vec<(chrono::DateTime<chrono::Utc>, Value)>>>,
+    pub frames: std::sync::Arc<std::sync::Mutex<Vec<Frame>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
