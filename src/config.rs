@@ -142,6 +142,12 @@ impl Config {
         if let Some(v) = get("VIGIA_CLICKHOUSE_DATABASE") {
             self.clickhouse.database = v;
         }
+        if let Some(v) = get("VIGIA_CLICKHOUSE_USER") {
+            self.clickhouse.user = v;
+        }
+        if let Some(v) = get("VIGIA_CLICKHOUSE_PASSWORD") {
+            self.clickhouse.password = v;
+        }
         if let Some(v) = get("VIGIA_DATABASE_URL") {
             self.gateway.database_url = v;
         }
@@ -307,6 +313,31 @@ mod tests {
         assert_eq!(c.ingest.api_keys.len(), 3);
         assert_eq!(c.clickhouse.group_id, "vigia.sink");
         assert_eq!(c.processors.group_id, "vigia.processors");
+    }
+
+    /// The production compose file may only use variables the binary reads (VIGIA_IMAGE is
+    /// compose's own: the image tag).
+    #[test]
+    fn every_variable_of_the_compose_file_is_read() {
+        let compose = include_str!("../docker/compose.yaml");
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::default()
+            .apply_env(|k| {
+                read.borrow_mut().insert(k.to_string());
+                None
+            })
+            .unwrap();
+        let read = read.into_inner();
+        let mut used: Vec<&str> = compose
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .filter(|w| w.starts_with("VIGIA_") && *w != "VIGIA_IMAGE")
+            .collect();
+        used.sort();
+        used.dedup();
+        assert!(used.len() >= 8, "compose uses only {used:?}");
+        for v in used {
+            assert!(read.contains(v), "docker/compose.yaml uses {v}, which vigia never reads");
+        }
     }
 
     #[test]

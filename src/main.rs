@@ -310,3 +310,25 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand the production compose file runs exists in the CLI.
+    #[test]
+    fn every_compose_command_is_a_subcommand() {
+        let compose = include_str!("../docker/compose.yaml");
+        let mut found = 0;
+        for line in compose.lines() {
+            let Some(rest) = line.trim().strip_prefix("command: [\"") else {
+                continue;
+            };
+            let sub = rest.split('"').next().unwrap();
+            Cli::try_parse_from(["vigia", sub])
+                .unwrap_or_else(|e| panic!("compose runs `vigia {sub}`: {e}"));
+            found += 1;
+        }
+        assert_eq!(found, 5, "expected migrate, ingest, process, sink, gateway");
+    }
+}

@@ -91,13 +91,6 @@ async fn create_topics(topics: &Topics) {
     panic!("topics did not appear in the broker's metadata");
 }
 
-/// Best effort: the broker keeps test topics in memory otherwise.
-async fn delete_topics(topics: &Topics) {
-    let admin: AdminClient<DefaultClientContext> = base().create().unwrap();
-    let _ = admin
-        .delete_topics(&topics.all(), &AdminOptions::new())
-        .await;
-}
 
 async fn produce(topic: &str, events: &[Event]) {
     let producer: FutureProducer = base().set("acks", "all").create().unwrap();
@@ -412,7 +405,8 @@ async fn an_unanswered_conversation_is_notified_at_its_deadline_on_an_idle_strea
     stop.cancel();
     handle.await.unwrap();
     collector.close().await;
-    delete_topics(&topics).await;
+    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
+    // local broker starts empty at each `services.sh up` anyway.
 }
 
 /// What the engine gives for `events`, by id: fed in production order (each tenant's events are
@@ -588,7 +582,8 @@ async fn after_a_crash_and_a_restart_nothing_is_lost_and_no_new_id_appears() {
     assert!(!after.is_empty());
     assert!(of(&seen, &topics.dead_letters).is_empty());
     collector.close().await;
-    delete_topics(&topics).await;
+    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
+    // local broker starts empty at each `services.sh up` anyway.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,5 +654,6 @@ async fn two_instances_give_the_outputs_of_one() {
         assert_eq!(s.value, expected[&id]);
     }
     collector.close().await;
-    delete_topics(&topics).await;
+    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
+    // local broker starts empty at each `services.sh up` anyway.
 }

@@ -69,16 +69,6 @@ async fn create_topics(topics: &Topics, partitions: i32) {
     }
 }
 
-/// Best-effort clean-up of a test's topics.
-async fn delete_topics(topics: &Topics) {
-    let admin: AdminClient<DefaultClientContext> = kafka_config().create().expect("admin client");
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let _ = tokio::time::timeout(
-        Duration::from_secs(20),
-        admin.delete_topics(&topics.all(), &options),
-    )
-    .await;
-}
 
 async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &str) {
     producer
@@ -240,7 +230,8 @@ async fn records_reach_clickhouse_once_across_duplicates_restarts_and_replays() 
     assert_eq!(db.count_and_unique("events", "event_id").await, (61, 61));
     assert_eq!(db.count_and_unique("notifications", "id").await, (1, 1));
     assert_eq!(db.count_and_unique("dead_letters", "id").await, (1, 1));
-    delete_topics(&topics).await;
+    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
+    // local broker starts empty at each `services.sh up` anyway.
 }
 
 /// Whether `group` has committed, on every partition of `topic` that holds records, the
@@ -378,7 +369,8 @@ async fn a_clickhouse_outage_pauses_consumption_and_loses_nothing() {
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    delete_topics(&topics).await;
+    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
+    // local broker starts empty at each `services.sh up` anyway.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,5 +433,6 @@ async fn members_joining_and_leaving_the_group_write_each_row_once() {
     stop_b.cancel();
     b.await.unwrap().unwrap();
     assert_eq!(db.count_and_unique("events", "event_id").await, (600, 600));
-    delete_topics(&topics).await;
+    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
+    // local broker starts empty at each `services.sh up` anyway.
 }
