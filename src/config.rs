@@ -336,7 +336,10 @@ mod tests {
         used.dedup();
         assert!(used.len() >= 8, "compose uses only {used:?}");
         for v in used {
-            assert!(read.contains(v), "docker/compose.yaml uses {v}, which vigia never reads");
+            assert!(
+                read.contains(v),
+                "docker/compose.yaml uses {v}, which vigia never reads"
+            );
         }
     }
 

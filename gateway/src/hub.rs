@@ -10,13 +10,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigia_schemas::{TenantId, UserId};
 
-use crate::audience::{can_see, Viewer};
+use crate::audience::{can_see, sees_whole_tenant, Viewer};
 use crate::inbox::StoredNotification;
 use crate::metrics::Metrics;
+use crate::preferences::{should_push, Preferences};
 
 pub(crate) type ConnectionId = u64;
 
@@ -26,10 +28,14 @@ pub(crate) enum Outbound {
     Notification(Arc<StoredNotification>),
     /// The user's read state changed elsewhere (another connection, REST): recount.
     UnreadCountChanged,
+    /// Live metrics of the tenant (CEO/manager connections only).
+    Metrics(Arc<serde_json::Value>),
 }
 
 struct Connection {
     viewer: Viewer,
+    /// The user's preferences, applied at push time.
+    prefs: Arc<Preferences>,
     tx: mpsc::Sender<Outbound>,
     kicked: CancellationToken,
 }
@@ -84,8 +90,14 @@ impl Hub {
         }
     }
 
-    /// Registers a connection of `viewer` with a queue of `queue` frames.
-    pub(crate) fn register(&self, viewer: Viewer, queue: usize) -> Subscription {
+    /// Registers a connection of `viewer`, whose preferences are `prefs`, with a queue of
+    /// `queue` frames.
+    pub(crate) fn register(
+        &self,
+        viewer: Viewer,
+        prefs: Preferences,
+        queue: usize,
+    ) -> Subscription {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(queue.max(1));
         let kicked = CancellationToken::new();
@@ -99,6 +111,7 @@ impl Hub {
                 id,
                 Connection {
                     viewer,
+                    prefs: Arc::new(prefs),
                     tx,
                     kicked: kicked.clone(),
                 },
@@ -116,8 +129,10 @@ impl Hub {
         }
     }
 
-    /// Queues `stored` for every connection of its tenant allowed to see it. Returns how many.
-    pub(crate) fn push(&self, stored: Arc<StoredNotification>) -> usize {
+    /// Queues `stored` for every connection of its tenant allowed to see it whose user's
+    /// preferences let it through at `now`; the connections that may see it but muted it only
+    /// hear that their unread count changed. Returns how many got the notification.
+    pub(crate) fn push(&self, stored: Arc<StoredNotification>, now: DateTime<Utc>) -> usize {
         let n = &stored.notification;
         let tenants = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner());
         let Some(connections) = tenants.get(&n.tenant_id) else {
@@ -125,14 +140,52 @@ impl Hub {
         };
         let mut reached = 0;
         for (id, conn) in connections {
-            if can_see(&conn.viewer, n.tenant_id, &n.audience)
-                && self.offer(*id, conn, Outbound::Notification(stored.clone()))
-            {
+            if !can_see(&conn.viewer, n.tenant_id, &n.audience) {
+                continue;
+            }
+            if !should_push(&conn.prefs, n, now) {
+                self.inner.metrics.muted.inc();
+                self.offer(*id, conn, Outbound::UnreadCountChanged);
+            } else if self.offer(*id, conn, Outbound::Notification(stored.clone())) {
                 reached += 1;
             }
         }
         self.inner.metrics.pushed.inc_by(reached as u64);
         reached
+    }
+
+    /// Queues `metrics` for the CEO/manager connections of `tenant_id`. Returns how many.
+    pub(crate) fn push_metrics(
+        &self,
+        tenant_id: TenantId,
+        metrics: Arc<serde_json::Value>,
+    ) -> usize {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let Some(connections) = tenants.get(&tenant_id) else {
+            return 0;
+        };
+        connections
+            .iter()
+            .filter(|(_, conn)| sees_whole_tenant(conn.viewer.role))
+            .filter(|(id, conn)| self.offer(**id, conn, Outbound::Metrics(metrics.clone())))
+            .count()
+    }
+
+    /// Applies `prefs` to every open connection of that user.
+    pub(crate) fn set_preferences(&self, tenant_id: TenantId, user_id: UserId, prefs: Preferences) {
+        let prefs = Arc::new(prefs);
+        let mut tenants = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(connections) = tenants.get_mut(&tenant_id) {
+            for conn in connections.values_mut() {
+                if conn.viewer.user_id == user_id {
+                    conn.prefs = prefs.clone();
+                }
+            }
+        }
     }
 
     /// Tells `user_id`'s connections (except `except`) that their unread count changed.
@@ -206,6 +259,15 @@ mod tests {
         }
     }
 
+    /// Registers with the role's default preferences.
+    fn register(hub: &Hub, viewer: Viewer, queue: usize) -> Subscription {
+        hub.register(viewer, Preferences::for_role(viewer.role), queue)
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
     fn stored(tenant_id: TenantId, audience: Audience, sequence: i64) -> Arc<StoredNotification> {
         Arc::new(StoredNotification {
             sequence,
@@ -240,13 +302,16 @@ mod tests {
     #[test]
     fn pushes_follow_the_audience_rules() {
         let hub = hub();
-        let mut a = hub.register(viewer(1, 10, Role::Seller), 8);
-        let mut b = hub.register(viewer(1, 11, Role::Seller), 8);
-        let mut ceo = hub.register(viewer(1, 1, Role::Ceo), 8);
-        let mut other = hub.register(viewer(2, 10, Role::Ceo), 8);
-        assert_eq!(hub.push(stored(1, Audience::User { user_id: 10 }, 1)), 2);
+        let mut a = register(&hub, viewer(1, 10, Role::Seller), 8);
+        let mut b = register(&hub, viewer(1, 11, Role::Seller), 8);
+        let mut ceo = register(&hub, viewer(1, 1, Role::Ceo), 8);
+        let mut other = register(&hub, viewer(2, 10, Role::Ceo), 8);
         assert_eq!(
-            hub.push(stored(1, Audience::Role { role: Role::Seller }, 2)),
+            hub.push(stored(1, Audience::User { user_id: 10 }, 1), now()),
+            2
+        );
+        assert_eq!(
+            hub.push(stored(1, Audience::Role { role: Role::Seller }, 2), now()),
             3
         );
         assert_eq!(received(&mut a), vec![1, 2]);
@@ -258,35 +323,38 @@ mod tests {
     #[test]
     fn a_full_queue_kicks_only_that_connection() {
         let hub = hub();
-        let slow = hub.register(viewer(1, 10, Role::Seller), 2);
-        let mut fast = hub.register(viewer(1, 10, Role::Seller), 8);
+        let slow = register(&hub, viewer(1, 10, Role::Seller), 2);
+        let mut fast = register(&hub, viewer(1, 10, Role::Seller), 8);
         for seq in 1..=3 {
-            hub.push(stored(1, Audience::User { user_id: 10 }, seq));
+            hub.push(stored(1, Audience::User { user_id: 10 }, seq), now());
             received(&mut fast);
         }
         assert!(slow.kicked.is_cancelled());
         assert!(!fast.kicked.is_cancelled());
-        hub.push(stored(1, Audience::User { user_id: 10 }, 4));
+        hub.push(stored(1, Audience::User { user_id: 10 }, 4), now());
         assert_eq!(received(&mut fast), vec![4]);
     }
 
     #[test]
     fn dropping_the_registration_unregisters() {
         let hub = hub();
-        let a = hub.register(viewer(1, 10, Role::Seller), 8);
-        let _b = hub.register(viewer(2, 10, Role::Seller), 8);
+        let a = register(&hub, viewer(1, 10, Role::Seller), 8);
+        let _b = register(&hub, viewer(2, 10, Role::Seller), 8);
         assert_eq!(hub.connection_count(), 2);
         drop(a);
         assert_eq!(hub.connection_count(), 1);
-        assert_eq!(hub.push(stored(1, Audience::User { user_id: 10 }, 1)), 0);
+        assert_eq!(
+            hub.push(stored(1, Audience::User { user_id: 10 }, 1), now()),
+            0
+        );
     }
 
     #[test]
     fn count_changes_reach_the_users_other_connections() {
         let hub = hub();
-        let mut phone = hub.register(viewer(1, 10, Role::Seller), 8);
-        let mut laptop = hub.register(viewer(1, 10, Role::Seller), 8);
-        let mut colleague = hub.register(viewer(1, 11, Role::Seller), 8);
+        let mut phone = register(&hub, viewer(1, 10, Role::Seller), 8);
+        let mut laptop = register(&hub, viewer(1, 10, Role::Seller), 8);
+        let mut colleague = register(&hub, viewer(1, 11, Role::Seller), 8);
         hub.unread_changed(1, 10, Some(phone.id));
         assert!(phone.rx.try_recv().is_err());
         assert!(matches!(
@@ -294,5 +362,49 @@ mod tests {
             Ok(Outbound::UnreadCountChanged)
         ));
         assert!(colleague.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn muted_connections_only_hear_that_the_count_changed() {
+        let hub = hub();
+        let mut seller = register(&hub, viewer(1, 10, Role::Seller), 8);
+        let mut secretary = register(&hub, viewer(1, 20, Role::Secretary), 8);
+        // Hot leads are not among a secretary's default types.
+        let n = stored(
+            1,
+            Audience::Role {
+                role: Role::Secretary,
+            },
+            1,
+        );
+        assert_eq!(hub.push(n, now()), 0);
+        assert!(matches!(
+            secretary.rx.try_recv(),
+            Ok(Outbound::UnreadCountChanged)
+        ));
+        assert!(seller.rx.try_recv().is_err(), "not in the audience at all");
+
+        let all_types = Preferences::for_role(Role::Ceo);
+        hub.set_preferences(1, 20, all_types);
+        let n = stored(
+            1,
+            Audience::Role {
+                role: Role::Secretary,
+            },
+            2,
+        );
+        assert_eq!(hub.push(n, now()), 1);
+        assert_eq!(received(&mut secretary), vec![2]);
+
+        let off = Preferences {
+            push: false,
+            ..Preferences::for_role(Role::Seller)
+        };
+        hub.set_preferences(1, 10, off);
+        assert_eq!(
+            hub.push(stored(1, Audience::User { user_id: 10 }, 3), now()),
+            0
+        );
+        assert!(received(&mut seller).is_empty());
     }
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use vigia_schemas::{Audience, Notification};
 
 use crate::audience::{role_name, sees_whole_tenant, Viewer};
+use crate::preferences::{known_fields_only, Preferences};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -85,6 +86,8 @@ struct Statements {
     mark_read: &'static str,
     list: &'static str,
     since: &'static str,
+    get_preferences: &'static str,
+    put_preferences: &'static str,
 }
 
 // Parameters shared by every per-user statement: $1 tenant id, $2 1 if the viewer sees the whole
@@ -131,6 +134,10 @@ const SQLITE: Statements = Statements {
                 ON CONFLICT (tenant_id, user_id, notification_seq) DO NOTHING",
     list: concat!(page!("n.payload"), " AND n.seq < $5 ORDER BY n.seq DESC LIMIT $6"),
     since: concat!(page!("n.payload"), " AND n.seq > $5 ORDER BY n.seq ASC LIMIT $6"),
+    get_preferences: "SELECT preferences FROM user_preferences WHERE tenant_id = $1 AND user_id = $2",
+    put_preferences: "INSERT INTO user_preferences (tenant_id, user_id, preferences, updated_at) \
+                      VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_id) DO UPDATE \
+                      SET preferences = excluded.preferences, updated_at = excluded.updated_at",
 };
 
 const POSTGRES: Statements = Statements {
@@ -148,6 +155,11 @@ const POSTGRES: Statements = Statements {
                 ON CONFLICT (tenant_id, user_id, notification_seq) DO NOTHING",
     list: concat!(page!("n.payload::text"), " AND n.seq < $5 ORDER BY n.seq DESC LIMIT $6"),
     since: concat!(page!("n.payload::text"), " AND n.seq > $5 ORDER BY n.seq ASC LIMIT $6"),
+    get_preferences: "SELECT preferences::text AS preferences FROM user_preferences \
+                      WHERE tenant_id = $1 AND user_id = $2",
+    put_preferences: "INSERT INTO user_preferences (tenant_id, user_id, preferences, updated_at) \
+                      VALUES ($1, $2, $3::jsonb, $4::timestamptz) ON CONFLICT (tenant_id, user_id) \
+                      DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at",
 };
 
 const UNREAD_COUNT: &str = concat!(
@@ -460,6 +472,59 @@ impl Inbox {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(stored_from_row).collect()
+    }
+}
+
+impl Inbox {
+    /// `v`'s effective preferences: what they saved, else their role's defaults. A stored row
+    /// that no longer validates (written by another version) falls back to the defaults for
+    /// the fields that fail, with a warning.
+    pub async fn preferences(&self, v: &Viewer) -> Result<Preferences, InboxError> {
+        let defaults = Preferences::for_role(v.role);
+        let row = sqlx::query(self.sql().get_preferences)
+            .bind(db_id(v.tenant_id)?)
+            .bind(db_id(v.user_id)?)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(defaults);
+        };
+        let text: String = row.try_get("preferences")?;
+        let stored: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let stored = known_fields_only(&stored);
+        match defaults.updated(&stored) {
+            Ok(prefs) => Ok(prefs),
+            Err(errors) => {
+                tracing::warn!(
+                    tenant_id = v.tenant_id,
+                    user_id = v.user_id,
+                    ?errors,
+                    "stored preferences do not validate; using the valid fields only"
+                );
+                let mut prefs = defaults;
+                if let Some(fields) = stored.as_object() {
+                    for (name, value) in fields {
+                        let one = serde_json::json!({ name.clone(): value.clone() });
+                        if let Ok(p) = prefs.updated(&one) {
+                            prefs = p;
+                        }
+                    }
+                }
+                Ok(prefs)
+            }
+        }
+    }
+
+    /// Saves `prefs` as `v`'s preferences (whole).
+    pub async fn set_preferences(&self, v: &Viewer, prefs: &Preferences) -> Result<(), InboxError> {
+        sqlx::query(self.sql().put_preferences)
+            .bind(db_id(v.tenant_id)?)
+            .bind(db_id(v.user_id)?)
+            .bind(prefs.to_json().to_string())
+            .bind(now_text())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -4,23 +4,33 @@
 //!
 //! What it does:
 //! - **Auth** ([`auth`]): JWT HS256 with claims `sub` (user id), `tenant_id`, `role`, `exp`;
-//!   `Authorization: Bearer <jwt>`, or `?token=<jwt>` on `/ws`. [`issue_token`] mints tokens
+//!   `Authorization: Bearer <jwt>`, or `?token=<jwt>` on `/ws` and Socket.IO, or the Socket.IO
+//!   handshake's `auth: {token}`. [`issue_token`] mints tokens
 //!   (for `vigia token` and tests).
 //! - **Audience rules** ([`can_see`]): a seller sees what is addressed to them, everyone sees what
 //!   is addressed to their role, CEO/manager see all of their tenant, nobody sees another tenant.
 //! - **Inbox** ([`Inbox`]): SQLite (default) or PostgreSQL through sqlx; insert-if-new keyed by the
 //!   notification's deterministic id, unread counts, mark read / read all / clear, newest-first
 //!   pages and "everything after sequence N" for clients that reconnect.
-//! - **Hub**: connections grouped per tenant, each with a bounded queue; a client whose queue is
-//!   full is disconnected ("too slow") instead of slowing anybody else. The hub knows nothing of
-//!   the wire protocol, so Socket.IO can be added later as a second transport over it.
-//! - **Transports**: the plain WebSocket `/ws` (protocol in [`protocol`]) and the REST inbox
+//! - **Preferences** ([`preferences`]): per user — enabled types, minimum priority, quiet hours
+//!   and work days in the user's time zone, push/e-mail — with role defaults; stored in the
+//!   inbox database, `GET|PUT /v1/preferences`. [`should_push`] decides at push time; muted
+//!   notifications stay in the inbox (and the unread count) but are not pushed live.
+//! - **Hub**: connections grouped per tenant, each with a bounded queue and its user's
+//!   preferences; a client whose queue is full is disconnected ("too slow") instead of slowing
+//!   anybody else. The hub knows nothing of the wire protocols.
+//! - **Transports**: the plain WebSocket `/ws` (protocol in [`protocol`]), Socket.IO v4 at
+//!   `/socket.io/` (websocket and long-polling; events in `socketio.rs`), both driving the same
+//!   session logic (`session.rs`: unread counts, catch-up, mark read); and the REST inbox
 //!   `/v1/notifications*`.
+//! - **Live metrics** ([`Gateway::publish_metrics`]): to CEO/manager connections, at most once
+//!   per second per tenant (coalesced, latest wins).
 //! - **Kafka consumer** of the `notifications` topic: decode, insert if new, push if new, commit.
 //!
-//! What it does not: produce notifications (the processors do), serve `/health` or `/metrics`
-//! (the root binary does, using [`Gateway::ready`] and the registry passed to
-//! [`Gateway::start`]), Socket.IO, user preferences and the `metrics` frame (later issues).
+//! What it does not: produce notifications (the processors do) or compute metrics (whoever
+//! calls [`Gateway::publish_metrics`] does), send e-mail (the `email` preference is only
+//! stored), serve `/health` or `/metrics` (the root binary does, using [`Gateway::ready`] and
+//! the registry passed to [`Gateway::start`]).
 //!
 //! ## Withdrawals
 //! A notification with `withdraws: Some(id)` (e.g. "the conversation was answered") resolves the
@@ -41,8 +51,12 @@ mod consumer;
 mod hub;
 mod inbox;
 mod metrics;
+pub mod preferences;
 pub mod protocol;
 mod rest;
+mod session;
+mod socketio;
+mod throttle;
 mod ws;
 
 use std::sync::Arc;
@@ -56,10 +70,14 @@ use vigia_schemas::{Notification, Topics};
 pub use audience::{can_see, sees_whole_tenant, Viewer};
 pub use auth::{issue_token, AuthError, Principal, TokenVerifier};
 pub use inbox::{Inbox, InboxError, Inserted, StoredNotification};
+pub use preferences::{should_push, Preferences, QuietHours};
 pub use vigia_schemas::Role;
 
 use hub::Hub;
 use metrics::Metrics;
+
+/// Live metrics are pushed at most this often per tenant.
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The gateway's section of the configuration (`[gateway]` in the root binary's TOML).
 #[derive(Clone, Deserialize)]
@@ -146,6 +164,8 @@ pub enum GatewayError {
 /// What the transports and the consumer share.
 pub(crate) struct Shared {
     pub(crate) cfg: Config,
+    /// Metrics pushes, at most one per second per tenant.
+    pub(crate) metrics_throttle: std::sync::Mutex<throttle::Throttle<serde_json::Value>>,
     pub(crate) verifier: TokenVerifier,
     pub(crate) inbox: Inbox,
     pub(crate) hub: Hub,
@@ -158,6 +178,8 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
+    /// The Socket.IO routes (their service holds the Socket.IO server's state).
+    socketio: axum::Router,
 }
 
 impl Gateway {
@@ -194,6 +216,7 @@ impl Gateway {
         let inbox = Inbox::connect(&cfg.database_url).await?;
         let metrics = Metrics::register(registry);
         let shared = Shared {
+            metrics_throttle: std::sync::Mutex::new(throttle::Throttle::new(METRICS_INTERVAL)),
             verifier: TokenVerifier::new(&cfg.jwt_secret),
             hub: Hub::new(metrics.clone()),
             inbox,
@@ -201,12 +224,13 @@ impl Gateway {
             cfg,
             shutdown,
         };
-        Ok(Gateway {
-            shared: Arc::new(shared),
-        })
+        let shared = Arc::new(shared);
+        let (socketio, _io) = socketio::build(shared.clone());
+        Ok(Gateway { shared, socketio })
     }
 
-    /// `/ws` and `/v1/notifications*`, ready to be merged into the root binary's router.
+    /// `/ws`, `/socket.io/`, `/v1/notifications*` and `/v1/preferences`, ready to be merged
+    /// into the root binary's router.
     pub fn router(&self) -> axum::Router {
         use axum::routing::{get, post};
         axum::Router::new()
@@ -215,7 +239,12 @@ impl Gateway {
             .route("/v1/notifications/count", get(rest::count))
             .route("/v1/notifications/read-all", post(rest::read_all))
             .route("/v1/notifications/{id}/read", post(rest::read_one))
+            .route(
+                "/v1/preferences",
+                get(rest::get_preferences).put(rest::put_preferences),
+            )
             .with_state(self.shared.clone())
+            .merge(self.socketio.clone())
     }
 
     /// Whether the inbox database answers.
@@ -248,8 +277,55 @@ impl Gateway {
             withdrawn: false,
             notification,
         };
-        shared.hub.push(Arc::new(stored));
+        shared.hub.push(Arc::new(stored), Utc::now());
         Ok(true)
+    }
+
+    /// Pushes live metrics of `tenant_id` to its CEO/manager connections: `{"type":"metrics",
+    /// …fields of `metrics`}` on `/ws`, `metrics_update` with `metrics` on Socket.IO. At most
+    /// once per second per tenant: metrics published sooner are held back and only the latest
+    /// is sent when the second is over. A non-object is sent as `{"metrics": <value>}`; a
+    /// `type` field is dropped (it is the frame's).
+    pub fn publish_metrics(&self, tenant_id: vigia_schemas::TenantId, metrics: serde_json::Value) {
+        use throttle::Decision;
+        let metrics = match metrics {
+            serde_json::Value::Object(mut fields) => {
+                fields.remove("type");
+                serde_json::Value::Object(fields)
+            }
+            other => serde_json::json!({ "metrics": other }),
+        };
+        let now = tokio::time::Instant::now();
+        let decision = self
+            .shared
+            .metrics_throttle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .offer(tenant_id, metrics, now);
+        match decision {
+            Decision::Send(metrics) => {
+                self.shared.hub.push_metrics(tenant_id, Arc::new(metrics));
+            }
+            Decision::Schedule { at } => {
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = shared.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep_until(at) => {
+                            let due = shared
+                                .metrics_throttle
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .take_due(tenant_id, tokio::time::Instant::now());
+                            if let Some(metrics) = due {
+                                shared.hub.push_metrics(tenant_id, Arc::new(metrics));
+                            }
+                        }
+                    }
+                });
+            }
+            Decision::Coalesced => {}
+        }
     }
 
     /// The inbox behind this gateway.

@@ -14,6 +14,7 @@ pub(crate) struct Metrics {
     pub(crate) stored: Counter,
     pub(crate) duplicates: Counter,
     pub(crate) undecodable: Counter,
+    pub(crate) muted: Counter,
 }
 
 impl Metrics {
@@ -28,10 +29,11 @@ impl Metrics {
             stored: Counter::default(),
             duplicates: Counter::default(),
             undecodable: Counter::default(),
+            muted: Counter::default(),
         };
         registry.register(
             "vigia_gateway_connections",
-            "Open WebSocket connections",
+            "Open live connections (/ws and Socket.IO)",
             m.connections.clone(),
         );
         registry.register(
@@ -63,6 +65,12 @@ impl Metrics {
             "vigia_gateway_notifications_undecodable",
             "Records of the notifications topic that are not a notification (skipped)",
             m.undecodable.clone(),
+        );
+        registry.register(
+            "vigia_gateway_notifications_muted",
+            "Live pushes skipped because of the user's preferences (one per connection; the \
+             notification stays in the inbox)",
+            m.muted.clone(),
         );
         m
     }

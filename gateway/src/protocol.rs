@@ -10,6 +10,8 @@
 //! - `{"type":"notification","sequence":17,"read":false,"withdrawn":false,"notification":{…}}` —
 //!   `notification` is the SPEC §4 JSON; `sequence` is the inbox's arrival order: reconnect with
 //!   `/ws?since=<last sequence seen>` to receive, before live ones, what you missed.
+//! - `{"type":"metrics", …}` — the fields of the tenant's live metrics of the tenant, to CEO/manager only, at
+//!   most once per second per tenant (the latest values win).
 //! - `{"type":"ping"}` every `ping_interval`; answer `{"type":"pong"}`.
 //! - `{"type":"error","message":"…"}` — a client frame was not understood or failed.
 //!
@@ -48,6 +50,11 @@ pub enum ServerFrame<'a> {
         /// Withdrawn by a later notification.
         withdrawn: bool,
         notification: &'a Notification,
+    },
+    /// Live metrics of the tenant (CEO/manager only), at most one per second.
+    Metrics {
+        #[serde(flatten)]
+        metrics: &'a serde_json::Map<String, serde_json::Value>,
     },
     Ping,
     Error {

@@ -9,10 +9,17 @@
 //! - `POST /v1/notifications/read-all` → `{"count": N}`.
 //! - `DELETE /v1/notifications` (clear: hide everything so far, and mark it read) → `{"count": N}`.
 //!
+//! - `GET /v1/preferences` → the caller's effective preferences (their saved ones, else their
+//!   role's defaults; shape in [`crate::preferences`]).
+//! - `PUT /v1/preferences` with any subset of the preference fields → the new effective
+//!   preferences, applied at once to the caller's open connections; or `400`
+//!   `{"errors": [{"field": "quiet_hours.start", "message": "…"}…]}` naming every invalid field.
+//!
 //! Every change is also announced to the user's open WebSockets (`unread_count`).
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -142,4 +149,41 @@ pub(crate) async fn clear(
         .hub
         .unread_changed(viewer.tenant_id, viewer.user_id, None);
     count_response(&shared, &viewer).await
+}
+
+pub(crate) async fn get_preferences(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+) -> Result<Response, Unavailable> {
+    let prefs = shared.inbox.preferences(&viewer).await?;
+    Ok(Json(prefs.to_json()).into_response())
+}
+
+pub(crate) async fn put_preferences(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+    body: Bytes,
+) -> Result<Response, Unavailable> {
+    let update: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                Json(json!({"errors": [{"field": "", "message": format!("invalid JSON: {e}")}]})),
+            )
+                .into_response())
+        }
+    };
+    let current = shared.inbox.preferences(&viewer).await?;
+    let prefs = match current.updated(&update) {
+        Ok(prefs) => prefs,
+        Err(errors) => {
+            return Ok((StatusCode::BAD_REQUEST, Json(json!({ "errors": errors }))).into_response())
+        }
+    };
+    shared.inbox.set_preferences(&viewer, &prefs).await?;
+    shared
+        .hub
+        .set_preferences(viewer.tenant_id, viewer.user_id, prefs.clone());
+    Ok(Json(prefs.to_json()).into_response())
 }

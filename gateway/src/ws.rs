@@ -23,14 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{bearer_token, AuthError, Principal};
 use crate::hub::{Outbound, Registration, Subscription};
-use crate::inbox::StoredNotification;
+use crate::inbox::{InboxError, StoredNotification};
 use crate::protocol::{parse_client_frame, ClientFrame, CloseReason, ServerFrame};
+use crate::session::{Deliver, Session, Transport};
 use crate::Shared;
 
 /// Client frames are tiny; anything bigger is not ours.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
-/// Page size of the `?since=` replay.
-const REPLAY_PAGE: u32 = 200;
 /// How long a close frame may take to get out (a kicked client may first have to drain what the
 /// server had already written).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,30 +76,27 @@ enum End {
 
 struct Connection {
     sink: SplitSink<WebSocket, Message>,
-    shared: Arc<Shared>,
     principal: Principal,
-    connection_id: u64,
+    ping_interval: Duration,
     kicked: CancellationToken,
     shutdown: CancellationToken,
 }
 
 async fn run(socket: WebSocket, shared: Arc<Shared>, principal: Principal, since: Option<i64>) {
     let (sink, mut stream) = socket.split();
+    let (mut session, subscription) = Session::open(shared.clone(), principal.viewer).await;
     let Subscription {
         id,
         mut rx,
         kicked,
         registration,
-    } = shared
-        .hub
-        .register(principal.viewer, shared.cfg.client_queue);
+    } = subscription;
     let mut conn = Connection {
         sink,
-        shutdown: shared.shutdown.clone(),
-        shared,
         principal,
-        connection_id: id,
+        ping_interval: shared.cfg.ping_interval,
         kicked,
+        shutdown: shared.shutdown.clone(),
     };
     tracing::debug!(
         connection = id,
@@ -108,7 +104,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, principal: Principal, since
         user_id = principal.viewer.user_id,
         "websocket connected"
     );
-    let end = conn.serve(&mut stream, &mut rx, since).await;
+    let end = conn.serve(&mut session, &mut stream, &mut rx, since).await;
     // Unregister before closing: nothing more is queued for a connection on its way out.
     drop::<Registration>(registration);
     if let End::Close(reason) = end {
@@ -132,14 +128,37 @@ fn remaining(until: SystemTime) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
+impl Transport for Connection {
+    type Error = End;
+
+    async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), End> {
+        self.send(&ServerFrame::Notification {
+            sequence: stored.sequence,
+            read: stored.read,
+            withdrawn: stored.withdrawn,
+            notification: &stored.notification,
+        })
+        .await
+    }
+
+    async fn send_unread_count(&mut self, count: u64) -> Result<(), End> {
+        self.send(&ServerFrame::UnreadCount { count }).await
+    }
+
+    fn inbox_failed(&self, _error: InboxError) -> End {
+        End::Close(CloseReason::InboxUnavailable)
+    }
+}
+
 impl Connection {
     async fn serve(
         &mut self,
+        session: &mut Session,
         stream: &mut SplitStream<WebSocket>,
         rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
         since: Option<i64>,
     ) -> End {
-        match self.serve_inner(stream, rx, since).await {
+        match self.serve_inner(session, stream, rx, since).await {
             Ok(()) => End::Gone,
             Err(end) => end,
         }
@@ -147,12 +166,13 @@ impl Connection {
 
     async fn serve_inner(
         &mut self,
+        session: &mut Session,
         stream: &mut SplitStream<WebSocket>,
         rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
         since: Option<i64>,
     ) -> Result<(), End> {
         let viewer = self.principal.viewer;
-        let ping_interval = self.shared.cfg.ping_interval;
+        let ping_interval = self.ping_interval;
         let token_expires = Instant::now() + remaining(self.principal.expires_at_time());
 
         self.send(&ServerFrame::ConnectionEstablished {
@@ -164,17 +184,14 @@ impl Connection {
             token_expires_at: DateTime::<Utc>::from(self.principal.expires_at_time()),
         })
         .await?;
-        self.send_unread_count().await?;
-
-        let replayed_through = match since {
-            Some(after) => Some(self.replay(after).await?),
-            None => None,
-        };
+        session.send_unread_count(self).await?;
+        if let Some(after) = since {
+            session.replay(after, self).await?;
+        }
 
         let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_pong = Instant::now();
-        let mut count_stale = false;
         loop {
             tokio::select! {
                 biased;
@@ -190,14 +207,15 @@ impl Connection {
                 outbound = rx.recv() => match outbound {
                     // The hub is gone: the gateway is shutting down.
                     None => return Err(End::Close(CloseReason::ShuttingDown)),
-                    Some(Outbound::Notification(stored)) => {
-                        if replayed_through.is_some_and(|through| stored.sequence <= through) {
-                            continue;
+                    Some(outbound) => match session.accept(outbound) {
+                        Deliver::Notification(stored) => self.send_notification(&stored).await?,
+                        Deliver::Metrics(metrics) => {
+                            if let Some(metrics) = metrics.as_object() {
+                                self.send(&ServerFrame::Metrics { metrics }).await?
+                            }
                         }
-                        self.send_notification(&stored).await?;
-                        count_stale = true;
-                    }
-                    Some(Outbound::UnreadCountChanged) => count_stale = true,
+                        Deliver::Nothing => {}
+                    },
                 },
                 incoming = stream.next() => match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
@@ -209,22 +227,11 @@ impl Connection {
                     }
                     Some(Ok(Message::Text(text))) => match parse_client_frame(&text) {
                         Ok(ClientFrame::Pong) => last_pong = Instant::now(),
-                        Ok(ClientFrame::GetUnreadCount) => {
-                            self.send_unread_count().await?;
-                            count_stale = false;
-                        }
+                        Ok(ClientFrame::GetUnreadCount) => session.send_unread_count(self).await?,
                         Ok(ClientFrame::MarkRead { notification_id }) => {
-                            match self.shared.inbox.mark_read(&viewer, notification_id).await {
-                                Ok(true) => {
-                                    self.shared.hub.unread_changed(
-                                        viewer.tenant_id,
-                                        viewer.user_id,
-                                        Some(self.connection_id),
-                                    );
-                                    self.send_unread_count().await?;
-                                    count_stale = false;
-                                }
-                                Ok(false) => {
+                            match session.mark_read(notification_id).await {
+                                Ok(Some(count)) => self.send_unread_count(count).await?,
+                                Ok(None) => {
                                     self.send_error(format!(
                                         "mark_read: no notification {notification_id} for you"
                                     ))
@@ -241,57 +248,10 @@ impl Connection {
                 },
             }
             // One recount per burst: only once the queue is drained.
-            if count_stale && rx.is_empty() {
-                self.send_unread_count().await?;
-                count_stale = false;
+            if session.count_is_stale() && rx.is_empty() {
+                session.send_unread_count(self).await?;
             }
         }
-    }
-
-    /// Sends what `viewer` missed after `after`, in order; returns the last sequence sent.
-    async fn replay(&mut self, mut after: i64) -> Result<i64, End> {
-        let viewer = self.principal.viewer;
-        loop {
-            let page = self
-                .shared
-                .inbox
-                .since(&viewer, after, REPLAY_PAGE)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "cannot replay missed notifications");
-                    End::Close(CloseReason::InboxUnavailable)
-                })?;
-            for stored in &page {
-                self.send_notification(stored).await?;
-                after = stored.sequence;
-            }
-            if page.len() < REPLAY_PAGE as usize {
-                return Ok(after);
-            }
-        }
-    }
-
-    async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), End> {
-        self.send(&ServerFrame::Notification {
-            sequence: stored.sequence,
-            read: stored.read,
-            withdrawn: stored.withdrawn,
-            notification: &stored.notification,
-        })
-        .await
-    }
-
-    async fn send_unread_count(&mut self) -> Result<(), End> {
-        let count = self
-            .shared
-            .inbox
-            .unread_count(&self.principal.viewer)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "cannot count unread notifications");
-                End::Close(CloseReason::InboxUnavailable)
-            })?;
-        self.send(&ServerFrame::UnreadCount { count }).await
     }
 
     async fn send_error(&mut self, message: String) -> Result<(), End> {

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use uuid::Uuid;
-use vigia_gateway::{can_see, Inbox, Role, Viewer};
+use vigia_gateway::{can_see, Inbox, Preferences, Role, Viewer};
 use vigia_schemas::{Audience, Notification};
 
 fn fresh_tenant() -> u64 {
@@ -29,12 +29,48 @@ fn list_ids(page: &[vigia_gateway::StoredNotification]) -> Vec<Uuid> {
 }
 
 /// Everything the inbox promises, on whatever database `url` names.
+/// Preferences: role defaults until saved, then what was saved, per (tenant, user).
+async fn exercise_preferences(inbox: &Inbox, tenant_id: u64) {
+    let seller = Viewer {
+        tenant_id,
+        user_id: 10,
+        role: Role::Seller,
+    };
+    assert_eq!(
+        inbox.preferences(&seller).await.unwrap(),
+        Preferences::for_role(Role::Seller)
+    );
+    let saved = Preferences::for_role(Role::Seller)
+        .updated(
+            &serde_json::json!({"time_zone": "America/Bogota", "min_priority": "urgent",
+            "quiet_hours": {"start": "22:00", "end": "07:00"}}),
+        )
+        .unwrap();
+    inbox.set_preferences(&seller, &saved).await.unwrap();
+    assert_eq!(inbox.preferences(&seller).await.unwrap(), saved);
+    let again = Preferences {
+        email: true,
+        ..saved
+    };
+    inbox.set_preferences(&seller, &again).await.unwrap();
+    assert_eq!(inbox.preferences(&seller).await.unwrap(), again);
+    let other_tenant = Viewer {
+        tenant_id: tenant_id + 1,
+        ..seller
+    };
+    assert_eq!(
+        inbox.preferences(&other_tenant).await.unwrap(),
+        Preferences::for_role(Role::Seller)
+    );
+}
+
 async fn exercise(url: &str) {
     let inbox = Inbox::connect(url)
         .await
         .expect("inbox connects and migrates");
     let t1 = fresh_tenant();
     let t2 = t1 + 1;
+    exercise_preferences(&inbox, t1).await;
 
     // A mix of audiences over two tenants.
     let mut all: Vec<Notification> = vec![];

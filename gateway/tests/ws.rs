@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::{self, Message};
 use uuid::Uuid;
 use vigia_gateway::{issue_token, Role};
+use vigia_schemas::{Notification, NotificationType};
 
 const QUIET: Duration = Duration::from_millis(400);
 
@@ -30,7 +31,11 @@ async fn each_connection_gets_exactly_what_the_audience_rules_allow() {
     let for_a = to_user(1, 10);
     let for_b = to_user(1, 11);
     let for_secretaries = to_role(1, Role::Secretary);
-    let for_supervisors = to_role(1, Role::Supervisor);
+    // Supervisors receive only session timeouts by default (their preferences).
+    let for_supervisors = Notification {
+        kind: NotificationType::SessionTimeout,
+        ..to_role(1, Role::Supervisor)
+    };
     let for_ceos = to_role(1, Role::Ceo);
     let other_tenant_for_10 = to_user(2, 10);
     for n in [

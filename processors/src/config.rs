@@ -22,6 +22,12 @@
 //! high_value_locations = ["Bogotá", "Medellín"]
 //! follow_up_before = "24h"
 //! language = "es"
+//! time_zone = "UTC"                # IANA; what "today" and "per day" mean for the tenant
+//! response_target = "5m"           # productivity score: full marks for speed at or below this
+//! alert_mean_response = "30m"      # performance alert: mean response time today above this
+//! alert_unanswered = 5             # … or more than this many unanswered conversations
+//! alert_conversion_rate = 0.10     # … or a conversion rate below this
+//! alert_conversion_min_leads = 10  #     with more than this many leads
 //!
 //! [processors.tenants.42]          # tenant 42: only what differs
 //! unanswered_after = "30m"
@@ -66,6 +72,21 @@ pub struct Thresholds {
     pub follow_up_before: Duration,
     /// Language of notification titles and messages.
     pub language: Language,
+    /// The tenant's IANA time zone ("America/Bogota"): the boundaries of "today" in seller
+    /// metrics and of the days of performance alerts.
+    pub time_zone: String,
+    /// Productivity score: a mean response time (7 d) at or below this gets full marks for speed.
+    #[serde(with = "humantime_serde")]
+    pub response_target: Duration,
+    /// Performance alert when a seller's mean response time today is above this.
+    #[serde(with = "humantime_serde")]
+    pub alert_mean_response: Duration,
+    /// Performance alert when a seller has more than this many unanswered conversations.
+    pub alert_unanswered: u32,
+    /// Performance alert when a seller's conversion rate is below this …
+    pub alert_conversion_rate: f64,
+    /// … and the seller has more than this many leads.
+    pub alert_conversion_min_leads: u32,
 }
 
 impl Default for Thresholds {
@@ -80,6 +101,12 @@ impl Default for Thresholds {
             high_value_locations: Vec::new(),
             follow_up_before: Duration::from_secs(24 * 3600),
             language: Language::Es,
+            time_zone: "UTC".into(),
+            response_target: Duration::from_secs(5 * 60),
+            alert_mean_response: Duration::from_secs(30 * 60),
+            alert_unanswered: 5,
+            alert_conversion_rate: 0.10,
+            alert_conversion_min_leads: 10,
         }
     }
 }
@@ -106,9 +133,26 @@ pub struct ThresholdOverrides {
     pub follow_up_before: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub language: Option<Language>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub response_target: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub alert_mean_response: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_unanswered: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_conversion_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_conversion_min_leads: Option<u32>,
 }
 
 impl Thresholds {
+    /// [`Self::time_zone`], parsed; UTC if it does not parse (which [`Config::validate`] refuses).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.time_zone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
     /// These thresholds with a tenant's overrides applied.
     pub fn with(&self, o: &ThresholdOverrides) -> Thresholds {
         Thresholds {
@@ -124,6 +168,19 @@ impl Thresholds {
                 .unwrap_or_else(|| self.high_value_locations.clone()),
             follow_up_before: o.follow_up_before.unwrap_or(self.follow_up_before),
             language: o.language.unwrap_or(self.language),
+            time_zone: o
+                .time_zone
+                .clone()
+                .unwrap_or_else(|| self.time_zone.clone()),
+            response_target: o.response_target.unwrap_or(self.response_target),
+            alert_mean_response: o.alert_mean_response.unwrap_or(self.alert_mean_response),
+            alert_unanswered: o.alert_unanswered.unwrap_or(self.alert_unanswered),
+            alert_conversion_rate: o
+                .alert_conversion_rate
+                .unwrap_or(self.alert_conversion_rate),
+            alert_conversion_min_leads: o
+                .alert_conversion_min_leads
+                .unwrap_or(self.alert_conversion_min_leads),
         }
     }
 
@@ -141,9 +198,22 @@ impl Thresholds {
                 self.hot_lead_rearm, self.hot_lead_threshold
             ));
         }
+        if self.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            return bad(format!(
+                "time_zone = {:?} is not an IANA time zone name (e.g. \"America/Bogota\", \"UTC\")",
+                self.time_zone
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.alert_conversion_rate) {
+            return bad(format!(
+                "alert_conversion_rate = {} must be within [0, 1]",
+                self.alert_conversion_rate
+            ));
+        }
         for (name, d) in [
             ("unanswered_after", self.unanswered_after),
             ("session_timeout", self.session_timeout),
+            ("response_target", self.response_target),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be more than 0s"));
@@ -157,6 +227,8 @@ impl Thresholds {
             ("allowed_lateness", self.allowed_lateness),
             ("hot_lead_no_contact", self.hot_lead_no_contact),
             ("follow_up_before", self.follow_up_before),
+            ("response_target", self.response_target),
+            ("alert_mean_response", self.alert_mean_response),
         ] {
             if d > century {
                 return bad(format!("{name} must be less than 100 years"));
@@ -316,6 +388,12 @@ mod tests {
             err.contains("processors.tenants.3") && err.contains("hot_lead_rearm"),
             "{err}"
         );
+        let c: Config = toml::from_str("[tenants.4]\ntime_zone = \"Mars/Olympus\"").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("time_zone") && err.contains("Mars"), "{err}");
+        let c: Config = toml::from_str("[tenants.4]\ntime_zone = \"Europe/Madrid\"").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.thresholds(4).time_zone, "Europe/Madrid");
     }
 
     #[test]
@@ -330,5 +408,9 @@ mod tests {
         assert_eq!(t.hot_lead_no_contact, Duration::from_secs(7200));
         assert_eq!(t.follow_up_before, Duration::from_secs(86400));
         assert_eq!(c.group_id, "vigia-processors");
+        assert_eq!(t.time_zone, "UTC");
+        assert_eq!(t.alert_mean_response, Duration::from_secs(1800));
+        assert_eq!((t.alert_unanswered, t.alert_conversion_min_leads), (5, 10));
+        assert_eq!(t.alert_conversion_rate, 0.10);
     }
 }

@@ -5,7 +5,7 @@
 //! - [`engine`]: the rules as pure logic — [`PartitionEngine`] turns one Kafka partition's events
 //!   and watermark advances into [`Output`]s (response-time samples, unanswered-conversation
 //!   notifications and their withdrawals, hot-lead scores and notifications, follow-up reminders,
-//!   call-center session timeouts). No I/O and no wall clock, so every rule is unit-tested with
+//!   call-center session timeouts, seller metrics snapshots and rank, performance alerts). No I/O and no wall clock, so every rule is unit-tested with
 //!   made-up times.
 //! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
 //! - [`runner`]: the Kafka I/O around the engine — consume `events` in a consumer group, recover by
@@ -14,8 +14,7 @@
 //!   `lead_scores`, dead-letter what cannot be applied, commit what Kafka acknowledged.
 //! - [`texts`]: notification texts (Spanish by default, English per tenant).
 //!
-//! What it does not (yet): per-seller metrics and rank, performance alerts, the daily report, the
-//! live unanswered gauge — they will be more modules of the same engine. It does not create
+//! What it does not (yet): the daily report — it will be one more module of the same engine. It does not create
 //! topics (the binary does), serve HTTP, or write to ClickHouse (the sinks do).
 
 pub mod config;

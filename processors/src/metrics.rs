@@ -31,7 +31,7 @@ pub(crate) struct Metrics {
     /// Records re-read on recovery whose outputs were already delivered (suppressed).
     pub replayed: Counter,
     /// Outputs acknowledged by Kafka, by kind: notification, response_time, lead_score,
-    /// dead_letter.
+    /// seller_metrics, dead_letter.
     pub outputs: Family<KindLabel, Counter>,
     /// Wall time at which a deadline notification was produced minus its deadline.
     pub deadline_lag: Histogram,

@@ -5,7 +5,7 @@
 //! Records are consumed in a consumer group ([`Config::group_id`]); each is decoded
 //! ([`Event::from_json`]) and applied to its partition's engine; the outputs are produced keyed by
 //! tenant id — notifications to `notifications`, response-time samples to `response_times`, lead
-//! scores to `lead_scores`. A record that is not a valid event, whose `occurred_at` is more than
+//! scores to `lead_scores`, seller-metrics snapshots to `seller_metrics`. A record that is not a valid event, whose `occurred_at` is more than
 //! [`Config::max_clock_skew`] after the record's Kafka timestamp, or that the engine finds too late,
 //! goes to `dead_letters` as a [`DeadLetter`] (stage `processors`, origin topic/partition/offset,
 //! the reason); the partition moves on — a poison record never stalls it.
@@ -953,6 +953,9 @@ impl Runner {
                     (&self.topics.response_times, to_json(r), "response_time")
                 }
                 Output::LeadScore(l) => (&self.topics.lead_scores, to_json(l), "lead_score"),
+                Output::SellerMetrics(m) => {
+                    (&self.topics.seller_metrics, to_json(m), "seller_metrics")
+                }
                 Output::TooLate(t) => {
                     match rec {
                         Some(rec) => out.push(self.dead_letter(rec, t.to_string())),

@@ -168,6 +168,80 @@ pub fn session_resumed(lang: Language, client: &str) -> Text {
     }
 }
 
+/// What a performance alert is about (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PerformanceCondition {
+    /// Mean response time today above the tenant's `alert_mean_response`.
+    SlowResponse,
+    /// More than `alert_unanswered` conversations waiting past their deadline.
+    Unanswered,
+    /// Conversion rate below `alert_conversion_rate` with more than `alert_conversion_min_leads`.
+    LowConversion,
+}
+
+impl PerformanceCondition {
+    pub const ALL: [PerformanceCondition; 3] = [
+        PerformanceCondition::SlowResponse,
+        PerformanceCondition::Unanswered,
+        PerformanceCondition::LowConversion,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PerformanceCondition::SlowResponse => "slow_response",
+            PerformanceCondition::Unanswered => "unanswered",
+            PerformanceCondition::LowConversion => "low_conversion",
+        }
+    }
+}
+
+/// `seller` is the seller's name if known, else "#<id>"; the figures are the ones that crossed.
+pub fn performance_alert(
+    lang: Language,
+    seller: &str,
+    condition: PerformanceCondition,
+    mean_response: Duration,
+    unanswered: u32,
+    conversion_rate: f64,
+    leads: u32,
+) -> Text {
+    let pct = (conversion_rate * 100.0).round();
+    let mean = duration(Duration::from_secs(mean_response.as_secs()));
+    match (lang, condition) {
+        (Language::Es, PerformanceCondition::SlowResponse) => (
+            "Alerta de rendimiento: respuestas lentas".into(),
+            format!("{seller} tarda en promedio {mean} en responder hoy"),
+        ),
+        (Language::Es, PerformanceCondition::Unanswered) => (
+            "Alerta de rendimiento: conversaciones sin respuesta".into(),
+            format!("{seller} tiene {unanswered} conversaciones sin respuesta"),
+        ),
+        (Language::Es, PerformanceCondition::LowConversion) => (
+            "Alerta de rendimiento: baja conversión".into(),
+            format!("{seller} convierte el {pct}% de sus {leads} leads"),
+        ),
+        (Language::En, PerformanceCondition::SlowResponse) => (
+            "Performance alert: slow responses".into(),
+            format!("{seller} takes {mean} on average to reply today"),
+        ),
+        (Language::En, PerformanceCondition::Unanswered) => (
+            "Performance alert: unanswered conversations".into(),
+            format!("{seller} has {unanswered} unanswered conversations"),
+        ),
+        (Language::En, PerformanceCondition::LowConversion) => (
+            "Performance alert: low conversion".into(),
+            format!("{seller} converts {pct}% of their {leads} leads"),
+        ),
+    }
+}
+
+pub fn open_seller(lang: Language) -> String {
+    match lang {
+        Language::Es => "Ver vendedor".into(),
+        Language::En => "Open seller".into(),
+    }
+}
+
 pub fn open_chat(lang: Language) -> String {
     match lang {
         Language::Es => "Abrir chat".into(),

@@ -91,7 +91,6 @@ async fn create_topics(topics: &Topics) {
     panic!("topics did not appear in the broker's metadata");
 }
 
-
 async fn produce(topic: &str, events: &[Event]) {
     let producer: FutureProducer = base().set("acks", "all").create().unwrap();
     for e in events {
@@ -148,6 +147,7 @@ impl Collector {
             &topics.notifications,
             &topics.response_times,
             &topics.lead_scores,
+            &topics.seller_metrics,
             &topics.dead_letters,
         ] {
             tpl.add_partition_offset(t, 0, Offset::Beginning).unwrap();
@@ -422,6 +422,7 @@ fn expected_outputs(config: &Config, events: &[Event]) -> HashMap<Uuid, serde_js
                 vigia_processors::Output::Notification(n) => serde_json::to_value(n),
                 vigia_processors::Output::ResponseTime(r) => serde_json::to_value(r),
                 vigia_processors::Output::LeadScore(l) => serde_json::to_value(l),
+                vigia_processors::Output::SellerMetrics(m) => serde_json::to_value(m),
                 vigia_processors::Output::TooLate(t) => panic!("unexpected too late: {t}"),
             }
             .unwrap();

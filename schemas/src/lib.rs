@@ -21,7 +21,7 @@ pub use event::{
 };
 pub use ids::derive_id;
 pub use output::{
-    Action, Audience, DeadLetter, LeadScore, Notification, NotificationType, Priority,
-    ResponseTimeSample,
+    Action, ActivityLevel, Audience, DeadLetter, LeadScore, Notification, NotificationType,
+    Priority, ResponseTimeSample, ResponseTimeStats, SellerMetrics,
 };
 pub use topics::Topics;

@@ -4,7 +4,7 @@
 //! timestamps taken from event time, never from the wall clock, so that reprocessing the same
 //! events gives byte-identical records that the sinks and the inbox recognise as already seen.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -132,6 +132,85 @@ pub struct LeadScore {
     /// The event that caused this recomputation.
     pub cause_event_id: Uuid,
     pub computed_at: DateTime<Utc>,
+}
+
+/// Response-time statistics of one seller over one window (SPEC §3). Percentiles use the
+/// nearest-rank method: the p-th percentile of `n` sorted samples is the `ceil(p/100 · n)`-th.
+/// Empty windows have `count = 0` and no statistics.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ResponseTimeStats {
+    pub count: u32,
+    pub mean_seconds: Option<f64>,
+    pub p50_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+    pub max_seconds: Option<f64>,
+}
+
+/// How busy a seller was in the last hour (messages handled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivityLevel {
+    Low,
+    Medium,
+    High,
+}
+
+impl ActivityLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityLevel::Low => "low",
+            ActivityLevel::Medium => "medium",
+            ActivityLevel::High => "high",
+        }
+    }
+}
+
+/// A snapshot of one seller's metrics and rank within the tenant at `snapshot_at` (event time).
+/// Snapshots are facts, not updates in place: the current metrics of a seller are those of its
+/// latest snapshot (`argMax(…, snapshot_at)` in ClickHouse).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SellerMetrics {
+    /// Derived from (tenant, seller, snapshot_at).
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub seller_id: UserId,
+    pub snapshot_at: DateTime<Utc>,
+    /// The tenant's time zone (IANA) and the local date of `snapshot_at` in it: what "today" means.
+    pub time_zone: String,
+    pub day: NaiveDate,
+    /// Conversations whose seller this is (assigned, else last replier).
+    pub conversations_total: u32,
+    /// … not closed since their last message.
+    pub conversations_active: u32,
+    /// … with a message today.
+    pub conversations_today: u32,
+    /// … whose customer is waiting past the unanswered deadline (live gauge).
+    pub conversations_unanswered: u32,
+    pub response_1h: ResponseTimeStats,
+    pub response_today: ResponseTimeStats,
+    pub response_7d: ResponseTimeStats,
+    /// Sum over the seller's conversations of (last message − first message).
+    pub total_chat_seconds: f64,
+    /// Waits (customer messages awaiting a reply) over the last 7 days that ended or are overdue.
+    pub waits_received: u32,
+    /// … of which a seller's reply ended.
+    pub waits_answered: u32,
+    /// `waits_answered / waits_received`; none without waits.
+    pub engagement_rate: Option<f64>,
+    pub leads_generated: u32,
+    pub leads_converted: u32,
+    /// `leads_converted / leads_generated`; none without leads.
+    pub conversion_rate: Option<f64>,
+    /// Messages handled in the last hour: customer messages in the seller's conversations plus
+    /// the seller's own (non-automated) messages.
+    pub messages_last_hour: u32,
+    pub activity_level: ActivityLevel,
+    /// 0–10, see the processors' `engine::sellers` documentation for the formula.
+    pub productivity_score: f64,
+    /// 1 = best productivity score in the tenant; ties by seller id.
+    pub rank: u32,
+    /// Sellers ranked in the tenant at `snapshot_at`.
+    pub sellers_ranked: u32,
 }
 
 /// A record that a stage could not process, kept with its origin so nothing is silently lost.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// | `notifications` | tenant id | [`crate::Notification`] JSON |
 /// | `response_times` | tenant id | [`crate::ResponseTimeSample`] JSON |
 /// | `lead_scores` | tenant id | [`crate::LeadScore`] JSON |
+/// | `seller_metrics` | tenant id | [`crate::SellerMetrics`] JSON |
 /// | `dead_letters` | origin key | [`crate::DeadLetter`] JSON |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topics {
@@ -16,6 +17,7 @@ pub struct Topics {
     pub notifications: String,
     pub response_times: String,
     pub lead_scores: String,
+    pub seller_metrics: String,
     pub dead_letters: String,
 }
 
@@ -27,16 +29,18 @@ impl Topics {
             notifications: t("notifications"),
             response_times: t("response_times"),
             lead_scores: t("lead_scores"),
+            seller_metrics: t("seller_metrics"),
             dead_letters: t("dead_letters"),
         }
     }
 
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.events,
             &self.notifications,
             &self.response_times,
             &self.lead_scores,
+            &self.seller_metrics,
             &self.dead_letters,
         ]
     }

@@ -4,13 +4,13 @@
 //! What it does:
 //! - [`migrate`]: creates the database and applies `sinks/migrations/NNNN_name.sql` in order,
 //!   recording each in `schema_migrations` (see [`MIGRATIONS`]). Tables: `events`,
-//!   `response_times`, `notifications`, `lead_scores`, `dead_letters`, and the hourly rollup
-//!   `seller_hourly` fed by materialized views. `sinks/migrations/README.md` documents them with
+//!   `response_times`, `notifications`, `lead_scores`, `seller_metrics`, `dead_letters`, and the
+//!   hourly rollup `seller_hourly` fed by materialized views. `sinks/migrations/README.md` documents them with
 //!   example queries for analysts.
-//! - [`Sink`] / [`run`]: consumes the `events`, `notifications`, `response_times`, `lead_scores`
-//!   and `dead_letters` topics in the consumer group [`Config::group_id`], batches rows per table
-//!   (up to [`Config::batch_size`] rows or [`Config::flush_interval`]), writes each table's batch
-//!   with one INSERT (RowBinary), then commits the batch's offsets. Undecodable records go to the
+//! - [`Sink`] / [`run`]: consumes the `events`, `notifications`, `response_times`, `lead_scores`,
+//!   `seller_metrics` and `dead_letters` topics in the consumer group [`Config::group_id`],
+//!   batches rows per table (up to [`Config::batch_size`] rows or [`Config::flush_interval`]),
+//!   writes each table's batch with one INSERT (RowBinary), then commits the batch's offsets. Undecodable records go to the
 //!   dead-letter topic (stage `sink`) and are committed past: one bad record never stalls a
 //!   partition.
 //! - [`ready`], [`server_version`]: probes.
@@ -72,7 +72,8 @@ pub use migrate::{
     migrate, ready, server_version, split_statements, AppliedMigration, Migration, MIGRATIONS,
 };
 pub use rows::{
-    DeadLetterRow, EventRow, KafkaOrigin, LeadScoreRow, NotificationRow, ResponseTimeRow, SinkRow,
+    DeadLetterRow, EventRow, KafkaOrigin, LeadScoreRow, NotificationRow, ResponseTimeRow,
+    SellerMetricsRow, SinkRow,
 };
 pub use runner::{run, Sink};
 pub use writer::{WriteOutcome, Writer};

@@ -65,6 +65,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0004", "lead_scores"),
     migration!("0005", "dead_letters"),
     migration!("0006", "seller_hourly"),
+    migration!("0007", "seller_metrics"),
 ];
 
 const DDL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -10,6 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 use vigia_schemas::{
     derive_id, Audience, DeadLetter, Event, LeadScore, Notification, Payload, ResponseTimeSample,
+    SellerMetrics,
 };
 
 /// Where a record was read from: kept on every row as lineage.
@@ -284,6 +285,116 @@ impl LeadScoreRow {
     }
 }
 
+/// `seller_metrics`: one snapshot of a seller's metrics and rank.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize)]
+pub struct SellerMetricsRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub id: Uuid,
+    pub tenant_id: u64,
+    pub seller_id: u64,
+    pub snapshot_at: u32,
+    pub snapshot_at_ms: u64,
+    pub time_zone: String,
+    /// ClickHouse `Date`: days since 1970-01-01.
+    pub day: u16,
+    pub conversations_total: u32,
+    pub conversations_active: u32,
+    pub conversations_today: u32,
+    pub conversations_unanswered: u32,
+    pub response_1h_count: u32,
+    pub response_1h_mean: Option<f64>,
+    pub response_1h_p50: Option<f64>,
+    pub response_1h_p90: Option<f64>,
+    pub response_1h_max: Option<f64>,
+    pub response_today_count: u32,
+    pub response_today_mean: Option<f64>,
+    pub response_today_p50: Option<f64>,
+    pub response_today_p90: Option<f64>,
+    pub response_today_max: Option<f64>,
+    pub response_7d_count: u32,
+    pub response_7d_mean: Option<f64>,
+    pub response_7d_p50: Option<f64>,
+    pub response_7d_p90: Option<f64>,
+    pub response_7d_max: Option<f64>,
+    pub total_chat_seconds: f64,
+    pub waits_received: u32,
+    pub waits_answered: u32,
+    pub engagement_rate: Option<f64>,
+    pub leads_generated: u32,
+    pub leads_converted: u32,
+    pub conversion_rate: Option<f64>,
+    pub messages_last_hour: u32,
+    pub activity_level: String,
+    pub productivity_score: f64,
+    pub rank: u32,
+    pub sellers_ranked: u32,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+impl SellerMetricsRow {
+    pub fn new(m: &SellerMetrics, origin: KafkaOrigin) -> SellerMetricsRow {
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+        SellerMetricsRow {
+            id: m.id,
+            tenant_id: m.tenant_id,
+            seller_id: m.seller_id,
+            snapshot_at: datetime_secs(&m.snapshot_at),
+            snapshot_at_ms: datetime_millis(&m.snapshot_at),
+            time_zone: m.time_zone.clone(),
+            day: (m.day - epoch).num_days().clamp(0, u16::MAX as i64) as u16,
+            conversations_total: m.conversations_total,
+            conversations_active: m.conversations_active,
+            conversations_today: m.conversations_today,
+            conversations_unanswered: m.conversations_unanswered,
+            response_1h_count: m.response_1h.count,
+            response_1h_mean: m.response_1h.mean_seconds,
+            response_1h_p50: m.response_1h.p50_seconds,
+            response_1h_p90: m.response_1h.p90_seconds,
+            response_1h_max: m.response_1h.max_seconds,
+            response_today_count: m.response_today.count,
+            response_today_mean: m.response_today.mean_seconds,
+            response_today_p50: m.response_today.p50_seconds,
+            response_today_p90: m.response_today.p90_seconds,
+            response_today_max: m.response_today.max_seconds,
+            response_7d_count: m.response_7d.count,
+            response_7d_mean: m.response_7d.mean_seconds,
+            response_7d_p50: m.response_7d.p50_seconds,
+            response_7d_p90: m.response_7d.p90_seconds,
+            response_7d_max: m.response_7d.max_seconds,
+            total_chat_seconds: m.total_chat_seconds,
+            waits_received: m.waits_received,
+            waits_answered: m.waits_answered,
+            engagement_rate: m.engagement_rate,
+            leads_generated: m.leads_generated,
+            leads_converted: m.leads_converted,
+            conversion_rate: m.conversion_rate,
+            messages_last_hour: m.messages_last_hour,
+            activity_level: m.activity_level.as_str().to_string(),
+            productivity_score: m.productivity_score,
+            rank: m.rank,
+            sellers_ranked: m.sellers_ranked,
+            kafka_partition: origin.partition,
+            kafka_offset: origin.offset,
+        }
+    }
+}
+
+impl SinkRow for SellerMetricsRow {
+    const TABLE: &'static str = "seller_metrics";
+    const ID_COLUMN: &'static str = "id";
+    const TIME_COLUMN: &'static str = "snapshot_at";
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn tenant_id(&self) -> u64 {
+        self.tenant_id
+    }
+    fn time_secs(&self) -> u32 {
+        self.snapshot_at
+    }
+}
+
 impl SinkRow for LeadScoreRow {
     const TABLE: &'static str = "lead_scores";
     const ID_COLUMN: &'static str = "id";
@@ -396,6 +507,46 @@ mod tests {
         assert_eq!(r.seller_id, 7);
         assert_eq!(Event::from_json(&r.payload).unwrap(), e);
         assert_eq!((r.kafka_partition, r.kafka_offset), (3, 77));
+    }
+
+    #[test]
+    fn seller_metrics_row_flattens_the_windows_and_keeps_empty_statistics_null() {
+        let m: SellerMetrics = serde_json::from_value(json!({
+            "id": "0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d", "tenant_id": 42, "seller_id": 7,
+            "snapshot_at": "2026-03-29T12:01:00Z", "time_zone": "Europe/Madrid",
+            "day": "2026-03-29", "conversations_total": 5, "conversations_active": 4,
+            "conversations_today": 3, "conversations_unanswered": 1,
+            "response_1h": {"count": 0, "mean_seconds": null, "p50_seconds": null,
+                            "p90_seconds": null, "max_seconds": null},
+            "response_today": {"count": 2, "mean_seconds": 90.0, "p50_seconds": 60.0,
+                               "p90_seconds": 120.0, "max_seconds": 120.0},
+            "response_7d": {"count": 3, "mean_seconds": 100.0, "p50_seconds": 60.0,
+                            "p90_seconds": 140.0, "max_seconds": 140.0},
+            "total_chat_seconds": 3600.5, "waits_received": 4, "waits_answered": 3,
+            "engagement_rate": 0.75, "leads_generated": 0, "leads_converted": 0,
+            "conversion_rate": null, "messages_last_hour": 12, "activity_level": "medium",
+            "productivity_score": 7.25, "rank": 2, "sellers_ranked": 9
+        }))
+        .unwrap();
+        let r = SellerMetricsRow::new(&m, ORIGIN);
+        assert_eq!(r.id, m.id);
+        assert_eq!(r.snapshot_at, 1_774_785_660);
+        assert_eq!(r.snapshot_at_ms, 1_774_785_660_000);
+        // 2026-03-29 is day 20541 since 1970-01-01.
+        assert_eq!(r.day, 20_541);
+        assert_eq!((r.response_1h_count, r.response_1h_mean), (0, None));
+        assert_eq!(
+            (
+                r.response_today_count,
+                r.response_today_p90,
+                r.response_7d_max
+            ),
+            (2, Some(120.0), Some(140.0))
+        );
+        assert_eq!((r.engagement_rate, r.conversion_rate), (Some(0.75), None));
+        assert_eq!(r.activity_level, "medium");
+        assert_eq!((r.rank, r.sellers_ranked), (2, 9));
+        assert_eq!(r.time_secs(), r.snapshot_at);
     }
 
     #[test]

@@ -20,10 +20,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use vigia_schemas::{DeadLetter, Event, LeadScore, Notification, ResponseTimeSample, Topics};
+use vigia_schemas::{
+    DeadLetter, Event, LeadScore, Notification, ResponseTimeSample, SellerMetrics, Topics,
+};
 
 use crate::rows::{
-    DeadLetterRow, EventRow, KafkaOrigin, LeadScoreRow, NotificationRow, ResponseTimeRow, SinkRow,
+    DeadLetterRow, EventRow, KafkaOrigin, LeadScoreRow, NotificationRow, ResponseTimeRow,
+    SellerMetricsRow, SinkRow,
 };
 use crate::writer::{WriteOutcome, Writer};
 use crate::{Config, SinkError};
@@ -47,6 +50,7 @@ pub(crate) enum Source {
     Notifications,
     ResponseTimes,
     LeadScores,
+    SellerMetrics,
     DeadLetters,
 }
 
@@ -57,6 +61,7 @@ impl Source {
             (&topics.notifications, Source::Notifications),
             (&topics.response_times, Source::ResponseTimes),
             (&topics.lead_scores, Source::LeadScores),
+            (&topics.seller_metrics, Source::SellerMetrics),
             (&topics.dead_letters, Source::DeadLetters),
         ]
         .into_iter()
@@ -72,6 +77,7 @@ pub(crate) enum Decoded {
     Notification(NotificationRow),
     ResponseTime(ResponseTimeRow),
     LeadScore(LeadScoreRow),
+    SellerMetrics(SellerMetricsRow),
     DeadLetter(DeadLetterRow),
 }
 
@@ -104,6 +110,10 @@ pub(crate) fn decode(
         )),
         Source::LeadScores => Decoded::LeadScore(LeadScoreRow::new(
             &json::<LeadScore>(text, "lead score")?,
+            origin,
+        )),
+        Source::SellerMetrics => Decoded::SellerMetrics(SellerMetricsRow::new(
+            &json::<SellerMetrics>(text, "seller-metrics snapshot")?,
             origin,
         )),
         Source::DeadLetters => Decoded::DeadLetter(DeadLetterRow::new(
@@ -145,6 +155,7 @@ struct Pending {
     notifications: Vec<NotificationRow>,
     response_times: Vec<ResponseTimeRow>,
     lead_scores: Vec<LeadScoreRow>,
+    seller_metrics: Vec<SellerMetricsRow>,
     dead_letter_rows: Vec<DeadLetterRow>,
     /// Undecodable records, to send to the dead-letter topic: (original key, DeadLetter JSON).
     to_dead_letter: Vec<(Option<Vec<u8>>, String)>,
@@ -161,6 +172,7 @@ impl Pending {
             self.notifications.len(),
             self.response_times.len(),
             self.lead_scores.len(),
+            self.seller_metrics.len(),
             self.dead_letter_rows.len(),
         ]
         .into_iter()
@@ -173,6 +185,7 @@ impl Pending {
             + self.notifications.len()
             + self.response_times.len()
             + self.lead_scores.len()
+            + self.seller_metrics.len()
             + self.dead_letter_rows.len()
     }
 
@@ -182,6 +195,7 @@ impl Pending {
             Decoded::Notification(r) => self.notifications.push(r),
             Decoded::ResponseTime(r) => self.response_times.push(r),
             Decoded::LeadScore(r) => self.lead_scores.push(r),
+            Decoded::SellerMetrics(r) => self.seller_metrics.push(r),
             Decoded::DeadLetter(r) => self.dead_letter_rows.push(r),
         }
     }
@@ -351,7 +365,7 @@ pub struct Sink {
 
 impl Sink {
     /// Creates the consumer (subscribed to the events, notifications, response_times,
-    /// lead_scores and dead_letters topics) and the dead-letter producer, and registers the
+    /// lead_scores, seller_metrics and dead_letters topics) and the dead-letter producer, and registers the
     /// `vigia_sink_*` metrics. `kafka` is the base client configuration (bootstrap.servers...).
     /// Does not contact ClickHouse: run [`crate::migrate`] first.
     pub fn new(
@@ -386,6 +400,7 @@ impl Sink {
             topics.notifications.as_str(),
             topics.response_times.as_str(),
             topics.lead_scores.as_str(),
+            topics.seller_metrics.as_str(),
             topics.dead_letters.as_str(),
         ];
         consumer
@@ -610,6 +625,12 @@ impl Sink {
             return Flushed::Deferred(e);
         }
         if let Err(e) = self
+            .write_table(&mut pending.seller_metrics, deadline)
+            .await
+        {
+            return Flushed::Deferred(e);
+        }
+        if let Err(e) = self
             .write_table(&mut pending.dead_letter_rows, deadline)
             .await
         {
@@ -743,6 +764,10 @@ mod tests {
         let t = Topics::with_prefix("p.");
         assert_eq!(Source::of(&t, "p.events"), Some(Source::Events));
         assert_eq!(Source::of(&t, "p.lead_scores"), Some(Source::LeadScores));
+        assert_eq!(
+            Source::of(&t, "p.seller_metrics"),
+            Some(Source::SellerMetrics)
+        );
         assert_eq!(Source::of(&t, "p.dead_letters"), Some(Source::DeadLetters));
         assert_eq!(Source::of(&t, "events"), None);
     }

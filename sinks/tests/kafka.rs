@@ -69,7 +69,6 @@ async fn create_topics(topics: &Topics, partitions: i32) {
     }
 }
 
-
 async fn produce(producer: &FutureProducer, topic: &str, key: &str, payload: &str) {
     producer
         .send(

@@ -80,6 +80,25 @@ pub(crate) struct Conversation {
     pub intent_signals: BTreeSet<&'static str>,
     /// Leads whose `lead.created` named this conversation.
     pub leads: BTreeSet<EntityId>,
+    /// For seller metrics: event times of the first and last message (any, automated included)
+    /// and of the last close, and the last non-automated replier with the time of the reply.
+    pub first_message_at: Option<DateTime<Utc>>,
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub last_closed_at: Option<DateTime<Utc>>,
+    last_replier: Option<(UserId, DateTime<Utc>)>,
+}
+
+/// A wait that ended (by a reply or a close), for the seller metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EndedWait {
+    /// The replier; for a close, the conversation's seller (see [`Conversation::metrics_seller`]).
+    pub seller: Option<UserId>,
+    /// The customer message that started it.
+    pub starter: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    /// Ended by a reply (not a close).
+    pub answered: bool,
 }
 
 #[derive(Debug)]
@@ -145,6 +164,41 @@ impl Conversation {
                 .range((from, Uuid::nil())..=(to, Uuid::max()))
                 .next()
                 .is_some()
+    }
+
+    /// The seller the conversation counts for in seller metrics: the assigned one, else the last
+    /// (non-automated) replier.
+    pub fn metrics_seller(&self) -> Option<UserId> {
+        self.seller().or(self.last_replier.map(|(s, _)| s))
+    }
+
+    /// Not closed since its last message (a message after a close reopens it).
+    pub fn is_open(&self) -> bool {
+        self.last_closed_at
+            .is_none_or(|closed| self.last_message_at.is_some_and(|m| m > closed))
+    }
+
+    /// Its customer has been waiting past the unanswered deadline at `at`: an open wait with
+    /// `deadline <= at` (whether or not the notification fired yet).
+    pub fn overdue_at(&self, at: DateTime<Utc>) -> bool {
+        self.wait.as_ref().is_some_and(|w| w.deadline <= at)
+    }
+
+    /// Last message − first message, in seconds (0 with fewer than two messages).
+    pub fn chat_seconds(&self) -> f64 {
+        match (self.first_message_at, self.last_message_at) {
+            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
+            _ => 0.0,
+        }
+    }
+
+    fn saw_message(&mut self, at: DateTime<Utc>) {
+        if self.first_message_at.is_none_or(|f| at < f) {
+            self.first_message_at = Some(at);
+        }
+        if self.last_message_at.is_none_or(|l| at > l) {
+            self.last_message_at = Some(at);
+        }
     }
 
     fn assign(&mut self, seller: UserId, at: DateTime<Utc>) {
@@ -229,6 +283,10 @@ impl Conversations {
         self.map.get(id)
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Conversation> {
+        self.map.values()
+    }
+
     pub fn get_or_create(&mut self, id: &EntityId) -> &mut Conversation {
         self.map.entry(id.clone()).or_default()
     }
@@ -238,6 +296,7 @@ impl Conversations {
         let key = (t, event.event_id);
         self.history.insert((t, m.conversation_id.clone()));
         let conv = self.get_or_create(&m.conversation_id);
+        conv.saw_message(t);
         conv.customer_messages += 1;
         if conv.last_customer_message_at.is_none_or(|last| t > last) {
             conv.last_customer_message_at = Some(t);
@@ -292,10 +351,15 @@ impl Conversations {
     }
 
     pub fn on_message_sent(&mut self, ctx: &mut Ctx<'_>, event: &Event, m: &MessageSent) {
+        let key = (event.occurred_at, event.event_id);
+        let conv = self.get_or_create(&m.conversation_id);
+        conv.saw_message(key.0);
         if m.automated {
             return;
         }
-        let key = (event.occurred_at, event.event_id);
+        if conv.last_replier.is_none_or(|(_, at)| key.0 >= at) {
+            conv.last_replier = Some((m.seller_id, key.0));
+        }
         self.history.insert((key.0, m.conversation_id.clone()));
         let conv = self.get_or_create(&m.conversation_id);
         conv.replies.insert(
@@ -311,9 +375,11 @@ impl Conversations {
     pub fn on_closed(&mut self, ctx: &mut Ctx<'_>, event: &Event, c: &ConversationClosed) {
         let key = (event.occurred_at, event.event_id);
         self.history.insert((key.0, c.conversation_id.clone()));
-        self.get_or_create(&c.conversation_id)
-            .closes
-            .insert(key, false);
+        let conv = self.get_or_create(&c.conversation_id);
+        conv.closes.insert(key, false);
+        if conv.last_closed_at.is_none_or(|at| key.0 > at) {
+            conv.last_closed_at = Some(key.0);
+        }
         self.on_end(ctx, &c.conversation_id, End::Close(key));
     }
 
@@ -390,6 +456,16 @@ impl Conversations {
 /// notification's cancellation, or its withdrawal.
 fn finish(ctx: &mut Ctx<'_>, id: &EntityId, conv: &Conversation, wait: Wait, end: End) {
     let seller = conv.seller();
+    ctx.ended.push(EndedWait {
+        seller: match end {
+            End::Reply(key) => Some(conv.replies[&key].seller),
+            End::Close(_) => conv.metrics_seller(),
+        },
+        starter: wait.starter,
+        started_at: wait.started_at,
+        ended_at: end.at(),
+        answered: matches!(end, End::Reply(_)),
+    });
     match end {
         End::Reply(key) => {
             let replier = conv.replies[&key].seller;

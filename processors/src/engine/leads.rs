@@ -24,7 +24,7 @@
 //! Status changes apply by event time: an older `lead.status_changed` arriving late does not
 //! override a newer one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -153,6 +153,33 @@ impl Leads {
         });
         lead.set_status(LeadStatus::New, event.occurred_at);
         recompute(ctx, convs, &l.lead_id, lead, event);
+    }
+
+    /// Per seller: (leads generated, leads converted) — leads whose `lead.created` was seen, by
+    /// their seller (the lead's, else its conversation's), converted if their status now is.
+    pub fn per_seller(&self, convs: &Conversations) -> BTreeMap<UserId, (u32, u32)> {
+        let mut out: BTreeMap<UserId, (u32, u32)> = BTreeMap::new();
+        for lead in self.map.values() {
+            let Some(created) = &lead.created else {
+                continue;
+            };
+            let seller = created.seller.or_else(|| {
+                created
+                    .conversation
+                    .as_ref()
+                    .and_then(|c| convs.get(c))
+                    .and_then(|c| c.seller())
+            });
+            let Some(seller) = seller else {
+                continue;
+            };
+            let entry = out.entry(seller).or_default();
+            entry.0 += 1;
+            if matches!(lead.status, Some((LeadStatus::Converted, _))) {
+                entry.1 += 1;
+            }
+        }
+        out
     }
 
     pub fn on_status_changed(

@@ -32,7 +32,8 @@
 //!
 //! One module per family, sharing the tenant's state: [`conversations`] (response time and
 //! unanswered conversations), [`leads`] (hot-lead score and follow-up reminders), [`sessions`]
-//! (call-center session timeout). A new rule adds a module, its `DeadlineKey` variant if it has
+//! (call-center session timeout), [`sellers`] (seller metrics and rank, performance alerts). A
+//! new rule adds a module, its `DeadlineKey` variant if it has
 //! deadlines, and a line in `TenantState::apply` / `TenantState::fire`.
 //!
 //! Every output's id is derived from its cause ([`vigia_schemas::derive_id`]) and every timestamp
@@ -40,6 +41,7 @@
 
 pub mod conversations;
 pub mod leads;
+pub mod sellers;
 pub mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,7 +50,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vigia_schemas::{
-    EntityId, Event, LeadScore, Notification, Payload, ResponseTimeSample, TenantId,
+    EntityId, Event, LeadScore, Notification, Payload, ResponseTimeSample, SellerMetrics, TenantId,
 };
 
 use crate::config::{Config, Thresholds};
@@ -59,6 +61,8 @@ pub enum Output {
     Notification(Notification),
     ResponseTime(ResponseTimeSample),
     LeadScore(LeadScore),
+    /// A seller's metrics snapshot (see [`sellers`]).
+    SellerMetrics(Box<SellerMetrics>),
     /// An event older than its tenant's allowed lateness: not applied (dead-letter it).
     TooLate(TooLate),
 }
@@ -70,6 +74,7 @@ impl Output {
             Output::Notification(_) => "notification",
             Output::ResponseTime(_) => "response_time",
             Output::LeadScore(_) => "lead_score",
+            Output::SellerMetrics(_) => "seller_metrics",
             Output::TooLate(_) => "too_late",
         }
     }
@@ -80,6 +85,7 @@ impl Output {
             Output::Notification(n) => Some(n.id),
             Output::ResponseTime(r) => Some(r.id),
             Output::LeadScore(l) => Some(l.id),
+            Output::SellerMetrics(m) => Some(m.id),
             Output::TooLate(_) => None,
         }
     }
@@ -89,6 +95,7 @@ impl Output {
             Output::Notification(n) => n.tenant_id,
             Output::ResponseTime(r) => r.tenant_id,
             Output::LeadScore(l) => l.tenant_id,
+            Output::SellerMetrics(m) => m.tenant_id,
             Output::TooLate(t) => t.tenant_id,
         }
     }
@@ -179,6 +186,14 @@ impl PartitionEngine {
 
         let mut out = Vec::new();
         tenant.fire_due(event_watermark, &mut out);
+        tenant.sellers.on_watermark(
+            tenant.id,
+            &tenant.th,
+            event_watermark,
+            &tenant.conversations,
+            &tenant.leads,
+            &mut out,
+        );
         tenant.apply(event, &mut out);
         tenant.fire_due(event_watermark, &mut out);
         tenant.prune_if_due();
@@ -221,6 +236,26 @@ impl PartitionEngine {
 
     pub fn stats(&self) -> EngineStats {
         self.stats
+    }
+
+    /// The metrics and rank of every seller of `tenant` now — at the tenant's watermark (event
+    /// or clock, whichever is later) — best rank first; empty for a tenant not seen. For a live
+    /// API: unlike the emitted snapshots, this depends on the wall clock.
+    pub fn seller_metrics(&self, tenant: TenantId) -> Vec<SellerMetrics> {
+        let Some(t) = self.tenants.get(&tenant) else {
+            return Vec::new();
+        };
+        let Some(event_watermark) = t
+            .max_event_time
+            .map(|m| m - chrono_duration(self.config.watermark_delay))
+        else {
+            return Vec::new();
+        };
+        let at = self
+            .clock_watermark
+            .map_or(event_watermark, |c| c.max(event_watermark));
+        t.sellers
+            .evaluate(t.id, &t.th, at, &t.conversations, &t.leads)
     }
 }
 
@@ -277,6 +312,8 @@ pub(crate) struct Ctx<'a> {
     pub th: &'a Thresholds,
     pub deadlines: &'a mut Deadlines,
     pub out: &'a mut Vec<Output>,
+    /// Waits that ended, for the seller metrics.
+    pub ended: &'a mut Vec<conversations::EndedWait>,
 }
 
 /// Event ids already applied, forgettable by event time.
@@ -322,6 +359,8 @@ struct TenantState {
     conversations: conversations::Conversations,
     leads: leads::Leads,
     sessions: sessions::Sessions,
+    sellers: sellers::Sellers,
+    ended_waits: Vec<conversations::EndedWait>,
     next_prune: Option<DateTime<Utc>>,
 }
 
@@ -329,6 +368,8 @@ impl TenantState {
     fn new(id: TenantId, th: Thresholds) -> Self {
         TenantState {
             id,
+            sellers: sellers::Sellers::new(&th),
+            ended_waits: Vec::new(),
             th,
             max_event_time: None,
             seen: Dedup::default(),
@@ -346,6 +387,7 @@ impl TenantState {
             th: &self.th,
             deadlines: &mut self.deadlines,
             out,
+            ended: &mut self.ended_waits,
         };
         let convs = &mut self.conversations;
         let leads = &mut self.leads;
@@ -365,9 +407,11 @@ impl TenantState {
                 self.sessions.on_heartbeat(&mut ctx, event, s)
             }
             Payload::SessionEnded(s) => self.sessions.on_ended(&mut ctx, event, s),
-            // Users matter to metrics and reports (later rules), not to these.
+            // Users matter to the seller metrics only.
             Payload::UserUpserted(_) => {}
         }
+        self.sellers
+            .observe(event, &self.conversations, &mut self.ended_waits);
     }
 
     fn fire_due(&mut self, upto: DateTime<Utc>, out: &mut Vec<Output>) {
@@ -377,6 +421,7 @@ impl TenantState {
                 th: &self.th,
                 deadlines: &mut self.deadlines,
                 out,
+                ended: &mut self.ended_waits,
             };
             match key {
                 DeadlineKey::Unanswered(c) => self.conversations.fire(&mut ctx, &c, at),

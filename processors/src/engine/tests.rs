@@ -167,8 +167,17 @@ fn session(n: u128, kind: &str, s: &str, at: DateTime<Utc>) -> Event {
     ev(n, at, payload)
 }
 
-/// Feeds events in order, collecting every output.
+/// Feeds events in order, collecting every output but the seller-metrics snapshots (which the
+/// rule tests are not about; see [`feed_all`]).
 fn feed(e: &mut PartitionEngine, events: &[Event]) -> Vec<Output> {
+    feed_all(e, events)
+        .into_iter()
+        .filter(|o| !matches!(o, Output::SellerMetrics(_)))
+        .collect()
+}
+
+/// Feeds events in order, collecting every output.
+fn feed_all(e: &mut PartitionEngine, events: &[Event]) -> Vec<Output> {
     events.iter().flat_map(|x| e.on_event(x)).collect()
 }
 
@@ -388,8 +397,12 @@ fn a_reply_after_it_fired_withdraws_it() {
     assert_eq!(w.created_at, t(75.0));
     assert_eq!(w.title, "Conversación respondida");
     assert_eq!(samples(&outs)[0].response_seconds, 75.0 * 60.0);
-    // A second reply does nothing more.
-    assert!(feed(&mut e, &[sent(3, "c1", t(76.0), 9, false)]).is_empty());
+    // A second reply does nothing more for the conversation: what it brings is the performance
+    // alert of the minute it starts (seller 9's 75 min reply is above the 30 min mean).
+    let outs = feed(&mut e, &[sent(3, "c1", t(76.0), 9, false)]);
+    let kinds: Vec<_> = notifications(&outs).iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, vec![NotificationType::PerformanceAlert]);
+    assert_eq!(outs.len(), 1);
 }
 
 #[test]
@@ -751,6 +764,7 @@ fn the_same_events_give_byte_identical_outputs() {
                     Output::Notification(n) => serde_json::to_value(n).unwrap(),
                     Output::ResponseTime(r) => serde_json::to_value(r).unwrap(),
                     Output::LeadScore(l) => serde_json::to_value(l).unwrap(),
+                    Output::SellerMetrics(m) => serde_json::to_value(m).unwrap(),
                     Output::TooLate(t) => json!(t.to_string()),
                 })
                 .collect::<Vec<_>>(),
@@ -1216,16 +1230,22 @@ fn outputs_by_id(events: &[Event], delay: Duration) -> Vec<(Uuid, String)> {
         outs.iter().all(|o| !matches!(o, Output::TooLate(_))),
         "everything is within lateness"
     );
+    // Seller-metrics snapshots and performance alerts are evaluated at minute changes of the
+    // event-time watermark over what has arrived so far: they follow arrival order by design.
     let mut v: Vec<(Uuid, String)> = outs
         .iter()
-        .map(|o| {
+        .filter_map(|o| {
             let body = match o {
+                Output::Notification(n) if n.kind == NotificationType::PerformanceAlert => {
+                    return None
+                }
+                Output::SellerMetrics(_) => return None,
                 Output::Notification(n) => serde_json::to_string(n).unwrap(),
                 Output::ResponseTime(r) => serde_json::to_string(r).unwrap(),
                 Output::LeadScore(l) => serde_json::to_string(l).unwrap(),
                 Output::TooLate(t) => t.to_string(),
             };
-            (o.id().unwrap(), body)
+            Some((o.id().unwrap(), body))
         })
         .collect();
     v.sort();
@@ -1284,4 +1304,394 @@ fn deadlines_are_kept_only_while_pending() {
     );
     let tenant = &e.tenants[&TENANT];
     assert_eq!(tenant.deadlines.len(), 1);
+}
+
+// ---------------------------------------------------------------- seller metrics
+
+fn snapshots(outs: &[Output]) -> Vec<&SellerMetrics> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::SellerMetrics(m) => Some(m.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn snapshot_of(outs: &[Output], seller: u64, at: DateTime<Utc>) -> SellerMetrics {
+    snapshots(outs)
+        .into_iter()
+        .find(|m| m.seller_id == seller && m.snapshot_at == at)
+        .unwrap_or_else(|| panic!("no snapshot of seller {seller} at {at}"))
+        .clone()
+}
+
+/// An event that only moves event time (a user that is not a seller).
+fn tick_event(n: u128, at: DateTime<Utc>) -> Event {
+    ev(
+        n,
+        at,
+        Payload::UserUpserted(UserUpserted {
+            user_id: 999,
+            name: "Gerente".into(),
+            role: Role::Manager,
+            time_zone: None,
+            active: None,
+        }),
+    )
+}
+
+/// With the 1 s watermark delay: an event at `b + 1s` moves the watermark exactly to `b`.
+fn at_watermark(n: u128, b: DateTime<Utc>) -> Event {
+    tick_event(n, b + chrono::Duration::seconds(1))
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+#[test]
+fn percentiles_use_the_nearest_rank_on_known_data() {
+    let s = sellers::stats((1..=10).rev().map(f64::from).collect());
+    assert_eq!(s.count, 10);
+    assert_eq!(s.mean_seconds, Some(5.5));
+    assert_eq!((s.p50_seconds, s.p90_seconds), (Some(5.0), Some(9.0)));
+    assert_eq!(s.max_seconds, Some(10.0));
+    let s = sellers::stats(vec![4.0, 1.0, 3.0, 2.0]);
+    assert_eq!((s.p50_seconds, s.p90_seconds), (Some(2.0), Some(4.0)));
+    let s = sellers::stats(vec![7.0]);
+    assert_eq!(
+        (s.p50_seconds, s.p90_seconds, s.max_seconds),
+        (Some(7.0), Some(7.0), Some(7.0))
+    );
+    assert_eq!(sellers::stats(vec![]), ResponseTimeStats::default());
+}
+
+#[test]
+fn the_1h_window_excludes_a_sample_exactly_one_hour_old() {
+    let mut e = engine();
+    let outs = feed_all(
+        &mut e,
+        &[
+            received(1, "c1", t(0.0), Some(7), ""),
+            sent(2, "c1", t(1.0), 7, false), // 60 s, at t(1)
+            received(3, "c1", t(2.0), Some(7), ""),
+            sent(4, "c1", t(4.0), 7, false), // 120 s, at t(4)
+            at_watermark(5, t(60.0)),
+            at_watermark(6, t(61.0)),
+            at_watermark(7, t(64.0)),
+        ],
+    );
+    let at60 = snapshot_of(&outs, 7, t(60.0));
+    assert_eq!(at60.response_1h.count, 2);
+    assert_eq!(at60.response_1h.mean_seconds, Some(90.0));
+    let at61 = snapshot_of(&outs, 7, t(61.0));
+    assert_eq!(
+        at61.response_1h.count, 1,
+        "the sample at t(1) is exactly 1 h old"
+    );
+    assert_eq!(at61.response_1h.max_seconds, Some(120.0));
+    assert_eq!(at61.response_7d.count, 2);
+    assert_eq!(at61.response_today.count, 2);
+    let at64 = snapshot_of(&outs, 7, t(64.0));
+    assert_eq!(at64.response_1h.count, 0);
+    assert_eq!(at64.response_1h.mean_seconds, None);
+    assert_eq!(at64.id, sellers::snapshot_id(TENANT, 7, t(64.0)));
+    // Conversation figures of the same snapshot.
+    assert_eq!(
+        (
+            at64.conversations_total,
+            at64.conversations_active,
+            at64.conversations_today
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(at64.total_chat_seconds, 240.0);
+    assert_eq!((at64.waits_received, at64.waits_answered), (2, 2));
+    assert_eq!(at64.engagement_rate, Some(1.0));
+}
+
+#[test]
+fn day_start_follows_the_tenant_zone_through_dst_changes() {
+    use chrono::{NaiveDate, TimeZone};
+    let madrid: chrono_tz::Tz = "Europe/Madrid".parse().unwrap();
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    // Spring forward on 2026-03-29 (02:00 CET -> 03:00 CEST): a 23 h day.
+    assert_eq!(
+        sellers::day_start(madrid, day(2026, 3, 29)),
+        utc("2026-03-28T23:00:00Z")
+    );
+    assert_eq!(
+        sellers::day_start(madrid, day(2026, 3, 30)),
+        utc("2026-03-29T22:00:00Z")
+    );
+    // Chile springs forward at local midnight: 2026-09-06 00:00 does not exist there.
+    let santiago: chrono_tz::Tz = "America/Santiago".parse().unwrap();
+    let midnight = day(2026, 9, 6).and_hms_opt(0, 0, 0).unwrap();
+    assert!(
+        santiago.from_local_datetime(&midnight).earliest().is_none(),
+        "a gap at midnight"
+    );
+    let start = sellers::day_start(santiago, day(2026, 9, 6));
+    assert_eq!(start, utc("2026-09-06T04:00:00Z"));
+    assert_eq!(
+        start.with_timezone(&santiago).to_string(),
+        "2026-09-06 01:00:00 -03"
+    );
+    assert_eq!(
+        sellers::day_start(santiago, day(2026, 9, 5)),
+        utc("2026-09-05T04:00:00Z")
+    );
+}
+
+#[test]
+fn today_is_the_local_day_on_a_dst_change_day() {
+    let mut e = engine_with(|c| c.defaults.time_zone = "Europe/Madrid".into());
+    let reply_after = |n: u128, conv: &str, replied: &str| {
+        let r = utc(replied);
+        vec![
+            received(n, conv, r - chrono::Duration::seconds(30), Some(7), ""),
+            sent(n + 1, conv, r, 7, false),
+        ]
+    };
+    let mut events = Vec::new();
+    events.extend(reply_after(1, "a", "2026-03-28T22:59:59Z")); // 23:59:59 on the 28th
+    events.extend(reply_after(3, "b", "2026-03-28T23:00:00Z")); // 00:00:00 on the 29th
+    events.push(at_watermark(5, utc("2026-03-28T23:30:00Z")));
+    events.extend(reply_after(6, "c", "2026-03-29T21:59:59Z")); // 23:59:59 CEST on the 29th
+    events.extend(reply_after(8, "d", "2026-03-29T22:00:00Z")); // 00:00 on the 30th
+    events.push(at_watermark(10, utc("2026-03-29T22:00:00Z")));
+    let outs = feed_all(&mut e, &events);
+    let first = snapshot_of(&outs, 7, utc("2026-03-28T23:30:00Z"));
+    assert_eq!(first.day.to_string(), "2026-03-29");
+    assert_eq!(first.time_zone, "Europe/Madrid");
+    assert_eq!(first.response_today.count, 1);
+    assert_eq!(first.response_1h.count, 2);
+    let next = snapshot_of(&outs, 7, utc("2026-03-29T22:00:00Z"));
+    assert_eq!(next.day.to_string(), "2026-03-30", "the 29th lasted 23 h");
+    assert_eq!(
+        next.response_today.count, 1,
+        "only the reply at local midnight"
+    );
+    assert_eq!(next.response_7d.count, 4);
+    assert_eq!(next.conversations_today, 1);
+}
+
+#[test]
+fn productivity_score_formula() {
+    let th = Thresholds::default(); // response_target 5 min
+    let rt = |mean: f64| sellers::stats(vec![mean]);
+    assert_eq!(
+        sellers::productivity(&th, &rt(150.0), Some(1.0), Some(0.25), 50),
+        10.0
+    );
+    // Twice the target: half the speed marks.
+    let expected = 10.0 * (0.35 * 0.5 + 0.25 + 0.25 + 0.15);
+    assert_eq!(
+        sellers::productivity(&th, &rt(600.0), Some(1.0), Some(0.5), 80),
+        expected
+    );
+    // No leads: the other components are renormalised.
+    let expected = ((10.0 * (0.35 + 0.25 * 0.5 + 0.15 * 0.2) / 0.75) * 100.0_f64).round() / 100.0;
+    assert_eq!(
+        sellers::productivity(&th, &rt(10.0), Some(0.5), None, 10),
+        expected
+    );
+    // Nothing at all.
+    assert_eq!(
+        sellers::productivity(&th, &ResponseTimeStats::default(), None, None, 0),
+        0.0
+    );
+}
+
+#[test]
+fn rank_orders_by_score_and_breaks_ties_by_seller_id() {
+    let mut e = engine();
+    let mut events = Vec::new();
+    // Sellers 9 and 3 answer in 10 min, seller 5 in 1 min, seller 8 never answers.
+    for (i, (seller, wait)) in [(9u64, 10.0), (3, 10.0), (5, 1.0), (8, 200.0)]
+        .iter()
+        .enumerate()
+    {
+        let n = 10 * i as u128;
+        let conv = format!("c{seller}");
+        events.push(received(n + 1, &conv, t(0.0), Some(*seller), ""));
+        if *wait < 100.0 {
+            events.push(sent(n + 2, &conv, t(*wait), *seller, false));
+        }
+    }
+    events.push(at_watermark(100, t(90.0)));
+    feed_all(&mut e, &events);
+    let ranked = e.seller_metrics(TENANT);
+    let order: Vec<(u64, u32)> = ranked.iter().map(|m| (m.seller_id, m.rank)).collect();
+    assert_eq!(order, vec![(5, 1), (3, 2), (9, 3), (8, 4)]);
+    assert_eq!(ranked[1].productivity_score, ranked[2].productivity_score);
+    assert!(ranked[0].productivity_score > ranked[1].productivity_score);
+    assert!(ranked.iter().all(|m| m.sellers_ranked == 4));
+    let eight = &ranked[3];
+    assert_eq!(eight.conversations_unanswered, 1);
+    assert_eq!((eight.waits_received, eight.waits_answered), (1, 0));
+    assert_eq!(eight.productivity_score, 0.0);
+    // The non-seller user used as a clock is not ranked.
+    assert!(ranked.iter().all(|m| m.seller_id != 999));
+}
+
+fn alerts(outs: &[Output]) -> Vec<&Notification> {
+    of_kind(outs, NotificationType::PerformanceAlert)
+}
+
+#[test]
+fn a_performance_alert_fires_once_per_day_per_condition_and_again_the_next_day() {
+    let mut e = engine_with(|c| c.defaults.alert_unanswered = 1);
+    let mut events = vec![
+        // 40 min to reply (> 30 min) on day 1.
+        received(1, "slow", t(0.0), Some(7), ""),
+        sent(2, "slow", t(40.0), 7, false),
+        // Two customers waiting more than 1 h (> 1 unanswered).
+        received(3, "w1", t(41.0), Some(7), ""),
+        received(4, "w2", t(41.0), Some(7), ""),
+        at_watermark(5, t(50.0)),
+    ];
+    let outs = feed_all(&mut e, &events);
+    let first = alerts(&outs);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].data["condition"], "slow_response");
+    assert_eq!(first[0].audience, Audience::Role { role: Role::Ceo });
+    assert_eq!(first[0].priority, Priority::Medium);
+    // Evaluated when the watermark entered the minute of the reply.
+    assert_eq!(first[0].created_at, t(40.0));
+    assert_eq!(first[0].title, "Alerta de rendimiento: respuestas lentas");
+    assert_eq!(
+        first[0].id,
+        derive_id(
+            "notification/performance_alert",
+            &["42", "7", "2026-03-02", "slow_response"]
+        )
+    );
+    // Later the same day: both waits overdue (deadline t(101)); slow response already alerted.
+    events = vec![
+        received(6, "slow", t(200.0), Some(7), ""),
+        sent(7, "slow", t(250.0), 7, false),
+        at_watermark(8, t(260.0)),
+        at_watermark(9, t(300.0)),
+    ];
+    let outs = feed_all(&mut e, &events);
+    let later = alerts(&outs);
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(later[0].data["condition"], "unanswered");
+    assert_eq!(later[0].data["value"], 2);
+    assert_eq!(snapshot_of(&outs, 7, t(260.0)).conversations_unanswered, 2);
+    // The next day (UTC): both conditions still hold once evaluated, so both fire again.
+    let next_day = utc("2026-03-03T08:00:00Z");
+    let outs = feed_all(
+        &mut e,
+        &[
+            received(10, "slow", next_day, Some(7), ""),
+            sent(
+                11,
+                "slow",
+                next_day + chrono::Duration::minutes(45),
+                7,
+                false,
+            ),
+            at_watermark(12, next_day + chrono::Duration::minutes(46)),
+            at_watermark(13, next_day + chrono::Duration::minutes(47)),
+        ],
+    );
+    let mut conditions: Vec<String> = alerts(&outs)
+        .iter()
+        .map(|n| format!("{}@{}", n.data["condition"], n.data["day"]))
+        .collect();
+    conditions.sort();
+    assert_eq!(
+        conditions,
+        vec![
+            "\"slow_response\"@\"2026-03-03\"",
+            "\"unanswered\"@\"2026-03-03\""
+        ]
+    );
+}
+
+#[test]
+fn low_conversion_alerts_only_with_more_than_the_minimum_of_leads() {
+    let mut e = engine_with(|c| {
+        c.defaults.alert_conversion_min_leads = 2;
+        c.defaults.language = crate::texts::Language::En;
+    });
+    let lead = |n: u128, id: &str, at: f64| {
+        lead_created(n, id, t(at), LeadSource::Website, Some(4), None, None)
+    };
+    let outs = feed_all(
+        &mut e,
+        &[
+            lead(1, "l1", 0.0),
+            lead(2, "l2", 1.0),
+            at_watermark(3, t(5.0)),
+        ],
+    );
+    assert!(alerts(&outs).is_empty(), "2 leads are not more than 2");
+    let outs = feed_all(&mut e, &[lead(4, "l3", 6.0), at_watermark(5, t(8.0))]);
+    let a = alerts(&outs);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].data["condition"], "low_conversion");
+    assert_eq!(a[0].message, "#4 converts 0% of their 3 leads");
+    let m = snapshot_of(&outs, 4, t(8.0));
+    assert_eq!((m.leads_generated, m.leads_converted), (3, 0));
+    assert_eq!(m.conversion_rate, Some(0.0));
+    // Converting one lead (1/3 > 0.10) changes the snapshot, and no new alert.
+    let outs = feed_all(
+        &mut e,
+        &[
+            status(6, "l1", t(9.0), LeadStatus::Converted),
+            at_watermark(7, t(10.0)),
+        ],
+    );
+    assert!(alerts(&outs).is_empty());
+    let m = snapshot_of(&outs, 4, t(10.0));
+    assert_eq!(m.leads_converted, 1);
+}
+
+#[test]
+fn snapshots_are_emitted_for_changed_sellers_and_identical_on_replay() {
+    let events = vec![
+        received(1, "c1", t(0.0), Some(7), "hola"),
+        sent(2, "c1", t(10.0), 7, false), // 10 min: half the speed marks
+        received(3, "c2", t(11.0), Some(8), ""),
+        at_watermark(4, t(12.0)),
+        sent(5, "c2", t(12.5), 8, false), // 90 s: full speed marks, so 8 overtakes 7
+        at_watermark(6, t(13.0)),
+        at_watermark(7, t(14.0)),
+    ];
+    let run = || {
+        let mut e = engine();
+        let outs = feed_all(&mut e, &events);
+        snapshots(&outs)
+            .iter()
+            .map(|m| serde_json::to_string(m).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let a = run();
+    assert_eq!(a, run());
+    let mut e = engine();
+    let outs = feed_all(&mut e, &events);
+    let at = |b: f64| {
+        snapshots(&outs)
+            .iter()
+            .filter(|m| m.snapshot_at == t(b))
+            .map(|m| m.seller_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at(12.0), vec![7, 8]);
+    // Seller 8's reply changes 8 and the ranks, hence 7 too; at t(14) nothing changed: no
+    // snapshot.
+    assert_eq!(at(13.0), vec![8, 7]);
+    assert!(at(14.0).is_empty());
+    assert!(
+        at(11.0).is_empty(),
+        "no new figures between t(10) and t(11)"
+    );
+    // The live view agrees with the last snapshots but for time and id.
+    let live = e.seller_metrics(TENANT);
+    assert_eq!(live.len(), 2);
+    assert_eq!(live[0].snapshot_at, t(14.0));
+    assert_eq!((live[0].seller_id, live[0].rank), (8, 1));
 }

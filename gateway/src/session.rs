@@ -1,0 +1,172 @@
+//! What every live connection does, whatever its transport (`/ws` or Socket.IO): register with
+//! the hub under the user's preferences, count unread, replay what a reconnecting client missed
+//! without sending anything twice, mark read and tell the user's other connections.
+//!
+//! A transport implements [`Transport`] (how to write a notification or a count to its socket)
+//! and drives a [`Session`] from its own event loop.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::audience::Viewer;
+use crate::hub::{ConnectionId, Outbound, Subscription};
+use crate::inbox::{InboxError, StoredNotification};
+use crate::preferences::Preferences;
+use crate::Shared;
+
+/// Page size of the replay of missed notifications.
+const REPLAY_PAGE: u32 = 200;
+/// How many sequences pushed live are remembered so that a later replay skips them.
+const LIVE_MEMORY: usize = 1024;
+
+/// How a transport writes to its socket.
+pub(crate) trait Transport {
+    type Error;
+    async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), Self::Error>;
+    async fn send_unread_count(&mut self, count: u64) -> Result<(), Self::Error>;
+    /// The error that ends the connection when the inbox fails.
+    fn inbox_failed(&self, error: InboxError) -> Self::Error;
+}
+
+/// What the transport should write for an item from the hub.
+pub(crate) enum Deliver {
+    Notification(Arc<StoredNotification>),
+    Metrics(Arc<Value>),
+    /// Nothing now (a duplicate, or only the count changed: see [`Session::count_is_stale`]).
+    Nothing,
+}
+
+/// The transport-independent state of one live connection.
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    pub(crate) viewer: Viewer,
+    pub(crate) connection_id: ConnectionId,
+    /// Everything visible up to this sequence has been replayed; live copies are skipped.
+    replayed_through: Option<i64>,
+    /// Recent sequences pushed live, so that a replay requested later skips them.
+    live_sent: VecDeque<i64>,
+    count_stale: bool,
+}
+
+impl Session {
+    /// Loads the user's preferences (role defaults if the inbox cannot tell) and registers the
+    /// connection with the hub.
+    pub(crate) async fn open(shared: Arc<Shared>, viewer: Viewer) -> (Session, Subscription) {
+        let prefs = match shared.inbox.preferences(&viewer).await {
+            Ok(prefs) => prefs,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load preferences; using the role's defaults");
+                Preferences::for_role(viewer.role)
+            }
+        };
+        let subscription = shared.hub.register(viewer, prefs, shared.cfg.client_queue);
+        let session = Session {
+            shared,
+            viewer,
+            connection_id: subscription.id,
+            replayed_through: None,
+            live_sent: VecDeque::new(),
+            count_stale: false,
+        };
+        (session, subscription)
+    }
+
+    /// The user's unread count, now.
+    pub(crate) async fn unread_count(&mut self) -> Result<u64, InboxError> {
+        let count = self.shared.inbox.unread_count(&self.viewer).await?;
+        self.count_stale = false;
+        Ok(count)
+    }
+
+    /// Sends the unread count.
+    pub(crate) async fn send_unread_count<T: Transport>(
+        &mut self,
+        t: &mut T,
+    ) -> Result<(), T::Error> {
+        let count = self.unread_count().await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot count unread notifications");
+            t.inbox_failed(e)
+        })?;
+        t.send_unread_count(count).await
+    }
+
+    /// Sends, oldest first, what the user can see after sequence `after`, except what this
+    /// connection already pushed live; live copies of what it replays are skipped afterwards.
+    /// Missed notifications are replayed whatever the preferences: the client asked for them.
+    pub(crate) async fn replay<T: Transport>(
+        &mut self,
+        mut after: i64,
+        t: &mut T,
+    ) -> Result<(), T::Error> {
+        after = after.max(0);
+        loop {
+            let page = self
+                .shared
+                .inbox
+                .since(&self.viewer, after, REPLAY_PAGE)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot replay missed notifications");
+                    t.inbox_failed(e)
+                })?;
+            for stored in &page {
+                if !self.live_sent.contains(&stored.sequence) {
+                    t.send_notification(stored).await?;
+                }
+                after = stored.sequence;
+            }
+            self.replayed_through = Some(self.replayed_through.map_or(after, |t| t.max(after)));
+            if page.len() < REPLAY_PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What to write for an item from the hub.
+    pub(crate) fn accept(&mut self, outbound: Outbound) -> Deliver {
+        match outbound {
+            Outbound::Notification(stored) => {
+                if self
+                    .replayed_through
+                    .is_some_and(|through| stored.sequence <= through)
+                {
+                    return Deliver::Nothing;
+                }
+                if self.live_sent.len() == LIVE_MEMORY {
+                    self.live_sent.pop_front();
+                }
+                self.live_sent.push_back(stored.sequence);
+                self.count_stale = true;
+                Deliver::Notification(stored)
+            }
+            Outbound::UnreadCountChanged => {
+                self.count_stale = true;
+                Deliver::Nothing
+            }
+            Outbound::Metrics(metrics) => Deliver::Metrics(metrics),
+        }
+    }
+
+    /// Whether the count should be sent again. Transports send it once their queue is drained,
+    /// so that a burst costs one recount.
+    pub(crate) fn count_is_stale(&self) -> bool {
+        self.count_stale
+    }
+
+    /// Marks `id` read for this user and tells the user's other connections. `None` if the
+    /// user has no such notification, else the new unread count.
+    pub(crate) async fn mark_read(&mut self, id: Uuid) -> Result<Option<u64>, InboxError> {
+        if !self.shared.inbox.mark_read(&self.viewer, id).await? {
+            return Ok(None);
+        }
+        self.shared.hub.unread_changed(
+            self.viewer.tenant_id,
+            self.viewer.user_id,
+            Some(self.connection_id),
+        );
+        self.unread_count().await.map(Some)
+    }
+}

@@ -1,0 +1,464 @@
+//! Socket.IO v4 at `/socket.io/` (SPEC §5), for front ends using `socket.io-client`; WebSocket
+//! and HTTP long-polling transports (Engine.IO v4, via `socketioxide`). Same audience rules,
+//! preferences, hub fan-out and catch-up as `/ws` (both drive a [`Session`]).
+//!
+//! Auth: the JWT in the handshake `auth: {token}`, else `?token=` in the URL, else
+//! `Authorization: Bearer`. A missing or bad token refuses the connection: the client gets
+//! `connect_error` with `{message}` saying why.
+//!
+//! Server → client events (namespace `/`):
+//! - `notification_connected` `{user_id, tenant_id, role, unread_count}` — first.
+//! - `new_notification` — the SPEC §4 notification JSON plus `sequence` (inbox arrival order),
+//!   `read` and `withdrawn`. Live ones flow from the connection on (muted ones excepted, see
+//!   [`crate::preferences`]); missed ones after `subscribe_notifications {since}`.
+//! - `notification_count_update` `{count}` — after changes (new notification, read elsewhere),
+//!   and after a `subscribe_notifications`.
+//! - `notification_marked_read` `{notification_id, count}` — answer to `mark_notification_read`.
+//! - `notification_error` `{event, message}` — a client event was not understood or failed.
+//! - `metrics_update` — live metrics of the tenant, CEO/manager only, at most once a second.
+//!
+//! Client → server events:
+//! - `subscribe_notifications` with optional `{since: <last sequence seen>}`: replays, oldest
+//!   first, what the user missed after `since` (nothing if absent), then the live ones continue;
+//!   nothing is sent twice.
+//! - `mark_notification_read` `{notification_id}` (or the id as a bare string).
+//!
+//! The server disconnects a client that does not read fast enough (its buffer of
+//! `client_queue` packets fills up), when its token expires, and on shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
+use socketioxide::{SendError, SocketError, SocketIo};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::auth::{AuthError, Principal};
+use crate::hub::{Registration, Subscription};
+use crate::inbox::{InboxError, StoredNotification};
+use crate::session::{Deliver, Session, Transport};
+use crate::Shared;
+
+/// Client events waiting for the connection's task; more than this in flight is abuse.
+const CONTROL_QUEUE: usize = 32;
+
+/// What the per-socket event handlers ask of the connection's task.
+enum Control {
+    Subscribe { since: Option<i64> },
+    MarkRead { notification_id: Uuid },
+}
+
+/// Cancelled when the client is gone (the socket's disconnect handler).
+#[derive(Clone)]
+struct Gone(CancellationToken);
+
+/// Builds the Socket.IO server: its routes (`/socket.io` and `/socket.io/`) and its handle.
+pub(crate) fn build(shared: Arc<Shared>) -> (axum::Router, SocketIo) {
+    let cfg = &shared.cfg;
+    let (svc, io) = SocketIo::builder()
+        .req_path("/socket.io")
+        .ping_interval(cfg.ping_interval)
+        .ping_timeout(cfg.ping_interval)
+        .max_buffer_size(cfg.client_queue)
+        // Client events are tiny.
+        .max_payload(64 * 1024)
+        .build_svc();
+    let auth_shared = shared.clone();
+    let authenticate = move |s: SocketRef, TryData(auth): TryData<Value>| {
+        let shared = auth_shared.clone();
+        async move {
+            let principal = authenticate(&shared, &s, auth.ok().as_ref())?;
+            s.extensions.insert(principal);
+            Ok::<(), AuthError>(())
+        }
+    };
+    let on_connect = move |s: SocketRef| {
+        let shared = shared.clone();
+        async move { connected(shared, s).await }
+    };
+    io.ns("/", on_connect.with(authenticate));
+    let routes = axum::Router::new()
+        .route_service("/socket.io", svc.clone())
+        .route_service("/socket.io/", svc);
+    (routes, io)
+}
+
+/// The token of a handshake: `auth.token`, else `?token=`, else `Authorization: Bearer`.
+fn authenticate(
+    shared: &Shared,
+    s: &SocketRef,
+    auth: Option<&Value>,
+) -> Result<Principal, AuthError> {
+    let from_auth = auth
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    let parts = s.req_parts();
+    let from_query = || {
+        parts.uri.query().and_then(|q| {
+            q.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=')?;
+                (k == "token" && !v.is_empty()).then(|| percent_decode(v))
+            })
+        })
+    };
+    let token = match from_auth.or_else(from_query) {
+        Some(token) => token,
+        None => crate::auth::bearer_token(&parts.headers)
+            .ok_or(AuthError::MissingToken)??
+            .to_string(),
+    };
+    shared.verifier.verify(&token)
+}
+
+/// `%XX` and `+` decoding of a query value (JWTs are URL-safe, but clients may encode anyway).
+fn percent_decode(v: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
+            .flatten();
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn connected(shared: Arc<Shared>, s: SocketRef) {
+    let Some(principal) = s.extensions.get::<Principal>() else {
+        // The middleware always inserts it; without it there is nobody to serve.
+        let _ = s.disconnect();
+        return;
+    };
+    let viewer = principal.viewer;
+    let (mut session, subscription) = Session::open(shared.clone(), viewer).await;
+    let count = match session.unread_count().await {
+        Ok(count) => count,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count unread notifications; disconnecting");
+            let _ = s.disconnect();
+            return;
+        }
+    };
+    if s.emit(
+        "notification_connected",
+        &json!({
+            "user_id": viewer.user_id,
+            "tenant_id": viewer.tenant_id,
+            "role": viewer.role,
+            "unread_count": count,
+        }),
+    )
+    .is_err()
+    {
+        return;
+    }
+
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let gone = Gone(CancellationToken::new());
+    s.extensions.insert(gone.clone());
+    s.on_disconnect(|s: SocketRef, reason: DisconnectReason| async move {
+        tracing::debug!(sid = %s.id, ?reason, "socket.io client disconnected");
+        if let Some(Gone(token)) = s.extensions.get::<Gone>() {
+            token.cancel();
+        }
+    });
+    let tx = control_tx.clone();
+    s.on(
+        "subscribe_notifications",
+        move |s: SocketRef, TryData(data): TryData<Value>| {
+            let tx = tx.clone();
+            async move {
+                let since = data.ok().as_ref().and_then(since_of);
+                request(
+                    &s,
+                    &tx,
+                    "subscribe_notifications",
+                    Control::Subscribe { since },
+                );
+            }
+        },
+    );
+    s.on(
+        "mark_notification_read",
+        move |s: SocketRef, TryData(data): TryData<Value>| {
+            let tx = control_tx.clone();
+            async move {
+                match data.ok().as_ref().and_then(notification_id_of) {
+                    Some(notification_id) => request(
+                        &s,
+                        &tx,
+                        "mark_notification_read",
+                        Control::MarkRead { notification_id },
+                    ),
+                    None => emit_error(
+                        &s,
+                        "mark_notification_read",
+                        "needs {\"notification_id\": \"<uuid>\"}".into(),
+                    ),
+                }
+            }
+        },
+    );
+    tracing::debug!(
+        sid = %s.id,
+        transport = ?s.transport_type(),
+        tenant_id = viewer.tenant_id,
+        user_id = viewer.user_id,
+        "socket.io client connected"
+    );
+    let expires_at = principal.expires_at_time();
+    tokio::spawn(async move {
+        let Subscription {
+            mut rx,
+            kicked,
+            registration,
+            ..
+        } = subscription;
+        let mut conn = SocketTransport { socket: s.clone() };
+        let token_expires = Instant::now()
+            + expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+        let mut control_rx = control_rx;
+        let end = loop {
+            let step = tokio::select! {
+                biased;
+                _ = gone.0.cancelled() => Err(End::Gone),
+                _ = kicked.cancelled() => Err(End::TooSlow),
+                _ = shared.shutdown.cancelled() => Err(End::Closing("server shutting down")),
+                _ = sleep_until(token_expires) => Err(End::Closing("token expired")),
+                control = control_rx.recv() => match control {
+                    None => Err(End::Gone),
+                    Some(control) => handle(&mut session, &mut conn, control).await,
+                },
+                outbound = rx.recv() => match outbound {
+                    None => Err(End::Closing("server shutting down")),
+                    Some(outbound) => match session.accept(outbound) {
+                        Deliver::Notification(stored) => conn.send_notification(&stored).await,
+                        Deliver::Metrics(metrics) => conn.emit("metrics_update", &metrics),
+                        Deliver::Nothing => Ok(()),
+                    },
+                },
+            };
+            let step = match step {
+                Ok(()) if session.count_is_stale() && rx.is_empty() => {
+                    session.send_unread_count(&mut conn).await
+                }
+                other => other,
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        drop::<Registration>(registration);
+        match end {
+            End::Gone => {}
+            End::TooSlow => {
+                tracing::info!(sid = %s.id, "socket.io client too slow; disconnecting it");
+                let _ = s.disconnect();
+            }
+            End::Closing(reason) => {
+                tracing::debug!(sid = %s.id, reason, "disconnecting socket.io client");
+                let _ = s.disconnect();
+            }
+        }
+    });
+}
+
+/// Hands a client event to the connection's task.
+fn request(s: &SocketRef, tx: &mpsc::Sender<Control>, event: &str, control: Control) {
+    if tx.try_send(control).is_err() {
+        emit_error(
+            s,
+            event,
+            "too many requests in flight; wait for the answers".into(),
+        );
+    }
+}
+
+fn emit_error(s: &SocketRef, event: &str, message: String) {
+    let _ = s.emit(
+        "notification_error",
+        &json!({"event": event, "message": message}),
+    );
+}
+
+/// `since` of `subscribe_notifications`: `{since: N}` (number or numeric string).
+fn since_of(data: &Value) -> Option<i64> {
+    match data.get("since")? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The id of `mark_notification_read`: `{notification_id}` or a bare string.
+fn notification_id_of(data: &Value) -> Option<Uuid> {
+    let id = match data {
+        Value::String(s) => s.as_str(),
+        other => other.get("notification_id")?.as_str()?,
+    };
+    Uuid::parse_str(id).ok()
+}
+
+async fn handle(
+    session: &mut Session,
+    conn: &mut SocketTransport,
+    control: Control,
+) -> Result<(), End> {
+    match control {
+        Control::Subscribe { since } => {
+            if let Some(after) = since {
+                session.replay(after, conn).await?;
+            }
+            session.send_unread_count(conn).await
+        }
+        Control::MarkRead { notification_id } => match session.mark_read(notification_id).await {
+            Ok(Some(count)) => conn.emit(
+                "notification_marked_read",
+                &json!({"notification_id": notification_id, "count": count}),
+            ),
+            Ok(None) => {
+                emit_error(
+                    &conn.socket,
+                    "mark_notification_read",
+                    format!("no notification {notification_id} for you"),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mark_notification_read failed");
+                emit_error(
+                    &conn.socket,
+                    "mark_notification_read",
+                    "the inbox is unavailable, try again".into(),
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+/// Why a Socket.IO connection's task ends.
+enum End {
+    /// The client left.
+    Gone,
+    /// Its buffer is full.
+    TooSlow,
+    /// The server ends it.
+    Closing(&'static str),
+}
+
+struct SocketTransport {
+    socket: SocketRef,
+}
+
+impl SocketTransport {
+    /// Emits without waiting: a full buffer means the client does not keep up.
+    fn emit(&self, event: &str, data: &Value) -> Result<(), End> {
+        match self.socket.emit(event, data) {
+            Ok(()) => Ok(()),
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(End::TooSlow),
+            Err(SendError::Socket(SocketError::Closed)) => Err(End::Gone),
+            Err(e) => {
+                tracing::warn!(error = %e, event, "cannot emit to a socket.io client");
+                Err(End::Gone)
+            }
+        }
+    }
+}
+
+/// The `new_notification` payload: the notification plus `sequence`, `read`, `withdrawn`.
+fn new_notification_payload(stored: &StoredNotification) -> Value {
+    let mut payload = serde_json::to_value(&stored.notification).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut payload {
+        fields.insert("sequence".into(), json!(stored.sequence));
+        fields.insert("read".into(), json!(stored.read));
+        fields.insert("withdrawn".into(), json!(stored.withdrawn));
+    }
+    payload
+}
+
+impl Transport for SocketTransport {
+    type Error = End;
+
+    async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), End> {
+        self.emit("new_notification", &new_notification_payload(stored))
+    }
+
+    async fn send_unread_count(&mut self, count: u64) -> Result<(), End> {
+        self.emit("notification_count_update", &json!({ "count": count }))
+    }
+
+    fn inbox_failed(&self, _error: InboxError) -> End {
+        End::Closing("inbox unavailable")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_payloads_are_read_leniently() {
+        assert_eq!(since_of(&json!({"since": 7})), Some(7));
+        assert_eq!(since_of(&json!({"since": "7"})), Some(7));
+        assert_eq!(since_of(&json!({})), None);
+        assert_eq!(since_of(&json!(null)), None);
+        let id = Uuid::new_v4();
+        assert_eq!(
+            notification_id_of(&json!({"notification_id": id})),
+            Some(id)
+        );
+        assert_eq!(notification_id_of(&json!(id.to_string())), Some(id));
+        assert_eq!(notification_id_of(&json!({"notification_id": "x"})), None);
+        assert_eq!(notification_id_of(&json!(3)), None);
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("a.b-c_d"), "a.b-c_d");
+        assert_eq!(percent_decode("a%2Eb%3d"), "a.b=");
+        assert_eq!(percent_decode("50%"), "50%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn new_notification_is_the_notification_plus_its_sequence() {
+        let n: vigia_schemas::Notification = serde_json::from_value(json!({
+            "id": Uuid::nil(), "tenant_id": 42, "type": "hot_lead", "priority": "urgent",
+            "audience": {"user_id": 7}, "title": "t", "message": "m",
+            "created_at": "2026-02-27T15:00:00Z"
+        }))
+        .unwrap();
+        let payload = new_notification_payload(&StoredNotification {
+            sequence: 9,
+            read: false,
+            withdrawn: false,
+            notification: n,
+        });
+        assert_eq!(payload["sequence"], 9);
+        assert_eq!(payload["type"], "hot_lead");
+        assert_eq!(payload["audience"], json!({"user_id": 7}));
+        assert_eq!(payload["id"], Uuid::nil().to_string());
+    }
+}

@@ -1,0 +1,579 @@
+//! Seller metrics, rank and performance alerts (SPEC §3).
+//!
+//! # Metrics
+//!
+//! Evaluated for a tenant at an instant `at` (event time), per seller:
+//! - **Conversations** — those the seller *counts for*: the assigned seller (latest
+//!   `conversation.assigned` / `message.received.seller_id` by event time), else the last
+//!   non-automated replier. `total`: all of them still in memory (since the replay start, i.e.
+//!   bounded by the `events` topic's retention); `active`: not closed since their last message;
+//!   `today`: with a message at or after the start of today in the tenant's `time_zone`;
+//!   `unanswered` (live gauge): with an open wait whose deadline (`unanswered_after` after the
+//!   customer message) is `<= at` — by event time, whether or not the notification has fired yet.
+//! - **Response time** — the samples the rule of [`super::conversations`] produces, by replier,
+//!   placed at the reply's time, in three windows: `1h` = `(at − 1 h, at]` (a sample exactly 1 h
+//!   old is out), `today` = `[start of today, at]` in the tenant's zone (DST aware: a local day
+//!   may last 23 or 25 h, and a day whose midnight does not exist starts at its first existing
+//!   instant), `7d` = `(at − 7 d, at]`. Count, mean, p50, p90 (nearest rank: the
+//!   `ceil(p/100 · n)`-th smallest) and max. Samples are kept in a time-ordered map per seller
+//!   and pruned beyond 7 d.
+//! - **Total chat time** — the sum over the seller's conversations of last message − first
+//!   message (any message, automated included), in seconds.
+//! - **Engagement rate** (7 d) — answered / received waits. A *received* wait is one that ended
+//!   in `(at − 7 d, at]` — by a reply (answered, counted for the replier) or by a close (not
+//!   answered, counted for the conversation's seller) — or one still open and overdue at `at`
+//!   (not answered). Waits still open within their deadline are not counted yet.
+//! - **Leads** — leads whose `lead.created` was seen, by seller (the lead's, else its
+//!   conversation's): generated, converted (status now `converted`), conversion rate.
+//! - **Activity level** — messages handled in `(at − 1 h, at]` (customer messages in the seller's
+//!   conversations + the seller's non-automated messages): `low` below [`ACTIVITY_MEDIUM`],
+//!   `high` from [`ACTIVITY_HIGH`], `medium` between.
+//! - **Productivity score** (0–10) — a weighted mean of four components in [0, 1], over the
+//!   components that have data, times 10, rounded to 2 decimals:
+//!
+//!   | component | weight | value | has data when |
+//!   |---|---|---|---|
+//!   | speed | 0.35 | `min(1, response_target / mean response 7d)` | a sample in 7 d |
+//!   | engagement | 0.25 | engagement rate | a received wait |
+//!   | conversion | 0.25 | `min(1, conversion rate / 0.25)` ([`CONVERSION_FULL_MARKS`]) | a lead |
+//!   | volume | 0.15 | `min(1, answered waits 7d / 50)` ([`VOLUME_FULL_MARKS`]) | always |
+//!
+//!   So a seller with no activity scores 0, and one without leads (a call-center agent) is not
+//!   penalised for it. Pure arithmetic on the figures above: deterministic.
+//! - **Rank** — 1 for the best score in the tenant; equal scores are ordered by seller id.
+//!
+//! Sellers ranked: everyone with seller activity (conversations, waits, messages, leads) or a
+//! `user.upserted` with role `seller`, minus users whose latest `user.upserted` (by event time)
+//! has another role or `active: false`.
+//!
+//! # Snapshots: when
+//!
+//! Every time the tenant's *event-time* watermark (newest `occurred_at` − `watermark_delay`)
+//! enters a new minute `B`, before applying the event that moved it, the metrics of every seller
+//! are evaluated at `B` and a [`SellerMetrics`] snapshot (id from tenant, seller, `B`) is emitted
+//! for each seller whose metrics differ from its last snapshot (ignoring id and time; the rank and
+//! `day` are part of it, so rank moves and day changes re-emit). A snapshot at `B` therefore
+//! reflects every event applied before the watermark reached `B`, and a gap in the stream gives
+//! one snapshot, at the minute it ends in — not one per minute of the gap. The clock watermark
+//! never emits snapshots, so they are a function of the log alone (byte-identical on replay, and
+//! dependent on arrival order within the allowed lateness: a late event corrects the next
+//! snapshot). [`super::PartitionEngine::seller_metrics`] evaluates at the current watermark,
+//! clock included, for a live API.
+//!
+//! # Performance alerts
+//!
+//! At each evaluation, per seller, on the local day of `B`: mean response time today >
+//! `alert_mean_response`, or unanswered > `alert_unanswered`, or conversion rate <
+//! `alert_conversion_rate` with more than `alert_conversion_min_leads` leads, each fires a
+//! `performance_alert` (medium) once per (seller, local day, condition), id derived from those,
+//! `created_at = B`. One notification per alert with audience `{"role": "ceo"}`: the gateway
+//! shows every notification of a tenant to its CEO and managers alike, so a second copy for
+//! managers would show twice. Like snapshots, alerts are evaluated only when event time moves:
+//! on an idle stream a condition that becomes true (an unanswered wait going overdue) alerts at
+//! the next event.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::json;
+use uuid::Uuid;
+use vigia_schemas::{
+    derive_id, Action, ActivityLevel, Audience, Event, Notification, NotificationType, Payload,
+    Priority, ResponseTimeStats, Role, SellerMetrics, TenantId, UserId,
+};
+
+use super::conversations::{Conversations, EndedWait};
+use super::leads::Leads;
+use super::Output;
+use crate::config::Thresholds;
+use crate::texts::{self, PerformanceCondition};
+
+/// Messages in the last hour from which the activity level is `medium`.
+pub const ACTIVITY_MEDIUM: u32 = 10;
+/// … and `high`.
+pub const ACTIVITY_HIGH: u32 = 30;
+/// A conversion rate that earns full marks for conversion in the productivity score.
+pub const CONVERSION_FULL_MARKS: f64 = 0.25;
+/// Answered waits in 7 days that earn full marks for volume.
+pub const VOLUME_FULL_MARKS: f64 = 50.0;
+const WEIGHT_SPEED: f64 = 0.35;
+const WEIGHT_ENGAGEMENT: f64 = 0.25;
+const WEIGHT_CONVERSION: f64 = 0.25;
+const WEIGHT_VOLUME: f64 = 0.15;
+
+/// Time-ordered facts of one seller, keyed by (event time, id) so late arrivals sort in place.
+#[derive(Debug, Default)]
+struct SellerLog {
+    /// Response seconds by (reply time, starting customer message).
+    samples: BTreeMap<(DateTime<Utc>, Uuid), f64>,
+    /// Ended waits by (end time, starting customer message): answered or not.
+    waits: BTreeMap<(DateTime<Utc>, Uuid), bool>,
+    /// Messages handled, by (event time, event id).
+    messages: BTreeSet<(DateTime<Utc>, Uuid)>,
+}
+
+/// What the latest `user.upserted` of a user said.
+#[derive(Debug)]
+struct UserInfo {
+    at: DateTime<Utc>,
+    name: String,
+    ranked: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Sellers {
+    tz: Tz,
+    logs: BTreeMap<UserId, SellerLog>,
+    users: HashMap<UserId, UserInfo>,
+    /// The minute of the last evaluation.
+    last_minute: Option<DateTime<Utc>>,
+    last_emitted: HashMap<UserId, SellerMetrics>,
+    alerted: BTreeSet<(NaiveDate, UserId, PerformanceCondition)>,
+}
+
+impl Sellers {
+    pub fn new(th: &Thresholds) -> Self {
+        Sellers {
+            tz: th.tz(),
+            logs: BTreeMap::new(),
+            users: HashMap::new(),
+            last_minute: None,
+            last_emitted: HashMap::new(),
+            alerted: BTreeSet::new(),
+        }
+    }
+
+    /// Records what an applied event means for the metrics; `ended` are the waits it ended.
+    pub fn observe(&mut self, event: &Event, convs: &Conversations, ended: &mut Vec<EndedWait>) {
+        let key = (event.occurred_at, event.event_id);
+        match &event.payload {
+            Payload::MessageReceived(m) => {
+                if let Some(s) = convs
+                    .get(&m.conversation_id)
+                    .and_then(|c| c.metrics_seller())
+                {
+                    self.logs.entry(s).or_default().messages.insert(key);
+                }
+            }
+            Payload::MessageSent(m) if !m.automated => {
+                self.logs
+                    .entry(m.seller_id)
+                    .or_default()
+                    .messages
+                    .insert(key);
+            }
+            Payload::UserUpserted(u) => {
+                let newer = self.users.get(&u.user_id).is_none_or(|i| key.0 >= i.at);
+                if newer {
+                    self.users.insert(
+                        u.user_id,
+                        UserInfo {
+                            at: key.0,
+                            name: u.name.clone(),
+                            ranked: u.role == Role::Seller && u.active != Some(false),
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+        for w in ended.drain(..) {
+            let Some(seller) = w.seller else {
+                continue;
+            };
+            let log = self.logs.entry(seller).or_default();
+            log.waits.insert((w.ended_at, w.starter), w.answered);
+            if w.answered {
+                let secs = (w.ended_at - w.started_at).num_milliseconds() as f64 / 1000.0;
+                log.samples.insert((w.ended_at, w.starter), secs);
+            }
+        }
+    }
+
+    /// If `watermark` entered a new minute: evaluates there, emits the snapshots that changed and
+    /// the performance alerts that are due, and forgets what no window needs any more.
+    pub fn on_watermark(
+        &mut self,
+        tenant: TenantId,
+        th: &Thresholds,
+        watermark: DateTime<Utc>,
+        convs: &Conversations,
+        leads: &Leads,
+        out: &mut Vec<Output>,
+    ) {
+        let minute = floor_minute(watermark);
+        if self.last_minute.is_some_and(|m| minute <= m) {
+            return;
+        }
+        self.last_minute = Some(minute);
+        let all = self.evaluate(tenant, th, minute, convs, leads);
+        let mut present = BTreeSet::new();
+        for m in &all {
+            present.insert(m.seller_id);
+            let changed = self
+                .last_emitted
+                .get(&m.seller_id)
+                .is_none_or(|last| !same_figures(last, m));
+            if changed {
+                self.last_emitted.insert(m.seller_id, m.clone());
+                out.push(Output::SellerMetrics(Box::new(m.clone())));
+            }
+        }
+        self.last_emitted.retain(|s, _| present.contains(s));
+        for m in &all {
+            self.alert(tenant, th, m, out);
+        }
+        self.prune(minute);
+    }
+
+    fn alert(
+        &mut self,
+        tenant: TenantId,
+        th: &Thresholds,
+        m: &SellerMetrics,
+        out: &mut Vec<Output>,
+    ) {
+        for condition in PerformanceCondition::ALL {
+            let (crossed, value, threshold) = match condition {
+                PerformanceCondition::SlowResponse => {
+                    let limit = th.alert_mean_response.as_secs_f64();
+                    let mean = m.response_today.mean_seconds;
+                    (mean.is_some_and(|v| v > limit), json!(mean), json!(limit))
+                }
+                PerformanceCondition::Unanswered => (
+                    m.conversations_unanswered > th.alert_unanswered,
+                    json!(m.conversations_unanswered),
+                    json!(th.alert_unanswered),
+                ),
+                PerformanceCondition::LowConversion => (
+                    m.leads_generated > th.alert_conversion_min_leads
+                        && m.conversion_rate
+                            .is_some_and(|r| r < th.alert_conversion_rate),
+                    json!(m.conversion_rate),
+                    json!(th.alert_conversion_rate),
+                ),
+            };
+            if !crossed || !self.alerted.insert((m.day, m.seller_id, condition)) {
+                continue;
+            }
+            let name = self.users.get(&m.seller_id).map(|u| u.name.clone());
+            let who = name.clone().unwrap_or_else(|| format!("#{}", m.seller_id));
+            let mean = m.response_today.mean_seconds.unwrap_or(0.0).max(0.0);
+            let (title, message) = texts::performance_alert(
+                th.language,
+                &who,
+                condition,
+                std::time::Duration::from_secs_f64(mean),
+                m.conversations_unanswered,
+                m.conversion_rate.unwrap_or(0.0),
+                m.leads_generated,
+            );
+            let day = m.day.to_string();
+            out.push(Output::Notification(Notification {
+                id: derive_id(
+                    "notification/performance_alert",
+                    &[
+                        &tenant.to_string(),
+                        &m.seller_id.to_string(),
+                        &day,
+                        condition.as_str(),
+                    ],
+                ),
+                tenant_id: tenant,
+                kind: NotificationType::PerformanceAlert,
+                priority: Priority::Medium,
+                audience: Audience::Role { role: Role::Ceo },
+                title,
+                message,
+                data: json!({
+                    "seller_id": m.seller_id,
+                    "seller_name": name,
+                    "condition": condition.as_str(),
+                    "value": value,
+                    "threshold": threshold,
+                    "day": day,
+                    "time_zone": m.time_zone,
+                    "leads_generated": m.leads_generated,
+                    "seller_metrics_id": m.id,
+                }),
+                actions: vec![Action {
+                    label: texts::open_seller(th.language),
+                    action: "open_seller".into(),
+                    params: json!({ "seller_id": m.seller_id }),
+                }],
+                created_at: m.snapshot_at,
+                withdraws: None,
+            }));
+        }
+    }
+
+    /// Windows only look back from evaluation times, which only move forward.
+    fn prune(&mut self, at: DateTime<Utc>) {
+        let week = (at - Duration::days(7), Uuid::max());
+        let hour = (at - Duration::hours(1), Uuid::max());
+        for log in self.logs.values_mut() {
+            log.samples = log.samples.split_off(&week);
+            log.waits = log.waits.split_off(&week);
+            log.messages = log.messages.split_off(&hour);
+        }
+        // Alerts of days before yesterday can no longer be evaluated again.
+        let yesterday = at.with_timezone(&self.tz).date_naive().pred_opt();
+        if let Some(y) = yesterday {
+            self.alerted = self
+                .alerted
+                .split_off(&(y, 0, PerformanceCondition::SlowResponse));
+        }
+    }
+
+    /// Every ranked seller's metrics at `at`, best rank first.
+    pub fn evaluate(
+        &self,
+        tenant: TenantId,
+        th: &Thresholds,
+        at: DateTime<Utc>,
+        convs: &Conversations,
+        leads: &Leads,
+    ) -> Vec<SellerMetrics> {
+        let day = at.with_timezone(&self.tz).date_naive();
+        let today = day_start(self.tz, day);
+
+        #[derive(Default)]
+        struct ConvFigures {
+            total: u32,
+            active: u32,
+            today: u32,
+            unanswered: u32,
+            chat_seconds: f64,
+        }
+        let mut conv_figures: BTreeMap<UserId, ConvFigures> = BTreeMap::new();
+        for c in convs.iter() {
+            let Some(s) = c.metrics_seller() else {
+                continue;
+            };
+            let f = conv_figures.entry(s).or_default();
+            f.total += 1;
+            f.active += u32::from(c.is_open());
+            f.today += u32::from(c.last_message_at.is_some_and(|m| m >= today));
+            f.unanswered += u32::from(c.overdue_at(at));
+            f.chat_seconds += c.chat_seconds();
+        }
+        let lead_figures = leads.per_seller(convs);
+
+        let mut ids: BTreeSet<UserId> = self.logs.keys().copied().collect();
+        ids.extend(conv_figures.keys());
+        ids.extend(lead_figures.keys());
+        ids.extend(
+            self.users
+                .iter()
+                .filter(|(_, u)| u.ranked)
+                .map(|(id, _)| *id),
+        );
+        ids.retain(|id| self.users.get(id).is_none_or(|u| u.ranked));
+
+        let empty = SellerLog::default();
+        let week_from = at - Duration::days(7);
+        let mut all: Vec<SellerMetrics> = ids
+            .into_iter()
+            .map(|seller| {
+                let log = self.logs.get(&seller).unwrap_or(&empty);
+                let conv = conv_figures.remove(&seller).unwrap_or_default();
+                let (generated, converted) = lead_figures.get(&seller).copied().unwrap_or((0, 0));
+                let response_7d = stats(window(&log.samples, Some(week_from), at));
+                let (mut received, mut answered) = (conv.unanswered, 0u32);
+                for (_, a) in log.waits.range(after(week_from)..=(at, Uuid::max())) {
+                    received += 1;
+                    answered += u32::from(*a);
+                }
+                let messages = log
+                    .messages
+                    .range(after(at - Duration::hours(1))..=(at, Uuid::max()))
+                    .count() as u32;
+                let engagement_rate = ratio(answered, received);
+                let conversion_rate = ratio(converted, generated);
+                let productivity_score =
+                    productivity(th, &response_7d, engagement_rate, conversion_rate, answered);
+                SellerMetrics {
+                    id: Uuid::nil(),
+                    tenant_id: tenant,
+                    seller_id: seller,
+                    snapshot_at: at,
+                    time_zone: self.tz.name().to_string(),
+                    day,
+                    conversations_total: conv.total,
+                    conversations_active: conv.active,
+                    conversations_today: conv.today,
+                    conversations_unanswered: conv.unanswered,
+                    response_1h: stats(window(&log.samples, Some(at - Duration::hours(1)), at)),
+                    response_today: stats(today_window(&log.samples, today, at)),
+                    response_7d,
+                    total_chat_seconds: conv.chat_seconds,
+                    waits_received: received,
+                    waits_answered: answered,
+                    engagement_rate,
+                    leads_generated: generated,
+                    leads_converted: converted,
+                    conversion_rate,
+                    messages_last_hour: messages,
+                    activity_level: activity_level(messages),
+                    productivity_score,
+                    rank: 0,
+                    sellers_ranked: 0,
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            b.productivity_score
+                .total_cmp(&a.productivity_score)
+                .then(a.seller_id.cmp(&b.seller_id))
+        });
+        let n = all.len() as u32;
+        for (i, m) in all.iter_mut().enumerate() {
+            m.rank = i as u32 + 1;
+            m.sellers_ranked = n;
+            m.id = snapshot_id(tenant, m.seller_id, at);
+        }
+        all
+    }
+}
+
+pub(crate) fn snapshot_id(tenant: TenantId, seller: UserId, at: DateTime<Utc>) -> Uuid {
+    derive_id(
+        "seller_metrics",
+        &[
+            &tenant.to_string(),
+            &seller.to_string(),
+            &at.timestamp_millis().to_string(),
+        ],
+    )
+}
+
+/// Equal figures, whatever the snapshot's id and time.
+fn same_figures(a: &SellerMetrics, b: &SellerMetrics) -> bool {
+    let mut b = b.clone();
+    b.id = a.id;
+    b.snapshot_at = a.snapshot_at;
+    *a == b
+}
+
+fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    let ms = t.timestamp_millis();
+    DateTime::from_timestamp_millis(ms - ms.rem_euclid(60_000)).unwrap_or(t)
+}
+
+/// The first instant of local `day` in `tz`: local midnight, or — where a DST change skips
+/// midnight — the first local time of the day that exists; the earlier one if midnight repeats.
+pub(crate) fn day_start(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
+    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight is a valid time");
+    // Gaps are at most a few hours and start on a quarter hour in every zone in use.
+    for quarter in 0..(4 * 24) {
+        let local = midnight + Duration::minutes(15 * quarter);
+        if let Some(t) = tz.from_local_datetime(&local).earliest() {
+            return t.with_timezone(&Utc);
+        }
+    }
+    Utc.from_utc_datetime(&midnight)
+}
+
+/// The smallest key after every key at `t`.
+fn after(t: DateTime<Utc>) -> (DateTime<Utc>, Uuid) {
+    (t, Uuid::max())
+}
+
+/// Values with `from < time <= to` (`from` none: unbounded).
+fn window(
+    map: &BTreeMap<(DateTime<Utc>, Uuid), f64>,
+    from: Option<DateTime<Utc>>,
+    to: DateTime<Utc>,
+) -> Vec<f64> {
+    let hi = (to, Uuid::max());
+    match from {
+        Some(f) if f >= to => Vec::new(),
+        Some(f) => map.range(after(f)..=hi).map(|(_, v)| *v).collect(),
+        None => map.range(..=hi).map(|(_, v)| *v).collect(),
+    }
+}
+
+/// Values with `from <= time <= to`.
+fn today_window(
+    map: &BTreeMap<(DateTime<Utc>, Uuid), f64>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<f64> {
+    if from > to {
+        return Vec::new();
+    }
+    map.range((from, Uuid::nil())..=(to, Uuid::max()))
+        .map(|(_, v)| *v)
+        .collect()
+}
+
+/// Count, mean, nearest-rank p50 and p90, max.
+pub(crate) fn stats(mut values: Vec<f64>) -> ResponseTimeStats {
+    if values.is_empty() {
+        return ResponseTimeStats::default();
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let rank = |p: usize| values[(p * n).div_ceil(100).max(1) - 1];
+    ResponseTimeStats {
+        count: n as u32,
+        mean_seconds: Some(values.iter().sum::<f64>() / n as f64),
+        p50_seconds: Some(rank(50)),
+        p90_seconds: Some(rank(90)),
+        max_seconds: Some(values[n - 1]),
+    }
+}
+
+fn ratio(part: u32, whole: u32) -> Option<f64> {
+    (whole > 0).then(|| f64::from(part) / f64::from(whole))
+}
+
+pub(crate) fn activity_level(messages: u32) -> ActivityLevel {
+    if messages >= ACTIVITY_HIGH {
+        ActivityLevel::High
+    } else if messages >= ACTIVITY_MEDIUM {
+        ActivityLevel::Medium
+    } else {
+        ActivityLevel::Low
+    }
+}
+
+/// The productivity score of the module doc.
+pub(crate) fn productivity(
+    th: &Thresholds,
+    response_7d: &ResponseTimeStats,
+    engagement_rate: Option<f64>,
+    conversion_rate: Option<f64>,
+    answered_7d: u32,
+) -> f64 {
+    let target = th.response_target.as_secs_f64();
+    let speed = response_7d
+        .mean_seconds
+        .map(|mean| if mean <= target { 1.0 } else { target / mean });
+    let components = [
+        (WEIGHT_SPEED, speed),
+        (WEIGHT_ENGAGEMENT, engagement_rate),
+        (
+            WEIGHT_CONVERSION,
+            conversion_rate.map(|r| (r / CONVERSION_FULL_MARKS).min(1.0)),
+        ),
+        (
+            WEIGHT_VOLUME,
+            Some((f64::from(answered_7d) / VOLUME_FULL_MARKS).min(1.0)),
+        ),
+    ];
+    let (mut sum, mut weights) = (0.0, 0.0);
+    for (w, v) in components {
+        if let Some(v) = v {
+            sum += w * v.clamp(0.0, 1.0);
+            weights += w;
+        }
+    }
+    let score = if weights > 0.0 {
+        10.0 * sum / weights
+    } else {
+        0.0
+    };
+    (score * 100.0).round() / 100.0
+}
