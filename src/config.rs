@@ -330,7 +330,7 @@ mod tests {
         let read = read.into_inner();
         let mut used: Vec<&str> = compose
             .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
-            .filter(|w| w.starts_with("VIGIA_") && *w != "VIGIA_IMAGE")
+            .filter(|w| w.starts_with("VIGIA_") && w.len() > 6 && *w != "VIGIA_IMAGE")
             .collect();
         used.sort();
         used.dedup();
