@@ -603,7 +603,8 @@ pub mod measure {
     use tokio::task::JoinHandle;
 
     pub struct Measurer {
-        tasks: Vec<JoinHandle<Vec<(String, f64)>>>,
+        /// Each CEO socket's (notification kind, latency ms) samples, and why it closed early.
+        tasks: Vec<JoinHandle<(Vec<(String, f64)>, Option<String>)>>,
         stop: tokio_util::sync::CancellationToken,
     }
 
@@ -632,11 +633,22 @@ pub mod measure {
                 tasks.push(tokio::spawn(async move {
                     let (_, mut read) = ws.split();
                     let mut seen = Vec::new();
+                    let mut closed = None;
                     loop {
                         tokio::select! {
                             _ = stop.cancelled() => break,
                             msg = read.next() => {
-                                let Some(Ok(msg)) = msg else { break };
+                                let msg = match msg {
+                                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                                        closed = Some(format!("tenant {t}: closed by the gateway: {frame:?}"));
+                                        break;
+                                    }
+                                    Some(Ok(msg)) => msg,
+                                    other => {
+                                        closed = Some(format!("tenant {t}: connection ended: {other:?}"));
+                                        break;
+                                    }
+                                };
                                 let now = Utc::now();
                                 let Ok(text) = msg.into_text() else { continue };
                                 let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
@@ -661,7 +673,7 @@ pub mod measure {
                             }
                         }
                     }
-                    seen
+                    (seen, closed)
                 }));
             }
             Ok(Measurer { tasks, stop })
@@ -670,10 +682,13 @@ pub mod measure {
         pub async fn finish(self) -> Value {
             self.stop.cancel();
             let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            let mut disconnections = Vec::new();
             for t in self.tasks {
-                for (k, ms) in t.await.unwrap_or_default() {
+                let (seen, closed) = t.await.unwrap_or_default();
+                for (k, ms) in seen {
                     by_kind.entry(k).or_default().push(ms);
                 }
+                disconnections.extend(closed);
             }
             let mut out = serde_json::Map::new();
             for (k, mut xs) in by_kind {
@@ -684,6 +699,8 @@ pub mod measure {
                            "max_ms": xs.iter().cloned().fold(f64::NAN, f64::max)}),
                 );
             }
+            // A socket that closed early measured only part of the run: say so.
+            out.insert("disconnections".into(), json!(disconnections));
             Value::Object(out)
         }
     }

@@ -49,7 +49,15 @@ pub(crate) struct Session {
     /// Recent sequences pushed live, so that a replay requested later skips them.
     live_sent: VecDeque<i64>,
     count_stale: bool,
+    /// When the count was last computed: recounts are spaced by [`RECOUNT_EVERY`].
+    last_count: Option<tokio::time::Instant>,
 }
+
+/// The unread count is one query over the user's visible notifications; for a CEO that is the
+/// whole tenant's inbox. Under a steady stream (one notification at a time) recounting after
+/// each would let the queries fall behind until the connection's queue overflowed, so a
+/// connection recounts at most this often; the last count of a burst is always sent.
+pub(crate) const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Session {
     /// Loads the user's preferences (role defaults if the inbox cannot tell) and registers the
@@ -70,6 +78,7 @@ impl Session {
             replayed_through: None,
             live_sent: VecDeque::new(),
             count_stale: false,
+            last_count: None,
         };
         (session, subscription)
     }
@@ -78,6 +87,7 @@ impl Session {
     pub(crate) async fn unread_count(&mut self) -> Result<u64, InboxError> {
         let count = self.shared.inbox.unread_count(&self.viewer).await?;
         self.count_stale = false;
+        self.last_count = Some(tokio::time::Instant::now());
         Ok(count)
     }
 
@@ -154,6 +164,19 @@ impl Session {
     /// so that a burst costs one recount.
     pub(crate) fn count_is_stale(&self) -> bool {
         self.count_stale
+    }
+
+    /// When a stale count may be sent: now if it was not sent within [`RECOUNT_EVERY`].
+    pub(crate) fn recount_at(&self) -> tokio::time::Instant {
+        match self.last_count {
+            Some(at) => at + RECOUNT_EVERY,
+            None => tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether a stale count is due now.
+    pub(crate) fn count_due(&self) -> bool {
+        self.count_stale && tokio::time::Instant::now() >= self.recount_at()
     }
 
     /// Marks `id` read for this user and tells the user's other connections. `None` if the

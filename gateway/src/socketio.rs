@@ -246,6 +246,8 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 _ = kicked.cancelled() => Err(End::TooSlow),
                 _ = shared.shutdown.cancelled() => Err(End::Closing("server shutting down")),
                 _ = sleep_until(token_expires) => Err(End::Closing("token expired")),
+                // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY).
+                _ = sleep_until(session.recount_at()), if session.count_is_stale() => Ok(()),
                 control = control_rx.recv() => match control {
                     None => Err(End::Gone),
                     Some(control) => handle(&mut session, &mut conn, control).await,
@@ -260,7 +262,7 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 },
             };
             let step = match step {
-                Ok(()) if session.count_is_stale() && rx.is_empty() => {
+                Ok(()) if session.count_due() && rx.is_empty() => {
                     session.send_unread_count(&mut conn).await
                 }
                 other => other,

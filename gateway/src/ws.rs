@@ -198,6 +198,8 @@ impl Connection {
                 _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
                 _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
                 _ = sleep_until(token_expires) => return Err(End::Close(CloseReason::TokenExpired)),
+                // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY).
+                _ = sleep_until(session.recount_at()), if session.count_is_stale() => {}
                 _ = ping.tick() => {
                     if last_pong.elapsed() >= 2 * ping_interval {
                         return Err(End::Close(CloseReason::PingTimeout));
@@ -248,7 +250,7 @@ impl Connection {
                 },
             }
             // One recount per burst: only once the queue is drained.
-            if session.count_is_stale() && rx.is_empty() {
+            if session.count_due() && rx.is_empty() {
                 session.send_unread_count(self).await?;
             }
         }
