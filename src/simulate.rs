@@ -599,12 +599,14 @@ pub mod measure {
     //! unanswered conversations; the causing event's time for hot leads) to the frame's arrival.
 
     use super::*;
-    use futures::StreamExt;
+    use futures::{SinkExt, StreamExt};
     use tokio::task::JoinHandle;
 
+    /// One CEO socket's (notification kind, latency ms) samples, and why it closed early.
+    type SocketReport = (Vec<(String, f64)>, Option<String>);
+
     pub struct Measurer {
-        /// Each CEO socket's (notification kind, latency ms) samples, and why it closed early.
-        tasks: Vec<JoinHandle<(Vec<(String, f64)>, Option<String>)>>,
+        tasks: Vec<JoinHandle<SocketReport>>,
         stop: tokio_util::sync::CancellationToken,
     }
 
@@ -631,7 +633,7 @@ pub mod measure {
                 let stop = stop.clone();
                 let show = args.show;
                 tasks.push(tokio::spawn(async move {
-                    let (_, mut read) = ws.split();
+                    let (mut write, mut read) = ws.split();
                     let mut seen = Vec::new();
                     let mut closed = None;
                     loop {
@@ -652,6 +654,15 @@ pub mod measure {
                                 let now = Utc::now();
                                 let Ok(text) = msg.into_text() else { continue };
                                 let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+                                // The gateway closes sockets that stop answering its keepalive.
+                                if v["type"] == "ping" {
+                                    let pong = tokio_tungstenite::tungstenite::Message::Text(r#"{"type":"pong"}"#.into());
+                                    if let Err(e) = write.send(pong).await {
+                                        closed = Some(format!("tenant {t}: cannot answer the keepalive: {e}"));
+                                        break;
+                                    }
+                                    continue;
+                                }
                                 if v["type"] != "notification" { continue }
                                 let n = if v["notification"].is_object() { &v["notification"] } else { &v["data"] };
                                 let (Some(kind), Some(created)) = (n["type"].as_str(), n["created_at"].as_str()) else { continue };
