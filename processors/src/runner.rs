@@ -987,6 +987,7 @@ impl Runner {
             offset: rec.offset,
             error,
             payload: String::from_utf8_lossy(&rec.payload).into_owned(),
+            origin_timestamp: rec.timestamp,
         };
         Outgoing {
             topic: self.topics.dead_letters.clone(),

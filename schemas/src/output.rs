@@ -223,6 +223,11 @@ pub struct DeadLetter {
     pub error: String,
     /// The original payload, as text (lossy if it was not UTF-8).
     pub payload: String,
+    /// The refused record's own Kafka timestamp. It is the dead letter's time in ClickHouse:
+    /// a stage that re-reads the record after a crash writes the same dead letter again, and
+    /// only a time taken from the origin (not the wall clock) lets the sink recognise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_timestamp: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

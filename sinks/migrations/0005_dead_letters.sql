@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS {db}.dead_letters
     origin_offset Int64 COMMENT 'Offset of the refused record',
     error String COMMENT 'Why it was refused',
     payload String COMMENT 'The refused record as text (lossy if it was not UTF-8)',
-    failed_at DateTime('UTC') COMMENT 'When the dead letter was written to Kafka (its record timestamp), UTC',
+    failed_at DateTime('UTC') COMMENT 'When the refused record entered Kafka (its own record timestamp), UTC; the same on every retry',
     kafka_partition Int32 COMMENT 'Lineage: Kafka partition of the dead_letters topic',
     kafka_offset Int64 COMMENT 'Lineage: Kafka offset in the dead_letters topic',
     inserted_at DateTime('UTC') DEFAULT now() COMMENT 'When the sink wrote the row (wall clock, UTC)'

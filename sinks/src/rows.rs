@@ -428,9 +428,15 @@ pub struct DeadLetterRow {
 }
 
 impl DeadLetterRow {
-    /// `record_timestamp_ms` is the Kafka timestamp of the dead-letter record: stable across
-    /// re-reads, unlike the wall clock, so a re-read row keeps its time and is recognised.
+    /// The row's time is the refused record's own Kafka timestamp (`origin_timestamp`), the
+    /// same however often a stage re-reads it and writes the dead letter again, so the copy is
+    /// recognised as already stored. `record_timestamp_ms`, the dead-letter record's timestamp,
+    /// stands in for dead letters written before `origin_timestamp` existed.
     pub fn new(d: &DeadLetter, record_timestamp_ms: i64, origin: KafkaOrigin) -> DeadLetterRow {
+        let at_ms = d
+            .origin_timestamp
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(record_timestamp_ms);
         let partition = d.partition.to_string();
         let offset = d.offset.to_string();
         DeadLetterRow {
@@ -442,7 +448,7 @@ impl DeadLetterRow {
             origin_offset: d.offset,
             error: d.error.clone(),
             payload: d.payload.clone(),
-            failed_at: (record_timestamp_ms.max(0) / 1000).min(u32::MAX as i64) as u32,
+            failed_at: (at_ms.max(0) / 1000).min(u32::MAX as i64) as u32,
             kafka_partition: origin.partition,
             kafka_offset: origin.offset,
         }
@@ -714,12 +720,21 @@ mod tests {
             offset: 10,
             error: "bad".into(),
             payload: r#"{"tenant_id": 42, "type": "x"}"#.into(),
+            origin_timestamp: None,
         };
         let a = DeadLetterRow::new(&d, 1_772_204_400_999, ORIGIN);
         let b = DeadLetterRow::new(&d, 1_772_204_400_999, KafkaOrigin::default());
         assert_eq!(a.id, b.id);
         assert_eq!(a.tenant_id, 42);
         assert_eq!(a.failed_at, 1_772_204_400);
+        // Written again later (a replay): the origin's time keeps the row identical.
+        let first = DeadLetter {
+            origin_timestamp: DateTime::from_timestamp_millis(1_772_204_000_500),
+            ..d.clone()
+        };
+        let again = DeadLetterRow::new(&first, 1_772_209_999_000, ORIGIN);
+        assert_eq!(again, DeadLetterRow::new(&first, 1_772_204_400_999, ORIGIN));
+        assert_eq!(again.failed_at, 1_772_204_000);
         let other = DeadLetter {
             offset: 11,
             ..d.clone()

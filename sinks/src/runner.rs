@@ -580,6 +580,10 @@ impl Sink {
                     offset,
                     error,
                     payload: String::from_utf8_lossy(bytes).into_owned(),
+                    origin_timestamp: message
+                        .timestamp()
+                        .to_millis()
+                        .and_then(chrono::DateTime::from_timestamp_millis),
                 };
                 let json = serde_json::to_string(&letter).expect("a DeadLetter serializes");
                 pending
@@ -810,6 +814,7 @@ mod tests {
             offset: 1,
             error: "x".into(),
             payload: "y".into(),
+            origin_timestamp: None,
         };
         let bytes = serde_json::to_vec(&d).unwrap();
         assert!(matches!(

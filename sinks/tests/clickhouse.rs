@@ -281,6 +281,7 @@ async fn every_row_type_reads_back_as_written() {
         offset: 99,
         error: "unknown type".into(),
         payload: r#"{"tenant_id":42}"#.into(),
+        origin_timestamp: None,
     };
     let row = DeadLetterRow::new(&dl, 1_772_204_400_000, origin);
     writer.write(&[row.clone(), row]).await.unwrap();
