@@ -4,6 +4,7 @@
 //!
 //! This file only wires configuration into the stage crates; the logic lives in them.
 
+mod bench;
 mod config;
 mod http;
 mod kafka;
@@ -47,6 +48,9 @@ enum Command {
     Migrate,
     /// Post simulated CRM traffic to a running ingest.
     Simulate(simulate::Args),
+    /// Benchmarks that write their figures into BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Print a JWT for the gateway (local use and tests).
     Token {
         #[arg(long)]
@@ -97,6 +101,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Simulate(args) => simulate::run(&config, args).await,
+        Command::Bench(which) => bench::run(config, which).await,
         Command::Token {
             user,
             tenant,

@@ -17,7 +17,7 @@ use vigia_schemas::{TenantId, UserId};
 
 use crate::audience::{can_see, sees_whole_tenant, Viewer};
 use crate::inbox::StoredNotification;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TransportKind, TransportLabel};
 use crate::preferences::{should_push, Preferences};
 
 pub(crate) type ConnectionId = u64;
@@ -38,6 +38,7 @@ struct Connection {
     prefs: Arc<Preferences>,
     tx: mpsc::Sender<Outbound>,
     kicked: CancellationToken,
+    transport: TransportKind,
 }
 
 struct HubInner {
@@ -64,6 +65,7 @@ pub(crate) struct Registration {
     hub: Arc<HubInner>,
     tenant_id: TenantId,
     id: ConnectionId,
+    transport: TransportKind,
 }
 
 impl Drop for Registration {
@@ -75,7 +77,11 @@ impl Drop for Registration {
                 tenants.remove(&self.tenant_id);
             }
         }
-        self.hub.metrics.connections.dec();
+        self.hub
+            .metrics
+            .connections
+            .get_or_create(&self.transport.into())
+            .dec();
     }
 }
 
@@ -90,11 +96,12 @@ impl Hub {
         }
     }
 
-    /// Registers a connection of `viewer`, whose preferences are `prefs`, with a queue of
-    /// `queue` frames.
+    /// Registers a connection of `viewer` over `transport`, whose preferences are `prefs`,
+    /// with a queue of `queue` frames.
     pub(crate) fn register(
         &self,
         viewer: Viewer,
+        transport: TransportKind,
         prefs: Preferences,
         queue: usize,
     ) -> Subscription {
@@ -114,9 +121,14 @@ impl Hub {
                     prefs: Arc::new(prefs),
                     tx,
                     kicked: kicked.clone(),
+                    transport,
                 },
             );
-        self.inner.metrics.connections.inc();
+        self.inner
+            .metrics
+            .connections
+            .get_or_create(&transport.into())
+            .inc();
         Subscription {
             id,
             rx,
@@ -125,6 +137,7 @@ impl Hub {
                 hub: self.inner.clone(),
                 tenant_id: viewer.tenant_id,
                 id,
+                transport,
             },
         }
     }
@@ -138,7 +151,7 @@ impl Hub {
         let Some(connections) = tenants.get(&n.tenant_id) else {
             return 0;
         };
-        let mut reached = 0;
+        let mut reached: HashMap<TransportKind, u64> = HashMap::new();
         for (id, conn) in connections {
             if !can_see(&conn.viewer, n.tenant_id, &n.audience) {
                 continue;
@@ -147,11 +160,14 @@ impl Hub {
                 self.inner.metrics.muted.inc();
                 self.offer(*id, conn, Outbound::UnreadCountChanged);
             } else if self.offer(*id, conn, Outbound::Notification(stored.clone())) {
-                reached += 1;
+                *reached.entry(conn.transport).or_default() += 1;
             }
         }
-        self.inner.metrics.pushed.inc_by(reached as u64);
-        reached
+        for (transport, n) in &reached {
+            let label = TransportLabel::from(*transport);
+            self.inner.metrics.pushed.get_or_create(&label).inc_by(*n);
+        }
+        reached.values().sum::<u64>() as usize
     }
 
     /// Queues `metrics` for the CEO/manager connections of `tenant_id`. Returns how many.
@@ -261,7 +277,12 @@ mod tests {
 
     /// Registers with the role's default preferences.
     fn register(hub: &Hub, viewer: Viewer, queue: usize) -> Subscription {
-        hub.register(viewer, Preferences::for_role(viewer.role), queue)
+        hub.register(
+            viewer,
+            TransportKind::WebSocket,
+            Preferences::for_role(viewer.role),
+            queue,
+        )
     }
 
     fn now() -> DateTime<Utc> {

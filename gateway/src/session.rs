@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::audience::Viewer;
 use crate::hub::{ConnectionId, Outbound, Subscription};
 use crate::inbox::{InboxError, StoredNotification};
+use crate::metrics::TransportKind;
 use crate::preferences::Preferences;
 use crate::Shared;
 
@@ -62,7 +63,11 @@ pub(crate) const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_
 impl Session {
     /// Loads the user's preferences (role defaults if the inbox cannot tell) and registers the
     /// connection with the hub.
-    pub(crate) async fn open(shared: Arc<Shared>, viewer: Viewer) -> (Session, Subscription) {
+    pub(crate) async fn open(
+        shared: Arc<Shared>,
+        viewer: Viewer,
+        transport: TransportKind,
+    ) -> (Session, Subscription) {
         let prefs = match shared.inbox.preferences(&viewer).await {
             Ok(prefs) => prefs,
             Err(e) => {
@@ -70,7 +75,9 @@ impl Session {
                 Preferences::for_role(viewer.role)
             }
         };
-        let subscription = shared.hub.register(viewer, prefs, shared.cfg.client_queue);
+        let subscription = shared
+            .hub
+            .register(viewer, transport, prefs, shared.cfg.client_queue);
         let session = Session {
             shared,
             viewer,

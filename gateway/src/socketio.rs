@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
-use socketioxide::{SendError, SocketError, SocketIo};
+use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,7 @@ use uuid::Uuid;
 use crate::auth::{AuthError, Principal};
 use crate::hub::{Registration, Subscription};
 use crate::inbox::{InboxError, StoredNotification};
+use crate::metrics::TransportKind;
 use crate::session::{Deliver, Session, Transport};
 use crate::Shared;
 
@@ -149,7 +150,11 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
         return;
     };
     let viewer = principal.viewer;
-    let (mut session, subscription) = Session::open(shared.clone(), viewer).await;
+    let transport = match s.transport_type() {
+        TransportType::Websocket => TransportKind::SocketIoWebSocket,
+        TransportType::Polling => TransportKind::SocketIoPolling,
+    };
+    let (mut session, subscription) = Session::open(shared.clone(), viewer, transport).await;
     let count = match session.unread_count().await {
         Ok(count) => count,
         Err(e) => {

@@ -154,4 +154,16 @@ async fn socket_io_client_over_websocket_and_polling() {
             == 1,
         "the client's mark_notification_read reached the inbox\n{output}"
     );
+    // Both Socket.IO transports were served, and counted apart in /metrics.
+    for transport in ["socketio_websocket", "socketio_polling"] {
+        let label = format!("transport=\"{transport}\"");
+        assert!(
+            gw.metric_where("vigia_gateway_pushed_total", &label) >= 1.0,
+            "nothing pushed over {transport}\n{output}"
+        );
+    }
+    assert_eq!(
+        gw.metric_where("vigia_gateway_pushed_total", "transport=\"ws\""),
+        0.0
+    );
 }

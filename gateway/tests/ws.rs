@@ -89,6 +89,10 @@ async fn each_connection_gets_exactly_what_the_audience_rules_allow() {
         vec![other_tenant_for_10.id]
     );
     assert_eq!(gw.metric("vigia_gateway_connections"), 8.0);
+    assert_eq!(
+        gw.metric_where("vigia_gateway_connections", "transport=\"ws\""),
+        8.0
+    );
     // 1 (A) + 1 (B) + 5 (CEO) + 5 (manager) + 1 + 1 + 2 (tenant 2).
     assert_eq!(gw.metric("vigia_gateway_pushed_total"), 16.0);
 }
@@ -323,16 +327,27 @@ async fn a_slow_client_is_disconnected_while_others_keep_receiving() {
     let (mut slow, _) = gw.connect_ready(1, 10, Role::Seller).await;
     let (fast, _) = gw.connect_ready(1, 10, Role::Seller).await;
     let (received_tx, mut received_rx) = tokio::sync::watch::channel(0usize);
-    let reader = tokio::spawn(async move {
+    // Reads until the connection ends, and says why it ended.
+    let mut reader = tokio::spawn(async move {
         let mut fast = fast;
         let mut count = 0;
-        while let Some(v) = next_json(&mut fast, Duration::from_secs(10)).await {
+        loop {
+            let frame = match tokio::time::timeout(Duration::from_secs(60), fast.next()).await {
+                Err(_) => return format!("silent for 60 s after {count} notifications"),
+                Ok(None) => return format!("ended after {count} notifications"),
+                Ok(Some(Err(e))) => return format!("failed after {count} notifications: {e}"),
+                Ok(Some(Ok(Message::Close(f)))) => {
+                    return format!("closed after {count} notifications: {f:?}")
+                }
+                Ok(Some(Ok(Message::Text(text)))) => text,
+                Ok(Some(Ok(_))) => continue,
+            };
+            let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
             if v["type"] == "notification" {
                 count += 1;
                 received_tx.send_replace(count);
             }
         }
-        fast
     });
 
     // Big notifications so the slow client's socket buffers fill up quickly; the fast one
@@ -345,13 +360,19 @@ async fn a_slow_client_is_disconnected_while_others_keep_receiving() {
         n.data = json!({ "blob": blob });
         gw.gateway.deliver(n).await.unwrap();
         delivered += 1;
-        tokio::time::timeout(
+        let waited = tokio::time::timeout(
             Duration::from_secs(10),
             received_rx.wait_for(|c| *c >= delivered),
         )
         .await
         .expect("the fast client keeps receiving")
-        .unwrap();
+        .is_ok();
+        if !waited {
+            panic!(
+                "the fast client's connection {}",
+                (&mut reader).await.unwrap()
+            );
+        }
     }
     println!("the slow client was dropped after {delivered} notifications of 128 KiB");
     // The fast one keeps receiving after the slow one is gone.
@@ -359,13 +380,19 @@ async fn a_slow_client_is_disconnected_while_others_keep_receiving() {
         gw.gateway.deliver(to_user(1, 10)).await.unwrap();
         delivered += 1;
     }
-    tokio::time::timeout(
+    let waited = tokio::time::timeout(
         Duration::from_secs(10),
         received_rx.wait_for(|c| *c >= delivered),
     )
     .await
     .expect("the fast client still receives")
-    .unwrap();
+    .is_ok();
+    if !waited {
+        panic!(
+            "the fast client's connection {}",
+            (&mut reader).await.unwrap()
+        );
+    }
 
     let (code, reason) = expect_close(&mut slow, Duration::from_secs(20)).await;
     assert_eq!((code, reason.as_str()), (4002, "too slow"));

@@ -108,15 +108,33 @@ impl TestGateway {
         ws
     }
 
+    /// The sum of every series of `name` (all label values).
     pub fn metric(&self, name: &str) -> f64 {
+        self.metric_where(name, "")
+    }
+
+    /// The sum of the series of `name` whose labels contain `labels` (e.g.
+    /// `transport="ws"`); 0 if the metric exists but has no such series yet.
+    pub fn metric_where(&self, name: &str, labels: &str) -> f64 {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            text.lines().any(|l| l == format!("# TYPE {family} counter")
+                || l.starts_with(&format!("# TYPE {name} "))),
+            "metric {name} not found in:\n{text}"
+        );
         text.lines()
-            .find_map(|line| {
-                let (metric, value) = line.rsplit_once(' ')?;
-                (metric == name).then(|| value.parse().unwrap())
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, series_labels) = match series.split_once('{') {
+                    Some((m, l)) => (m, l),
+                    None => (series, ""),
+                };
+                (metric == name && series_labels.contains(labels))
+                    .then(|| value.parse::<f64>().unwrap())
             })
-            .unwrap_or_else(|| panic!("metric {name} not found in:\n{text}"))
+            .sum()
     }
 
     pub fn url(&self, path: &str) -> String {

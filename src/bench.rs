@@ -1,0 +1,619 @@
+//! `vigia bench`: benchmarks that write their figures, with the command that reproduces them,
+//! into a section of `BENCHMARKS.md`.
+//!
+//! `vigia bench gateway` measures the notification gateway the way production runs it: a
+//! separate `vigia gateway` process (this binary, started as a child with a fresh SQLite inbox
+//! and its own topic prefix) reading the notifications topic of the configured broker. The
+//! benchmark opens `--connections` plain WebSocket (`/ws`) clients as sellers of one tenant,
+//! then produces notifications to Kafka: broadcasts to every seller of the tenant (audience
+//! role `seller`), and notifications to single users. For every frame a client receives it
+//! records the time since the notification's `created_at`, stamped when it was produced, so
+//! the figures include the Kafka hop, the inbox write and the fan-out. The gateway's memory per
+//! connection is its resident set growth (Linux `/proc`) from before the first connection to
+//! after the last, divided by the connections.
+//!
+//! Clients and gateway share the machine's cores, so the latencies are an upper bound of what
+//! the gateway alone would show.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+use vigia_schemas::{Audience, Notification, NotificationType, Role};
+
+use crate::config::Config;
+use crate::simulate::percentile;
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Bench {
+    /// Fan-out latency and memory per connection of the gateway with many WebSocket clients.
+    Gateway(GatewayArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// WebSocket clients to open (each a seller of one tenant).
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Notifications broadcast to every client (audience: the tenant's sellers).
+    #[arg(long, default_value_t = 20)]
+    pub broadcasts: usize,
+    /// Time between two broadcasts.
+    #[arg(long, default_value = "1s")]
+    pub broadcast_every: humantime::Duration,
+    /// Notifications to single users (random clients).
+    #[arg(long, default_value_t = 1_000)]
+    pub singles: usize,
+    /// Time between two single-user notifications.
+    #[arg(long, default_value = "5ms")]
+    pub single_every: humantime::Duration,
+    /// Connections opened at the same time while connecting.
+    #[arg(long, default_value_t = 100)]
+    pub connect_concurrency: usize,
+    /// The results file; this benchmark replaces only its own section.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+}
+
+pub async fn run(config: Config, bench: Bench) -> Result<()> {
+    match bench {
+        Bench::Gateway(args) => gateway(config, args).await,
+    }
+}
+
+/// The tenant the benchmark's clients belong to.
+const TENANT: u64 = 1;
+const SECRET: &str = "vigia-bench-gateway-secret";
+
+async fn gateway(config: Config, args: GatewayArgs) -> Result<()> {
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    raise_fd_limit(args.connections)?;
+    let run_id = Uuid::new_v4().simple().to_string();
+    let prefix = format!("bench{}.", &run_id[..12]);
+    let mut kafka = config.kafka.clone();
+    kafka.topic_prefix = prefix.clone();
+    let topics = vigia_schemas::Topics::with_prefix(&prefix);
+    let base = crate::kafka::base_client_config(&kafka, "vigia-bench");
+    crate::kafka::ensure_topics(&base, &kafka, &topics).await?;
+    let producer: FutureProducer = base
+        .clone()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create()
+        .context("cannot create the benchmark's Kafka producer")?;
+
+    let data_dir = std::env::temp_dir().join(format!("vigia-bench-{run_id}"));
+    std::fs::create_dir_all(&data_dir)?;
+    let port = free_port()?;
+    let mut child = GatewayProcess::start(&config, &prefix, &data_dir, port)?;
+    let base_url = format!("http://127.0.0.1:{port}");
+    wait_ready(&base_url, &mut child).await?;
+    // Let the consumer join its group and the process settle before the baseline.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = child.rss_kib()?;
+
+    eprintln!("opening {} WebSocket connections…", args.connections);
+    let started = Instant::now();
+    let clients = Clients::connect(port, &args).await?;
+    let connect_secs = started.elapsed().as_secs_f64();
+    // The greeting frames (connection_established, unread_count) settle the per-connection state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_connected = child.rss_kib()?;
+    eprintln!(
+        "{} connected in {connect_secs:.1} s; gateway RSS {} → {} KiB",
+        args.connections, rss_before, rss_connected
+    );
+
+    // Broadcasts: each to every client.
+    let mut broadcast_ids = Vec::new();
+    for _ in 0..args.broadcasts {
+        let n = notification(Audience::Role { role: Role::Seller });
+        broadcast_ids.push(n.id);
+        produce(&producer, &topics.notifications, &n).await?;
+        tokio::time::sleep(*args.broadcast_every).await;
+    }
+    // Single users.
+    let mut single_ids: HashMap<Uuid, u64> = HashMap::new();
+    let mut rng_state = 0x9e37_79b9_7f4a_7c15_u64;
+    for _ in 0..args.singles {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let user = 1 + rng_state % args.connections as u64;
+        let n = notification(Audience::User { user_id: user });
+        single_ids.insert(n.id, user);
+        produce(&producer, &topics.notifications, &n).await?;
+        tokio::time::sleep(*args.single_every).await;
+    }
+    let rss_after = child.rss_kib()?;
+
+    // Wait until every expected frame arrived, or 30 s of silence.
+    let expected = args.connections * args.broadcasts + args.singles;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (clients.received(), Instant::now());
+    while clients.received() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = clients.received();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    let closed_early = clients.closed_early();
+    let samples = clients.finish().await;
+    child.stop();
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    let report = GatewayReport::from_samples(
+        &args,
+        &samples,
+        &broadcast_ids,
+        &single_ids,
+        closed_early,
+        connect_secs,
+        [rss_before, rss_connected, rss_after],
+    );
+    println!("{}", serde_json::to_string_pretty(&report.json)?);
+    write_section(&args.out, "gateway", &report.markdown)?;
+    eprintln!("wrote the gateway section of {}", args.out.display());
+    if report.missing > 0 || report.duplicated > 0 || report.misdelivered > 0 {
+        bail!(
+            "{} frames missing, {} duplicated, {} delivered to the wrong client",
+            report.missing,
+            report.duplicated,
+            report.misdelivered
+        );
+    }
+    Ok(())
+}
+
+fn notification(audience: Audience) -> Notification {
+    let kind = NotificationType::UnansweredConversation;
+    Notification {
+        id: Uuid::new_v4(),
+        tenant_id: TENANT,
+        kind,
+        priority: kind.default_priority(),
+        audience,
+        title: "Conversación sin responder".into(),
+        message: "Un cliente espera respuesta desde hace 1 h".into(),
+        data: json!({"conversation_id": 1}),
+        actions: vec![],
+        created_at: Utc::now(),
+        withdraws: None,
+    }
+}
+
+async fn produce(producer: &FutureProducer, topic: &str, n: &Notification) -> Result<()> {
+    let payload = serde_json::to_vec(n)?;
+    let key = n.tenant_id.to_string();
+    producer
+        .send(
+            FutureRecord::to(topic).key(&key).payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("cannot produce a notification to {topic}: {e}"))?;
+    Ok(())
+}
+
+/// One received notification frame: (client's user id, notification id, ms since created_at).
+type Sample = (u64, Uuid, f64);
+
+struct Clients {
+    tasks: Vec<tokio::task::JoinHandle<Vec<Sample>>>,
+    received: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Clients {
+    async fn connect(port: u16, args: &GatewayArgs) -> Result<Clients> {
+        let received = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+        let mut opening = Vec::with_capacity(args.connections);
+        for user in 1..=args.connections as u64 {
+            let gate = gate.clone();
+            let token = vigia_gateway::issue_token(
+                SECRET,
+                user,
+                TENANT,
+                Role::Seller,
+                Duration::from_secs(24 * 3600),
+            );
+            opening.push(tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await;
+                let url = format!("ws://127.0.0.1:{port}/ws?token={token}");
+                let mut attempt = 0;
+                loop {
+                    match tokio_tungstenite::connect_async(url.as_str()).await {
+                        Ok((ws, _)) => return Ok((user, ws)),
+                        Err(e) if attempt < 5 => {
+                            attempt += 1;
+                            tracing::debug!(user, error = %e, "connect failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        }
+                        Err(e) => return Err(anyhow::anyhow!("client {user}: {e}")),
+                    }
+                }
+            }));
+        }
+        let mut tasks = Vec::with_capacity(args.connections);
+        for opened in opening {
+            let (user, ws) = opened.await??;
+            let (received, closed, stop) = (received.clone(), closed.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut write, mut read) = ws.split();
+                let mut seen = Vec::new();
+                loop {
+                    let msg = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        msg = read.next() => msg,
+                    };
+                    let text = match msg {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            closed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Some(Ok(_)) => continue,
+                    };
+                    let now = Utc::now();
+                    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    match v["type"].as_str() {
+                        Some("ping") => {
+                            let pong = Message::Text(r#"{"type":"pong"}"#.into());
+                            if write.send(pong).await.is_err() {
+                                closed.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        }
+                        Some("notification") => {
+                            let n = if v["notification"].is_object() {
+                                &v["notification"]
+                            } else {
+                                &v["data"]
+                            };
+                            let id = n["id"].as_str().and_then(|s| s.parse::<Uuid>().ok());
+                            let at = n["created_at"]
+                                .as_str()
+                                .and_then(|s| s.parse::<DateTime<Utc>>().ok());
+                            if let (Some(id), Some(at)) = (id, at) {
+                                let ms = (now - at).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                                seen.push((user, id, ms));
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                seen
+            }));
+        }
+        Ok(Clients {
+            tasks,
+            received,
+            closed,
+            stop,
+        })
+    }
+
+    fn received(&self) -> usize {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    fn closed_early(&self) -> usize {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    async fn finish(self) -> Vec<Sample> {
+        self.stop.cancel();
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap_or_default());
+        }
+        all
+    }
+}
+
+struct GatewayReport {
+    json: Value,
+    markdown: String,
+    missing: usize,
+    duplicated: usize,
+    misdelivered: usize,
+}
+
+impl GatewayReport {
+    fn from_samples(
+        args: &GatewayArgs,
+        samples: &[Sample],
+        broadcasts: &[Uuid],
+        singles: &HashMap<Uuid, u64>,
+        closed_early: usize,
+        connect_secs: f64,
+        [rss_before, rss_connected, rss_after]: [u64; 3],
+    ) -> GatewayReport {
+        let mut broadcast_ms = Vec::new();
+        let mut single_ms = Vec::new();
+        // The slowest client of each broadcast: when the fan-out was complete.
+        let mut complete_ms: HashMap<Uuid, f64> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        let (mut duplicated, mut misdelivered) = (0, 0);
+        for &(user, id, ms) in samples {
+            if !seen.insert((user, id)) {
+                duplicated += 1;
+                continue;
+            }
+            if broadcasts.contains(&id) {
+                broadcast_ms.push(ms);
+                let c = complete_ms.entry(id).or_insert(0.0);
+                *c = c.max(ms);
+            } else if let Some(&target) = singles.get(&id) {
+                if target == user {
+                    single_ms.push(ms);
+                } else {
+                    misdelivered += 1;
+                }
+            }
+        }
+        let expected = args.connections * broadcasts.len() + singles.len();
+        let missing = expected.saturating_sub(broadcast_ms.len() + single_ms.len());
+        let mut complete: Vec<f64> = complete_ms.into_values().collect();
+        let per_conn =
+            |rss: u64| (rss.saturating_sub(rss_before) as f64 * 1024.0) / args.connections as f64;
+        let q = |xs: &mut Vec<f64>, p: f64| percentile(xs, p);
+        let (b50, b99) = (q(&mut broadcast_ms, 0.5), q(&mut broadcast_ms, 0.99));
+        let (c50, c99) = (q(&mut complete, 0.5), q(&mut complete, 0.99));
+        let (s50, s99) = (q(&mut single_ms, 0.5), q(&mut single_ms, 0.99));
+        let json = json!({
+            "connections": args.connections,
+            "connect_seconds": connect_secs,
+            "broadcasts": broadcasts.len(),
+            "broadcast_frames": broadcast_ms.len(),
+            "broadcast_latency_ms": {"p50": b50, "p99": b99},
+            "broadcast_complete_ms": {"p50": c50, "p99": c99},
+            "singles": singles.len(),
+            "single_latency_ms": {"p50": s50, "p99": s99},
+            "missing": missing, "duplicated": duplicated, "misdelivered": misdelivered,
+            "closed_early": closed_early,
+            "gateway_rss_kib": {"before": rss_before, "connected": rss_connected, "after_pushes": rss_after},
+            "bytes_per_connection": {"idle": per_conn(rss_connected), "after_pushes": per_conn(rss_after)},
+        });
+        let command = format!(
+            "bash scripts/services.sh up && cargo run --release -- bench gateway \
+             --connections {} --broadcasts {} --broadcast-every {} --singles {} --single-every {}",
+            args.connections,
+            args.broadcasts,
+            args.broadcast_every,
+            args.singles,
+            args.single_every
+        );
+        let markdown = format!(
+            "## Gateway: fan-out to {conns} WebSocket clients\n\n\
+             Reproduce: `{command}`\n\n\
+             Measured {date} on this machine ({cores} cores), gateway and clients on the same \
+             cores, broker: the local tansu. Latency = frame received by the client − \
+             `created_at` stamped when the notification was produced to Kafka (includes the \
+             Kafka hop and the inbox write).\n\n\
+             | figure | p50 | p99 |\n|---|---|---|\n\
+             | broadcast to all {conns} clients, per frame (ms) | {b50:.0} | {b99:.0} |\n\
+             | broadcast, until the last client has it (ms) | {c50:.0} | {c99:.0} |\n\
+             | single-user notification (ms) | {s50:.0} | {s99:.0} |\n\n\
+             - {nb} broadcasts ({bf} frames) and {ns} single-user notifications; missing {missing}, \
+             duplicated {duplicated}, delivered to the wrong client {misdelivered}, connections \
+             closed early {closed_early}.\n\
+             - Connecting {conns} clients took {connect_secs:.1} s.\n\
+             - Gateway memory (resident set): {before} KiB before, {connected} KiB with \
+             {conns} idle connections, {after} KiB after the pushes: **{idle:.0} bytes per idle \
+             connection**, {busy:.0} bytes per connection after the pushes (inbox cache and \
+             allocator growth included).\n",
+            conns = args.connections,
+            date = Utc::now().format("%Y-%m-%d"),
+            cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+            nb = broadcasts.len(),
+            bf = broadcast_ms.len(),
+            ns = singles.len(),
+            before = rss_before,
+            connected = rss_connected,
+            after = rss_after,
+            idle = per_conn(rss_connected),
+            busy = per_conn(rss_after),
+        );
+        GatewayReport {
+            json,
+            markdown,
+            missing,
+            duplicated,
+            misdelivered,
+        }
+    }
+}
+
+/// A `vigia gateway` child process, killed when dropped.
+struct GatewayProcess {
+    child: std::process::Child,
+}
+
+impl GatewayProcess {
+    fn start(config: &Config, prefix: &str, data_dir: &Path, port: u16) -> Result<GatewayProcess> {
+        let exe = std::env::current_exe().context("cannot find the vigia binary")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("gateway")
+            .env("VIGIA_KAFKA_BROKERS", &config.kafka.brokers)
+            .env("VIGIA_KAFKA_TOPIC_PREFIX", prefix)
+            .env("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("VIGIA_DATA_DIR", data_dir)
+            .env(
+                "VIGIA_DATABASE_URL",
+                format!("sqlite://{}/gateway.db?mode=rwc", data_dir.display()),
+            )
+            .env("VIGIA_JWT_SECRET", SECRET)
+            .env(
+                "RUST_LOG",
+                std::env::var("VIGIA_BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(std::process::Stdio::null());
+        let child = cmd.spawn().context("cannot start `vigia gateway`")?;
+        Ok(GatewayProcess { child })
+    }
+
+    /// The child's resident set size in KiB.
+    fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("cannot read the gateway's memory (/proc: Linux only)")?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmRSS in /proc/<pid>/status")
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn wait_ready(base: &str, child: &mut GatewayProcess) -> Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = child.child.try_wait()? {
+            bail!("`vigia gateway` exited at start-up ({status}); see its log above");
+        }
+        if let Ok(r) = client.get(format!("{base}/health/readiness")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("`vigia gateway` was not ready within 60 s")
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Each connection is a file descriptor in the benchmark and in the gateway (which inherits the
+/// limit): raise the soft limit to the hard one, and refuse early if that is not enough.
+fn raise_fd_limit(connections: usize) -> Result<()> {
+    let needed = connections as u64 + 512;
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if soft < needed {
+        rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard)?;
+    }
+    if hard < needed {
+        bail!(
+            "{connections} connections need {needed} open files, and this shell allows {hard}: \
+             raise it (ulimit -Hn) or open fewer (--connections)"
+        );
+    }
+    Ok(())
+}
+
+/// Replaces the `name` section of the results file (between its markers), or appends it.
+pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
+    let begin = format!("<!-- bench:{name} -->");
+    let end = format!("<!-- /bench:{name} -->");
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nWritten by `vigia bench …`; each section says how to reproduce it.\n"
+            .to_string()
+    });
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{section}{}", &old[..b], &old[e + end.len()..])
+        }
+        _ => format!("{}\n{section}\n", old.trim_end()),
+    };
+    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_replaced_in_place_and_others_are_kept() {
+        let path = std::env::temp_dir().join(format!("bench-{}.md", Uuid::new_v4()));
+        write_section(&path, "gateway", "one").unwrap();
+        write_section(&path, "processors", "two").unwrap();
+        write_section(&path, "gateway", "three").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# Benchmarks"));
+        assert!(!text.contains("one"));
+        let g = text.find("three").unwrap();
+        let p = text.find("two").unwrap();
+        assert!(g < p, "the gateway section stays first: {text}");
+        assert_eq!(text.matches("<!-- bench:gateway -->").count(), 1);
+        let _ = std::fs::remove_file(path);
+    }
+
+    fn args(connections: usize) -> GatewayArgs {
+        GatewayArgs {
+            connections,
+            broadcasts: 1,
+            broadcast_every: Duration::from_secs(1).into(),
+            singles: 1,
+            single_every: Duration::from_millis(5).into(),
+            connect_concurrency: 10,
+            out: "x".into(),
+        }
+    }
+
+    #[test]
+    fn the_report_counts_missing_duplicated_and_misdelivered_frames() {
+        let (b, s) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let singles = HashMap::from([(s, 2)]);
+        // Client 1 gets the broadcast twice and client 2's single; client 2 never gets the
+        // broadcast.
+        let samples = vec![(1, b, 10.0), (1, b, 11.0), (1, s, 5.0), (3, b, 30.0)];
+        let r = GatewayReport::from_samples(
+            &args(3),
+            &samples,
+            &[b],
+            &singles,
+            0,
+            1.0,
+            [100, 200, 300],
+        );
+        assert_eq!(
+            (r.duplicated, r.misdelivered, r.missing),
+            (1, 1, 2),
+            "{}",
+            r.json
+        );
+        assert_eq!(r.json["broadcast_complete_ms"]["p50"], 30.0);
+        // (200 - 100) KiB over 3 connections.
+        assert_eq!(
+            r.json["bytes_per_connection"]["idle"].as_f64().unwrap(),
+            100.0 * 1024.0 / 3.0
+        );
+    }
+}
