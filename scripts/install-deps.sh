@@ -10,6 +10,7 @@
 # What and why:
 #   gcc g++ make perl pkgconf zlib1g-dev  rdkafka's bundled librdkafka (./configure + make, no
 #                                          cmake), libz-sys, libsqlite3-sys (bundled C builds)
+#   openssl                               RSA keys for the gateway's RS256 tests
 #   curl python3 util-linux procps        scripts/services.sh (health checks, ClickHouse config,
 #                                          flock/setsid/runuser, pgrep)
 #   clickhouse-server clickhouse-client   ClickHouse for the sink tests (Debian ships 18.16)
@@ -31,14 +32,14 @@ for arg in "$@"; do
     --no-browser) with_browser=0 ;;
     --no-services) with_services=0 ;;
     -h | --help)
-        sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown option '$arg' (try --help)" ;;
     esac
 done
 
-packages=(gcc g++ make perl pkgconf zlib1g-dev curl python3 util-linux procps)
+packages=(gcc g++ make perl pkgconf zlib1g-dev curl python3 util-linux procps openssl)
 ((with_services)) && packages+=(clickhouse-server clickhouse-client postgresql)
 ((with_browser)) && packages+=(chromium chromium-driver)
 

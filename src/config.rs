@@ -154,6 +154,9 @@ impl Config {
         if let Some(v) = get("VIGIA_JWT_SECRET") {
             self.gateway.jwt_secret = v;
         }
+        if let Some(v) = get("VIGIA_JWT_RS256_PUBLIC_KEY") {
+            self.gateway.jwt_rs256_public_key = Some(v.into());
+        }
         if let Some(v) = get("VIGIA_API_KEYS") {
             self.ingest.api_keys = vigia_ingest::parse_api_keys(&v).map_err(|e| anyhow!("{e}"))?;
         }
@@ -213,10 +216,11 @@ impl Config {
             self.gateway.database_url =
                 format!("sqlite://{}/gateway.db?mode=rwc", self.data_dir.display());
         }
-        if self.gateway.jwt_secret.is_empty() {
+        // With an identity provider's RSA key and no secret, only its RS256 tokens are accepted.
+        if self.gateway.jwt_secret.is_empty() && self.gateway.jwt_rs256_public_key.is_none() {
             if !loopback {
                 return Err(anyhow!(
-                    "VIGIA_JWT_SECRET is not set and {} is not a loopback address: set a secret",
+                    "VIGIA_JWT_SECRET is not set and {} is not a loopback address: set a secret (or VIGIA_JWT_RS256_PUBLIC_KEY)",
                     self.http.addr
                 ));
             }

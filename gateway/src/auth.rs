@@ -1,9 +1,12 @@
-//! JWT authentication: HS256 tokens with claims `sub` (user id: a number or a numeric string),
+//! JWT authentication: tokens with claims `sub` (user id: a number or a numeric string),
 //! `tenant_id` (number), `role` (ceo|manager|seller|secretary|supervisor) and `exp` (required).
 //!
-//! Only HS256 is accepted (a token signed with any other algorithm is refused, so a client cannot
-//! choose a weaker or different scheme). There is no leeway on `exp`: a token is valid up to its
-//! `exp` second, and a live WebSocket is closed at that moment with reason "token expired".
+//! HS256 with the shared secret by default; RS256 as well when the gateway is given the RSA
+//! public key of an identity provider (`jwt_rs256_public_key`), and RS256 only if it has no
+//! secret. Each algorithm is checked with its own key, and any other algorithm is refused, so a
+//! client cannot choose a weaker scheme (nor pass an HMAC over the public key as RS256). There
+//! is no leeway on `exp`: a token is valid up to its `exp` second, and a live WebSocket is
+//! closed at that moment with reason "token expired".
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,8 +44,8 @@ pub enum AuthError {
     Expired,
     #[error("invalid token signature")]
     BadSignature,
-    #[error("token algorithm not accepted: only HS256")]
-    WrongAlgorithm,
+    #[error("token algorithm not accepted: this gateway accepts {0}")]
+    WrongAlgorithm(&'static str),
     #[error("malformed token: {0}")]
     Malformed(String),
     #[error("invalid token claims: {0}")]
@@ -104,33 +107,67 @@ fn parse_role(role: &str) -> Result<Role, AuthError> {
     })
 }
 
-/// Checks HS256 tokens against one secret.
+/// Checks tokens: HS256 against the secret, RS256 against an RSA public key, as configured.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
+    hs256: Option<DecodingKey>,
+    rs256: Option<DecodingKey>,
+}
+
+fn validation(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = 0;
+    // We issue no `aud`; a token carrying one is not rejected for it.
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp"]);
+    validation
 }
 
 impl TokenVerifier {
+    /// HS256 tokens signed with `secret` (none if `secret` is empty).
     pub fn new(secret: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        // We issue no `aud`; a token carrying one is not rejected for it.
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp"]);
         TokenVerifier {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            hs256: (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes())),
+            rs256: None,
+        }
+    }
+
+    /// Also accepts RS256 tokens signed by the holder of the RSA public key `pem` (PKCS#1 or
+    /// SPKI PEM).
+    pub fn with_rs256_public_key(mut self, pem: &[u8]) -> Result<Self, String> {
+        let key = DecodingKey::from_rsa_pem(pem)
+            .map_err(|e| format!("not an RSA public key in PEM format: {e}"))?;
+        self.rs256 = Some(key);
+        Ok(self)
+    }
+
+    fn accepted(&self) -> &'static str {
+        match (&self.hs256, &self.rs256) {
+            (Some(_), Some(_)) => "HS256 and RS256",
+            (None, Some(_)) => "only RS256",
+            _ => "only HS256",
         }
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::WrongAlgorithm(self.accepted())
+            }
+            _ => AuthError::Malformed(e.to_string()),
+        })?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs256.as_ref(),
+            Algorithm::RS256 => self.rs256.as_ref(),
+            _ => None,
+        }
+        .ok_or(AuthError::WrongAlgorithm(self.accepted()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation(header.alg)).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::InvalidSignature => AuthError::BadSignature,
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::WrongAlgorithm
+                    AuthError::WrongAlgorithm(self.accepted())
                 }
                 ErrorKind::MissingRequiredClaim(claim) => {
                     AuthError::BadClaims(format!("missing claim {claim:?}"))
@@ -292,7 +329,7 @@ mod tests {
         for alg in [Algorithm::HS384, Algorithm::HS512] {
             assert_eq!(
                 TokenVerifier::new(SECRET).verify(&sign(alg, &claims, SECRET)),
-                Err(AuthError::WrongAlgorithm),
+                Err(AuthError::WrongAlgorithm("only HS256")),
                 "{alg:?}"
             );
         }

@@ -83,8 +83,11 @@ const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
-    /// HMAC secret of the HS256 JWTs. Required: the gateway refuses to start without it.
+    /// HMAC secret of the HS256 JWTs. Required unless `jwt_rs256_public_key` is set.
     pub jwt_secret: String,
+    /// PEM file with the RSA public key of an identity provider whose RS256 JWTs are accepted
+    /// too (only RS256 if `jwt_secret` is empty).
+    pub jwt_rs256_public_key: Option<std::path::PathBuf>,
     /// `sqlite://<path>?mode=rwc` or `postgres://user:pass@host/db`. The root binary sets the
     /// default to a file in its data directory.
     pub database_url: String,
@@ -103,6 +106,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             jwt_secret: String::new(),
+            jwt_rs256_public_key: None,
             database_url: "sqlite://gateway.db?mode=rwc".to_string(),
             group_id: "vigia-gateway".to_string(),
             ping_interval: Duration::from_secs(20),
@@ -115,6 +119,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("jwt_secret", &"<redacted>")
+            .field("jwt_rs256_public_key", &self.jwt_rs256_public_key)
             .field("database_url", &inbox::redact_url(&self.database_url))
             .field("group_id", &self.group_id)
             .field("ping_interval", &self.ping_interval)
@@ -124,11 +129,31 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
+    fn token_verifier(&self) -> Result<TokenVerifier, GatewayError> {
+        let verifier = TokenVerifier::new(&self.jwt_secret);
+        let Some(path) = &self.jwt_rs256_public_key else {
+            return Ok(verifier);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            GatewayError::Config(format!(
+                "gateway.jwt_rs256_public_key: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        verifier.with_rs256_public_key(&pem).map_err(|e| {
+            GatewayError::Config(format!(
+                "gateway.jwt_rs256_public_key: {}: {e}",
+                path.display()
+            ))
+        })
+    }
+
     fn validate(&self) -> Result<(), GatewayError> {
-        if self.jwt_secret.is_empty() {
+        if self.jwt_secret.is_empty() && self.jwt_rs256_public_key.is_none() {
             return Err(GatewayError::Config(
                 "gateway.jwt_secret is empty: set VIGIA_JWT_SECRET (or jwt_secret under [gateway]) \
-                 to the HS256 secret your tokens are signed with"
+                 to the HS256 secret your tokens are signed with, or VIGIA_JWT_RS256_PUBLIC_KEY \
+                 to the PEM file of your identity provider's RSA public key"
                     .into(),
             ));
         }
@@ -213,11 +238,12 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Result<Gateway, GatewayError> {
         cfg.validate()?;
+        let verifier = cfg.token_verifier()?;
         let inbox = Inbox::connect(&cfg.database_url).await?;
         let metrics = Metrics::register(registry);
         let shared = Shared {
             metrics_throttle: std::sync::Mutex::new(throttle::Throttle::new(METRICS_INTERVAL)),
-            verifier: TokenVerifier::new(&cfg.jwt_secret),
+            verifier,
             hub: Hub::new(metrics.clone()),
             inbox,
             metrics,
