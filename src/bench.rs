@@ -14,6 +14,11 @@
 //!
 //! Clients and gateway share the machine's cores, so the latencies are an upper bound of what
 //! the gateway alone would show.
+//!
+//! `vigia bench processors` measures the processors' logic alone, without Kafka, on one core:
+//! the simulator's fixed-seed stream, decoded from JSON exactly as the runner decodes records,
+//! applied to a [`vigia_processors::PartitionEngine`] with the watermark advancing with the
+//! records' delivery times, and every output serialised as the runner would produce it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,55 @@ use crate::simulate::percentile;
 pub enum Bench {
     /// Fan-out latency and memory per connection of the gateway with many WebSocket clients.
     Gateway(GatewayArgs),
+    /// Events per second of the processors' logic on one core, without Kafka.
+    Processors(ProcessorsArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProcessorsArgs {
+    /// Runs over the same stream; the figures are their median.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// The results file; this benchmark replaces only its own section.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+    /// The stream: the simulator's model with these options (the rest its defaults).
+    #[arg(long, default_value_t = 10)]
+    pub tenants: u64,
+    #[arg(long, default_value_t = 20)]
+    pub sellers: u64,
+    /// Events per second of event time.
+    #[arg(long, default_value_t = 300.0)]
+    pub rate: f64,
+    /// Event time covered by the stream.
+    #[arg(long, default_value = "1h")]
+    pub duration: humantime::Duration,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value = "2026-03-02T08:00:00Z")]
+    pub start: DateTime<Utc>,
+}
+
+impl ProcessorsArgs {
+    /// The simulator's options for this stream.
+    fn stream(&self) -> Result<crate::simulate::Args> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Simulate {
+            #[command(flatten)]
+            args: crate::simulate::Args,
+        }
+        let argv = [
+            "simulate".to_string(),
+            format!("--tenants={}", self.tenants),
+            format!("--sellers={}", self.sellers),
+            format!("--rate={}", self.rate),
+            format!("--duration={}", self.duration),
+            format!("--seed={}", self.seed),
+            format!("--start={}", self.start.to_rfc3339()),
+        ];
+        Ok(Simulate::try_parse_from(argv)?.args)
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -68,7 +122,168 @@ pub struct GatewayArgs {
 pub async fn run(config: Config, bench: Bench) -> Result<()> {
     match bench {
         Bench::Gateway(args) => gateway(config, args).await,
+        Bench::Processors(args) => processors(config, args),
     }
+}
+
+fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
+    use vigia_processors::{Output, PartitionEngine};
+    use vigia_schemas::Event;
+
+    let stream = args.stream()?;
+    let start = args.start;
+    let mut generator = crate::simulate::Generator::new(stream.clone(), start)?;
+    let mut records: Vec<(DateTime<Utc>, Vec<u8>)> = Vec::new();
+    while let Some(d) = generator.next_delivery() {
+        records.push((d.deliver_at, serde_json::to_vec(&d.event)?));
+    }
+    if records.is_empty() {
+        bail!("the simulator produced no events: raise --rate or --duration");
+    }
+    let engine_config = Arc::new(config.processors.clone());
+    let delay = chrono::Duration::from_std(config.processors.watermark_delay)?;
+    eprintln!(
+        "{} events ({} tenants × {} sellers, {} of event time); {} runs",
+        records.len(),
+        stream.tenants,
+        stream.sellers,
+        stream.duration,
+        args.repeat
+    );
+
+    // One pass as the runner does it: decode, advance the clock watermark, apply, serialise.
+    let full_pass = |records: &[(DateTime<Utc>, Vec<u8>)]| -> Result<(f64, usize, u64)> {
+        let mut engine = PartitionEngine::new(engine_config.clone());
+        let (mut outputs, mut bytes) = (0usize, 0u64);
+        let mut serialise = |out: Vec<Output>| {
+            for o in out {
+                let payload = match &o {
+                    Output::Notification(n) => serde_json::to_vec(n),
+                    Output::ResponseTime(r) => serde_json::to_vec(r),
+                    Output::LeadScore(l) => serde_json::to_vec(l),
+                    Output::SellerMetrics(m) => serde_json::to_vec(m),
+                    Output::TooLate(t) => Ok(t.to_string().into_bytes()),
+                };
+                bytes += payload.map_or(0, |p| p.len() as u64);
+                outputs += 1;
+            }
+        };
+        let mut log_time: Option<DateTime<Utc>> = None;
+        let started = Instant::now();
+        for (at, payload) in records {
+            if log_time.is_none_or(|t| *at > t) {
+                log_time = Some(*at);
+                serialise(engine.advance_watermark(*at - delay));
+            }
+            let text = std::str::from_utf8(payload)?;
+            let event = Event::from_json(text)
+                .map_err(|e| anyhow::anyhow!("the simulator made an invalid event: {e:?}"))?;
+            serialise(engine.on_event(&event));
+        }
+        Ok((started.elapsed().as_secs_f64(), outputs, bytes))
+    };
+    // The engine alone, on events decoded beforehand.
+    let decoded: Vec<(DateTime<Utc>, Event)> = records
+        .iter()
+        .map(|(at, p)| {
+            Ok((
+                *at,
+                Event::from_json(std::str::from_utf8(p)?).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let engine_pass = || {
+        let mut engine = PartitionEngine::new(engine_config.clone());
+        let mut outputs = 0usize;
+        let mut log_time: Option<DateTime<Utc>> = None;
+        let started = Instant::now();
+        for (at, event) in &decoded {
+            if log_time.is_none_or(|t| *at > t) {
+                log_time = Some(*at);
+                outputs += engine.advance_watermark(*at - delay).len();
+            }
+            outputs += engine.on_event(event).len();
+        }
+        (started.elapsed().as_secs_f64(), outputs)
+    };
+
+    let mut full_rates = Vec::new();
+    let mut engine_rates = Vec::new();
+    let mut outputs_seen = None;
+    for run in 0..args.repeat.max(1) {
+        let (secs, outputs, bytes) = full_pass(&records)?;
+        let (engine_secs, engine_outputs) = engine_pass();
+        // Deterministic: every run gives the same outputs.
+        if let Some(prev) = outputs_seen.replace((outputs, bytes, engine_outputs)) {
+            if prev != (outputs, bytes, engine_outputs) {
+                bail!(
+                    "run {run} gave different outputs: {prev:?} then {:?}",
+                    (outputs, bytes, engine_outputs)
+                );
+            }
+        }
+        full_rates.push(records.len() as f64 / secs);
+        engine_rates.push(records.len() as f64 / engine_secs);
+        eprintln!(
+            "run {}: {:.0} events/s (decode + engine + serialise), {:.0} events/s (engine alone)",
+            run + 1,
+            records.len() as f64 / secs,
+            records.len() as f64 / engine_secs
+        );
+    }
+    let (outputs, bytes, _) = outputs_seen.unwrap_or_default();
+    let median = |xs: &mut Vec<f64>| percentile(xs, 0.5);
+    let spread = |xs: &[f64]| {
+        let min = xs.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = xs.iter().cloned().fold(0.0, f64::max);
+        (min, max)
+    };
+    let (full_min, full_max) = spread(&full_rates);
+    let (engine_min, engine_max) = spread(&engine_rates);
+    let full = median(&mut full_rates);
+    let engine = median(&mut engine_rates);
+    let json = json!({
+        "events": records.len(), "outputs": outputs, "output_bytes": bytes,
+        "runs": args.repeat,
+        "events_per_second_full": {"median": full, "min": full_min, "max": full_max},
+        "events_per_second_engine": {"median": engine, "min": engine_min, "max": engine_max},
+        "engine_share_of_time": full / engine,
+    });
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    let command = format!(
+        "cargo run --release -- bench processors --repeat {} --tenants {} --sellers {} --rate {} \
+         --duration {} --seed {} --start {}",
+        args.repeat,
+        stream.tenants,
+        stream.sellers,
+        stream.rate,
+        stream.duration,
+        stream.seed,
+        start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let markdown = format!(
+        "## Processors: rule logic alone, one core, no Kafka\n\n\
+         Reproduce: `{command}`\n\n\
+         Measured {date} on this machine ({cores} cores; one thread). The simulator's fixed-seed \
+         stream ({events} events with its duplicates, out-of-order and late deliveries) is \
+         decoded and validated from JSON as the runner does it, applied to one \
+         `PartitionEngine` with the clock watermark advancing with the delivery times, and \
+         every output serialised ({outputs} outputs, {mib:.1} MiB). Median of {runs} runs \
+         (min–max in brackets).\n\n\
+         | pass | events/s per core |\n|---|---|\n\
+         | decode + rules + serialise outputs | **{full:.0}** ({full_min:.0}–{full_max:.0}) |\n\
+         | rules alone (events decoded beforehand) | {engine:.0} ({engine_min:.0}–{engine_max:.0}) |\n\n\
+         The rules take {share:.0}% of a full pass; JSON decoding and encoding the rest.\n",
+        date = Utc::now().format("%Y-%m-%d"),
+        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        events = records.len(),
+        mib = bytes as f64 / (1024.0 * 1024.0),
+        runs = args.repeat,
+        share = 100.0 * full / engine,
+    );
+    write_section(&args.out, "processors", &markdown)?;
+    eprintln!("wrote the processors section of {}", args.out.display());
+    Ok(())
 }
 
 /// The tenant the benchmark's clients belong to.
@@ -573,6 +788,39 @@ mod tests {
         assert!(g < p, "the gateway section stays first: {text}");
         assert_eq!(text.matches("<!-- bench:gateway -->").count(), 1);
         let _ = std::fs::remove_file(path);
+    }
+
+    /// The processors benchmark on a short stream: it fails if two runs over the same events
+    /// give outputs that differ by a single byte (as HashMap iteration order once made the
+    /// seller metrics' sums do).
+    #[test]
+    fn the_processors_benchmark_gives_identical_outputs_run_after_run() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            bench: Bench,
+        }
+        let out = std::env::temp_dir().join(format!("bench-{}.md", Uuid::new_v4()));
+        let out_arg = out.to_str().unwrap().to_string();
+        let argv = [
+            "x",
+            "processors",
+            "--repeat",
+            "3",
+            "--duration",
+            "3m",
+            "--out",
+            &out_arg,
+        ];
+        let Bench::Processors(args) = Cli::parse_from(argv).bench else {
+            unreachable!()
+        };
+        processors(Config::default(), args).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("events/s per core"), "{text}");
+        assert!(text.contains("bench processors --repeat 3"), "{text}");
+        let _ = std::fs::remove_file(out);
     }
 
     fn args(connections: usize) -> GatewayArgs {

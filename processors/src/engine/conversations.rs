@@ -36,7 +36,7 @@
 //! History is kept for the allowed lateness plus `hot_lead_no_contact`, long enough for every
 //! event still accepted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
@@ -57,7 +57,7 @@ type Key = (DateTime<Utc>, Uuid);
 
 #[derive(Debug, Default)]
 pub(crate) struct Conversations {
-    map: HashMap<EntityId, Conversation>,
+    map: BTreeMap<EntityId, Conversation>,
     /// (event time, conversation) of every remembered message and close, for forgetting them.
     history: BTreeSet<(DateTime<Utc>, EntityId)>,
 }

@@ -24,7 +24,7 @@
 //! Status changes apply by event time: an older `lead.status_changed` arriving late does not
 //! override a newer one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -42,7 +42,7 @@ use crate::texts;
 
 #[derive(Debug, Default)]
 pub(crate) struct Leads {
-    map: HashMap<EntityId, Lead>,
+    map: BTreeMap<EntityId, Lead>,
 }
 
 #[derive(Debug)]

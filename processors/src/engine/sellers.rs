@@ -72,7 +72,7 @@
 //! on an idle stream a condition that becomes true (an unanswered wait going overdue) alerts at
 //! the next event.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -125,10 +125,10 @@ struct UserInfo {
 pub(crate) struct Sellers {
     tz: Tz,
     logs: BTreeMap<UserId, SellerLog>,
-    users: HashMap<UserId, UserInfo>,
+    users: BTreeMap<UserId, UserInfo>,
     /// The minute of the last evaluation.
     last_minute: Option<DateTime<Utc>>,
-    last_emitted: HashMap<UserId, SellerMetrics>,
+    last_emitted: BTreeMap<UserId, SellerMetrics>,
     alerted: BTreeSet<(NaiveDate, UserId, PerformanceCondition)>,
 }
 
@@ -137,9 +137,9 @@ impl Sellers {
         Sellers {
             tz: th.tz(),
             logs: BTreeMap::new(),
-            users: HashMap::new(),
+            users: BTreeMap::new(),
             last_minute: None,
-            last_emitted: HashMap::new(),
+            last_emitted: BTreeMap::new(),
             alerted: BTreeSet::new(),
         }
     }

@@ -13,7 +13,7 @@
 //! the timeout fired but occurring before its deadline withdraws it too (`"ended"`). Events of a
 //! session that ended are ignored unless they occurred after the end (the id was reused).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -28,7 +28,7 @@ use crate::texts;
 
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    map: HashMap<EntityId, Session>,
+    map: BTreeMap<EntityId, Session>,
     ended: BTreeSet<(DateTime<Utc>, EntityId)>,
 }
 
