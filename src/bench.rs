@@ -45,6 +45,31 @@ pub enum Bench {
     Gateway(GatewayArgs),
     /// Events per second of the processors' logic on one core, without Kafka.
     Processors(ProcessorsArgs),
+    /// The whole pipeline (`vigia serve` + `vigia simulate --measure`) at rising rates.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PipelineArgs {
+    /// Target rates to try, events/s (all tenants together), in rising order.
+    #[arg(long, value_delimiter = ',', default_value = "250,500,1000,1500,2000")]
+    pub rates: Vec<f64>,
+    /// How long each rate runs.
+    #[arg(long, default_value = "2m")]
+    pub step: humantime::Duration,
+    #[arg(long, default_value_t = 4)]
+    pub tenants: u64,
+    #[arg(long, default_value_t = 10)]
+    pub sellers: u64,
+    /// The unanswered threshold of the run (compressed so that deadlines fire during a step).
+    #[arg(long, default_value = "20s")]
+    pub unanswered_after: humantime::Duration,
+    /// The end-to-end p99 a rate must stay under to count as sustained.
+    #[arg(long, default_value = "1s")]
+    pub p99_limit: humantime::Duration,
+    /// The results file; this benchmark replaces only its own section.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -123,7 +148,207 @@ pub async fn run(config: Config, bench: Bench) -> Result<()> {
     match bench {
         Bench::Gateway(args) => gateway(config, args).await,
         Bench::Processors(args) => processors(config, args),
+        Bench::Pipeline(args) => pipeline(config, args).await,
     }
+}
+
+/// One step of the pipeline benchmark: what `vigia simulate --measure` reported.
+#[derive(Debug, Clone, Default)]
+struct Step {
+    target_rate: f64,
+    posted_rate: f64,
+    events: u64,
+    failed: u64,
+    post_p99: f64,
+    /// Event POSTed → its effect on a CEO's WebSocket (a withdrawal, caused by a late answer).
+    e2e: (f64, f64, u64),
+    /// Deadline → the unanswered alert on a CEO's WebSocket.
+    deadline: (f64, f64, u64),
+    disconnections: usize,
+}
+
+impl Step {
+    fn sustained(&self, limit_ms: f64) -> bool {
+        self.failed == 0 && self.disconnections == 0 && self.e2e.2 > 0 && self.e2e.1 < limit_ms
+    }
+}
+
+async fn pipeline(config: Config, args: PipelineArgs) -> Result<()> {
+    let mut steps = Vec::new();
+    let idle = run_step(&config, &args, 2.0, 1).await?;
+    eprintln!("near-idle stream: {idle:?}");
+    let limit_ms = args.p99_limit.as_millis() as f64;
+    for &rate in &args.rates {
+        let step = run_step(&config, &args, rate, args.tenants).await?;
+        eprintln!("rate {rate}: {step:?}");
+        let sustained = step.sustained(limit_ms);
+        steps.push(step);
+        if !sustained {
+            break;
+        }
+    }
+    let best = steps.iter().rfind(|s| s.sustained(limit_ms)).cloned();
+    let mut rows = String::new();
+    for s in &steps {
+        rows += &format!(
+            "| {:.0} | {:.0} | {} | {} | {:.0} / {:.0} ({}) | {:.0} / {:.0} ({}) | {:.0} | {} |\n",
+            s.target_rate,
+            s.posted_rate,
+            s.events,
+            s.failed,
+            s.e2e.0,
+            s.e2e.1,
+            s.e2e.2,
+            s.deadline.0,
+            s.deadline.1,
+            s.deadline.2,
+            s.post_p99,
+            if s.sustained(limit_ms) { "yes" } else { "no" },
+        );
+    }
+    let brokers = &config.kafka.brokers;
+    let verdict = match &best {
+        Some(b) => format!(
+            "**Highest sustained rate: {:.0} events/s target ({:.0} posted per second of the \
+             step on average, ramp-up included)**, end-to-end p99 {:.0} ms; deadline → \
+             notification p50 {:.0} ms, p99 {:.0} ms on that busy stream.",
+            b.target_rate, b.posted_rate, b.e2e.1, b.deadline.0, b.deadline.1
+        ),
+        None => "No rate tried kept the end-to-end p99 under the limit.".to_string(),
+    };
+    let markdown = format!(
+        "## Pipeline: the whole path through the local broker\n\n\
+         Reproduce: `cargo run --release -- bench pipeline --rates {rates} --step {step} \
+         --tenants {tenants} --sellers {sellers} --unanswered-after {ua}` with \
+         `VIGIA_KAFKA_BROKERS` pointing at the broker ({brokers} here).\n\n\
+         Measured {date} on this machine ({cores} cores): for each rate a fresh `vigia serve` \
+         (ingest, processors, ClickHouse sink, gateway in one process) and `vigia simulate \
+         --measure` ({tenants} tenants × {sellers} sellers, unanswered threshold {ua}) posting \
+         for {step}, with a CEO WebSocket per tenant. *End to end* is event POSTed → its effect \
+         on the CEO's WebSocket (the withdrawal of an alert, caused by the seller's late \
+         answer); *deadline* is the alert's deadline → its frame (the watermark waits \
+         `watermark_delay` = 1 s for stragglers, so ~1 s is by design). Rates rise until the \
+         end-to-end p99 passes {limit} or anything fails.\n\n\
+         {verdict}\n\n\
+         Near-idle stream (1 tenant, 2 events/s): deadline → notification p50 {i50:.0} ms, p99 \
+         {i99:.0} ms ({icount} alerts).\n\n\
+         | target events/s | posted events/s | events | failed | end to end p50 / p99 ms (n) \
+         | deadline p50 / p99 ms (n) | POST p99 ms | sustained |\n|---|---|---|---|---|---|---|---|\n\
+         {rows}",
+        rates = args.rates.iter().map(|r| format!("{r}")).collect::<Vec<_>>().join(","),
+        step = args.step,
+        tenants = args.tenants,
+        sellers = args.sellers,
+        ua = args.unanswered_after,
+        limit = args.p99_limit,
+        date = Utc::now().format("%Y-%m-%d"),
+        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        i50 = idle.deadline.0,
+        i99 = idle.deadline.1,
+        icount = idle.deadline.2,
+    );
+    write_section(&args.out, "pipeline", &markdown)?;
+    eprintln!("wrote the pipeline section of {}", args.out.display());
+    Ok(())
+}
+
+/// Runs `vigia serve` (fresh topics, database and inbox) and the simulator at `rate` against it.
+async fn run_step(config: &Config, args: &PipelineArgs, rate: f64, tenants: u64) -> Result<Step> {
+    let run_id = Uuid::new_v4().simple().to_string();
+    let name = format!("benchpipe{}", &run_id[..10]);
+    let data_dir = std::env::temp_dir().join(format!("vigia-{name}"));
+    std::fs::create_dir_all(&data_dir)?;
+    let port = free_port()?;
+    let keys: Vec<String> = (1..=tenants)
+        .map(|t| format!("bench-key-{t}={t}"))
+        .collect();
+    let mut child = ChildProcess::start(
+        "serve",
+        &[
+            ("VIGIA_KAFKA_BROKERS", config.kafka.brokers.clone()),
+            ("VIGIA_KAFKA_TOPIC_PREFIX", format!("{name}.")),
+            ("VIGIA_CLICKHOUSE_URL", config.clickhouse.url.clone()),
+            ("VIGIA_CLICKHOUSE_DATABASE", name.clone()),
+            ("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("VIGIA_DATA_DIR", data_dir.display().to_string()),
+            ("VIGIA_JWT_SECRET", SECRET.to_string()),
+            ("VIGIA_API_KEYS", keys.join(",")),
+            ("VIGIA_UNANSWERED_AFTER", args.unanswered_after.to_string()),
+        ],
+    )?;
+    let base_url = format!("http://127.0.0.1:{port}");
+    wait_ready(&base_url, &mut child).await?;
+
+    let mut sim_config = config.clone();
+    sim_config.gateway.jwt_secret = SECRET.into();
+    sim_config.ingest.api_keys =
+        vigia_ingest::parse_api_keys(&keys.join(",")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report_path = data_dir.join("report.json");
+    let sim_args = {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Simulate {
+            #[command(flatten)]
+            args: crate::simulate::Args,
+        }
+        let linger = *args.unanswered_after + Duration::from_secs(5);
+        Simulate::try_parse_from([
+            "simulate".to_string(),
+            format!("--target={base_url}"),
+            format!("--tenants={tenants}"),
+            format!("--sellers={}", args.sellers),
+            format!("--rate={rate}"),
+            format!("--duration={}", args.step),
+            // Late deliveries (1%) come 10 s late instead of 2 min, so a step ends sooner.
+            "--late-by=10s".to_string(),
+            "--measure".to_string(),
+            format!("--linger={}", humantime::format_duration(linger)),
+            format!("--report={}", report_path.display()),
+        ])?
+        .args
+    };
+    if let Err(e) = crate::simulate::run(&sim_config, sim_args).await {
+        tracing::warn!(rate, error = %e, "the simulator reported a failure");
+    }
+    child.stop();
+    let report: Value = std::fs::read_to_string(&report_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let _ = drop_clickhouse_database(config, &name).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let n = &report["notifications"];
+    let figures = |kind: &str| {
+        let k = &n[kind];
+        (
+            k["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            k["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            k["count"].as_u64().unwrap_or(0),
+        )
+    };
+    Ok(Step {
+        target_rate: rate,
+        // Over the step: the simulator's tail (late answers after the step) is not counted
+        // in the time, its ramp-up (scenarios last minutes) is.
+        posted_rate: report["events_posted"].as_f64().unwrap_or(0.0) / args.step.as_secs_f64(),
+        events: report["events_posted"].as_u64().unwrap_or(0),
+        failed: report["events_failed"].as_u64().unwrap_or(u64::MAX),
+        post_p99: report["post_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+        e2e: figures("unanswered_conversation.withdrawal"),
+        deadline: figures("unanswered_conversation"),
+        disconnections: n["disconnections"].as_array().map_or(usize::MAX, Vec::len),
+    })
+}
+
+async fn drop_clickhouse_database(config: &Config, name: &str) -> Result<()> {
+    reqwest::Client::new()
+        .post(&config.clickhouse.url)
+        .basic_auth(&config.clickhouse.user, Some(&config.clickhouse.password))
+        .body(format!("DROP DATABASE IF EXISTS {name}"))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
 }
 
 fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
@@ -312,7 +537,20 @@ async fn gateway(config: Config, args: GatewayArgs) -> Result<()> {
     let data_dir = std::env::temp_dir().join(format!("vigia-bench-{run_id}"));
     std::fs::create_dir_all(&data_dir)?;
     let port = free_port()?;
-    let mut child = GatewayProcess::start(&config, &prefix, &data_dir, port)?;
+    let mut child = ChildProcess::start(
+        "gateway",
+        &[
+            ("VIGIA_KAFKA_BROKERS", config.kafka.brokers.clone()),
+            ("VIGIA_KAFKA_TOPIC_PREFIX", prefix.clone()),
+            ("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("VIGIA_DATA_DIR", data_dir.display().to_string()),
+            (
+                "VIGIA_DATABASE_URL",
+                format!("sqlite://{}/gateway.db?mode=rwc", data_dir.display()),
+            ),
+            ("VIGIA_JWT_SECRET", SECRET.to_string()),
+        ],
+    )?;
     let base_url = format!("http://127.0.0.1:{port}");
     wait_ready(&base_url, &mut child).await?;
     // Let the consumer join its group and the process settle before the baseline.
@@ -662,32 +900,28 @@ impl GatewayReport {
     }
 }
 
-/// A `vigia gateway` child process, killed when dropped.
-struct GatewayProcess {
+/// A `vigia` child process (this binary), killed when dropped.
+struct ChildProcess {
     child: std::process::Child,
 }
 
-impl GatewayProcess {
-    fn start(config: &Config, prefix: &str, data_dir: &Path, port: u16) -> Result<GatewayProcess> {
+impl ChildProcess {
+    fn start(subcommand: &str, env: &[(&str, String)]) -> Result<ChildProcess> {
         let exe = std::env::current_exe().context("cannot find the vigia binary")?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("gateway")
-            .env("VIGIA_KAFKA_BROKERS", &config.kafka.brokers)
-            .env("VIGIA_KAFKA_TOPIC_PREFIX", prefix)
-            .env("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("VIGIA_DATA_DIR", data_dir)
-            .env(
-                "VIGIA_DATABASE_URL",
-                format!("sqlite://{}/gateway.db?mode=rwc", data_dir.display()),
-            )
-            .env("VIGIA_JWT_SECRET", SECRET)
+        cmd.arg(subcommand)
             .env(
                 "RUST_LOG",
-                std::env::var("VIGIA_BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("VIGIA_BENCH_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(std::process::Stdio::null());
-        let child = cmd.spawn().context("cannot start `vigia gateway`")?;
-        Ok(GatewayProcess { child })
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start `vigia {subcommand}`"))?;
+        Ok(ChildProcess { child })
     }
 
     /// The child's resident set size in KiB.
@@ -707,18 +941,18 @@ impl GatewayProcess {
     }
 }
 
-impl Drop for GatewayProcess {
+impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-async fn wait_ready(base: &str, child: &mut GatewayProcess) -> Result<()> {
+async fn wait_ready(base: &str, child: &mut ChildProcess) -> Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(status) = child.child.try_wait()? {
-            bail!("`vigia gateway` exited at start-up ({status}); see its log above");
+            bail!("the `vigia` child exited at start-up ({status}); see its log above");
         }
         if let Ok(r) = client.get(format!("{base}/health/readiness")).send().await {
             if r.status().is_success() {
@@ -727,7 +961,7 @@ async fn wait_ready(base: &str, child: &mut GatewayProcess) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    bail!("`vigia gateway` was not ready within 60 s")
+    bail!("the `vigia` child was not ready within 60 s")
 }
 
 fn free_port() -> Result<u16> {
