@@ -131,6 +131,61 @@ async fn handle(
     }
 }
 
+/// The consumer of the `seller_metrics` topic that fills the metrics board. The board is memory
+/// only, so every gateway reads the topic from its beginning with a group of its own and commits
+/// nothing: after a restart it rebuilds the board from the topic (keep the topic's retention at a
+/// week or more: older snapshots are of sellers idle for longer than the widest window).
+pub(crate) fn spawn_board(
+    gateway: Gateway,
+    base: &ClientConfig,
+    topic: &str,
+    group_id: &str,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, rdkafka::error::KafkaError> {
+    let group_id = format!("{group_id}-board-{}", uuid::Uuid::new_v4().simple());
+    let mut config = base.clone();
+    config
+        .set("group.id", &group_id)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "20")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = config.create()?;
+    consumer.subscribe(&[topic])?;
+    tracing::info!(topic, group_id, "gateway reading seller metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                received = consumer.recv() => match received {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "seller-metrics consumer error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Ok(message) => {
+                        let decoded = message
+                            .payload()
+                            .ok_or_else(|| "empty record".to_string())
+                            .and_then(|p| serde_json::from_slice::<vigia_schemas::SellerMetrics>(p).map_err(|e| e.to_string()));
+                        match decoded {
+                            Ok(snapshot) => {
+                                gateway.apply_seller_metrics(snapshot);
+                            }
+                            Err(reason) => {
+                                gateway.shared.metrics.undecodable.inc();
+                                tracing::warn!(partition = message.partition(), offset = message.offset(), reason, "skipping a record of the seller-metrics topic that is not a snapshot");
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        tracing::info!("gateway seller-metrics consumer stopped");
+    }))
+}
+
 fn decode(payload: Option<&[u8]>) -> Result<Notification, String> {
     let payload = payload.ok_or("empty record")?;
     serde_json::from_slice(payload).map_err(|e| e.to_string())

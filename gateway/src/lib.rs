@@ -47,6 +47,7 @@
 
 mod audience;
 pub mod auth;
+pub mod board;
 mod consumer;
 mod hub;
 mod inbox;
@@ -196,6 +197,8 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
+    /// The latest seller metrics of every tenant (`GET /v1/metrics/*`, the `metrics` push).
+    pub(crate) board: std::sync::Mutex<board::Board>,
 }
 
 /// A running gateway: the inbox, the hub of live connections and (from [`Gateway::start`]) the
@@ -224,6 +227,13 @@ impl Gateway {
             kafka,
             &topics.notifications,
             &gateway.shared.cfg.group_id,
+            shutdown.clone(),
+        )?;
+        consumer::spawn_board(
+            gateway.clone(),
+            kafka,
+            &topics.seller_metrics,
+            &gateway.shared.cfg.group_id,
             shutdown,
         )?;
         Ok(gateway)
@@ -249,6 +259,7 @@ impl Gateway {
             metrics,
             cfg,
             shutdown,
+            board: Default::default(),
         };
         let shared = Arc::new(shared);
         let (socketio, _io) = socketio::build(shared.clone());
@@ -263,6 +274,8 @@ impl Gateway {
             .route("/ws", get(ws::upgrade))
             .route("/v1/notifications", get(rest::list).delete(rest::clear))
             .route("/v1/notifications/count", get(rest::count))
+            .route("/v1/metrics/tenant", get(rest::metrics_tenant))
+            .route("/v1/metrics/sellers", get(rest::metrics_sellers))
             .route("/v1/notifications/read-all", post(rest::read_all))
             .route("/v1/notifications/{id}/read", post(rest::read_one))
             .route(
@@ -305,6 +318,23 @@ impl Gateway {
         };
         shared.hub.push(Arc::new(stored), Utc::now());
         Ok(true)
+    }
+
+    /// Puts a seller-metrics snapshot on the board; if it is the seller's newest, pushes the
+    /// tenant's figures (throttled, see [`Gateway::publish_metrics`]). Returns whether it was.
+    /// The path of every record of the `seller_metrics` topic.
+    #[doc(hidden)]
+    pub fn apply_seller_metrics(&self, snapshot: vigia_schemas::SellerMetrics) -> bool {
+        let tenant = snapshot.tenant_id;
+        let payload = {
+            let mut board = self.shared.board.lock().unwrap_or_else(|e| e.into_inner());
+            if !board.apply(snapshot) {
+                return false;
+            }
+            board.push_payload(tenant)
+        };
+        self.publish_metrics(tenant, payload);
+        true
     }
 
     /// Pushes live metrics of `tenant_id` to its CEO/manager connections: `{"type":"metrics",

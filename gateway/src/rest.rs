@@ -16,6 +16,12 @@
 //!   `{"errors": [{"field": "quiet_hours.start", "message": "…"}…]}` naming every invalid field.
 //!
 //! Every change is also announced to the user's open WebSockets (`unread_count`).
+//!
+//! - `GET /v1/metrics/tenant` → the tenant's KPIs (CEO and managers only; [`crate::board`]).
+//! - `GET /v1/metrics/sellers?window=1h|today|7d` (default `today`) → `{"window", "sellers":
+//!   [<row>…]}`, the leaderboard best first, each row a seller's latest snapshot with its
+//!   `position` and the window's response times as `response`. A CEO or manager gets every
+//!   seller of the tenant; anyone else only their own row.
 
 use std::sync::Arc;
 
@@ -186,4 +192,54 @@ pub(crate) async fn put_preferences(
         .hub
         .set_preferences(viewer.tenant_id, viewer.user_id, prefs.clone());
     Ok(Json(prefs.to_json()).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MetricsParams {
+    window: Option<String>,
+}
+
+fn forbidden(message: &str) -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response()
+}
+
+pub(crate) async fn metrics_tenant(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+) -> Response {
+    if !crate::audience::sees_whole_tenant(viewer.role) {
+        return forbidden("only a CEO or a manager sees the tenant's metrics; use /v1/metrics/sellers for your own");
+    }
+    let board = shared.board.lock().unwrap_or_else(|e| e.into_inner());
+    Json(board.kpis(viewer.tenant_id)).into_response()
+}
+
+pub(crate) async fn metrics_sellers(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+    Query(params): Query<MetricsParams>,
+) -> Response {
+    use crate::board::{Board, Window};
+    let window = match Window::parse(params.window.as_deref().unwrap_or("today")) {
+        Ok(w) => w,
+        Err(message) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"errors": [{"field": "window", "message": message}]})),
+            )
+                .into_response()
+        }
+    };
+    let board = shared.board.lock().unwrap_or_else(|e| e.into_inner());
+    let rows: Vec<serde_json::Value> = board
+        .sellers(viewer.tenant_id)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, m)| {
+            crate::audience::sees_whole_tenant(viewer.role) || m.seller_id == viewer.user_id
+        })
+        .map(|(i, m)| Board::row(m, i, window))
+        .collect();
+    Json(json!({ "window": params.window.as_deref().unwrap_or("today"), "sellers": rows }))
+        .into_response()
 }

@@ -39,6 +39,25 @@ async fn produce(producer: &FutureProducer, topic: &str, payload: &[u8]) {
         .unwrap_or_else(|(e, _)| panic!("cannot produce to {topic} at {}: {e}", brokers()));
 }
 
+/// Fresh topics read by the gateway: notifications and seller metrics.
+async fn create_topics() -> Topics {
+    let topics = Topics::with_prefix(&format!("gwtest-{}.", Uuid::new_v4().simple()));
+    let admin: AdminClient<DefaultClientContext> = kafka_config().create().unwrap();
+    let new = [
+        NewTopic::new(&topics.notifications, 1, TopicReplication::Fixed(1)),
+        NewTopic::new(&topics.seller_metrics, 1, TopicReplication::Fixed(1)),
+    ];
+    let created = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a topic at {}: {e}", brokers()));
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    topics
+}
+
 struct Running {
     gateway: Gateway,
     registry: Registry,
@@ -98,20 +117,7 @@ impl Running {
 #[tokio::test]
 #[ignore = "needs a Kafka broker at VIGIA_TEST_KAFKA_BROKERS (default 127.0.0.1:9092)"]
 async fn notifications_flow_from_kafka_to_websockets_and_offsets_are_committed() {
-    let topics = Topics::with_prefix(&format!("gwtest-{}.", Uuid::new_v4().simple()));
-    let admin: AdminClient<DefaultClientContext> = kafka_config().create().unwrap();
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(
-                &topics.notifications,
-                1,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot create a topic at {}: {e}", brokers()));
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let topics = create_topics().await;
     let producer: FutureProducer = kafka_config().create().unwrap();
 
     let first = to_user(1, 10);
@@ -213,4 +219,76 @@ async fn notifications_flow_from_kafka_to_websockets_and_offsets_are_committed()
         0.0
     );
     gw.shutdown.cancel();
+}
+
+/// The metrics board is filled from the `seller_metrics` topic, rebuilt from it after a restart
+/// (it is memory only), and a record that is not a snapshot is skipped.
+#[tokio::test]
+#[ignore = "needs a Kafka broker at VIGIA_TEST_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn the_metrics_board_is_read_from_kafka_and_rebuilt_after_a_restart() {
+    let topics = create_topics().await;
+    let producer: FutureProducer = kafka_config().create().unwrap();
+    for (seller, minute, score) in [(10, 1, 4.0), (11, 1, 6.0), (10, 2, 9.0)] {
+        let s = seller_metrics(1, seller, minute, score);
+        produce(
+            &producer,
+            &topics.seller_metrics,
+            &serde_json::to_vec(&s).unwrap(),
+        )
+        .await;
+    }
+    produce(
+        &producer,
+        &topics.seller_metrics,
+        b"{\"not\": \"a snapshot\"}",
+    )
+    .await;
+    let dir = TempDir::new();
+    let cfg = Config {
+        jwt_secret: SECRET.into(),
+        database_url: dir.sqlite_url(),
+        group_id: format!("gwtest-{}", Uuid::new_v4().simple()),
+        ..Config::default()
+    };
+    let ceo = vigia_gateway::issue_token(SECRET, 1, 1, Role::Ceo, Duration::from_secs(600));
+    for run in 0..2 {
+        let gw = Running::start(cfg.clone(), &topics).await;
+        let url = format!("http://{}/v1/metrics/sellers", gw.addr);
+        let mut body = serde_json::Value::Null;
+        for _ in 0..100 {
+            body = reqwest::Client::new()
+                .get(&url)
+                .bearer_auth(&ceo)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if body["sellers"].as_array().is_some_and(|s| s.len() == 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let order: Vec<(u64, f64)> = body["sellers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("run {run}: {body}"))
+            .iter()
+            .map(|r| {
+                (
+                    r["seller_id"].as_u64().unwrap(),
+                    r["productivity_score"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![(10, 9.0), (11, 6.0)],
+            "run {run}: the newest snapshot of each seller"
+        );
+        gw.wait_for("vigia_gateway_notifications_undecodable_total", 1.0)
+            .await;
+        gw.shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -280,3 +280,49 @@ pub async fn expect_close(ws: &mut Ws, wait: Duration) -> (u16, String) {
         }
     }
 }
+
+/// A seller-metrics snapshot of `seller` at 09:`minute` on 2026-03-02, with `score`.
+pub fn seller_metrics(
+    tenant_id: TenantId,
+    seller_id: UserId,
+    minute: u32,
+    score: f64,
+) -> vigia_schemas::SellerMetrics {
+    use chrono::TimeZone;
+    let stats = |count: u32, mean: f64| vigia_schemas::ResponseTimeStats {
+        count,
+        mean_seconds: Some(mean),
+        p50_seconds: Some(mean),
+        p90_seconds: Some(mean * 2.0),
+        max_seconds: Some(mean * 3.0),
+    };
+    vigia_schemas::SellerMetrics {
+        id: Uuid::new_v4(),
+        tenant_id,
+        seller_id,
+        snapshot_at: chrono::Utc
+            .with_ymd_and_hms(2026, 3, 2, 9, minute, 0)
+            .unwrap(),
+        time_zone: "UTC".into(),
+        day: chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+        conversations_total: 5,
+        conversations_active: 3,
+        conversations_today: 4,
+        conversations_unanswered: 1,
+        response_1h: stats(1, 30.0),
+        response_today: stats(3, 60.0),
+        response_7d: stats(9, 90.0),
+        total_chat_seconds: 100.0,
+        waits_received: 3,
+        waits_answered: 3,
+        engagement_rate: Some(1.0),
+        leads_generated: 2,
+        leads_converted: 1,
+        conversion_rate: Some(0.5),
+        messages_last_hour: 12,
+        activity_level: vigia_schemas::ActivityLevel::Medium,
+        productivity_score: score,
+        rank: 1,
+        sellers_ranked: 1,
+    }
+}

@@ -1,0 +1,296 @@
+//! The live metrics board: the latest seller-metrics snapshot of every seller, per tenant, as the
+//! processors publish them (`seller_metrics` topic), and the tenant's KPIs derived from them.
+//! Pure state, no I/O: the consumer feeds it, the REST handlers and the `metrics` push read it.
+//!
+//! Tenant KPIs are sums of the sellers' figures, except the response times: the team mean is the
+//! mean of all the sellers' samples (count-weighted), exact; a team percentile cannot be rebuilt
+//! from per-seller percentiles, so the board gives the *highest seller p90* instead and says so
+//! in its field name (`worst_seller_p90_seconds`).
+//!
+//! Not here (yet): hot leads now (they need the `lead_scores` topic and the tenant's hot-lead
+//! threshold) and the 24 h response-time chart.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use vigia_schemas::{ResponseTimeStats, SellerMetrics, TenantId, UserId};
+
+/// The response-time window a view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    LastHour,
+    Today,
+    LastWeek,
+}
+
+impl Window {
+    /// `1h`, `today` or `7d`.
+    pub fn parse(s: &str) -> Result<Window, String> {
+        match s {
+            "1h" => Ok(Window::LastHour),
+            "today" => Ok(Window::Today),
+            "7d" => Ok(Window::LastWeek),
+            other => Err(format!("window must be 1h, today or 7d, not {other:?}")),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Window::LastHour => "1h",
+            Window::Today => "today",
+            Window::LastWeek => "7d",
+        }
+    }
+
+    fn of(self, m: &SellerMetrics) -> &ResponseTimeStats {
+        match self {
+            Window::LastHour => &m.response_1h,
+            Window::Today => &m.response_today,
+            Window::LastWeek => &m.response_7d,
+        }
+    }
+}
+
+/// A team's response times over one window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TeamResponse {
+    pub count: u32,
+    pub mean_seconds: Option<f64>,
+    pub worst_seller_p90_seconds: Option<f64>,
+}
+
+fn team_response<'a>(stats: impl Iterator<Item = &'a ResponseTimeStats>) -> TeamResponse {
+    let (mut count, mut total, mut worst) = (0u32, 0.0, None::<f64>);
+    for s in stats {
+        if let Some(mean) = s.mean_seconds {
+            count += s.count;
+            total += mean * f64::from(s.count);
+        }
+        if let Some(p90) = s.p90_seconds {
+            worst = Some(worst.map_or(p90, |w| w.max(p90)));
+        }
+    }
+    TeamResponse {
+        count,
+        mean_seconds: (count > 0).then(|| total / f64::from(count)),
+        worst_seller_p90_seconds: worst,
+    }
+}
+
+/// A tenant's KPIs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantKpis {
+    pub tenant_id: TenantId,
+    /// The newest snapshot the figures come from; `None` before the first one.
+    pub as_of: Option<DateTime<Utc>>,
+    pub sellers: u32,
+    pub conversations_today: u32,
+    pub conversations_active: u32,
+    pub unanswered_now: u32,
+    pub response_1h: TeamResponse,
+    pub response_today: TeamResponse,
+    pub leads_generated: u32,
+    pub leads_converted: u32,
+    pub conversion_rate: Option<f64>,
+    pub messages_last_hour: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Board {
+    tenants: HashMap<TenantId, BTreeMap<UserId, SellerMetrics>>,
+}
+
+impl Board {
+    /// Keeps `snapshot` if it is the seller's newest. Returns whether the board changed.
+    pub fn apply(&mut self, snapshot: SellerMetrics) -> bool {
+        let sellers = self.tenants.entry(snapshot.tenant_id).or_default();
+        match sellers.get(&snapshot.seller_id) {
+            Some(current) if current.snapshot_at >= snapshot.snapshot_at => false,
+            _ => {
+                sellers.insert(snapshot.seller_id, snapshot);
+                true
+            }
+        }
+    }
+
+    /// The tenant's sellers, best rank first. Ranks come from the processors' snapshots, which
+    /// may be of different minutes; ties and gaps are resolved by productivity score, then id.
+    pub fn sellers(&self, tenant: TenantId) -> Vec<&SellerMetrics> {
+        let mut all: Vec<&SellerMetrics> = self
+            .tenants
+            .get(&tenant)
+            .map(|s| s.values().collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| {
+            b.productivity_score
+                .total_cmp(&a.productivity_score)
+                .then(a.seller_id.cmp(&b.seller_id))
+        });
+        all
+    }
+
+    pub fn seller(&self, tenant: TenantId, seller: UserId) -> Option<&SellerMetrics> {
+        self.tenants.get(&tenant)?.get(&seller)
+    }
+
+    pub fn kpis(&self, tenant: TenantId) -> TenantKpis {
+        let sellers = self.sellers(tenant);
+        let sum = |f: fn(&SellerMetrics) -> u32| sellers.iter().map(|m| f(m)).sum::<u32>();
+        let generated = sum(|m| m.leads_generated);
+        let converted = sum(|m| m.leads_converted);
+        TenantKpis {
+            tenant_id: tenant,
+            as_of: sellers.iter().map(|m| m.snapshot_at).max(),
+            sellers: sellers.len() as u32,
+            conversations_today: sum(|m| m.conversations_today),
+            conversations_active: sum(|m| m.conversations_active),
+            unanswered_now: sum(|m| m.conversations_unanswered),
+            response_1h: team_response(sellers.iter().map(|m| &m.response_1h)),
+            response_today: team_response(sellers.iter().map(|m| &m.response_today)),
+            leads_generated: generated,
+            leads_converted: converted,
+            conversion_rate: (generated > 0).then(|| f64::from(converted) / f64::from(generated)),
+            messages_last_hour: sum(|m| m.messages_last_hour),
+        }
+    }
+
+    /// One leaderboard row: the snapshot's figures, its position on the board, and the
+    /// response times of `window` as `response`.
+    pub fn row(m: &SellerMetrics, position: usize, window: Window) -> Value {
+        let mut row = serde_json::to_value(m).unwrap_or(Value::Null);
+        if let Value::Object(fields) = &mut row {
+            fields.insert("position".into(), (position + 1).into());
+            fields.insert("window".into(), window.name().into());
+            fields.insert(
+                "response".into(),
+                serde_json::to_value(window.of(m)).unwrap_or(Value::Null),
+            );
+        }
+        row
+    }
+
+    /// What CEO/manager connections are pushed when the tenant's figures change:
+    /// `{"tenant": <kpis>, "sellers": [<row>…]}` (rows with today's response times).
+    pub fn push_payload(&self, tenant: TenantId) -> Value {
+        let sellers: Vec<Value> = self
+            .sellers(tenant)
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Board::row(m, i, Window::Today))
+            .collect();
+        serde_json::json!({ "tenant": self.kpis(tenant), "sellers": sellers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+    use vigia_schemas::ActivityLevel;
+
+    fn stats(count: u32, mean: f64, p90: f64) -> ResponseTimeStats {
+        ResponseTimeStats {
+            count,
+            mean_seconds: Some(mean),
+            p50_seconds: Some(mean),
+            p90_seconds: Some(p90),
+            max_seconds: Some(p90),
+        }
+    }
+
+    fn snapshot(tenant: TenantId, seller: UserId, minute: u32, score: f64) -> SellerMetrics {
+        SellerMetrics {
+            id: Uuid::new_v4(),
+            tenant_id: tenant,
+            seller_id: seller,
+            snapshot_at: Utc.with_ymd_and_hms(2026, 3, 2, 9, minute, 0).unwrap(),
+            time_zone: "UTC".into(),
+            day: chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap(),
+            conversations_total: 10,
+            conversations_active: 4,
+            conversations_today: 6,
+            conversations_unanswered: 1,
+            response_1h: stats(2, 60.0, 90.0),
+            response_today: stats(4, 30.0, 80.0),
+            response_7d: ResponseTimeStats::default(),
+            total_chat_seconds: 0.0,
+            waits_received: 4,
+            waits_answered: 4,
+            engagement_rate: Some(1.0),
+            leads_generated: 4,
+            leads_converted: 1,
+            conversion_rate: Some(0.25),
+            messages_last_hour: 7,
+            activity_level: ActivityLevel::Medium,
+            productivity_score: score,
+            rank: 1,
+            sellers_ranked: 1,
+        }
+    }
+
+    #[test]
+    fn only_a_newer_snapshot_replaces_the_current_one() {
+        let mut board = Board::default();
+        assert!(board.apply(snapshot(1, 10, 5, 5.0)));
+        assert!(!board.apply(snapshot(1, 10, 4, 9.0)), "older");
+        assert!(
+            !board.apply(snapshot(1, 10, 5, 9.0)),
+            "same minute: first wins"
+        );
+        assert_eq!(board.seller(1, 10).unwrap().productivity_score, 5.0);
+        assert!(board.apply(snapshot(1, 10, 6, 7.0)));
+        assert_eq!(board.seller(1, 10).unwrap().productivity_score, 7.0);
+    }
+
+    #[test]
+    fn kpis_sum_the_sellers_and_weight_the_mean_by_samples() {
+        let mut board = Board::default();
+        board.apply(snapshot(1, 10, 5, 5.0));
+        let mut b = snapshot(1, 11, 6, 8.0);
+        b.response_1h = stats(6, 20.0, 200.0);
+        b.leads_converted = 3;
+        board.apply(b);
+        board.apply(snapshot(2, 10, 7, 1.0));
+        let k = board.kpis(1);
+        assert_eq!(
+            (k.sellers, k.conversations_today, k.unanswered_now),
+            (2, 12, 2)
+        );
+        // (2 × 60 + 6 × 20) / 8
+        assert_eq!(k.response_1h.count, 8);
+        assert_eq!(k.response_1h.mean_seconds, Some(30.0));
+        assert_eq!(k.response_1h.worst_seller_p90_seconds, Some(200.0));
+        assert_eq!((k.leads_generated, k.leads_converted), (8, 4));
+        assert_eq!(k.conversion_rate, Some(0.5));
+        assert_eq!(k.as_of.unwrap().format("%M").to_string(), "06");
+        assert_eq!(board.kpis(3).sellers, 0);
+        assert_eq!(board.kpis(3).response_1h.mean_seconds, None);
+    }
+
+    #[test]
+    fn the_leaderboard_is_sorted_by_score_and_shows_the_chosen_window() {
+        let mut board = Board::default();
+        board.apply(snapshot(1, 10, 5, 5.0));
+        board.apply(snapshot(1, 11, 5, 8.0));
+        board.apply(snapshot(1, 12, 5, 8.0));
+        let ids: Vec<UserId> = board.sellers(1).iter().map(|m| m.seller_id).collect();
+        assert_eq!(ids, vec![11, 12, 10]);
+        let row = Board::row(board.sellers(1)[2], 2, Window::LastHour);
+        assert_eq!(row["position"], 3);
+        assert_eq!(row["window"], "1h");
+        assert_eq!(row["response"]["count"], 2);
+        let payload = board.push_payload(1);
+        assert_eq!(payload["sellers"][0]["seller_id"], 11);
+        assert_eq!(payload["sellers"][0]["response"]["count"], 4, "today");
+        assert_eq!(payload["tenant"]["sellers"], 3);
+    }
+
+    #[test]
+    fn windows_parse_or_say_what_is_allowed() {
+        assert_eq!(Window::parse("today"), Ok(Window::Today));
+        assert!(Window::parse("2h").unwrap_err().contains("1h, today or 7d"));
+    }
+}
