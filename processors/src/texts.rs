@@ -235,6 +235,45 @@ pub fn performance_alert(
     }
 }
 
+/// The daily report's title and summary line about `day`.
+pub fn daily_report(
+    lang: Language,
+    day: chrono::NaiveDate,
+    conversations: u32,
+    answered: u32,
+    mean_response_seconds: Option<f64>,
+    converted: u32,
+    alerts: u32,
+) -> Text {
+    let date = day.format("%Y-%m-%d");
+    let mean = mean_response_seconds
+        .map(|s| duration(Duration::from_secs(s.max(0.0).round() as u64)))
+        .unwrap_or_else(|| "—".into());
+    match lang {
+        Language::Es => (
+            format!("Informe diario del {date}"),
+            format!(
+                "Ayer: {conversations} conversaciones, {answered} esperas respondidas \
+                 (tiempo medio {mean}), {converted} leads convertidos, {alerts} alertas"
+            ),
+        ),
+        Language::En => (
+            format!("Daily report for {date}"),
+            format!(
+                "Yesterday: {conversations} conversations, {answered} waits answered \
+                 (mean time {mean}), {converted} leads converted, {alerts} alerts"
+            ),
+        ),
+    }
+}
+
+pub fn open_report(lang: Language) -> String {
+    match lang {
+        Language::Es => "Ver informe".into(),
+        Language::En => "Open report".into(),
+    }
+}
+
 pub fn open_seller(lang: Language) -> String {
     match lang {
         Language::Es => "Ver vendedor".into(),

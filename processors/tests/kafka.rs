@@ -416,7 +416,11 @@ fn expected_outputs(config: &Config, events: &[Event]) -> HashMap<Uuid, serde_js
     let mut outs: Vec<vigia_processors::Output> =
         events.iter().flat_map(|e| engine.on_event(e)).collect();
     outs.extend(engine.advance_watermark(Utc::now() + chrono::Duration::days(1)));
+    // The day ahead fires every pending deadline, and also tomorrow's 08:00 daily report,
+    // which the live run does not reach: daily reports are left out on both sides (they have
+    // their own tests in the engine).
     outs.into_iter()
+        .filter(|o| !is_daily_report_output(o))
         .map(|o| {
             let value = match &o {
                 vigia_processors::Output::Notification(n) => serde_json::to_value(n),
@@ -431,9 +435,14 @@ fn expected_outputs(config: &Config, events: &[Event]) -> HashMap<Uuid, serde_js
         .collect()
 }
 
+fn is_daily_report_output(o: &vigia_processors::Output) -> bool {
+    matches!(o, vigia_processors::Output::Notification(n) if n.kind == vigia_schemas::NotificationType::DailyReport)
+}
+
 fn ids(seen: &[Seen]) -> Vec<Uuid> {
     seen.iter()
         .filter(|s| !s.topic.ends_with("dead_letters"))
+        .filter(|s| s.value["type"] != "daily_report")
         .map(|s| serde_json::from_value(s.value["id"].clone()).unwrap())
         .collect()
 }
@@ -545,7 +554,10 @@ async fn after_a_crash_and_a_restart_nothing_is_lost_and_no_new_id_appears() {
     assert!(lost.is_empty(), "outputs lost: {lost:?}");
     // Every delivery of an id is the expected record, byte for byte the same each time.
     let mut raw_by_id: HashMap<Uuid, &str> = HashMap::new();
-    for s in seen.iter().filter(|s| !s.topic.ends_with("dead_letters")) {
+    for s in seen
+        .iter()
+        .filter(|s| !s.topic.ends_with("dead_letters") && s.value["type"] != "daily_report")
+    {
         let id: Uuid = serde_json::from_value(s.value["id"].clone()).unwrap();
         assert_eq!(
             s.value, expected[&id],
@@ -650,7 +662,10 @@ async fn two_instances_give_the_outputs_of_one() {
     let observed: HashSet<Uuid> = ids(&seen).into_iter().collect();
     let expected_ids: HashSet<Uuid> = expected.keys().copied().collect();
     assert_eq!(observed, expected_ids);
-    for s in seen.iter().filter(|s| !s.topic.ends_with("dead_letters")) {
+    for s in seen
+        .iter()
+        .filter(|s| !s.topic.ends_with("dead_letters") && s.value["type"] != "daily_report")
+    {
         let id: Uuid = serde_json::from_value(s.value["id"].clone()).unwrap();
         assert_eq!(s.value, expected[&id]);
     }

@@ -57,6 +57,7 @@ struct Lead {
 
 #[derive(Debug)]
 struct Created {
+    at: DateTime<Utc>,
     source: LeadSource,
     seller: Option<UserId>,
     name: Option<String>,
@@ -145,6 +146,7 @@ impl Leads {
             convs.get_or_create(c).leads.insert(l.lead_id.clone());
         }
         lead.created = Some(Created {
+            at: event.occurred_at,
             source: l.source,
             seller: l.seller_id,
             name: l.name.clone(),
@@ -177,6 +179,41 @@ impl Leads {
             entry.0 += 1;
             if matches!(lead.status, Some((LeadStatus::Converted, _))) {
                 entry.1 += 1;
+            }
+        }
+        out
+    }
+
+    /// Per seller, over `from <= time < to`: (leads created, leads converted) — by the time of
+    /// their `lead.created` and of their (current) `converted` status; sellers as in
+    /// [`Self::per_seller`]. Sellerless leads count under seller 0.
+    pub fn per_seller_between(
+        &self,
+        convs: &Conversations,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BTreeMap<UserId, (u32, u32)> {
+        let mut out: BTreeMap<UserId, (u32, u32)> = BTreeMap::new();
+        let within = |t: DateTime<Utc>| from <= t && t < to;
+        for lead in self.map.values() {
+            let Some(created) = &lead.created else {
+                continue;
+            };
+            let seller = created
+                .seller
+                .or_else(|| {
+                    created
+                        .conversation
+                        .as_ref()
+                        .and_then(|c| convs.get(c))
+                        .and_then(|c| c.seller())
+                })
+                .unwrap_or(0);
+            let converted = matches!(lead.status, Some((LeadStatus::Converted, at)) if within(at));
+            if within(created.at) || converted {
+                let entry = out.entry(seller).or_default();
+                entry.0 += u32::from(within(created.at));
+                entry.1 += u32::from(converted);
             }
         }
         out

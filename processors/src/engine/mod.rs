@@ -41,6 +41,7 @@
 
 pub mod conversations;
 pub mod leads;
+pub mod report;
 pub mod sellers;
 pub mod sessions;
 
@@ -186,6 +187,7 @@ impl PartitionEngine {
 
         let mut out = Vec::new();
         tenant.fire_due(event_watermark, &mut out);
+        let mark = out.len();
         tenant.sellers.on_watermark(
             tenant.id,
             &tenant.th,
@@ -194,6 +196,7 @@ impl PartitionEngine {
             &tenant.leads,
             &mut out,
         );
+        tenant.reports.count_alerts(&out[mark..]);
         tenant.apply(event, &mut out);
         tenant.fire_due(event_watermark, &mut out);
         tenant.prune_if_due();
@@ -271,6 +274,8 @@ pub(crate) enum DeadlineKey {
     Unanswered(EntityId),
     FollowUp(EntityId, leads::FollowUpStage),
     SessionTimeout(EntityId),
+    /// The 08:00 report of this local day (about the day before).
+    DailyReport(chrono::NaiveDate),
 }
 
 /// A tenant's pending deadlines, earliest first.
@@ -298,11 +303,6 @@ impl Deadlines {
         } else {
             None
         }
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.set.len()
     }
 }
 
@@ -360,6 +360,7 @@ struct TenantState {
     leads: leads::Leads,
     sessions: sessions::Sessions,
     sellers: sellers::Sellers,
+    reports: report::Reports,
     ended_waits: Vec<conversations::EndedWait>,
     next_prune: Option<DateTime<Utc>>,
 }
@@ -369,6 +370,7 @@ impl TenantState {
         TenantState {
             id,
             sellers: sellers::Sellers::new(&th),
+            reports: report::Reports::new(&th),
             ended_waits: Vec::new(),
             th,
             max_event_time: None,
@@ -382,6 +384,10 @@ impl TenantState {
     }
 
     fn apply(&mut self, event: &Event, out: &mut Vec<Output>) {
+        if let Some((at, day)) = self.reports.first_schedule(event.occurred_at) {
+            self.deadlines.insert(at, DeadlineKey::DailyReport(day));
+        }
+        let mark = out.len();
         let mut ctx = Ctx {
             tenant: self.id,
             th: &self.th,
@@ -412,10 +418,28 @@ impl TenantState {
         }
         self.sellers
             .observe(event, &self.conversations, &mut self.ended_waits);
+        self.reports.observe(event);
+        self.reports.count_alerts(&out[mark..]);
     }
 
     fn fire_due(&mut self, upto: DateTime<Utc>, out: &mut Vec<Output>) {
         while let Some((at, key)) = self.deadlines.pop_due(upto) {
+            let mark = out.len();
+            if let DeadlineKey::DailyReport(day) = key {
+                let next = self.reports.fire(
+                    self.id,
+                    &self.th,
+                    day,
+                    &self.sellers,
+                    &self.conversations,
+                    &self.leads,
+                    out,
+                );
+                if let Some((at, day)) = next {
+                    self.deadlines.insert(at, DeadlineKey::DailyReport(day));
+                }
+                continue;
+            }
             let mut ctx = Ctx {
                 tenant: self.id,
                 th: &self.th,
@@ -429,7 +453,9 @@ impl TenantState {
                     self.leads.fire_follow_up(&mut ctx, &lead, stage, at)
                 }
                 DeadlineKey::SessionTimeout(s) => self.sessions.fire(&mut ctx, &s, at),
+                DeadlineKey::DailyReport(_) => unreachable!("handled above"),
             }
+            self.reports.count_alerts(&out[mark..]);
         }
     }
 

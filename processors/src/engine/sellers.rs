@@ -326,6 +326,38 @@ impl Sellers {
         }
     }
 
+    /// Per seller with answered or missed waits in `from <= time < to`: the response times of
+    /// the waits answered then, and (waits ended, waits answered). Sellers marked as not ranked
+    /// (`user.upserted` with another role, or inactive) are left out.
+    pub fn waits_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BTreeMap<UserId, (Vec<f64>, u32, u32)> {
+        let range = (from, Uuid::nil())..(to, Uuid::nil());
+        let mut out = BTreeMap::new();
+        for (seller, log) in &self.logs {
+            if self.users.get(seller).is_some_and(|u| !u.ranked) {
+                continue;
+            }
+            let samples: Vec<f64> = log.samples.range(range.clone()).map(|(_, v)| *v).collect();
+            let (mut ended, mut answered) = (0u32, 0u32);
+            for (_, a) in log.waits.range(range.clone()) {
+                ended += 1;
+                answered += u32::from(*a);
+            }
+            if ended > 0 {
+                out.insert(*seller, (samples, ended, answered));
+            }
+        }
+        out
+    }
+
+    /// The seller's name from their latest `user.upserted`.
+    pub fn name(&self, seller: UserId) -> Option<&str> {
+        self.users.get(&seller).map(|u| u.name.as_str())
+    }
+
     /// Every ranked seller's metrics at `at`, best rank first.
     pub fn evaluate(
         &self,

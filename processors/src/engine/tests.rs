@@ -33,6 +33,32 @@ fn config() -> Config {
     }
 }
 
+/// The first pending deadline of a rule (not the daily report, always scheduled).
+fn next_rule_deadline(e: &PartitionEngine) -> Option<DateTime<Utc>> {
+    e.tenants
+        .values()
+        .flat_map(|t| t.deadlines.set.iter())
+        .filter(|(_, k)| !matches!(k, DeadlineKey::DailyReport(_)))
+        .map(|(at, _)| *at)
+        .min()
+}
+
+fn rule_deadlines(t: &TenantState) -> usize {
+    t.deadlines
+        .set
+        .iter()
+        .filter(|(_, k)| !matches!(k, DeadlineKey::DailyReport(_)))
+        .count()
+}
+
+fn without_reports(outs: Vec<Output>) -> Vec<Output> {
+    outs.into_iter()
+        .filter(
+            |o| !matches!(o, Output::Notification(n) if n.kind == NotificationType::DailyReport),
+        )
+        .collect()
+}
+
 fn engine() -> PartitionEngine {
     PartitionEngine::new(Arc::new(config()))
 }
@@ -228,7 +254,7 @@ fn unanswered_id(conv: &str, starter: u128) -> Uuid {
 fn unanswered_fires_exactly_at_the_deadline_with_its_content() {
     let mut e = engine();
     assert!(feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "hola")]).is_empty());
-    assert_eq!(e.next_deadline(), Some(t(60.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(60.0)));
 
     let just_before = t(60.0) - chrono::Duration::milliseconds(1);
     assert!(e.advance_watermark(just_before).is_empty());
@@ -260,7 +286,7 @@ fn unanswered_fires_exactly_at_the_deadline_with_its_content() {
 
     // Fires once: later watermarks and the deadline queue are empty.
     assert!(e.advance_watermark(t(120.0)).is_empty());
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(next_rule_deadline(&e), None);
 }
 
 #[test]
@@ -323,7 +349,7 @@ fn a_reply_before_the_deadline_cancels_it_and_measures_the_response() {
     assert_eq!(s[0].waiting_since, t(0.0));
     assert_eq!(s[0].replied_at, t(12.5));
     assert_eq!(s[0].response_seconds, 750.0);
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(next_rule_deadline(&e), None);
     assert!(e.advance_watermark(t(200.0)).is_empty());
 }
 
@@ -445,7 +471,7 @@ fn later_customer_messages_do_not_restart_the_wait() {
         ],
     );
     assert!(outs.is_empty());
-    assert_eq!(e.next_deadline(), Some(t(60.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(60.0)));
     let n = e.advance_watermark(t(60.0));
     assert_eq!(notifications(&n)[0].id, unanswered_id("c1", 1));
     // After a reply, the next customer message starts a new wait.
@@ -457,7 +483,7 @@ fn later_customer_messages_do_not_restart_the_wait() {
         ],
     );
     assert_eq!(samples(&outs)[0].customer_event_id, id(1));
-    assert_eq!(e.next_deadline(), Some(t(140.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(140.0)));
 }
 
 #[test]
@@ -545,7 +571,7 @@ fn closing_the_conversation_cancels_or_withdraws() {
 
     // A customer writing after the close starts a new wait.
     feed(&mut e, &[received(3, "c1", t(100.0), None, "")]);
-    assert_eq!(e.next_deadline(), Some(t(160.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(160.0)));
 }
 
 #[test]
@@ -561,7 +587,7 @@ fn the_threshold_is_per_tenant() {
         );
     });
     feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
-    assert_eq!(e.next_deadline(), Some(t(2.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(2.0)));
     let outs = e.advance_watermark(t(2.0));
     let n = notifications(&outs);
     assert_eq!(n[0].title, "Unanswered conversation");
@@ -573,7 +599,7 @@ fn the_threshold_is_per_tenant() {
     let mut other = received(2, "c1", t(0.0), Some(7), "");
     other.tenant_id = 43;
     e.on_event(&other);
-    assert_eq!(e.next_deadline(), Some(t(60.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(60.0)));
 }
 
 // ---------------------------------------------------------------- out of order, duplicates, lateness
@@ -593,7 +619,7 @@ fn a_reply_that_arrives_before_its_customer_message_still_gives_the_sample() {
     assert_eq!(s[0].customer_event_id, id(1));
     assert_eq!(s[0].response_seconds, 600.0);
     assert!(notifications(&outs).is_empty());
-    assert_eq!(e.next_deadline(), None, "no wait is left open");
+    assert_eq!(next_rule_deadline(&e), None, "no wait is left open");
 }
 
 #[test]
@@ -633,7 +659,7 @@ fn an_earlier_customer_message_arriving_late_moves_the_start_of_the_wait() {
             received(1, "c1", t(5.0), Some(7), ""),
         ],
     );
-    assert_eq!(e.next_deadline(), Some(t(65.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(65.0)));
     let n = e.advance_watermark(t(65.0));
     assert_eq!(notifications(&n)[0].id, unanswered_id("c1", 1));
     let outs = feed(&mut e, &[sent(3, "c1", t(66.0), 7, false)]);
@@ -654,10 +680,10 @@ fn a_late_reply_splits_waits_that_arrived_before_it() {
         ],
     );
     assert_eq!(samples(&outs)[0].customer_event_id, id(1));
-    assert_eq!(e.next_deadline(), Some(t(90.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(90.0)));
     let outs = feed(&mut e, &[sent(4, "c1", t(40.0), 7, false)]);
     assert_eq!(samples(&outs)[0].customer_event_id, id(2));
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(next_rule_deadline(&e), None);
 }
 
 #[test]
@@ -998,7 +1024,7 @@ fn follow_up_reminds_a_day_before_and_at_due_time_for_interested_leads() {
         ],
     );
     let before = due - chrono::Duration::hours(24);
-    assert_eq!(e.next_deadline(), Some(before));
+    assert_eq!(next_rule_deadline(&e), Some(before));
     let outs = e.advance_watermark(before);
     let n = of_kind(&outs, NotificationType::FollowUpReminder);
     assert_eq!(n.len(), 1);
@@ -1033,9 +1059,7 @@ fn follow_up_is_skipped_for_other_statuses_and_replaced_by_a_newer_schedule() {
     assert_eq!(n[0].data["schedule_event_id"], json!(id(4)));
     // Converted before the due time: no reminder.
     feed(&mut e, &[status(5, "l1", due, LeadStatus::Converted)]);
-    assert!(e
-        .advance_watermark(due + chrono::Duration::hours(25))
-        .is_empty());
+    assert!(without_reports(e.advance_watermark(due + chrono::Duration::hours(25))).is_empty());
 }
 
 // ---------------------------------------------------------------- session timeout
@@ -1050,7 +1074,7 @@ fn a_session_without_heartbeat_returns_to_the_queue() {
             session(2, "heartbeat", "s1", t(5.0)),
         ],
     );
-    assert_eq!(e.next_deadline(), Some(t(15.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(15.0)));
     assert!(e.advance_watermark(t(14.99)).is_empty());
     let outs = e.advance_watermark(t(15.0));
     let n = of_kind(&outs, NotificationType::SessionTimeout);
@@ -1068,14 +1092,14 @@ fn a_session_without_heartbeat_returns_to_the_queue() {
     let outs = feed(&mut e, &[session(3, "heartbeat", "s1", t(14.0))]);
     let w = of_kind(&outs, NotificationType::SessionTimeout);
     assert_eq!(w[0].withdraws, Some(n[0].id));
-    assert_eq!(e.next_deadline(), Some(t(24.0)));
+    assert_eq!(next_rule_deadline(&e), Some(t(24.0)));
     // Ended: nothing more.
     feed(&mut e, &[session(4, "ended", "s1", t(20.0))]);
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(next_rule_deadline(&e), None);
     assert!(e.advance_watermark(t(100.0)).is_empty());
     // Heartbeats older than the end are ignored.
     assert!(feed(&mut e, &[session(5, "heartbeat", "s1", t(19.0))]).is_empty());
-    assert_eq!(e.next_deadline(), None);
+    assert_eq!(next_rule_deadline(&e), None);
 }
 
 // ---------------------------------------------------------------- order independence
@@ -1303,7 +1327,7 @@ fn deadlines_are_kept_only_while_pending() {
         ],
     );
     let tenant = &e.tenants[&TENANT];
-    assert_eq!(tenant.deadlines.len(), 1);
+    assert_eq!(rule_deadlines(tenant), 1);
 }
 
 // ---------------------------------------------------------------- seller metrics
@@ -1694,4 +1718,250 @@ fn snapshots_are_emitted_for_changed_sellers_and_identical_on_replay() {
     assert_eq!(live.len(), 2);
     assert_eq!(live[0].snapshot_at, t(14.0));
     assert_eq!((live[0].seller_id, live[0].rank), (8, 1));
+}
+
+// ---------------------------------------------------------------- daily report
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn for_tenant(tenant: u64, mut e: Event) -> Event {
+    e.tenant_id = tenant;
+    e
+}
+
+/// Tenant 1 in Bogotá (UTC−5), tenant 2 in Madrid (UTC+1 in early March, UTC+2 from 29 March).
+fn two_zone_engine() -> PartitionEngine {
+    engine_with(|c| {
+        for (tenant, zone) in [(1, "America/Bogota"), (2, "Europe/Madrid")] {
+            c.tenants.insert(
+                tenant,
+                crate::config::ThresholdOverrides {
+                    time_zone: Some(zone.into()),
+                    ..Default::default()
+                },
+            );
+        }
+    })
+}
+
+/// 2 March, local afternoon in both zones: tenant 1 has two answered waits (60 s and 180 s),
+/// one unanswered conversation and a lead converted; tenant 2 one answered wait (30 s).
+fn report_day_events() -> Vec<Event> {
+    let b = |n, e| for_tenant(1, ev_n(n, e));
+    let m = |n, e| for_tenant(2, ev_n(n, e));
+    vec![
+        m(
+            1,
+            received(0, "m1", at("2026-03-02T14:00:00Z"), Some(8), "hola"),
+        ),
+        m(2, sent(0, "m1", at("2026-03-02T14:00:30Z"), 8, false)),
+        b(
+            3,
+            received(0, "b1", at("2026-03-02T15:00:00Z"), Some(7), "hola"),
+        ),
+        b(4, sent(0, "b1", at("2026-03-02T15:01:00Z"), 7, false)),
+        b(
+            5,
+            received(0, "b2", at("2026-03-02T15:10:00Z"), Some(7), "precio?"),
+        ),
+        b(6, sent(0, "b2", at("2026-03-02T15:13:00Z"), 7, false)),
+        b(
+            7,
+            received(
+                0,
+                "b3",
+                at("2026-03-02T16:00:00Z"),
+                Some(7),
+                "¿hay alguien?",
+            ),
+        ),
+        b(
+            8,
+            lead_created(
+                0,
+                "l1",
+                at("2026-03-02T16:05:00Z"),
+                LeadSource::MetaAds,
+                Some(7),
+                None,
+                None,
+            ),
+        ),
+        b(
+            9,
+            status(0, "l1", at("2026-03-02T18:00:00Z"), LeadStatus::Converted),
+        ),
+    ]
+}
+
+fn ev_n(n: u128, mut e: Event) -> Event {
+    e.event_id = id(1000 + n);
+    e
+}
+
+fn reports(outs: &[Output]) -> Vec<Notification> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Notification(n) if n.kind == NotificationType::DailyReport => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_daily_report_comes_at_0800_in_each_tenants_zone_once_with_yesterdays_totals() {
+    let mut e = two_zone_engine();
+    let mut outs = feed_all(&mut e, &report_day_events());
+    // The unanswered alert of b3 (deadline 17:00Z) fires on the idle stream.
+    outs.extend(e.advance_watermark(at("2026-03-02T20:00:00Z")));
+    assert!(reports(&outs).is_empty(), "no report on the day itself");
+    // 08:00 in Madrid is 07:00Z: tenant 2's report, not tenant 1's.
+    assert!(reports(&e.advance_watermark(at("2026-03-03T06:59:59Z"))).is_empty());
+    let madrid = reports(&e.advance_watermark(at("2026-03-03T07:00:00Z")));
+    assert_eq!(madrid.len(), 1);
+    assert_eq!(madrid[0].tenant_id, 2);
+    assert_eq!(madrid[0].created_at, at("2026-03-03T07:00:00Z"));
+    assert!(reports(&e.advance_watermark(at("2026-03-03T12:59:59Z"))).is_empty());
+    // 08:00 in Bogotá is 13:00Z.
+    let bogota = reports(&e.advance_watermark(at("2026-03-03T13:00:00Z")));
+    assert_eq!(bogota.len(), 1);
+    let r = &bogota[0];
+    assert_eq!((r.tenant_id, r.created_at), (1, at("2026-03-03T13:00:00Z")));
+    assert_eq!(r.audience, Audience::Role { role: Role::Ceo });
+    assert_eq!(r.priority, Priority::Low);
+    assert_eq!(r.title, "Informe diario del 2026-03-02");
+    let d = &r.data;
+    assert_eq!(d["day"], "2026-03-02");
+    assert_eq!(d["time_zone"], "America/Bogota");
+    let team = &d["team"];
+    assert_eq!(team["conversations"], 3);
+    assert_eq!(
+        (team["messages_in"].as_u64(), team["messages_out"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(team["waits_answered"], 2);
+    assert_eq!(
+        team["waits_received"], 2,
+        "waits that ended that day; the open one is in the alerts"
+    );
+    assert_eq!(team["response"]["count"], 2);
+    assert_eq!(team["response"]["mean_seconds"], 120.0);
+    assert_eq!(team["response"]["max_seconds"], 180.0);
+    assert_eq!(
+        (
+            team["leads_generated"].as_u64(),
+            team["leads_converted"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(d["top_performers"][0]["seller_id"], 7);
+    assert_eq!(d["alerts"]["unanswered_conversation"], 1);
+    let m = &madrid[0].data;
+    assert_eq!(m["team"]["response"]["mean_seconds"], 30.0);
+    assert_eq!(m["alerts"], json!({}));
+    // Exactly once: nothing more until the next local 08:00, which reports an empty day.
+    assert!(reports(&e.advance_watermark(at("2026-03-04T06:59:00Z"))).is_empty());
+    let next = reports(&e.advance_watermark(at("2026-03-04T13:00:00Z")));
+    assert_eq!(next.len(), 2);
+    assert!(next
+        .iter()
+        .all(|n| n.data["day"] == "2026-03-03" && n.data["team"]["conversations"] == 0));
+    assert_ne!(next[0].id, madrid[0].id);
+}
+
+#[test]
+fn a_restart_around_0800_rebuilds_the_same_report_with_the_same_id() {
+    let run = |stops: &[&str]| -> Notification {
+        // A restart replays the partition from the start into a fresh engine.
+        let mut last = None;
+        for stop in stops {
+            let mut e = two_zone_engine();
+            let mut outs = feed_all(&mut e, &report_day_events());
+            outs.extend(e.advance_watermark(at("2026-03-02T20:00:00Z")));
+            outs.extend(e.advance_watermark(at(stop)));
+            last = reports(&outs)
+                .into_iter()
+                .find(|n| n.tenant_id == 1)
+                .or(last);
+        }
+        last.expect("a report")
+    };
+    let straight = run(&["2026-03-03T14:00:00Z"]);
+    let crashed_before = run(&["2026-03-03T12:59:00Z", "2026-03-03T14:00:00Z"]);
+    let crashed_after = run(&["2026-03-03T13:00:30Z", "2026-03-03T14:00:00Z"]);
+    let bytes = |n: &Notification| serde_json::to_vec(n).unwrap();
+    assert_eq!(bytes(&crashed_before), bytes(&straight));
+    assert_eq!(
+        bytes(&crashed_after),
+        bytes(&straight),
+        "same id: stored once downstream"
+    );
+}
+
+#[test]
+fn on_dst_days_0800_and_yesterday_follow_the_local_clock() {
+    // Madrid springs forward on 29 March 2026 (02:00 → 03:00): that day has 23 hours.
+    let mut e = two_zone_engine();
+    let m = |n, e| for_tenant(2, ev_n(n, e));
+    feed_all(
+        &mut e,
+        &[
+            // 00:30 local on the 29th (UTC+1): in the 29th's report.
+            m(
+                1,
+                received(0, "x", at("2026-03-28T23:30:00Z"), Some(8), "hola"),
+            ),
+            // 23:30 local on the 29th (UTC+2).
+            m(
+                2,
+                received(0, "y", at("2026-03-29T21:30:00Z"), Some(8), "hola"),
+            ),
+            // 00:30 local on the 30th: not in the 29th's report.
+            m(
+                3,
+                received(0, "z", at("2026-03-29T22:30:00Z"), Some(8), "hola"),
+            ),
+        ],
+    );
+    // 08:00 CEST on the 30th is 06:00Z.
+    assert!(reports(&e.advance_watermark(at("2026-03-30T05:59:59Z")))
+        .iter()
+        .all(|r| r.data["day"] != "2026-03-29"));
+    let r = reports(&e.advance_watermark(at("2026-03-30T06:00:00Z")));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].data["day"], "2026-03-29");
+    assert_eq!(r[0].data["team"]["messages_in"], 2);
+    assert_eq!(
+        crate::engine::report::report_time(
+            chrono_tz::Europe::Madrid,
+            "2026-03-29".parse().unwrap()
+        ),
+        at("2026-03-29T06:00:00Z")
+    );
+    assert_eq!(
+        crate::engine::report::report_time(
+            chrono_tz::Europe::Madrid,
+            "2026-03-28".parse().unwrap()
+        ),
+        at("2026-03-28T07:00:00Z")
+    );
+}
+
+#[test]
+fn an_english_tenant_gets_an_english_report() {
+    let mut e = engine_with(|c| c.defaults.language = crate::texts::Language::En);
+    feed_all(
+        &mut e,
+        &[received(1, "c", at("2026-03-02T10:00:00Z"), Some(7), "hi")],
+    );
+    let r = reports(&e.advance_watermark(at("2026-03-03T08:00:00Z")));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].title, "Daily report for 2026-03-02");
+    assert!(
+        r[0].message.starts_with("Yesterday: 1 conversations"),
+        "{}",
+        r[0].message
+    );
 }
