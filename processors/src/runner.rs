@@ -154,8 +154,10 @@ impl Processors {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             // Some brokers (tansu) hold a fetch until its max wait even when data arrives; keep that
-            // wait short so a record crosses each stage in milliseconds, not half a second.
-            .set("fetch.wait.max.ms", "20")
+            // wait short so a record crosses this stage in tens of milliseconds, not half a
+            // second. Not shorter: every empty fetch costs such a broker a storage query, and an
+            // idle pipeline polling every 20 ms kept tansu's SQLite engine busy on a whole core.
+            .set("fetch.wait.max.ms", "50")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
