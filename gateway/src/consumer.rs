@@ -37,8 +37,9 @@ pub(crate) fn spawn(
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
         // Some brokers (tansu) hold a fetch until its max wait even when data arrives; keep that
-        // wait short so a record crosses each stage in milliseconds, not half a second.
-        .set("fetch.wait.max.ms", "20")
+        // wait short so a notification reaches its clients in tens of milliseconds. Not
+        // shorter: every empty fetch costs such a broker a storage query (see the processors).
+        .set("fetch.wait.max.ms", "50")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
@@ -148,7 +149,8 @@ pub(crate) fn spawn_board(
         .set("group.id", &group_id)
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "20")
+        // Metrics are pushed at most once a second: no need to poll the broker more often.
+        .set("fetch.wait.max.ms", "500")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     let consumer: StreamConsumer = config.create()?;

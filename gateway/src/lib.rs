@@ -3,7 +3,8 @@
 //! clients allowed to see it.
 //!
 //! What it does:
-//! - **Auth** ([`auth`]): JWT HS256 with claims `sub` (user id), `tenant_id`, `role`, `exp`;
+//! - **Auth** ([`auth`]): JWT HS256 (and RS256 with an identity provider's public key) with
+//!   claims `sub` (user id), `tenant_id`, `role`, `exp`;
 //!   `Authorization: Bearer <jwt>`, or `?token=<jwt>` on `/ws` and Socket.IO, or the Socket.IO
 //!   handshake's `auth: {token}`. [`issue_token`] mints tokens
 //!   (for `vigia token` and tests).
@@ -23,14 +24,19 @@
 //!   `/socket.io/` (websocket and long-polling; events in `socketio.rs`), both driving the same
 //!   session logic (`session.rs`: unread counts, catch-up, mark read); and the REST inbox
 //!   `/v1/notifications*`.
-//! - **Live metrics** ([`Gateway::publish_metrics`]): to CEO/manager connections, at most once
-//!   per second per tenant (coalesced, latest wins).
-//! - **Kafka consumer** of the `notifications` topic: decode, insert if new, push if new, commit.
+//! - **Live metrics** ([`board`]): the latest seller-metrics snapshot of every seller, read from
+//!   the `seller_metrics` topic; `GET /v1/metrics/tenant` and `GET /v1/metrics/sellers`, and a
+//!   `metrics` push to CEO/manager connections on change, at most once per second per tenant
+//!   (coalesced, latest wins; [`Gateway::publish_metrics`]).
+//! - **Channels** ([`channels`]): what a tenant configures (by default performance alerts and
+//!   daily reports) also goes out by e-mail, Slack and Teams, with retries, never blocking.
+//! - **Kafka consumers** of the `notifications` topic (decode, insert if new, push and send to
+//!   the channels if new, commit) and of the `seller_metrics` topic (the board).
 //!
-//! What it does not: produce notifications (the processors do) or compute metrics (whoever
-//! calls [`Gateway::publish_metrics`] does), send e-mail (the `email` preference is only
-//! stored), serve `/health` or `/metrics` (the root binary does, using [`Gateway::ready`] and
-//! the registry passed to [`Gateway::start`]).
+//! What it does not: produce notifications or compute metrics (the processors do); decide
+//! channel recipients from users' `email` preferences (recipients are the tenant's configured
+//! addresses; the preference is only stored); serve `/health` or `/metrics` (the root binary
+//! does, using [`Gateway::ready`] and the registry passed to [`Gateway::start`]).
 //!
 //! ## Withdrawals
 //! A notification with `withdraws: Some(id)` (e.g. "the conversation was answered") resolves the
@@ -48,6 +54,7 @@
 mod audience;
 pub mod auth;
 pub mod board;
+pub mod channels;
 mod consumer;
 mod hub;
 mod inbox;
@@ -101,6 +108,8 @@ pub struct Config {
     /// Per-connection queue of frames waiting to be written; a client that lets it fill up is
     /// disconnected with close reason "too slow".
     pub client_queue: usize,
+    /// E-mail, Slack and Teams per tenant (`[gateway.channels]`, see [`channels`]).
+    pub channels: channels::ChannelsConfig,
 }
 
 impl Default for Config {
@@ -112,6 +121,7 @@ impl Default for Config {
             group_id: "vigia-gateway".to_string(),
             ping_interval: Duration::from_secs(20),
             client_queue: 256,
+            channels: channels::ChannelsConfig::default(),
         }
     }
 }
@@ -125,6 +135,7 @@ impl std::fmt::Debug for Config {
             .field("group_id", &self.group_id)
             .field("ping_interval", &self.ping_interval)
             .field("client_queue", &self.client_queue)
+            .field("channels", &self.channels)
             .finish()
     }
 }
@@ -199,6 +210,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// The latest seller metrics of every tenant (`GET /v1/metrics/*`, the `metrics` push).
     pub(crate) board: std::sync::Mutex<board::Board>,
+    /// Notifications that also go out by e-mail, Slack or Teams.
+    pub(crate) channels: channels::Dispatcher,
 }
 
 /// A running gateway: the inbox, the hub of live connections and (from [`Gateway::start`]) the
@@ -251,6 +264,9 @@ impl Gateway {
         let verifier = cfg.token_verifier()?;
         let inbox = Inbox::connect(&cfg.database_url).await?;
         let metrics = Metrics::register(registry);
+        let channels =
+            channels::Dispatcher::start(cfg.channels.clone(), registry, shutdown.clone())
+                .map_err(|e| GatewayError::Config(e.to_string()))?;
         let shared = Shared {
             metrics_throttle: std::sync::Mutex::new(throttle::Throttle::new(METRICS_INTERVAL)),
             verifier,
@@ -260,6 +276,7 @@ impl Gateway {
             cfg,
             shutdown,
             board: Default::default(),
+            channels,
         };
         let shared = Arc::new(shared);
         let (socketio, _io) = socketio::build(shared.clone());
@@ -301,6 +318,8 @@ impl Gateway {
             return Ok(false);
         };
         shared.metrics.stored.inc();
+        // Newly stored only: a replayed record is not sent out again.
+        shared.channels.dispatch(&notification);
         if inserted.already_withdrawn {
             // Its withdrawal came first: clients already know it is over.
             return Ok(true);
