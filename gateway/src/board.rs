@@ -7,8 +7,11 @@
 //! from per-seller percentiles, so the board gives the *highest seller p90* instead and says so
 //! in its field name (`worst_seller_p90_seconds`).
 //!
+//! The board also keeps, for the 24 h chart, each seller's rolling one-hour mean response time
+//! at the end of every quarter hour ([`Board::series`]): the last snapshot of the quarter.
+//!
 //! Not here (yet): hot leads now (they need the `lead_scores` topic and the tenant's hot-lead
-//! threshold) and the 24 h response-time chart.
+//! threshold).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -97,14 +100,39 @@ pub struct TenantKpis {
     pub messages_last_hour: u32,
 }
 
+/// Width of a chart point.
+pub const SERIES_STEP_SECONDS: i64 = 15 * 60;
+/// How far back the chart goes.
+pub const SERIES_SPAN_SECONDS: i64 = 24 * 3600;
+
+/// A seller's chart point: the one-hour response figures of the quarter's last snapshot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    at: DateTime<Utc>,
+    count: u32,
+    mean: Option<f64>,
+}
+
+/// The response-time chart of a tenant: quarter-hour buckets (start times, Unix seconds), the
+/// team's count-weighted mean of the sellers' one-hour means, and each seller's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    pub buckets: Vec<i64>,
+    pub team: Vec<Option<f64>>,
+    pub sellers: BTreeMap<UserId, Vec<Option<f64>>>,
+}
+
 #[derive(Debug, Default)]
 pub struct Board {
     tenants: HashMap<TenantId, BTreeMap<UserId, SellerMetrics>>,
+    /// Per tenant, seller and quarter-hour bucket start (Unix seconds).
+    history: HashMap<TenantId, BTreeMap<UserId, BTreeMap<i64, Point>>>,
 }
 
 impl Board {
     /// Keeps `snapshot` if it is the seller's newest. Returns whether the board changed.
     pub fn apply(&mut self, snapshot: SellerMetrics) -> bool {
+        self.record(&snapshot);
         let sellers = self.tenants.entry(snapshot.tenant_id).or_default();
         match sellers.get(&snapshot.seller_id) {
             Some(current) if current.snapshot_at >= snapshot.snapshot_at => false,
@@ -112,6 +140,89 @@ impl Board {
                 sellers.insert(snapshot.seller_id, snapshot);
                 true
             }
+        }
+    }
+
+    /// Keeps the snapshot as its quarter's point if it is the quarter's latest; forgets points
+    /// more than a day older than the seller's newest.
+    fn record(&mut self, m: &SellerMetrics) {
+        let points = self
+            .history
+            .entry(m.tenant_id)
+            .or_default()
+            .entry(m.seller_id)
+            .or_default();
+        let t = m.snapshot_at.timestamp();
+        let bucket = t - t.rem_euclid(SERIES_STEP_SECONDS);
+        let point = Point {
+            at: m.snapshot_at,
+            count: m.response_1h.count,
+            mean: m.response_1h.mean_seconds,
+        };
+        if points.get(&bucket).is_none_or(|p| p.at <= point.at) {
+            points.insert(bucket, point);
+        }
+        if let Some((&newest, _)) = points.last_key_value() {
+            *points = points.split_off(&(newest - SERIES_SPAN_SECONDS));
+        }
+    }
+
+    /// The last 24 h of quarter-hour points of the tenant (of `only` that seller, if given),
+    /// ending at the newest bucket of any of its sellers.
+    pub fn series(&self, tenant: TenantId, only: Option<UserId>) -> Series {
+        let empty = BTreeMap::new();
+        let sellers = self.history.get(&tenant).unwrap_or(&empty);
+        let chosen: Vec<(&UserId, &BTreeMap<i64, Point>)> = sellers
+            .iter()
+            .filter(|(id, _)| only.is_none_or(|o| o == **id))
+            .collect();
+        let Some(newest) = chosen
+            .iter()
+            .filter_map(|(_, p)| p.last_key_value().map(|(k, _)| *k))
+            .max()
+        else {
+            return Series {
+                buckets: vec![],
+                team: vec![],
+                sellers: BTreeMap::new(),
+            };
+        };
+        let buckets: Vec<i64> = (0..SERIES_SPAN_SECONDS / SERIES_STEP_SECONDS)
+            .rev()
+            .map(|i| newest - i * SERIES_STEP_SECONDS)
+            .collect();
+        let mut team = Vec::with_capacity(buckets.len());
+        for b in &buckets {
+            let (mut count, mut total) = (0u32, 0.0);
+            for (_, points) in &chosen {
+                if let Some(Point {
+                    count: c,
+                    mean: Some(m),
+                    ..
+                }) = points.get(b)
+                {
+                    count += c;
+                    total += m * f64::from(*c);
+                }
+            }
+            team.push((count > 0).then(|| total / f64::from(count)));
+        }
+        let sellers = chosen
+            .iter()
+            .map(|(id, points)| {
+                (
+                    **id,
+                    buckets
+                        .iter()
+                        .map(|b| points.get(b).and_then(|p| p.mean))
+                        .collect(),
+                )
+            })
+            .collect();
+        Series {
+            buckets,
+            team,
+            sellers,
         }
     }
 
@@ -286,6 +397,51 @@ mod tests {
         assert_eq!(payload["sellers"][0]["seller_id"], 11);
         assert_eq!(payload["sellers"][0]["response"]["count"], 4, "today");
         assert_eq!(payload["tenant"]["sellers"], 3);
+    }
+
+    #[test]
+    fn the_series_keeps_each_quarters_last_point_and_weights_the_team_mean() {
+        let mut board = Board::default();
+        // 09:01 and 09:05 fall in the 09:00 quarter: the later one counts.
+        let mut a = snapshot(1, 10, 1, 5.0);
+        a.response_1h = stats(1, 100.0, 100.0);
+        board.apply(a);
+        let mut a2 = snapshot(1, 10, 5, 5.0);
+        a2.response_1h = stats(2, 60.0, 60.0);
+        board.apply(a2);
+        let mut b = snapshot(1, 11, 20, 5.0);
+        b.response_1h = stats(6, 20.0, 20.0);
+        board.apply(b);
+        let mut b0 = snapshot(1, 11, 3, 5.0);
+        b0.response_1h = stats(2, 30.0, 30.0);
+        board.apply(b0);
+        let s = board.series(1, None);
+        assert_eq!(s.buckets.len(), 96);
+        let nine = Utc
+            .with_ymd_and_hms(2026, 3, 2, 9, 0, 0)
+            .unwrap()
+            .timestamp();
+        assert_eq!(*s.buckets.last().unwrap(), nine + 15 * 60);
+        assert_eq!(s.buckets[94], nine);
+        assert_eq!(s.sellers[&10][94], Some(60.0));
+        assert_eq!(s.sellers[&10][95], None);
+        assert_eq!(
+            s.sellers[&11][94],
+            Some(30.0),
+            "an older snapshot of the quarter still counts"
+        );
+        // (2 × 60 + 2 × 30) / 4
+        assert_eq!(s.team[94], Some(45.0));
+        assert_eq!(s.team[95], Some(20.0));
+        assert_eq!(s.team[0], None);
+        let own = board.series(1, Some(10));
+        assert_eq!(own.sellers.keys().collect::<Vec<_>>(), vec![&10]);
+        assert_eq!(
+            own.team.last(),
+            Some(&Some(60.0)),
+            "ends at its newest quarter"
+        );
+        assert!(board.series(2, None).buckets.is_empty());
     }
 
     #[test]

@@ -86,6 +86,7 @@ struct Statements {
     mark_read: &'static str,
     list: &'static str,
     since: &'static str,
+    get: &'static str,
     get_preferences: &'static str,
     put_preferences: &'static str,
 }
@@ -134,6 +135,7 @@ const SQLITE: Statements = Statements {
                 ON CONFLICT (tenant_id, user_id, notification_seq) DO NOTHING",
     list: concat!(page!("n.payload"), " AND n.seq < $5 ORDER BY n.seq DESC LIMIT $6"),
     since: concat!(page!("n.payload"), " AND n.seq > $5 ORDER BY n.seq ASC LIMIT $6"),
+    get: concat!(page!("n.payload"), " AND n.id = $5"),
     get_preferences: "SELECT preferences FROM user_preferences WHERE tenant_id = $1 AND user_id = $2",
     put_preferences: "INSERT INTO user_preferences (tenant_id, user_id, preferences, updated_at) \
                       VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_id) DO UPDATE \
@@ -155,6 +157,7 @@ const POSTGRES: Statements = Statements {
                 ON CONFLICT (tenant_id, user_id, notification_seq) DO NOTHING",
     list: concat!(page!("n.payload::text"), " AND n.seq < $5 ORDER BY n.seq DESC LIMIT $6"),
     since: concat!(page!("n.payload::text"), " AND n.seq > $5 ORDER BY n.seq ASC LIMIT $6"),
+    get: concat!(page!("n.payload::text"), " AND n.id = $5::uuid"),
     get_preferences: "SELECT preferences::text AS preferences FROM user_preferences \
                       WHERE tenant_id = $1 AND user_id = $2",
     put_preferences: "INSERT INTO user_preferences (tenant_id, user_id, preferences, updated_at) \
@@ -456,6 +459,19 @@ impl Inbox {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(stored_from_row).collect()
+    }
+
+    /// The notification `id` if `v` can see it (and has not cleared it).
+    pub async fn get(
+        &self,
+        v: &Viewer,
+        id: Uuid,
+    ) -> Result<Option<StoredNotification>, InboxError> {
+        let row = Self::viewer_query(self.sql().get, v)?
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(stored_from_row).transpose()
     }
 
     /// Up to `limit` notifications visible to `v` and not cleared, with sequence above `after`,

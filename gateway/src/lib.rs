@@ -65,6 +65,7 @@ mod rest;
 mod session;
 mod socketio;
 mod throttle;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -293,6 +294,11 @@ impl Gateway {
             .route("/v1/notifications/count", get(rest::count))
             .route("/v1/metrics/tenant", get(rest::metrics_tenant))
             .route("/v1/metrics/sellers", get(rest::metrics_sellers))
+            .route("/v1/metrics/series", get(rest::metrics_series))
+            .route("/v1/reports/{date}", get(web::report_json))
+            .route("/reports/{date}", get(web::report_html))
+            .route("/", get(web::index))
+            .route("/assets/{name}", get(web::asset))
             .route("/v1/notifications/read-all", post(rest::read_all))
             .route("/v1/notifications/{id}/read", post(rest::read_one))
             .route(

@@ -22,6 +22,8 @@
 //!   [<row>…]}`, the leaderboard best first, each row a seller's latest snapshot with its
 //!   `position` and the window's response times as `response`. A CEO or manager gets every
 //!   seller of the tenant; anyone else only their own row.
+//! - `GET /v1/metrics/series` → the last 24 h of response times, per quarter hour, per seller
+//!   and for the team (a seller: only their own line).
 
 use std::sync::Arc;
 
@@ -242,4 +244,15 @@ pub(crate) async fn metrics_sellers(
         .collect();
     Json(json!({ "window": params.window.as_deref().unwrap_or("today"), "sellers": rows }))
         .into_response()
+}
+
+/// `GET /v1/metrics/series` → the 24 h response-time chart ([`crate::board::Series`]): the
+/// tenant's for a CEO or manager, the caller's own line otherwise.
+pub(crate) async fn metrics_series(
+    State(shared): State<Arc<Shared>>,
+    Caller(viewer): Caller,
+) -> Response {
+    let only = (!crate::audience::sees_whole_tenant(viewer.role)).then_some(viewer.user_id);
+    let board = shared.board.lock().unwrap_or_else(|e| e.into_inner());
+    Json(board.series(viewer.tenant_id, only)).into_response()
 }

@@ -1,0 +1,311 @@
+// Vigía dashboard: KPIs, leaderboard, 24 h response-time chart and the notification center,
+// live over the gateway's /ws. Plain browser JavaScript, no build step.
+"use strict";
+
+const TEXT = {
+  es: {
+    offline: "sin conexión", live: "en vivo", signout: "Salir", signin_title: "Entrar",
+    signin_help: "Pegue su token (JWT). Localmente: vigia token --user 1001 --tenant 1 --role ceo",
+    signin_button: "Entrar", k_conversations: "Conversaciones hoy", k_unanswered: "Sin respuesta ahora",
+    k_rt_1h: "Respuesta 1 h (media / p90)", k_rt_today: "Respuesta hoy (media / p90)",
+    k_leads: "Leads / conversión", k_messages: "Mensajes última hora",
+    leaderboard: "Clasificación de vendedores", seller: "Vendedor", score: "Productividad",
+    activity: "Actividad", response: "Respuesta hoy (s)", unanswered: "Sin respuesta",
+    conversion: "Conversión", chart: "Tiempo de respuesta, últimas 24 h (media móvil 1 h, s)",
+    notifications: "Notificaciones", read_all: "Marcar todas como leídas", team: "Equipo",
+    as_of: "Datos de", level_low: "baja", level_medium: "media", level_high: "alta",
+    bad_token: "Token no válido", open_report: "Ver informe", no_notifications: "Sin notificaciones",
+  },
+  en: {
+    offline: "offline", live: "live", signout: "Sign out", signin_title: "Sign in",
+    signin_help: "Paste your token (JWT). Locally: vigia token --user 1001 --tenant 1 --role ceo",
+    signin_button: "Sign in", k_conversations: "Conversations today", k_unanswered: "Unanswered now",
+    k_rt_1h: "Response 1 h (mean / p90)", k_rt_today: "Response today (mean / p90)",
+    k_leads: "Leads / conversion", k_messages: "Messages last hour",
+    leaderboard: "Seller leaderboard", seller: "Seller", score: "Productivity",
+    activity: "Activity", response: "Response today (s)", unanswered: "Unanswered",
+    conversion: "Conversion", chart: "Response time, last 24 h (1 h rolling mean, s)",
+    notifications: "Notifications", read_all: "Mark all read", team: "Team",
+    as_of: "Figures as of", level_low: "low", level_medium: "medium", level_high: "high",
+    bad_token: "Invalid token", open_report: "Open report", no_notifications: "No notifications",
+  },
+};
+
+const state = {
+  token: null, claims: null, lang: localStorage.getItem("vigia.lang") || "es",
+  ws: null, lastSequence: null, notifications: new Map(), sellers: [], kpis: null,
+  chart: null, updates: 0, retry: 0,
+};
+
+const $ = (id) => document.getElementById(id);
+const t = (key) => TEXT[state.lang][key] || key;
+const wholeTenant = () => ["ceo", "manager"].includes(state.claims && state.claims.role);
+
+function decodeClaims(token) {
+  const part = token.split(".")[1];
+  if (!part) throw new Error("not a JWT");
+  const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+  return JSON.parse(decodeURIComponent(escape(json)));
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) },
+  });
+  if (response.status === 401) { signOut(t("bad_token")); throw new Error("unauthorized"); }
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return response.json();
+}
+
+function applyLanguage() {
+  document.documentElement.lang = state.lang;
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  $("lang").textContent = state.lang === "es" ? "EN" : "ES";
+  renderLive(state.ws && state.ws.readyState === WebSocket.OPEN);
+  renderKpis(); renderLeaderboard(); renderNotifications();
+}
+
+const fmtSeconds = (s) => (s === null || s === undefined) ? "—" : `${Math.round(s)} s`;
+const fmtPct = (r) => (r === null || r === undefined) ? "—" : `${Math.round(r * 100)} %`;
+
+function renderKpis() {
+  let k = state.kpis;
+  if (!wholeTenant()) {
+    // A seller's own figures, from their leaderboard row.
+    const me = state.sellers[0];
+    if (!me) return;
+    k = {
+      conversations_today: me.conversations_today, unanswered_now: me.conversations_unanswered,
+      response_1h: { mean_seconds: me.response_1h.mean_seconds, worst_seller_p90_seconds: me.response_1h.p90_seconds },
+      response_today: { mean_seconds: me.response_today.mean_seconds, worst_seller_p90_seconds: me.response_today.p90_seconds },
+      leads_generated: me.leads_generated, conversion_rate: me.conversion_rate,
+      messages_last_hour: me.messages_last_hour, as_of: me.snapshot_at,
+    };
+  }
+  if (!k) return;
+  $("k-conversations").textContent = k.conversations_today;
+  $("k-unanswered").textContent = k.unanswered_now;
+  $("k-rt-1h").textContent = `${fmtSeconds(k.response_1h.mean_seconds)} / ${fmtSeconds(k.response_1h.worst_seller_p90_seconds)}`;
+  $("k-rt-today").textContent = `${fmtSeconds(k.response_today.mean_seconds)} / ${fmtSeconds(k.response_today.worst_seller_p90_seconds)}`;
+  $("k-leads").textContent = `${k.leads_generated} / ${fmtPct(k.conversion_rate)}`;
+  $("k-messages").textContent = k.messages_last_hour;
+  $("as-of").textContent = k.as_of ? `${t("as_of")} ${new Date(k.as_of).toLocaleString(state.lang)}` : "";
+}
+
+function renderLeaderboard() {
+  const body = document.querySelector("#leaderboard tbody");
+  const before = new Map([...body.querySelectorAll("tr")].map((tr, i) => [tr.dataset.seller, i]));
+  body.replaceChildren(...state.sellers.map((s, i) => {
+    const tr = document.createElement("tr");
+    tr.dataset.seller = String(s.seller_id);
+    if (before.has(tr.dataset.seller) && before.get(tr.dataset.seller) !== i) tr.className = "moved";
+    const cells = [
+      s.position || i + 1, `#${s.seller_id}`, s.productivity_score.toFixed(1),
+      t(`level_${s.activity_level}`), fmtSeconds(s.response_today.mean_seconds),
+      s.conversations_unanswered, fmtPct(s.conversion_rate),
+    ];
+    cells.forEach((value, j) => {
+      const td = document.createElement("td");
+      td.textContent = value;
+      if (j === 3) td.className = `level-${s.activity_level}`;
+      tr.appendChild(td);
+    });
+    return tr;
+  }));
+}
+
+function renderNotifications() {
+  const list = $("notifications");
+  const items = [...state.notifications.values()].sort((a, b) => b.sequence - a.sequence).slice(0, 50);
+  if (items.length === 0) {
+    const li = document.createElement("li");
+    li.className = "muted"; li.textContent = t("no_notifications");
+    list.replaceChildren(li);
+    return;
+  }
+  list.replaceChildren(...items.map((item) => {
+    const n = item.notification;
+    const li = document.createElement("li");
+    li.dataset.id = n.id;
+    li.className = [item.read ? "read" : "unread", item.withdrawn ? "withdrawn" : ""].join(" ");
+    const title = document.createElement("div");
+    title.className = `prio-${n.priority}`;
+    title.textContent = n.title;
+    const msg = document.createElement("div");
+    msg.className = "msg";
+    msg.textContent = `${n.message} · ${new Date(n.created_at).toLocaleString(state.lang)}`;
+    li.append(title, msg);
+    if (n.type === "daily_report" && n.data && n.data.day) {
+      const a = document.createElement("a");
+      a.href = `/reports/${n.data.day}?token=${encodeURIComponent(state.token)}&lang=${state.lang}`;
+      a.target = "_blank"; a.textContent = t("open_report");
+      li.appendChild(a);
+    }
+    li.addEventListener("click", () => markRead(n.id));
+    return li;
+  }));
+}
+
+function setUnread(count) {
+  $("unread").textContent = String(count);
+  document.title = count > 0 ? `(${count}) Vigía` : "Vigía";
+}
+
+function renderLive(on) {
+  $("live").className = `live ${on ? "on" : "off"}`;
+  $("live").textContent = on ? t("live") : t("offline");
+}
+
+function renderChart(series) {
+  const el = $("chart");
+  if (!series.buckets.length || typeof uPlot === "undefined") { el.textContent = "—"; return; }
+  const sellers = Object.keys(series.sellers);
+  const data = [series.buckets, series.team, ...sellers.map((s) => series.sellers[s])];
+  const palette = ["#0b6bcb", "#e67e22", "#2e7d32", "#8e44ad", "#c62828", "#16a085", "#7f8c8d"];
+  const opts = {
+    width: Math.max(320, el.clientWidth || 900), height: 260,
+    series: [
+      {},
+      { label: t("team"), stroke: "#1d2430", width: 3, spanGaps: true, points: { show: true, size: 7 } },
+      ...sellers.map((s, i) => ({ label: `#${s}`, stroke: palette[i % palette.length], width: 1.5, spanGaps: true, points: { show: true, size: 5 } })),
+    ],
+    axes: [{}, { label: "s" }],
+  };
+  if (state.chart) state.chart.destroy();
+  el.replaceChildren();
+  state.chart = new uPlot(opts, data, el);
+}
+
+async function loadMetrics() {
+  const [sellers, series] = await Promise.all([
+    api("/v1/metrics/sellers?window=today"), api("/v1/metrics/series"),
+  ]);
+  state.sellers = sellers.sellers;
+  if (wholeTenant()) state.kpis = await api("/v1/metrics/tenant");
+  renderKpis(); renderLeaderboard(); renderChart(series);
+}
+
+async function loadInbox() {
+  const [page, count] = await Promise.all([
+    api("/v1/notifications?limit=50"), api("/v1/notifications/count"),
+  ]);
+  for (const item of page.notifications) state.notifications.set(item.notification.id, item);
+  const newest = page.notifications[0];
+  if (newest) state.lastSequence = Math.max(state.lastSequence || 0, newest.sequence);
+  renderNotifications(); setUnread(count.count);
+}
+
+async function markRead(id) {
+  const item = state.notifications.get(id);
+  if (item) { item.read = true; renderNotifications(); }
+  const answer = await api(`/v1/notifications/${id}/read`, { method: "POST" });
+  setUnread(answer.count);
+}
+
+async function markAllRead() {
+  for (const item of state.notifications.values()) item.read = true;
+  renderNotifications();
+  const answer = await api("/v1/notifications/read-all", { method: "POST" });
+  setUnread(answer.count);
+}
+
+let seriesTimer = null;
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const since = state.lastSequence !== null ? `&since=${state.lastSequence}` : "";
+  const ws = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(state.token)}${since}`);
+  state.ws = ws;
+  ws.onopen = () => { state.retry = 0; renderLive(true); };
+  ws.onclose = (event) => {
+    renderLive(false);
+    if (state.ws !== ws || !state.token) return;
+    if (event.code === 4001) { signOut(t("bad_token")); return; }
+    state.retry = Math.min(state.retry + 1, 6);
+    setTimeout(connect, 500 * 2 ** state.retry);
+  };
+  ws.onmessage = (event) => {
+    const frame = JSON.parse(event.data);
+    switch (frame.type) {
+      case "ping": ws.send(JSON.stringify({ type: "pong" })); break;
+      case "unread_count": setUnread(frame.count); break;
+      case "notification": {
+        const item = { sequence: frame.sequence, read: frame.read, withdrawn: frame.withdrawn, notification: frame.notification };
+        state.lastSequence = Math.max(state.lastSequence || 0, frame.sequence);
+        const withdrawn = frame.notification.withdraws && state.notifications.get(frame.notification.withdraws);
+        if (withdrawn) { withdrawn.withdrawn = true; withdrawn.read = true; }
+        state.notifications.set(frame.notification.id, item);
+        renderNotifications();
+        break;
+      }
+      case "metrics": {
+        if (frame.tenant) state.kpis = frame.tenant;
+        if (frame.sellers) state.sellers = wholeTenant() ? frame.sellers : frame.sellers.filter((s) => s.seller_id === state.claims.sub);
+        state.updates += 1;
+        document.body.dataset.metricsUpdates = String(state.updates);
+        renderKpis(); renderLeaderboard();
+        // The chart moves by quarter hours: refresh it at most every 30 s (soon if empty).
+        if (!seriesTimer) seriesTimer = setTimeout(async () => {
+          seriesTimer = null;
+          try { renderChart(await api("/v1/metrics/series")); } catch (e) { console.warn(e); }
+        }, state.chart ? 30000 : 1000);
+        break;
+      }
+      default: break;
+    }
+  };
+}
+
+async function start(token) {
+  try {
+    state.claims = decodeClaims(token);
+    state.claims.sub = Number(state.claims.sub);
+  } catch (e) {
+    signOut(t("bad_token"));
+    return;
+  }
+  state.token = token;
+  localStorage.setItem("vigia.token", token);
+  $("who").textContent = `${state.claims.role} #${state.claims.sub} · tenant ${state.claims.tenant_id}`;
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  document.body.dataset.role = state.claims.role;
+  try {
+    await Promise.all([loadMetrics(), loadInbox()]);
+  } catch (e) {
+    console.warn(e);
+    if (!state.token) return;
+  }
+  connect();
+}
+
+function signOut(message) {
+  state.token = null;
+  localStorage.removeItem("vigia.token");
+  if (state.ws) state.ws.close();
+  state.ws = null;
+  $("app").hidden = true;
+  $("center").hidden = true;
+  $("signin").hidden = false;
+  $("signin-error").textContent = message || "";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("lang").addEventListener("click", () => {
+    state.lang = state.lang === "es" ? "en" : "es";
+    localStorage.setItem("vigia.lang", state.lang);
+    applyLanguage();
+  });
+  $("bell").addEventListener("click", () => { $("center").hidden = !$("center").hidden; });
+  $("read-all").addEventListener("click", markAllRead);
+  $("signout").addEventListener("click", () => signOut());
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    start($("token").value.trim());
+  });
+  applyLanguage();
+  const fromUrl = new URLSearchParams(location.search).get("token");
+  if (fromUrl) history.replaceState(null, "", "/");
+  const token = fromUrl || localStorage.getItem("vigia.token");
+  if (token) start(token); else signOut();
+});
