@@ -23,6 +23,7 @@ done
 token=$(./target/release/vigia token --user 1001 --tenant 1 --role ceo)
 cat <<TXT
 vigia serve is up on http://$VIGIA_HTTP_ADDR (log: .data/serve.log). Where to look:
+  dashboard      http://$VIGIA_HTTP_ADDR/?token=$token   (the CEO's live page; open it in a browser)
   notifications  printed below as a CEO's WebSocket receives them (ws://$VIGIA_HTTP_ADDR/ws?token=$token)
   inbox (REST)   curl -H "Authorization: Bearer $token" http://$VIGIA_HTTP_ADDR/v1/notifications
   metrics        curl http://$VIGIA_HTTP_ADDR/metrics
@@ -32,3 +33,7 @@ TXT
   --rate "${RATE:-20}" --duration "${DURATION:-3m}" --reply-max 25s --measure --show \
   --linger 40s --report .data/simulate-report.json
 echo "report: .data/simulate-report.json"
+# Keep the dashboard up for a look when someone is at the terminal.
+if [[ -t 0 && -z "${NO_WAIT:-}" ]]; then
+  read -r -p "vigia serve is still up (dashboard: http://$VIGIA_HTTP_ADDR/?token=$token); press Enter to stop it. " _
+fi

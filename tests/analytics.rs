@@ -1192,6 +1192,20 @@ fn questions(doc: &str) -> Vec<Question> {
     out
 }
 
+/// A Grafana panel's SQL with the guide's literals back in place of Grafana's variables:
+/// `${tenant}` → `42`, `$__timeFilter(col)` → the guide's two weeks.
+fn undo_grafana(sql: &str) -> String {
+    let mut out = sql.replace("${tenant}", "42");
+    while let Some(start) = out.find("$__timeFilter(") {
+        let rest = &out[start + "$__timeFilter(".len()..];
+        let end = rest.find(')').expect("$__timeFilter(column)");
+        let col = rest[..end].to_string();
+        let range = format!("{col} >= '2026-02-23 00:00:00' AND {col} < '2026-03-09 00:00:00'");
+        out = format!("{}{range}{}", &out[..start], &rest[end + 1..]);
+    }
+    out
+}
+
 fn substitute(sql: &str, db: &str, tenant: u64) -> String {
     sql.replace("vigia.", &format!("{db}."))
         .replace("tenant_id = 42", &format!("tenant_id = {tenant}"))
@@ -1361,6 +1375,50 @@ async fn every_documented_analyst_query_answers_what_the_events_say_on_18_16_and
         qs.len(),
         started.elapsed().as_secs_f64()
     );
+
+    // The Grafana dashboard's panels: each is a question of the guide with Grafana's variables
+    // put in (scripts/grafana-dashboard.py). Undoing exactly that must give the question back,
+    // and the panel's query must answer what the question answered.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docker/grafana/dashboards/ceo-overview.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 4, "the CEO overview has its panels");
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        let Some(n) = panel["description"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("docs/analytics.md question "))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            failures.push(format!(
+                "Grafana panel {title:?}: its description does not name its question"
+            ));
+            continue;
+        };
+        let raw = panel["targets"][0]["rawSql"].as_str().unwrap_or_default();
+        let undone = undo_grafana(raw);
+        if undone != qs[n - 1].sql {
+            failures.push(format!(
+                "Grafana panel {title:?} is not question {n} of the guide:\n{raw}"
+            ));
+            continue;
+        }
+        let sql = format!(
+            "{}\nFORMAT TabSeparatedWithNames",
+            substitute(&undone, &db, 1)
+        );
+        let answer = ch_try(&sql).await.unwrap_or_else(|e| e);
+        let expected =
+            std::fs::read_to_string(dump.join(format!("results/q{n}_t1.tsv"))).unwrap_or_default();
+        if answer != expected {
+            failures.push(format!(
+                "Grafana panel {title:?} answers differently from question {n}"
+            ));
+        }
+    }
+    println!("{} Grafana panels checked", panels.len());
 
     // The same tables and queries on current ClickHouse.
     for t in TABLES {
