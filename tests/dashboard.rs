@@ -189,9 +189,11 @@ async fn the_ceo_sees_the_pipeline_live_and_a_seller_only_their_own() {
         "the leaderboard",
     )
     .await;
+    // Snapshots are per minute of event time: how many conversations the latest one saw
+    // depends on where the minute boundaries fell among the events.
     wait_js(
         &c,
-        "Number(document.getElementById('k-conversations').textContent) >= 4",
+        "Number(document.getElementById('k-conversations').textContent) >= 2",
         Duration::from_secs(10),
         "the KPIs",
     )

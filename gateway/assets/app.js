@@ -8,7 +8,7 @@ const TEXT = {
     signin_help: "Pegue su token (JWT). Localmente: vigia token --user 1001 --tenant 1 --role ceo",
     signin_button: "Entrar", k_conversations: "Conversaciones hoy", k_unanswered: "Sin respuesta ahora",
     k_rt_1h: "Respuesta 1 h (media / p90)", k_rt_today: "Respuesta hoy (media / p90)",
-    k_leads: "Leads / conversión", k_messages: "Mensajes última hora",
+    k_leads: "Leads hoy / conversión", k_hot: "Leads calientes ahora", k_messages: "Mensajes última hora",
     leaderboard: "Clasificación de vendedores", seller: "Vendedor", score: "Productividad",
     activity: "Actividad", response: "Respuesta hoy (s)", unanswered: "Sin respuesta",
     conversion: "Conversión", chart: "Tiempo de respuesta, últimas 24 h (media móvil 1 h, s)",
@@ -21,7 +21,7 @@ const TEXT = {
     signin_help: "Paste your token (JWT). Locally: vigia token --user 1001 --tenant 1 --role ceo",
     signin_button: "Sign in", k_conversations: "Conversations today", k_unanswered: "Unanswered now",
     k_rt_1h: "Response 1 h (mean / p90)", k_rt_today: "Response today (mean / p90)",
-    k_leads: "Leads / conversion", k_messages: "Messages last hour",
+    k_leads: "Leads today / conversion", k_hot: "Hot leads now", k_messages: "Messages last hour",
     leaderboard: "Seller leaderboard", seller: "Seller", score: "Productivity",
     activity: "Activity", response: "Response today (s)", unanswered: "Unanswered",
     conversion: "Conversion", chart: "Response time, last 24 h (1 h rolling mean, s)",
@@ -79,7 +79,9 @@ function renderKpis() {
       conversations_today: me.conversations_today, unanswered_now: me.conversations_unanswered,
       response_1h: { mean_seconds: me.response_1h.mean_seconds, worst_seller_p90_seconds: me.response_1h.p90_seconds },
       response_today: { mean_seconds: me.response_today.mean_seconds, worst_seller_p90_seconds: me.response_today.p90_seconds },
-      leads_generated: me.leads_generated, conversion_rate: me.conversion_rate,
+      leads_today: me.leads_generated_today,
+      conversion_rate_today: me.leads_generated_today > 0 ? me.leads_converted_today / me.leads_generated_today : null,
+      hot_leads_now: me.hot_leads,
       messages_last_hour: me.messages_last_hour, as_of: me.snapshot_at,
     };
   }
@@ -88,7 +90,8 @@ function renderKpis() {
   $("k-unanswered").textContent = k.unanswered_now;
   $("k-rt-1h").textContent = `${fmtSeconds(k.response_1h.mean_seconds)} / ${fmtSeconds(k.response_1h.worst_seller_p90_seconds)}`;
   $("k-rt-today").textContent = `${fmtSeconds(k.response_today.mean_seconds)} / ${fmtSeconds(k.response_today.worst_seller_p90_seconds)}`;
-  $("k-leads").textContent = `${k.leads_generated} / ${fmtPct(k.conversion_rate)}`;
+  $("k-leads").textContent = `${k.leads_today} / ${fmtPct(k.conversion_rate_today)}`;
+  $("k-hot").textContent = k.hot_leads_now;
   $("k-messages").textContent = k.messages_last_hour;
   $("as-of").textContent = k.as_of ? `${t("as_of")} ${new Date(k.as_of).toLocaleString(state.lang)}` : "";
 }

@@ -97,6 +97,12 @@ pub struct TenantKpis {
     pub leads_generated: u32,
     pub leads_converted: u32,
     pub conversion_rate: Option<f64>,
+    /// Leads created today (tenant time), and converted today.
+    pub leads_today: u32,
+    pub converted_today: u32,
+    pub conversion_rate_today: Option<f64>,
+    /// Open leads that notified as hot and have not cooled down since.
+    pub hot_leads_now: u32,
     pub messages_last_hour: u32,
 }
 
@@ -251,6 +257,8 @@ impl Board {
         let sum = |f: fn(&SellerMetrics) -> u32| sellers.iter().map(|m| f(m)).sum::<u32>();
         let generated = sum(|m| m.leads_generated);
         let converted = sum(|m| m.leads_converted);
+        let today = sum(|m| m.leads_generated_today);
+        let converted_today = sum(|m| m.leads_converted_today);
         TenantKpis {
             tenant_id: tenant,
             as_of: sellers.iter().map(|m| m.snapshot_at).max(),
@@ -263,6 +271,11 @@ impl Board {
             leads_generated: generated,
             leads_converted: converted,
             conversion_rate: (generated > 0).then(|| f64::from(converted) / f64::from(generated)),
+            leads_today: today,
+            converted_today,
+            conversion_rate_today: (today > 0)
+                .then(|| f64::from(converted_today) / f64::from(today)),
+            hot_leads_now: sum(|m| m.hot_leads),
             messages_last_hour: sum(|m| m.messages_last_hour),
         }
     }
@@ -334,6 +347,9 @@ mod tests {
             leads_generated: 4,
             leads_converted: 1,
             conversion_rate: Some(0.25),
+            leads_generated_today: 2,
+            leads_converted_today: 1,
+            hot_leads: 1,
             messages_last_hour: 7,
             activity_level: ActivityLevel::Medium,
             productivity_score: score,
@@ -376,6 +392,11 @@ mod tests {
         assert_eq!(k.response_1h.worst_seller_p90_seconds, Some(200.0));
         assert_eq!((k.leads_generated, k.leads_converted), (8, 4));
         assert_eq!(k.conversion_rate, Some(0.5));
+        assert_eq!(
+            (k.leads_today, k.converted_today, k.hot_leads_now),
+            (4, 2, 2)
+        );
+        assert_eq!(k.conversion_rate_today, Some(0.5));
         assert_eq!(k.as_of.unwrap().format("%M").to_string(), "06");
         assert_eq!(board.kpis(3).sellers, 0);
         assert_eq!(board.kpis(3).response_1h.mean_seconds, None);

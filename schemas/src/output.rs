@@ -201,6 +201,15 @@ pub struct SellerMetrics {
     pub leads_converted: u32,
     /// `leads_converted / leads_generated`; none without leads.
     pub conversion_rate: Option<f64>,
+    /// Leads created today (tenant time) and, of all leads, those converted today.
+    #[serde(default)]
+    pub leads_generated_today: u32,
+    #[serde(default)]
+    pub leads_converted_today: u32,
+    /// The seller's leads that are hot now: they notified as hot and their score has not fallen
+    /// below the re-arm level since, and they are neither converted nor lost.
+    #[serde(default)]
+    pub hot_leads: u32,
     /// Messages handled in the last hour: customer messages in the seller's conversations plus
     /// the seller's own (non-automated) messages.
     pub messages_last_hour: u32,

@@ -219,6 +219,36 @@ impl Leads {
         out
     }
 
+    /// Per seller (as in [`Self::per_seller`]; sellerless under 0): the leads hot now — they
+    /// notified and have not cooled below `hot_lead_rearm` since — that are still open.
+    pub fn hot_per_seller(&self, convs: &Conversations) -> BTreeMap<UserId, u32> {
+        let mut out: BTreeMap<UserId, u32> = BTreeMap::new();
+        for lead in self.map.values() {
+            let Some(created) = &lead.created else {
+                continue;
+            };
+            let open = !matches!(
+                lead.status,
+                Some((LeadStatus::Converted | LeadStatus::Lost, _))
+            );
+            if lead.armed || !open {
+                continue;
+            }
+            let seller = created
+                .seller
+                .or_else(|| {
+                    created
+                        .conversation
+                        .as_ref()
+                        .and_then(|c| convs.get(c))
+                        .and_then(|c| c.seller())
+                })
+                .unwrap_or(0);
+            *out.entry(seller).or_default() += 1;
+        }
+        out
+    }
+
     pub fn on_status_changed(
         &mut self,
         ctx: &mut Ctx<'_>,

@@ -391,6 +391,8 @@ impl Sellers {
             f.chat_seconds += c.chat_seconds();
         }
         let lead_figures = leads.per_seller(convs);
+        let leads_today = leads.per_seller_between(convs, today, at + Duration::milliseconds(1));
+        let hot = leads.hot_per_seller(convs);
 
         let mut ids: BTreeSet<UserId> = self.logs.keys().copied().collect();
         ids.extend(conv_figures.keys());
@@ -446,6 +448,9 @@ impl Sellers {
                     leads_generated: generated,
                     leads_converted: converted,
                     conversion_rate,
+                    leads_generated_today: leads_today.get(&seller).map_or(0, |l| l.0),
+                    leads_converted_today: leads_today.get(&seller).map_or(0, |l| l.1),
+                    hot_leads: hot.get(&seller).copied().unwrap_or(0),
                     messages_last_hour: messages,
                     activity_level: activity_level(messages),
                     productivity_score,

@@ -1965,3 +1965,28 @@ fn an_english_tenant_gets_an_english_report() {
         r[0].message
     );
 }
+
+#[test]
+fn snapshots_count_hot_leads_now_and_todays_leads() {
+    let mut e = engine();
+    let mut events = vec![referral_lead(1, t(0.0))];
+    events.extend(heat(10, 1.0));
+    // Into the next minutes: snapshots at 09:07 see the hot lead.
+    events.push(tick_event(30, t(8.0) + chrono::Duration::seconds(1)));
+    let outs = feed_all(&mut e, &events);
+    assert_eq!(hot(&outs).len(), 1);
+    let m = snapshot_of(&outs, 7, t(8.0));
+    assert_eq!(m.hot_leads, 1);
+    assert_eq!((m.leads_generated_today, m.leads_converted_today), (1, 0));
+    // Converted: no longer hot, and converted today.
+    let outs = feed_all(
+        &mut e,
+        &[
+            status(31, "l1", t(9.0), LeadStatus::Converted),
+            tick_event(32, t(10.0) + chrono::Duration::seconds(1)),
+        ],
+    );
+    let m = snapshot_of(&outs, 7, t(10.0));
+    assert_eq!(m.hot_leads, 0);
+    assert_eq!((m.leads_generated_today, m.leads_converted_today), (1, 1));
+}
