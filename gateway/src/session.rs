@@ -32,6 +32,22 @@ pub(crate) trait Transport {
     fn inbox_failed(&self, error: InboxError) -> Self::Error;
 }
 
+/// An unread count being computed (see [`Session::start_count`]).
+pub(crate) type PendingCount =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, InboxError>> + Send>>;
+
+/// Waits for `pending` if there is one; never completes otherwise (for `select!`).
+pub(crate) async fn next_count(pending: &mut Option<PendingCount>) -> Result<u64, InboxError> {
+    match pending.as_mut() {
+        Some(count) => {
+            let result = count.await;
+            *pending = None;
+            result
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// What the transport should write for an item from the hub.
 pub(crate) enum Deliver {
     Notification(Arc<StoredNotification>),
@@ -96,6 +112,18 @@ impl Session {
         self.count_stale = false;
         self.last_count = Some(tokio::time::Instant::now());
         Ok(count)
+    }
+
+    /// Starts counting in the background: the count query can take a while on a big inbox
+    /// (a CEO counts the whole tenant's), and the connection must keep draining its queue
+    /// meanwhile — a slow query is not a slow client. What arrives during the count marks it
+    /// stale again, so a later count catches up.
+    pub(crate) fn start_count(&mut self) -> PendingCount {
+        self.count_stale = false;
+        self.last_count = Some(tokio::time::Instant::now());
+        let shared = self.shared.clone();
+        let viewer = self.viewer;
+        Box::pin(async move { shared.inbox.unread_count(&viewer).await })
     }
 
     /// Sends the unread count.

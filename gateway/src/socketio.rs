@@ -43,7 +43,7 @@ use crate::auth::{AuthError, Principal};
 use crate::hub::{Registration, Subscription};
 use crate::inbox::{InboxError, StoredNotification};
 use crate::metrics::TransportKind;
-use crate::session::{Deliver, Session, Transport};
+use crate::session::{next_count, Deliver, PendingCount, Session, Transport};
 use crate::Shared;
 
 /// Client events waiting for the connection's task; more than this in flight is abuse.
@@ -244,6 +244,7 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
         let mut control_rx = control_rx;
+        let mut counting: Option<PendingCount> = None;
         let end = loop {
             let step = tokio::select! {
                 biased;
@@ -253,6 +254,13 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 _ = sleep_until(token_expires) => Err(End::Closing("token expired")),
                 // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY).
                 _ = sleep_until(session.recount_at()), if session.count_is_stale() => Ok(()),
+                count = next_count(&mut counting) => match count {
+                    Ok(count) => conn.send_unread_count(count).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot count unread notifications");
+                        Err(conn.inbox_failed(e))
+                    }
+                },
                 control = control_rx.recv() => match control {
                     None => Err(End::Gone),
                     Some(control) => handle(&mut session, &mut conn, control).await,
@@ -266,12 +274,9 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                     },
                 },
             };
-            let step = match step {
-                Ok(()) if session.count_due() && rx.is_empty() => {
-                    session.send_unread_count(&mut conn).await
-                }
-                other => other,
-            };
+            if step.is_ok() && counting.is_none() && session.count_due() && rx.is_empty() {
+                counting = Some(session.start_count());
+            }
             if let Err(end) = step {
                 break end;
             }

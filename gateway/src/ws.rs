@@ -26,7 +26,7 @@ use crate::hub::{Outbound, Registration, Subscription};
 use crate::inbox::{InboxError, StoredNotification};
 use crate::metrics::TransportKind;
 use crate::protocol::{parse_client_frame, ClientFrame, CloseReason, ServerFrame};
-use crate::session::{Deliver, Session, Transport};
+use crate::session::{next_count, Deliver, PendingCount, Session, Transport};
 use crate::Shared;
 
 /// Client frames are tiny; anything bigger is not ours.
@@ -202,6 +202,7 @@ impl Connection {
         let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_pong = Instant::now();
+        let mut counting: Option<PendingCount> = None;
         loop {
             tokio::select! {
                 biased;
@@ -210,6 +211,13 @@ impl Connection {
                 _ = sleep_until(token_expires) => return Err(End::Close(CloseReason::TokenExpired)),
                 // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY).
                 _ = sleep_until(session.recount_at()), if session.count_is_stale() => {}
+                count = next_count(&mut counting) => match count {
+                    Ok(count) => self.send_unread_count(count).await?,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot count unread notifications");
+                        return Err(self.inbox_failed(e));
+                    }
+                },
                 _ = ping.tick() => {
                     if last_pong.elapsed() >= 2 * ping_interval {
                         return Err(End::Close(CloseReason::PingTimeout));
@@ -259,9 +267,9 @@ impl Connection {
                     },
                 },
             }
-            // One recount per burst: only once the queue is drained.
-            if session.count_due() && rx.is_empty() {
-                session.send_unread_count(self).await?;
+            // One recount per burst: only once the queue is drained, one at a time.
+            if counting.is_none() && session.count_due() && rx.is_empty() {
+                counting = Some(session.start_count());
             }
         }
     }

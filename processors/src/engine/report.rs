@@ -15,7 +15,8 @@
 //!   response-time statistics; leads created and converted; per seller the same figures and a
 //!   productivity score on the day's figures (the formula of [`super::sellers`], with the day
 //!   instead of 7 days), top three first; alerts fired that day by type (withdrawals apart).
-//!   Late events applied after 08:00 are not in the report already sent.
+//!   Late events applied after 08:00 are not in the report already sent. A day on which nothing
+//!   happened gets no report.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -69,6 +70,25 @@ pub(crate) fn report_time(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
         }
     }
     Utc.from_utc_datetime(&eight)
+}
+
+/// A day without a message, a wait, a lead or an alert: no report (a tenant that is closed on
+/// Sundays gets no empty Monday report, and a backfill of old events does not send one report
+/// for every day since).
+fn nothing_happened(data: &Value) -> bool {
+    let team = &data["team"];
+    [
+        "conversations",
+        "messages_in",
+        "messages_out",
+        "waits_received",
+        "leads_generated",
+        "leads_converted",
+    ]
+    .iter()
+    .all(|k| team[k].as_u64() == Some(0))
+        && data["alerts"].as_object().is_none_or(|a| a.is_empty())
+        && data["alerts_withdrawn"].as_u64() == Some(0)
 }
 
 impl Reports {
@@ -149,9 +169,10 @@ impl Reports {
         out: &mut Vec<Output>,
     ) -> Option<(DateTime<Utc>, NaiveDate)> {
         if let Some(yesterday) = day.pred_opt() {
-            out.push(Output::Notification(
-                self.build(tenant, th, yesterday, day, sellers, convs, leads),
-            ));
+            let report = self.build(tenant, th, yesterday, day, sellers, convs, leads);
+            if !nothing_happened(&report.data) {
+                out.push(Output::Notification(report));
+            }
             // Counts of the day before yesterday are not needed any more.
             self.days = self.days.split_off(&yesterday);
         }

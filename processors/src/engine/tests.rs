@@ -1861,13 +1861,22 @@ fn the_daily_report_comes_at_0800_in_each_tenants_zone_once_with_yesterdays_tota
     let m = &madrid[0].data;
     assert_eq!(m["team"]["response"]["mean_seconds"], 30.0);
     assert_eq!(m["alerts"], json!({}));
-    // Exactly once: nothing more until the next local 08:00, which reports an empty day.
-    assert!(reports(&e.advance_watermark(at("2026-03-04T06:59:00Z"))).is_empty());
-    let next = reports(&e.advance_watermark(at("2026-03-04T13:00:00Z")));
-    assert_eq!(next.len(), 2);
-    assert!(next
-        .iter()
-        .all(|n| n.data["day"] == "2026-03-03" && n.data["team"]["conversations"] == 0));
+    // Exactly once: nothing more; the 3rd was a day without activity, so no report about it.
+    assert!(reports(&e.advance_watermark(at("2026-03-10T13:00:00Z"))).is_empty());
+    // Activity on the 10th: reported on the 11th, with another id.
+    feed_all(
+        &mut e,
+        &[for_tenant(
+            2,
+            ev_n(
+                50,
+                received(0, "m9", at("2026-03-10T14:00:00Z"), Some(8), "hola"),
+            ),
+        )],
+    );
+    let next = reports(&e.advance_watermark(at("2026-03-11T07:00:00Z")));
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].data["day"], "2026-03-10");
     assert_ne!(next[0].id, madrid[0].id);
 }
 
