@@ -3,7 +3,8 @@
 //! random points (seeded, printed) and restarted, give the same outputs: the same set of ids on
 //! every output topic, and for each id byte-for-byte the same record, however often it was sent.
 //!
-//! The stream starts 15 minutes ago and lasts 6 minutes, with a 2-minute unanswered threshold, so
+//! The stream starts 15 minutes ago and lasts 6 minutes, with a 2-minute unanswered threshold and
+//! a 60 s session timeout, so
 //! every deadline is in the past by the time either run processes it; daily reports are left out
 //! (whether 08:00 UTC falls between the two runs is luck).
 
@@ -124,6 +125,36 @@ fn read_outputs(prefix: &str) -> BTreeMap<(String, String), BTreeSet<String>> {
     out
 }
 
+/// Whether `group` has committed, on every partition of `topic`, the partition's end.
+fn committed_to_end(group: &str, topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
+        return false;
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in metadata.topics()[0].partitions() {
+        let Ok((_, high)) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+        else {
+            return false;
+        };
+        ends.insert(p.id(), high);
+        tpl.add_partition(topic, p.id());
+    }
+    let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
+        return false;
+    };
+    committed.elements().iter().all(|e| match e.offset() {
+        Offset::Offset(o) => o >= ends[&e.partition()],
+        _ => ends[&e.partition()] == 0,
+    })
+}
+
 fn total_output_records(prefix: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -153,7 +184,9 @@ async fn run(
     events: &[Value],
     kill_at: &[i64],
 ) -> BTreeMap<(String, String), BTreeSet<String>> {
-    let ns = Namespace::new(name).env("VIGIA_UNANSWERED_AFTER", "2m");
+    let ns = Namespace::new(name)
+        .env("VIGIA_UNANSWERED_AFTER", "2m")
+        .env("VIGIA_SESSION_TIMEOUT", "60s");
     let prefix = format!("{}.", ns.name);
     let ingest = ns.spawn("ingest");
     for chunk in events.chunks(100) {
@@ -182,10 +215,22 @@ async fn run(
         );
         process = ns.spawn("process");
     }
-    // Settled: no new output for 8 s.
+    // Done when the processors' group has committed the end of every events partition (a
+    // restarted member first waits out the killed one's session, then replays), and the outputs
+    // have not grown for 3 s since.
+    let group = format!("{prefix}processors");
+    let events_topic = format!("{prefix}events");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !committed_to_end(&group, &events_topic) {
+        assert!(
+            Instant::now() < deadline,
+            "the processors never caught up; log:\n{}",
+            process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let mut last = (total_output_records(&prefix), Instant::now());
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while last.1.elapsed() < Duration::from_secs(8) {
+    while last.1.elapsed() < Duration::from_secs(3) {
         assert!(
             Instant::now() < deadline,
             "outputs never settled; log:\n{}",
@@ -243,13 +288,21 @@ async fn kill_9_at_random_points_gives_the_outputs_of_an_uninterrupted_run() {
         missing.is_empty(),
         "lost after the crashes ({}): {:?}",
         missing.len(),
-        &missing[..missing.len().min(5)]
+        missing
+            .iter()
+            .take(5)
+            .map(|k| (k, &reference[k]))
+            .collect::<Vec<_>>()
     );
     assert!(
         extra.is_empty(),
         "new ids after the crashes ({}): {:?}",
         extra.len(),
-        &extra[..extra.len().min(5)]
+        extra
+            .iter()
+            .take(5)
+            .map(|k| (k, &crashed[k]))
+            .collect::<Vec<_>>()
     );
     let mut differing = Vec::new();
     for (key, payloads) in &crashed {

@@ -14,9 +14,11 @@
 //!
 //! - A deadline fires when either watermark reaches it (`deadline <= watermark`). Deadlines due by
 //!   event time fire inside [`PartitionEngine::on_event`], before the event is applied (they are
-//!   earlier than the event); deadlines due only by the clock fire only in `advance_watermark`.
-//!   Hence `on_event` never depends on the wall clock — which the runner relies on for exact
-//!   replay after a crash (see [`crate::runner`]).
+//!   earlier than the event); deadlines due by the clock fire in `advance_watermark`, and a
+//!   deadline an event schedules in the clock's past fires right after that event. On replay the
+//!   runner's clock is the records' Kafka timestamps (see [`crate::runner`]), so outputs are a
+//!   function of the log; live, the wall clock can be a few milliseconds ahead of the newest
+//!   record, which matters only for a deadline that falls in those milliseconds.
 //! - **Too late**: an event more than the tenant's `allowed_lateness` older than the tenant's
 //!   newest event time is not applied and comes back as [`Output::TooLate`] (the runner sends it
 //!   to the dead-letter topic). Measured against event time, not the clock watermark, for the
@@ -198,7 +200,11 @@ impl PartitionEngine {
         );
         tenant.reports.count_alerts(&out[mark..]);
         tenant.apply(event, &mut out);
-        tenant.fire_due(event_watermark, &mut out);
+        // What the event scheduled and the clock has already passed fires now, right after it:
+        // waiting for the next clock advance would let the next record (possibly written in the
+        // same instant, so not advancing the clock on replay) cancel it on a replay but not live.
+        let clock = self.clock_watermark.unwrap_or(event_watermark);
+        tenant.fire_due(event_watermark.max(clock), &mut out);
         tenant.prune_if_due();
         self.stats.applied += 1;
         out
