@@ -191,7 +191,7 @@ async fn pipeline(config: Config, args: PipelineArgs) -> Result<()> {
     let mut rows = String::new();
     for s in &steps {
         rows += &format!(
-            "| {:.0} | {:.0} | {} | {} | {:.0} / {:.0} ({}) | {:.0} / {:.0} ({}) | {:.0} | {} |\n",
+            "| {:.0} | {:.0} | {} | {} | {:.0} / {:.0} ({}) | {:.0} / {:.0} ({}) | {:.0} | {} | {} |\n",
             s.target_rate,
             s.posted_rate,
             s.events,
@@ -203,6 +203,7 @@ async fn pipeline(config: Config, args: PipelineArgs) -> Result<()> {
             s.deadline.1,
             s.deadline.2,
             s.post_p99,
+            s.disconnections,
             if s.sustained(limit_ms) { "yes" } else { "no" },
         );
     }
@@ -218,24 +219,34 @@ async fn pipeline(config: Config, args: PipelineArgs) -> Result<()> {
     };
     let markdown = format!(
         "## Pipeline: the whole path through the local broker\n\n\
-         Reproduce: `cargo run --release -- bench pipeline --rates {rates} --step {step} \
-         --tenants {tenants} --sellers {sellers} --unanswered-after {ua}` with \
+         Reproduce: `cargo run --release -- bench pipeline --rates {rates} --step {step_s}s \
+         --tenants {tenants} --sellers {sellers} --unanswered-after {ua_s}s` with \
          `VIGIA_KAFKA_BROKERS` pointing at the broker ({brokers} here).\n\n\
          Measured {date} on this machine ({cores} cores): for each rate a fresh `vigia serve` \
          (ingest, processors, ClickHouse sink, gateway in one process) and `vigia simulate \
          --measure` ({tenants} tenants × {sellers} sellers, unanswered threshold {ua}) posting \
          for {step}, with a CEO WebSocket per tenant. *End to end* is event POSTed → its effect \
          on the CEO's WebSocket (the withdrawal of an alert, caused by the seller's late \
-         answer); *deadline* is the alert's deadline → its frame (the watermark waits \
+         answer; the simulator's deliberately out-of-order and late deliveries are off, so the \
+         answer's event time is its POST time); *deadline* is the alert's deadline → its frame \
+         (the watermark waits \
          `watermark_delay` = 1 s for stragglers, so ~1 s is by design). Rates rise until the \
          end-to-end p99 passes {limit} or anything fails.\n\n\
          {verdict}\n\n\
          Near-idle stream (1 tenant, 2 events/s): deadline → notification p50 {i50:.0} ms, p99 \
          {i99:.0} ms ({icount} alerts).\n\n\
          | target events/s | posted events/s | events | failed | end to end p50 / p99 ms (n) \
-         | deadline p50 / p99 ms (n) | POST p99 ms | sustained |\n|---|---|---|---|---|---|---|---|\n\
+         | deadline p50 / p99 ms (n) | POST p99 ms | CEO sockets dropped | sustained |\n\
+         |---|---|---|---|---|---|---|---|---|\n\
          {rows}",
-        rates = args.rates.iter().map(|r| format!("{r}")).collect::<Vec<_>>().join(","),
+        rates = args
+            .rates
+            .iter()
+            .map(|r| format!("{r}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        step_s = args.step.as_secs(),
+        ua_s = args.unanswered_after.as_secs(),
         step = args.step,
         tenants = args.tenants,
         sellers = args.sellers,
@@ -302,6 +313,10 @@ async fn run_step(config: &Config, args: &PipelineArgs, rate: f64, tenants: u64)
             // Late deliveries (1%) come 10 s late instead of 2 min, and answers within 40 s
             // (half of them after the 20 s threshold: withdrawals), so a step ends sooner.
             "--late-by=10s".to_string(),
+            // Deliberately delayed deliveries would be measured as latency (the measurer counts
+            // from the answer's event time): the pipeline's own latency needs them off.
+            "--out-of-order-share=0".to_string(),
+            "--late-share=0".to_string(),
             "--reply-max=40s".to_string(),
             "--measure".to_string(),
             format!("--linger={}", humantime::format_duration(linger)),

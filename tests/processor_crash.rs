@@ -1,7 +1,8 @@
-//! Crash equivalence on the simulator's stream (issue 4): the same fixed-seed events, processed
-//! once by an uninterrupted `vigia process` and once by one killed with `kill -9` three times at
-//! random points (seeded, printed) and restarted, give the same outputs: the same set of ids on
-//! every output topic, and for each id byte-for-byte the same record, however often it was sent.
+//! Crash and scale equivalence on the simulator's stream (issue 4): the same fixed-seed events,
+//! processed by an uninterrupted `vigia process`, by one killed with `kill -9` three times at
+//! random points (seeded, printed) and restarted, and by three instances in one consumer group,
+//! give the same outputs: the same set of ids on every output topic, and for each id
+//! byte-for-byte the same record, however often it was sent.
 //!
 //! The stream starts 15 minutes ago and lasts 6 minutes, with a 2-minute unanswered threshold and
 //! a 60 s session timeout, so
@@ -183,6 +184,7 @@ async fn run(
     name: &str,
     events: &[Value],
     kill_at: &[i64],
+    instances: usize,
 ) -> BTreeMap<(String, String), BTreeSet<String>> {
     let ns = Namespace::new(name)
         .env("VIGIA_UNANSWERED_AFTER", "2m")
@@ -199,6 +201,8 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut process = ns.spawn("process");
+    // More members of the same consumer group share the partitions.
+    let others: Vec<Vigia> = (1..instances).map(|_| ns.spawn("process")).collect();
     for &at in kill_at {
         let deadline = Instant::now() + Duration::from_secs(120);
         while total_output_records(&prefix) < at {
@@ -245,6 +249,7 @@ async fn run(
     println!("{name}: {} output records", last.0);
     let outputs = read_outputs(&prefix);
     drop(process);
+    drop(others);
     drop(ingest);
     let _ = std::fs::remove_dir_all(&ns.data_dir);
     outputs
@@ -257,7 +262,7 @@ async fn kill_9_at_random_points_gives_the_outputs_of_an_uninterrupted_run() {
         (now() - chrono::Duration::minutes(15)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let events = stream(&start);
     println!("{} deliveries from {start}", events.len());
-    let reference = run("crash_reference", &events, &[]).await;
+    let reference = run("crash_reference", &events, &[], 1).await;
     let total: usize = reference.len();
     assert!(total > 500, "a stream worth crashing: {total} outputs");
 
@@ -271,22 +276,28 @@ async fn kill_9_at_random_points_gives_the_outputs_of_an_uninterrupted_run() {
         .map(|_| rng.random_range(50..(total as i64 * 3 / 4)))
         .collect();
     kill_at.sort();
-    let crashed = run("crash_killed", &events, &kill_at).await;
+    let crashed = run("crash_killed", &events, &kill_at, 1).await;
 
+    assert_same(&reference, &crashed, "after 3 × kill -9");
+    println!("{total} outputs, identical after 3 × kill -9");
+
+    // Scale equivalence: three instances in one consumer group give the outputs of one.
+    let scaled = run("scale_three", &events, &[], 3).await;
+    assert_same(&reference, &scaled, "with three instances");
+    println!("{total} outputs, identical with three instances");
+}
+
+type Outputs = BTreeMap<(String, String), BTreeSet<String>>;
+
+fn assert_same(reference: &Outputs, crashed: &Outputs, what: &str) {
     let ids = |m: &BTreeMap<(String, String), BTreeSet<String>>| -> BTreeSet<(String, String)> {
         m.keys().cloned().collect()
     };
-    let missing: Vec<_> = ids(&reference)
-        .difference(&ids(&crashed))
-        .cloned()
-        .collect();
-    let extra: Vec<_> = ids(&crashed)
-        .difference(&ids(&reference))
-        .cloned()
-        .collect();
+    let missing: Vec<_> = ids(reference).difference(&ids(crashed)).cloned().collect();
+    let extra: Vec<_> = ids(crashed).difference(&ids(reference)).cloned().collect();
     assert!(
         missing.is_empty(),
-        "lost after the crashes ({}): {:?}",
+        "lost {what} ({}): {:?}",
         missing.len(),
         missing
             .iter()
@@ -296,7 +307,7 @@ async fn kill_9_at_random_points_gives_the_outputs_of_an_uninterrupted_run() {
     );
     assert!(
         extra.is_empty(),
-        "new ids after the crashes ({}): {:?}",
+        "new ids {what} ({}): {:?}",
         extra.len(),
         extra
             .iter()
@@ -305,7 +316,7 @@ async fn kill_9_at_random_points_gives_the_outputs_of_an_uninterrupted_run() {
             .collect::<Vec<_>>()
     );
     let mut differing = Vec::new();
-    for (key, payloads) in &crashed {
+    for (key, payloads) in crashed {
         let expected = &reference[key];
         // Dead letters carry their origin's offsets, the same in both runs; everything else is
         // compared byte for byte, across every copy that was sent.
@@ -315,11 +326,10 @@ async fn kill_9_at_random_points_gives_the_outputs_of_an_uninterrupted_run() {
     }
     assert!(
         differing.is_empty(),
-        "{} ids whose records differ from the uninterrupted run's, e.g. {:?}: {:?} vs {:?}",
+        "{what}: {} ids whose records differ from the uninterrupted run's, e.g. {:?}: {:?} vs {:?}",
         differing.len(),
         differing[0],
         crashed[&differing[0]],
         reference[&differing[0]]
     );
-    println!("{total} outputs, identical after 3 × kill -9");
 }

@@ -294,6 +294,21 @@ impl Inbox {
             Dialect::Postgres => 10,
         };
         let pool = AnyPoolOptions::new()
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    if dialect == Dialect::Sqlite {
+                        // WAL with synchronous=NORMAL: a commit no longer waits for an fsync,
+                        // which capped the inbox at a few hundred notifications a second and
+                        // backed up the pushes. A process crash loses nothing and the file
+                        // never corrupts; a power cut or OS crash can lose the last commits
+                        // (their Kafka offsets may be committed already). PostgreSQL is the
+                        // production inbox.
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(url)

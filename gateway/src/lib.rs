@@ -121,7 +121,7 @@ impl Default for Config {
             database_url: "sqlite://gateway.db?mode=rwc".to_string(),
             group_id: "vigia-gateway".to_string(),
             ping_interval: Duration::from_secs(20),
-            client_queue: 256,
+            client_queue: 1024,
             channels: channels::ChannelsConfig::default(),
         }
     }
@@ -172,7 +172,7 @@ impl Config {
         }
         if self.client_queue == 0 {
             return Err(GatewayError::Config(
-                "gateway.client_queue must be at least 1 (256 is a good default)".into(),
+                "gateway.client_queue must be at least 1 (1024 is the default)".into(),
             ));
         }
         if self.ping_interval.is_zero() {
@@ -432,7 +432,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({"ping_interval": "90s", "jwt_secret": "s"}))
                 .unwrap();
         assert_eq!(cfg.ping_interval, Duration::from_secs(90));
-        assert_eq!(cfg.client_queue, 256);
+        assert_eq!(cfg.client_queue, 1024);
         assert_eq!(cfg.group_id, "vigia-gateway");
         assert!(cfg.database_url.starts_with("sqlite://"));
         assert!(cfg.validate().is_ok());
