@@ -11,6 +11,9 @@
 #   gcc g++ make perl pkgconf zlib1g-dev  rdkafka's bundled librdkafka (./configure + make, no
 #                                          cmake), libz-sys, libsqlite3-sys (bundled C builds)
 #   openssl                               RSA keys for the gateway's RS256 tests
+#   python3-venv                          cached venvs for chdb (current ClickHouse) and Docker
+#                                          Compose (tests/analytics.rs, tests/compose.rs)
+#   nodejs npm                            the official socket.io-client in the gateway's test
 #   curl python3 util-linux procps        scripts/services.sh (health checks, ClickHouse config,
 #                                          flock/setsid/runuser, pgrep)
 #   clickhouse-server clickhouse-client   ClickHouse for the sink tests (Debian ships 18.16)
@@ -32,14 +35,16 @@ for arg in "$@"; do
     --no-browser) with_browser=0 ;;
     --no-services) with_services=0 ;;
     -h | --help)
-        sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown option '$arg' (try --help)" ;;
     esac
 done
 
-packages=(gcc g++ make perl pkgconf zlib1g-dev curl python3 util-linux procps openssl)
+packages=(gcc g++ make perl pkgconf zlib1g-dev curl python3 python3-venv util-linux procps openssl)
+# Node and npm for the Socket.IO client test; a Node from elsewhere (e.g. NodeSource) is fine.
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 ((with_services)) && packages+=(clickhouse-server clickhouse-client postgresql)
 ((with_browser)) && packages+=(chromium chromium-driver)
 

@@ -100,13 +100,7 @@ pub struct ProcessorsArgs {
 impl ProcessorsArgs {
     /// The simulator's options for this stream.
     fn stream(&self) -> Result<crate::simulate::Args> {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Simulate {
-            #[command(flatten)]
-            args: crate::simulate::Args,
-        }
-        let argv = [
+        simulate_args([
             "simulate".to_string(),
             format!("--tenants={}", self.tenants),
             format!("--sellers={}", self.sellers),
@@ -114,9 +108,19 @@ impl ProcessorsArgs {
             format!("--duration={}", self.duration),
             format!("--seed={}", self.seed),
             format!("--start={}", self.start.to_rfc3339()),
-        ];
-        Ok(Simulate::try_parse_from(argv)?.args)
+        ])
     }
+}
+
+/// The simulator's options from `vigia simulate` arguments (`argv[0]` is the program name).
+fn simulate_args<const N: usize>(argv: [String; N]) -> Result<crate::simulate::Args> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Simulate {
+        #[command(flatten)]
+        args: crate::simulate::Args,
+    }
+    Ok(Simulate::try_parse_from(argv)?.args)
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -296,14 +300,8 @@ async fn run_step(config: &Config, args: &PipelineArgs, rate: f64, tenants: u64)
         vigia_ingest::parse_api_keys(&keys.join(",")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let report_path = data_dir.join("report.json");
     let sim_args = {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Simulate {
-            #[command(flatten)]
-            args: crate::simulate::Args,
-        }
         let linger = *args.unanswered_after + Duration::from_secs(5);
-        Simulate::try_parse_from([
+        simulate_args([
             "simulate".to_string(),
             format!("--target={base_url}"),
             format!("--tenants={tenants}"),
@@ -322,7 +320,6 @@ async fn run_step(config: &Config, args: &PipelineArgs, rate: f64, tenants: u64)
             format!("--linger={}", humantime::format_duration(linger)),
             format!("--report={}", report_path.display()),
         ])?
-        .args
     };
     if let Err(e) = crate::simulate::run(&sim_config, sim_args).await {
         tracing::warn!(rate, error = %e, "the simulator reported a failure");

@@ -22,13 +22,9 @@ use crate::Gateway;
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-pub(crate) fn spawn(
-    gateway: Gateway,
-    base: &ClientConfig,
-    topic: &str,
-    group_id: &str,
-    shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, rdkafka::error::KafkaError> {
+/// A consumer of `group_id` that commits only what the caller commits, from the earliest offset
+/// when the group has none, waiting at most `fetch_wait_ms` for a fetch.
+fn consumer_config(base: &ClientConfig, group_id: &str, fetch_wait_ms: u32) -> ClientConfig {
     let mut config = base.clone();
     config
         .set("group.id", group_id)
@@ -36,13 +32,24 @@ pub(crate) fn spawn(
         // times out: librdkafka's 45 s default would stall a restarted stage that long.
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
-        // Some brokers (tansu) hold a fetch until its max wait even when data arrives; keep that
-        // wait short so a notification reaches its clients in tens of milliseconds. Not
-        // shorter: every empty fetch costs such a broker a storage query (see the processors).
-        .set("fetch.wait.max.ms", "50")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest");
+    config
+}
+
+pub(crate) fn spawn(
+    gateway: Gateway,
+    base: &ClientConfig,
+    topic: &str,
+    group_id: &str,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, rdkafka::error::KafkaError> {
+    // Some brokers (tansu) hold a fetch until its max wait even when data arrives; keep that wait
+    // short so a notification reaches its clients in tens of milliseconds. Not shorter: every
+    // empty fetch costs such a broker a storage query (see the processors).
+    let mut config = consumer_config(base, group_id, 50);
+    config.set("enable.auto.offset.store", "false");
     let consumer: StreamConsumer = config.create()?;
     consumer.subscribe(&[topic])?;
     tracing::info!(topic, group_id, "gateway consuming notifications");
@@ -144,15 +151,8 @@ pub(crate) fn spawn_board(
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, rdkafka::error::KafkaError> {
     let group_id = format!("{group_id}-board-{}", uuid::Uuid::new_v4().simple());
-    let mut config = base.clone();
-    config
-        .set("group.id", &group_id)
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        // Metrics are pushed at most once a second: no need to poll the broker more often.
-        .set("fetch.wait.max.ms", "500")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+    // Metrics are pushed at most once a second: no need to poll the broker more often.
+    let config = consumer_config(base, &group_id, 500);
     let consumer: StreamConsumer = config.create()?;
     consumer.subscribe(&[topic])?;
     tracing::info!(topic, group_id, "gateway reading seller metrics");

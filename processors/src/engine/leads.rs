@@ -65,6 +65,18 @@ struct Created {
     conversation: Option<EntityId>,
 }
 
+impl Created {
+    /// The lead's seller: its own, else its conversation's.
+    fn seller_in(&self, convs: &Conversations) -> Option<UserId> {
+        self.seller.or_else(|| {
+            self.conversation
+                .as_ref()
+                .and_then(|c| convs.get(c))
+                .and_then(|c| c.seller())
+        })
+    }
+}
+
 #[derive(Debug)]
 struct FollowUp {
     /// The `lead.follow_up_scheduled` event.
@@ -165,14 +177,7 @@ impl Leads {
             let Some(created) = &lead.created else {
                 continue;
             };
-            let seller = created.seller.or_else(|| {
-                created
-                    .conversation
-                    .as_ref()
-                    .and_then(|c| convs.get(c))
-                    .and_then(|c| c.seller())
-            });
-            let Some(seller) = seller else {
+            let Some(seller) = created.seller_in(convs) else {
                 continue;
             };
             let entry = out.entry(seller).or_default();
@@ -199,16 +204,7 @@ impl Leads {
             let Some(created) = &lead.created else {
                 continue;
             };
-            let seller = created
-                .seller
-                .or_else(|| {
-                    created
-                        .conversation
-                        .as_ref()
-                        .and_then(|c| convs.get(c))
-                        .and_then(|c| c.seller())
-                })
-                .unwrap_or(0);
+            let seller = created.seller_in(convs).unwrap_or(0);
             let converted = matches!(lead.status, Some((LeadStatus::Converted, at)) if within(at));
             if within(created.at) || converted {
                 let entry = out.entry(seller).or_default();
@@ -234,16 +230,7 @@ impl Leads {
             if lead.armed || !open {
                 continue;
             }
-            let seller = created
-                .seller
-                .or_else(|| {
-                    created
-                        .conversation
-                        .as_ref()
-                        .and_then(|c| convs.get(c))
-                        .and_then(|c| c.seller())
-                })
-                .unwrap_or(0);
+            let seller = created.seller_in(convs).unwrap_or(0);
             *out.entry(seller).or_default() += 1;
         }
         out

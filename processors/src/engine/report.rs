@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde_json::{json, Value};
 use vigia_schemas::{
@@ -30,7 +30,7 @@ use vigia_schemas::{
 
 use super::conversations::Conversations;
 use super::leads::Leads;
-use super::sellers::{day_start, productivity, stats, Sellers};
+use super::sellers::{day_start, local_instant, productivity, stats, Sellers};
 use super::Output;
 use crate::config::Thresholds;
 use crate::texts;
@@ -60,16 +60,11 @@ pub(crate) struct Reports {
 
 /// 08:00 local of `day` (the first existing instant from 08:00 on, if a DST gap swallows it).
 pub(crate) fn report_time(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
-    let eight = day
-        .and_hms_opt(REPORT_HOUR, 0, 0)
-        .expect("08:00 is a valid time");
-    for quarter in 0..16 {
-        let local = eight + Duration::minutes(15 * quarter);
-        if let Some(t) = tz.from_local_datetime(&local).earliest() {
-            return t.with_timezone(&Utc);
-        }
-    }
-    Utc.from_utc_datetime(&eight)
+    local_instant(
+        tz,
+        day.and_hms_opt(REPORT_HOUR, 0, 0)
+            .expect("08:00 is a valid time"),
+    )
 }
 
 /// A day without a message, a wait, a lead or an alert: no report (a tenant that is closed on

@@ -501,15 +501,23 @@ fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
 /// The first instant of local `day` in `tz`: local midnight, or — where a DST change skips
 /// midnight — the first local time of the day that exists; the earlier one if midnight repeats.
 pub(crate) fn day_start(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
-    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight is a valid time");
+    local_instant(
+        tz,
+        day.and_hms_opt(0, 0, 0).expect("midnight is a valid time"),
+    )
+}
+
+/// `local` in `tz`: the earlier instant if it repeats, the first existing quarter hour after it
+/// if a DST gap swallows it.
+pub(crate) fn local_instant(tz: Tz, local: chrono::NaiveDateTime) -> DateTime<Utc> {
     // Gaps are at most a few hours and start on a quarter hour in every zone in use.
     for quarter in 0..(4 * 24) {
-        let local = midnight + Duration::minutes(15 * quarter);
-        if let Some(t) = tz.from_local_datetime(&local).earliest() {
+        let candidate = local + Duration::minutes(15 * quarter);
+        if let Some(t) = tz.from_local_datetime(&candidate).earliest() {
             return t.with_timezone(&Utc);
         }
     }
-    Utc.from_utc_datetime(&midnight)
+    Utc.from_utc_datetime(&local)
 }
 
 /// The smallest key after every key at `t`.
