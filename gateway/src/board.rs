@@ -350,6 +350,7 @@ mod tests {
             leads_generated_today: 2,
             leads_converted_today: 1,
             hot_leads: 1,
+            team: None,
             messages_last_hour: 7,
             activity_level: ActivityLevel::Medium,
             productivity_score: score,

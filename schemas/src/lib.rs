@@ -22,6 +22,6 @@ pub use event::{
 pub use ids::derive_id;
 pub use output::{
     Action, ActivityLevel, Audience, DeadLetter, LeadScore, Notification, NotificationType,
-    Priority, ResponseTimeSample, ResponseTimeStats, SellerMetrics,
+    Priority, ResponseTimeSample, ResponseTimeStats, SellerMetrics, TeamResponseTimes,
 };
 pub use topics::Topics;

@@ -220,6 +220,19 @@ pub struct SellerMetrics {
     pub rank: u32,
     /// Sellers ranked in the tenant at `snapshot_at`.
     pub sellers_ranked: u32,
+    /// The whole team's response times at `snapshot_at`: every ranked seller's samples taken
+    /// together (a team percentile cannot be rebuilt from per-seller ones). The same in every
+    /// snapshot of the tenant at one instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamResponseTimes>,
+}
+
+/// A tenant's response-time statistics over all its ranked sellers, per window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TeamResponseTimes {
+    pub response_1h: ResponseTimeStats,
+    pub response_today: ResponseTimeStats,
+    pub response_7d: ResponseTimeStats,
 }
 
 /// A record that a stage could not process, kept with its origin so nothing is silently lost.

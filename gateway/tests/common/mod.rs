@@ -322,6 +322,7 @@ pub fn seller_metrics(
         leads_generated_today: 2,
         leads_converted_today: 1,
         hot_leads: 1,
+        team: None,
         messages_last_hour: 12,
         activity_level: vigia_schemas::ActivityLevel::Medium,
         productivity_score: score,

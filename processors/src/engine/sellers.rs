@@ -80,7 +80,7 @@ use serde_json::json;
 use uuid::Uuid;
 use vigia_schemas::{
     derive_id, Action, ActivityLevel, Audience, Event, Notification, NotificationType, Payload,
-    Priority, ResponseTimeStats, Role, SellerMetrics, TenantId, UserId,
+    Priority, ResponseTimeStats, Role, SellerMetrics, TeamResponseTimes, TenantId, UserId,
 };
 
 use super::conversations::{Conversations, EndedWait};
@@ -456,6 +456,7 @@ impl Sellers {
                     productivity_score,
                     rank: 0,
                     sellers_ranked: 0,
+                    team: None,
                 }
             })
             .collect();
@@ -464,14 +465,32 @@ impl Sellers {
                 .total_cmp(&a.productivity_score)
                 .then(a.seller_id.cmp(&b.seller_id))
         });
+        // Seller by seller in id order, so the float sums are the same on every run.
+        let (mut hour, mut day_samples, mut week) = (Vec::new(), Vec::new(), Vec::new());
+        for m in &all_ids_in_order(&all) {
+            let log = self.logs.get(m).unwrap_or(&empty);
+            hour.extend(window(&log.samples, Some(at - Duration::hours(1)), at));
+            day_samples.extend(today_window(&log.samples, today, at));
+            week.extend(window(&log.samples, Some(week_from), at));
+        }
+        let team = TeamResponseTimes {
+            response_1h: stats(hour),
+            response_today: stats(day_samples),
+            response_7d: stats(week),
+        };
         let n = all.len() as u32;
         for (i, m) in all.iter_mut().enumerate() {
             m.rank = i as u32 + 1;
             m.sellers_ranked = n;
             m.id = snapshot_id(tenant, m.seller_id, at);
+            m.team = Some(team.clone());
         }
         all
     }
+}
+
+fn all_ids_in_order(all: &[SellerMetrics]) -> BTreeSet<UserId> {
+    all.iter().map(|m| m.seller_id).collect()
 }
 
 pub(crate) fn snapshot_id(tenant: TenantId, seller: UserId, at: DateTime<Utc>) -> Uuid {
