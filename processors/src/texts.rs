@@ -58,6 +58,9 @@ pub enum Resolution {
     Resolved,
     /// The conversation was closed.
     Closed,
+    /// A late event showed the notification was wrong (the wait started earlier, or was
+    /// answered in time).
+    Corrected,
 }
 
 impl Resolution {
@@ -65,6 +68,7 @@ impl Resolution {
         match self {
             Resolution::Resolved => "resolved",
             Resolution::Closed => "closed",
+            Resolution::Corrected => "corrected",
         }
     }
 }
@@ -86,6 +90,14 @@ pub fn unanswered_withdrawn(lang: Language, why: Resolution) -> Text {
         (Language::En, Resolution::Closed) => (
             "Conversation closed".into(),
             "The conversation was closed".into(),
+        ),
+        (Language::Es, Resolution::Corrected) => (
+            "Alerta corregida".into(),
+            "Un mensaje que llegó tarde cambió esta espera: esta alerta queda anulada".into(),
+        ),
+        (Language::En, Resolution::Corrected) => (
+            "Alert corrected".into(),
+            "A message that arrived late changed this wait: this alert is void".into(),
         ),
     }
 }

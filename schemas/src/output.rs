@@ -112,6 +112,22 @@ pub struct ResponseTimeSample {
     pub waiting_since: DateTime<Utc>,
     pub replied_at: DateTime<Utc>,
     pub response_seconds: f64,
+    /// Set on a *retraction*: a late event changed the wait, so the sample with this id no
+    /// longer holds. A retraction repeats that sample's fields (so a sum over samples can
+    /// subtract it) under its own id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retracts: Option<Uuid>,
+}
+
+impl ResponseTimeSample {
+    /// The retraction of this sample (see [`ResponseTimeSample::retracts`]).
+    pub fn retraction(&self) -> ResponseTimeSample {
+        ResponseTimeSample {
+            id: crate::derive_id("response_time/retraction", &[&self.id.to_string()]),
+            retracts: Some(self.id),
+            ..self.clone()
+        }
+    }
 }
 
 /// A lead's hot-lead score after an event that changed it, with its components.

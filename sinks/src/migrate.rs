@@ -66,6 +66,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0005", "dead_letters"),
     migration!("0006", "seller_hourly"),
     migration!("0007", "seller_metrics"),
+    migration!("0008", "corrections"),
 ];
 
 const DDL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -102,6 +103,24 @@ pub fn split_statements(sql: &str) -> Vec<String> {
 /// A migration's statements for `database` (backquoted where the file says `{db}`).
 pub fn statements_for(migration: &Migration, database: &str) -> Vec<String> {
     split_statements(&migration.sql.replace("{db}", &format!("`{database}`")))
+}
+
+/// `ALTER TABLE <db>.<table> ADD COLUMN IF NOT EXISTS <column> ...` split into (table, column,
+/// the statement without `IF NOT EXISTS`): ClickHouse 18.16 does not understand the clause, so
+/// [`migrate`] checks `system.columns` itself and runs the plain statement when needed.
+pub fn add_column_if_not_exists(sql: &str) -> Option<(String, String, String)> {
+    const CLAUSE: &str = " ADD COLUMN IF NOT EXISTS ";
+    let rest = sql.strip_prefix("ALTER TABLE ")?;
+    let at = rest.find(CLAUSE)?;
+    let table = rest[..at].trim();
+    let table = table.rsplit('.').next()?.trim_matches('`').to_string();
+    let column = rest[at + CLAUSE.len()..]
+        .split_whitespace()
+        .next()?
+        .trim_matches('`')
+        .to_string();
+    let plain = sql.replacen(CLAUSE, " ADD COLUMN ", 1);
+    Some((table, column, plain))
 }
 
 /// The migrations of `all` not in `applied`, by increasing version.
@@ -168,7 +187,25 @@ pub async fn migrate(cfg: &Config) -> Result<Vec<AppliedMigration>, SinkError> {
     for m in pending(MIGRATIONS, &applied) {
         let statements = statements_for(m, db);
         for (i, sql) in statements.iter().enumerate() {
-            execute(&client, &cfg.url, sql)
+            let run = match add_column_if_not_exists(sql) {
+                None => Some(sql.clone()),
+                Some((table, column, plain)) => {
+                    let exists: u64 = client
+                        .query_raw(&format!(
+                            "SELECT count() FROM system.columns WHERE database = '{}' \
+                             AND table = '{}' AND name = '{}'",
+                            db.replace('\'', ""),
+                            table.replace('\'', ""),
+                            column.replace('\'', "")
+                        ))
+                        .fetch_one()
+                        .await
+                        .map_err(|e| SinkError::clickhouse(&cfg.url, "read system.columns", e))?;
+                    (exists == 0).then_some(plain)
+                }
+            };
+            let Some(sql) = run else { continue };
+            execute(&client, &cfg.url, &sql)
                 .await
                 .map_err(|e| SinkError::Migration {
                     version: m.version,
@@ -233,6 +270,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn add_column_if_not_exists_is_split_for_old_servers() {
+        let sql = "ALTER TABLE `vigia`.response_times ADD COLUMN IF NOT EXISTS sign Int8 DEFAULT 1";
+        assert_eq!(
+            add_column_if_not_exists(sql),
+            Some((
+                "response_times".into(),
+                "sign".into(),
+                "ALTER TABLE `vigia`.response_times ADD COLUMN sign Int8 DEFAULT 1".into()
+            ))
+        );
+        assert_eq!(
+            add_column_if_not_exists("ALTER TABLE a MODIFY COLUMN x Int64"),
+            None
+        );
+        assert_eq!(add_column_if_not_exists("CREATE TABLE a (x UInt8)"), None);
+    }
+
+    #[test]
     fn splits_on_semicolon_lines_and_drops_comment_lines() {
         let sql = "-- header; with a semicolon;\n\
                    CREATE TABLE a\n(\n  x UInt8 COMMENT 'a; b'\n)\nENGINE = Memory;\n\n\
@@ -283,8 +338,12 @@ mod tests {
             let statements = statements_for(m, "vigia_x");
             assert!(!statements.is_empty(), "{} is empty", m.name);
             for s in statements {
+                // Also idempotent: dropping if it exists, changing a column to a type.
                 assert!(
-                    s.contains("IF NOT EXISTS"),
+                    s.contains("IF NOT EXISTS")
+                        || s.starts_with("DROP TABLE IF EXISTS ")
+                        || (s.starts_with("ALTER TABLE ")
+                            && (s.contains(" MODIFY COLUMN ") || s.contains(" COMMENT COLUMN "))),
                     "{}: not idempotent: {s}",
                     m.name
                 );

@@ -132,6 +132,10 @@ pub struct ResponseTimeRow {
     pub response_seconds: f64,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// 1 for a sample, -1 for a retraction.
+    pub sign: i8,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub retracts: Uuid,
 }
 
 impl ResponseTimeRow {
@@ -149,6 +153,8 @@ impl ResponseTimeRow {
             response_seconds: s.response_seconds,
             kafka_partition: origin.partition,
             kafka_offset: origin.offset,
+            sign: if s.retracts.is_some() { -1 } else { 1 },
+            retracts: s.retracts.unwrap_or(Uuid::nil()),
         }
     }
 }
@@ -678,6 +684,7 @@ mod tests {
             waiting_since: "2026-02-27T15:00:00Z".parse().unwrap(),
             replied_at: "2026-02-27T15:02:00.125Z".parse().unwrap(),
             response_seconds: 120.125,
+            retracts: None,
         };
         let r = ResponseTimeRow::new(&s, ORIGIN);
         assert_eq!(

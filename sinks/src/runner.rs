@@ -801,6 +801,7 @@ mod tests {
             waiting_since: "2026-02-27T15:00:00Z".parse().unwrap(),
             replied_at: "2026-02-27T15:01:00Z".parse().unwrap(),
             response_seconds: 60.0,
+            retracts: None,
         };
         let bytes = serde_json::to_vec(&s).unwrap();
         assert!(matches!(

@@ -63,8 +63,10 @@ async fn migrating_twice_applies_everything_once() {
         "response_times",
         "schema_migrations",
         "seller_hourly",
-        "seller_hourly_from_events",
-        "seller_hourly_from_response_times",
+        "seller_hourly_from_event_rows",
+        "seller_hourly_from_response_samples",
+        "seller_hourly_from_notifications",
+        "response_times_current",
     ] {
         assert!(tables.lines().any(|l| l == t), "{t} missing from {tables}");
     }
@@ -73,7 +75,7 @@ async fn migrating_twice_applies_everything_once() {
         .tsv(&format!(
             "SELECT table, name FROM system.columns WHERE database = '{d}' AND comment = '' \
              AND table IN (SELECT name FROM system.tables WHERE database = '{d}' \
-             AND engine != 'MaterializedView')",
+             AND engine NOT IN ('MaterializedView', 'View'))",
             d = db.name()
         ))
         .await;
@@ -224,6 +226,7 @@ async fn every_row_type_reads_back_as_written() {
         waiting_since: at("2026-02-27T15:00:00Z"),
         replied_at: at("2026-02-27T15:02:30.5Z"),
         response_seconds: 150.5,
+        retracts: None,
     };
     writer
         .write(&[ResponseTimeRow::new(&s, origin)])
@@ -324,6 +327,116 @@ async fn the_hourly_rollup_counts_each_event_once() {
         ))
         .await,
         "15\t1\t1\n16\t1\t0"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs ClickHouse at VIGIA_CLICKHOUSE_URL (default http://127.0.0.1:8123)"]
+async fn retractions_and_corrected_alerts_keep_the_rollup_right() {
+    let db = TestDb::new();
+    migrate(&db.cfg).await.expect(NEEDS);
+    let writer = Writer::new(&db.cfg).unwrap();
+    let d = db.name();
+    let sample = |n: u128, seconds: f64| ResponseTimeSample {
+        id: Uuid::from_u128(n),
+        tenant_id: 1,
+        conversation_id: format!("c{n}").as_str().into(),
+        seller_id: 7,
+        customer_event_id: Uuid::from_u128(1000 + n),
+        reply_event_id: Uuid::from_u128(2000 + n),
+        waiting_since: at("2026-02-27T15:00:00Z"),
+        replied_at: at("2026-02-27T15:30:00Z"),
+        response_seconds: seconds,
+        retracts: None,
+    };
+    let origin = KafkaOrigin::default();
+    // Three samples (one block), then one is retracted and replaced (another block), then a
+    // sample of 1000 s is written and retracted in one block.
+    let wrong = sample(3, 30.0);
+    writer
+        .write(&[
+            ResponseTimeRow::new(&sample(1, 10.0), origin),
+            ResponseTimeRow::new(&sample(2, 20.0), origin),
+            ResponseTimeRow::new(&wrong, origin),
+        ])
+        .await
+        .unwrap();
+    writer
+        .write(&[
+            ResponseTimeRow::new(&wrong.retraction(), origin),
+            ResponseTimeRow::new(&sample(4, 40.0), origin),
+        ])
+        .await
+        .unwrap();
+    let big = sample(5, 1000.0);
+    writer
+        .write(&[
+            ResponseTimeRow::new(&big, origin),
+            ResponseTimeRow::new(&big.retraction(), origin),
+        ])
+        .await
+        .unwrap();
+    // Redelivered: written once.
+    writer
+        .write(&[ResponseTimeRow::new(&wrong.retraction(), origin)])
+        .await
+        .unwrap();
+
+    // Unanswered alerts: two sent, one withdrawn as resolved (still counts), one corrected.
+    let alert = |n: u128| Notification {
+        id: Uuid::from_u128(n),
+        tenant_id: 1,
+        kind: NotificationType::UnansweredConversation,
+        priority: Priority::High,
+        audience: Audience::User { user_id: 7 },
+        title: "t".into(),
+        message: "m".into(),
+        data: serde_json::json!({"conversation_id": "c", "seller_id": 7}),
+        actions: vec![],
+        created_at: at("2026-02-27T16:00:00Z"),
+        withdraws: None,
+    };
+    let withdrawal = |n: u128, of: u128, state: &str| Notification {
+        id: Uuid::from_u128(n),
+        data: serde_json::json!({"conversation_id": "c", "seller_id": 7, "state": state}),
+        withdraws: Some(Uuid::from_u128(of)),
+        ..alert(of)
+    };
+    writer
+        .write(&[
+            NotificationRow::new(&alert(20), origin),
+            NotificationRow::new(&alert(21), origin),
+            NotificationRow::new(&withdrawal(22, 20, "resolved"), origin),
+            NotificationRow::new(&withdrawal(23, 21, "corrected"), origin),
+        ])
+        .await
+        .unwrap();
+
+    let rollup = format!(
+        "SELECT toHour(hour), sum(responses), sum(response_seconds_sum), \
+         quantilesExactWeightedMerge(0.5, 0.9)(response_quantiles), sum(unanswered) \
+         FROM {d}.seller_hourly WHERE tenant_id = 1 AND seller_id = 7 GROUP BY hour ORDER BY hour"
+    );
+    // Samples standing: 10, 20, 40. Nearest rank: p50 = 2nd of 3, p90 = 3rd.
+    let expected = "15\t3\t70\t[20,40]\t0\n16\t0\t0\t[0,0]\t1";
+    assert_eq!(db.tsv(&rollup).await, expected);
+    db.tsv(&format!("OPTIMIZE TABLE {d}.seller_hourly FINAL"))
+        .await;
+    assert_eq!(db.tsv(&rollup).await, expected, "the same after merging");
+    assert_eq!(
+        db.tsv(&format!(
+            "SELECT arraySort(groupArray(response_seconds)) FROM {d}.response_times_current"
+        ))
+        .await,
+        "[10,20,40]"
+    );
+    assert_eq!(
+        db.tsv(&format!(
+            "SELECT sign, count() FROM {d}.response_times GROUP BY sign ORDER BY sign"
+        ))
+        .await,
+        "-1\t2\n1\t5",
+        "every version is kept"
     );
 }
 

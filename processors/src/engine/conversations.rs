@@ -29,9 +29,25 @@
 //!   the start (new ids, earlier deadline), if the wait has not fired yet;
 //! - a reply or close earlier than customer messages that arrived before it ends the wait there,
 //!   and the first customer message after it starts a new wait;
-//! - a reply ends at most one wait. Hence, if of two customer messages of one wait the later
-//!   arrives first and the reply arrives between them, the later one is taken as the wait's start
-//!   (the sample, already sent, is not revised). Likewise a wait that has fired keeps its start.
+//! - a reply ends at most one wait.
+//!
+//! **Corrections.** When a late event changes a wait that already produced outputs, they are
+//! corrected, so that the results equal those of processing in event-time order:
+//! - an earlier customer message of a wait that a reply already ended (it started the wait), or
+//!   a late reply or close between a wait's start and the end that took it (it ended the wait),
+//!   *retracts* the sample sent ([`ResponseTimeSample::retraction`]: same fields, `retracts` =
+//!   its id) and sends the right one (a sample's id derives from both its customer message and
+//!   its reply, so the new one has its own id); the end that lost its wait ends the wait of the
+//!   first customer message after the late end, if any;
+//! - an unanswered notification that turns out wrong — its wait started earlier, or was
+//!   answered or closed by its deadline — gets a withdrawal with `state` = `corrected`, dated
+//!   like the notification; the right notification, if any, follows (at once if its deadline
+//!   has passed). Analysts count an alert only if no `corrected` withdrawal names it;
+//! - the seller metrics forget the wait as first counted and count it as corrected.
+//!
+//! Withdrawals already sent for a resolved wait are not re-sent when only the time or kind of
+//! its end changes (the alert itself stands). Net of retractions and corrections, samples and
+//! alerts do not depend on arrival order within the allowed lateness (tested by shuffling).
 //!
 //! History is kept for the allowed lateness plus `hot_lead_no_contact`, long enough for every
 //! event still accepted.
@@ -72,8 +88,8 @@ pub(crate) struct Conversation {
     customers: BTreeMap<Key, Customer>,
     /// Recent replies (non-automated).
     replies: BTreeMap<Key, Reply>,
-    /// Recent closes; `true` once the close ended a wait.
-    closes: BTreeMap<Key, bool>,
+    /// Recent closes, with what each ended.
+    closes: BTreeMap<Key, Option<Ended>>,
     /// Features for the lead rules.
     pub customer_messages: u32,
     pub last_customer_message_at: Option<DateTime<Utc>>,
@@ -91,6 +107,8 @@ pub(crate) struct Conversation {
 /// A wait that ended (by a reply or a close), for the seller metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct EndedWait {
+    /// A correction: the metrics must forget this wait (ended as described), counted earlier.
+    pub retracted: bool,
     /// The replier; for a close, the conversation's seller (see [`Conversation::metrics_seller`]).
     pub seller: Option<UserId>,
     /// The customer message that started it.
@@ -111,8 +129,24 @@ struct Customer {
 #[derive(Debug)]
 struct Reply {
     seller: UserId,
-    /// Whether this reply already ended a wait (it ends at most one).
-    ended_a_wait: bool,
+    /// The wait this reply ended, if any (it ends at most one).
+    ended: Option<Ended>,
+}
+
+/// What a reply or close ended and what was emitted for it, kept so that a late event can
+/// correct it.
+#[derive(Debug, Clone)]
+struct Ended {
+    /// The customer message that started the wait.
+    starter: Key,
+    deadline: DateTime<Utc>,
+    channel: Channel,
+    /// The response-time sample sent (for a reply).
+    sample: Option<ResponseTimeSample>,
+    /// The unanswered notification sent (withdrawn by the end).
+    fired: Option<Fired>,
+    /// The seller the metrics counted the wait for.
+    metrics_seller: Option<UserId>,
 }
 
 #[derive(Debug)]
@@ -125,7 +159,7 @@ struct Wait {
     fired: Option<Fired>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Fired {
     notification_id: Uuid,
     audience: Audience,
@@ -149,6 +183,10 @@ impl End {
 
 fn after(t: DateTime<Utc>) -> (Bound<Key>, Bound<Key>) {
     (Bound::Excluded((t, Uuid::max())), Bound::Unbounded)
+}
+
+fn after_key(k: Key) -> (Bound<Key>, Bound<Key>) {
+    (Bound::Excluded(k), Bound::Unbounded)
 }
 
 impl Conversation {
@@ -268,13 +306,62 @@ impl Conversation {
         }
     }
 
-    /// Marks `end` as having ended a wait; false if it already had.
-    fn use_end(&mut self, end: End) -> bool {
-        let used = match end {
-            End::Reply(k) => &mut self.replies.get_mut(&k).expect("remembered").ended_a_wait,
+    /// What `end` ended, if anything.
+    fn ended_by(&self, end: End) -> Option<&Ended> {
+        match end {
+            End::Reply(k) => self.replies.get(&k).and_then(|r| r.ended.as_ref()),
+            End::Close(k) => self.closes.get(&k).and_then(|c| c.as_ref()),
+        }
+    }
+
+    /// Where the record of what `end` ended is kept.
+    fn slot(&mut self, end: End) -> &mut Option<Ended> {
+        match end {
+            End::Reply(k) => &mut self.replies.get_mut(&k).expect("remembered").ended,
             End::Close(k) => self.closes.get_mut(&k).expect("remembered"),
+        }
+    }
+
+    /// The first reply or close after `end`, in the order of [`Self::first_end_from`]: by
+    /// time, a reply before a close at one instant, then by event id.
+    fn next_end_after(&self, end: End) -> Option<End> {
+        let (reply, close) = match end {
+            End::Reply(k) => (
+                self.replies.range(after_key(k)).next(),
+                self.closes.range((k.0, Uuid::nil())..).next(),
+            ),
+            End::Close(k) => (
+                self.replies.range(after(k.0)).next(),
+                self.closes.range(after_key(k)).next(),
+            ),
         };
-        !std::mem::replace(used, true)
+        match (reply.map(|(k, _)| *k), close.map(|(k, _)| *k)) {
+            (Some(r), Some(c)) if c.0 < r.0 => Some(End::Close(c)),
+            (Some(r), _) => Some(End::Reply(r)),
+            (None, Some(c)) => Some(End::Close(c)),
+            (None, None) => None,
+        }
+    }
+
+    /// Takes back what `end` ended: retracts its sample, tells the metrics, frees its starter.
+    /// Its notification, if any, is the caller's to keep or correct.
+    fn undo(&mut self, ctx: &mut Ctx<'_>, end: End) -> Option<Ended> {
+        let rec = self.slot(end).take()?;
+        if let Some(c) = self.customers.get_mut(&rec.starter) {
+            c.started_wait = false;
+        }
+        if let Some(s) = &rec.sample {
+            ctx.out.push(Output::ResponseTime(s.retraction()));
+        }
+        ctx.ended.push(EndedWait {
+            retracted: true,
+            seller: rec.metrics_seller,
+            starter: rec.starter.1,
+            started_at: rec.starter.0,
+            ended_at: end.at(),
+            answered: rec.sample.is_some(),
+        });
+        Some(rec)
     }
 }
 
@@ -316,23 +403,56 @@ impl Conversations {
         );
         let unanswered_after = chrono_duration(ctx.th.unanswered_after);
 
+        let id = &m.conversation_id;
         if let Some(end) = conv.first_end_from(t) {
-            // It arrived after what ended its wait: if that end has not ended a wait yet, this
-            // message started one that it ended.
-            if conv.use_end(end) {
-                let wait = conv.start_wait(key, unanswered_after);
-                finish(ctx, &m.conversation_id, conv, wait, end);
+            // It arrived after what ended its wait.
+            match conv.ended_by(end).map(|r| r.starter) {
+                // That end has not ended a wait yet: this message started one that it ended.
+                None => {
+                    let wait = conv.start_wait(key, unanswered_after);
+                    let rec = finish(ctx, id, conv, wait, end, None);
+                    *conv.slot(end) = Some(rec);
+                }
+                // An earlier message of the wait that end ended: the wait started here.
+                // Correct what was sent for the later start.
+                Some(starter) if key < starter => {
+                    let old = conv.undo(ctx, end).expect("a recorded end");
+                    let wait = conv.start_wait(key, unanswered_after);
+                    let rec = finish(ctx, id, conv, wait, end, None);
+                    if let Some(fired) = &old.fired {
+                        correct(ctx, id, fired, &old);
+                    }
+                    *conv.slot(end) = Some(rec);
+                }
+                Some(_) => {}
             }
             return;
         }
         match &mut conv.wait {
-            Some(w) if w.fired.is_none() && t < w.started_at => {
-                // An earlier customer message of the same wait: it starts the wait.
-                let dkey = DeadlineKey::Unanswered(m.conversation_id.clone());
-                ctx.deadlines.remove(w.deadline, &dkey);
-                let displaced = (w.started_at, w.starter);
+            Some(w) if t < w.started_at => {
+                // An earlier customer message of the same wait: it starts the wait. If the
+                // later start's deadline already fired, that notification is corrected.
+                let dkey = DeadlineKey::Unanswered(id.clone());
+                let old = conv.wait.take().expect("matched");
+                let displaced = (old.started_at, old.starter);
                 if let Some(c) = conv.customers.get_mut(&displaced) {
                     c.started_wait = false;
+                }
+                match &old.fired {
+                    None => {
+                        ctx.deadlines.remove(old.deadline, &dkey);
+                    }
+                    Some(fired) => {
+                        let rec = Ended {
+                            starter: displaced,
+                            deadline: old.deadline,
+                            channel: old.channel,
+                            sample: None,
+                            fired: None,
+                            metrics_seller: None,
+                        };
+                        correct(ctx, id, fired, &rec);
+                    }
                 }
                 let wait = conv.start_wait(key, unanswered_after);
                 ctx.deadlines.insert(wait.deadline, dkey);
@@ -366,7 +486,7 @@ impl Conversations {
             key,
             Reply {
                 seller: m.seller_id,
-                ended_a_wait: false,
+                ended: None,
             },
         );
         self.on_end(ctx, &m.conversation_id, End::Reply(key));
@@ -376,7 +496,7 @@ impl Conversations {
         let key = (event.occurred_at, event.event_id);
         self.history.insert((key.0, c.conversation_id.clone()));
         let conv = self.get_or_create(&c.conversation_id);
-        conv.closes.insert(key, false);
+        conv.closes.insert(key, None);
         if conv.last_closed_at.is_none_or(|at| key.0 > at) {
             conv.last_closed_at = Some(key.0);
         }
@@ -397,10 +517,11 @@ impl Conversations {
                 .map(|k| conv.start_wait(k, unanswered_after))
         };
         let Some(wait) = wait else {
+            Self::take_over(ctx, id, conv, end);
             return;
         };
-        conv.use_end(end);
-        finish(ctx, id, conv, wait, end);
+        let rec = finish(ctx, id, conv, wait, end, None);
+        *conv.slot(end) = Some(rec);
         if ends_open_wait {
             // Customer messages after this end (they arrived before it) start the next wait:
             // no other end after it is remembered, or it would have ended the open wait first.
@@ -411,6 +532,42 @@ impl Conversations {
                     .insert(wait.deadline, DeadlineKey::Unanswered(id.clone()));
                 conv.wait = Some(wait);
             }
+        }
+    }
+
+    /// A late `end` that found no wait of its own: if the next end ended a wait that started
+    /// at or before `end`, that wait ended here instead. The next end's sample is retracted,
+    /// this end's sent, and the next end ends the wait of the first customer message after
+    /// this one, if any.
+    fn take_over(ctx: &mut Ctx<'_>, id: &EntityId, conv: &mut Conversation, end: End) {
+        let Some(next) = conv.next_end_after(end) else {
+            return;
+        };
+        let Some(starter) = conv.ended_by(next).map(|r| r.starter) else {
+            return;
+        };
+        if starter.0 > end.at() {
+            return;
+        }
+        let old = conv.undo(ctx, next).expect("a recorded end");
+        conv.customers
+            .get_mut(&starter)
+            .expect("a remembered starter")
+            .started_wait = true;
+        let wait = Wait {
+            starter: starter.1,
+            started_at: starter.0,
+            deadline: old.deadline,
+            channel: old.channel,
+            fired: None,
+        };
+        let rec = finish(ctx, id, conv, wait, end, old.fired.clone());
+        *conv.slot(end) = Some(rec);
+        let unanswered_after = chrono_duration(ctx.th.unanswered_after);
+        if let Some(k) = conv.unanswered_until(next.at()) {
+            let wait = conv.start_wait(k, unanswered_after);
+            let rec = finish(ctx, id, conv, wait, next, None);
+            *conv.slot(next) = Some(rec);
         }
     }
 
@@ -453,42 +610,70 @@ impl Conversations {
 }
 
 /// `wait` ended at `end`: the response-time sample (for a reply), and the unanswered
-/// notification's cancellation, or its withdrawal.
-fn finish(ctx: &mut Ctx<'_>, id: &EntityId, conv: &Conversation, wait: Wait, end: End) {
+/// notification's cancellation, or its withdrawal. `prior`: the wait's notification, already
+/// sent and withdrawn when a later end was taken for its end (see `take_over`): kept if `end`
+/// is past the deadline too, corrected if not.
+fn finish(
+    ctx: &mut Ctx<'_>,
+    id: &EntityId,
+    conv: &Conversation,
+    wait: Wait,
+    end: End,
+    prior: Option<Fired>,
+) -> Ended {
     let seller = conv.seller();
+    let metrics_seller = match end {
+        End::Reply(key) => Some(conv.replies[&key].seller),
+        End::Close(_) => conv.metrics_seller(),
+    };
     ctx.ended.push(EndedWait {
-        seller: match end {
-            End::Reply(key) => Some(conv.replies[&key].seller),
-            End::Close(_) => conv.metrics_seller(),
-        },
+        retracted: false,
+        seller: metrics_seller,
         starter: wait.starter,
         started_at: wait.started_at,
         ended_at: end.at(),
         answered: matches!(end, End::Reply(_)),
     });
-    match end {
+    let mut rec = Ended {
+        starter: (wait.started_at, wait.starter),
+        deadline: wait.deadline,
+        channel: wait.channel,
+        sample: None,
+        fired: None,
+        metrics_seller,
+    };
+    let (at, why, replier) = match end {
         End::Reply(key) => {
             let replier = conv.replies[&key].seller;
-            ctx.out.push(Output::ResponseTime(sample(
-                ctx.tenant,
-                id,
-                wait.starter,
-                wait.started_at,
-                key,
-                replier,
-            )));
-            end_wait(
-                ctx,
-                id,
-                seller,
-                wait,
-                key.0,
-                Resolution::Resolved,
-                Some(replier),
-            );
+            let s = sample(ctx.tenant, id, wait.starter, wait.started_at, key, replier);
+            ctx.out.push(Output::ResponseTime(s.clone()));
+            rec.sample = Some(s);
+            (key.0, Resolution::Resolved, Some(replier))
         }
-        End::Close((at, _)) => end_wait(ctx, id, seller, wait, at, Resolution::Closed, None),
-    }
+        End::Close((at, _)) => (at, Resolution::Closed, None),
+    };
+    rec.fired = match prior {
+        Some(fired) if at > wait.deadline => Some(fired),
+        Some(fired) => {
+            correct(ctx, id, &fired, &rec);
+            None
+        }
+        None => end_wait(ctx, id, seller, wait, at, why, replier),
+    };
+    rec
+}
+
+/// A notification sent for the wait of `rec` turned out wrong (a late event moved the wait's
+/// start or answered it in time): a withdrawal with state `corrected`, dated like the original.
+fn correct(ctx: &mut Ctx<'_>, id: &EntityId, fired: &Fired, rec: &Ended) {
+    let wait = Wait {
+        starter: rec.starter.1,
+        started_at: rec.starter.0,
+        deadline: rec.deadline,
+        channel: rec.channel,
+        fired: Some(fired.clone()),
+    };
+    withdraw(ctx, id, &wait, rec.deadline, Resolution::Corrected, None);
 }
 
 fn sample(
@@ -501,12 +686,14 @@ fn sample(
 ) -> ResponseTimeSample {
     let (replied_at, reply_event_id) = reply;
     ResponseTimeSample {
+        // From both ends of the wait: a correction that moves either gives a new sample.
         id: derive_id(
             "response_time",
             &[
                 &tenant.to_string(),
                 conversation.as_str(),
                 &customer_event.to_string(),
+                &reply_event_id.to_string(),
             ],
         ),
         tenant_id: tenant,
@@ -517,10 +704,12 @@ fn sample(
         waiting_since,
         replied_at,
         response_seconds: (replied_at - waiting_since).num_milliseconds() as f64 / 1000.0,
+        retracts: None,
     }
 }
 
 /// A wait ends at `at` (a reply or a close): cancel its deadline, or withdraw its notification.
+/// Returns the notification sent for the wait, if any.
 fn end_wait(
     ctx: &mut Ctx<'_>,
     id: &EntityId,
@@ -529,17 +718,34 @@ fn end_wait(
     at: DateTime<Utc>,
     why: Resolution,
     replier: Option<UserId>,
-) {
+) -> Option<Fired> {
     if wait.fired.is_none() {
         ctx.deadlines
             .remove(wait.deadline, &DeadlineKey::Unanswered(id.clone()));
         if at <= wait.deadline {
-            return; // answered in time
+            return None; // answered in time
         }
         // The deadline passed in event time before this ended it: it was unanswered then.
         wait.fired = Some(notify_unanswered(ctx, id, seller, &wait));
+    } else if at <= wait.deadline {
+        // Answered in time, but that reached us after the notification fired: it was wrong.
+        withdraw(ctx, id, &wait, at, Resolution::Corrected, None);
+        return None;
     }
-    let fired = wait.fired.as_ref().expect("set above");
+    withdraw(ctx, id, &wait, at, why, replier);
+    wait.fired
+}
+
+/// The withdrawal of `wait`'s notification (which must have fired).
+fn withdraw(
+    ctx: &mut Ctx<'_>,
+    id: &EntityId,
+    wait: &Wait,
+    at: DateTime<Utc>,
+    why: Resolution,
+    replier: Option<UserId>,
+) {
+    let fired = wait.fired.as_ref().expect("a fired notification");
     let (title, message) = texts::unanswered_withdrawn(ctx.th.language, why);
     ctx.out.push(Output::Notification(Notification {
         id: derive_id(

@@ -142,7 +142,11 @@ impl Reports {
             }
             let day = self.day_of(n.created_at);
             let d = self.days.entry(day).or_default();
-            if n.withdraws.is_some() {
+            if n.withdraws.is_some() && n.data["state"] == "corrected" {
+                // The alert it withdraws should not have been sent: uncount it.
+                let count = d.alerts.entry(n.kind.as_str()).or_default();
+                *count = count.saturating_sub(1);
+            } else if n.withdraws.is_some() {
                 d.withdrawn += 1;
             } else {
                 *d.alerts.entry(n.kind.as_str()).or_default() += 1;

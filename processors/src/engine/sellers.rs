@@ -183,6 +183,11 @@ impl Sellers {
                 continue;
             };
             let log = self.logs.entry(seller).or_default();
+            if w.retracted {
+                log.waits.remove(&(w.ended_at, w.starter));
+                log.samples.remove(&(w.ended_at, w.starter));
+                continue;
+            }
             log.waits.insert((w.ended_at, w.starter), w.answered);
             if w.answered {
                 let secs = (w.ended_at - w.started_at).num_milliseconds() as f64 / 1000.0;
