@@ -2257,3 +2257,76 @@ fn shuffling_far_beyond_the_watermark_delay_gives_the_same_results_after_correct
         "the shuffles made the processors correct something"
     );
 }
+
+// ---------------------------------------------------------------- threshold edges
+
+#[test]
+fn a_score_just_under_the_threshold_does_not_notify_and_one_at_it_does() {
+    // The same heat reaches exactly 0.8 (see crossing_the_threshold_notifies_the_seller_once).
+    let run = |threshold: f64| {
+        let mut e = engine_with(|c| c.defaults.hot_lead_threshold = threshold);
+        let mut events = vec![referral_lead(1, t(0.0))];
+        events.extend(heat(10, 1.0));
+        let outs = feed(&mut e, &events);
+        let top = scores(&outs).iter().map(|s| s.score).fold(0.0, f64::max);
+        (hot(&outs).len(), top)
+    };
+    let (notified, top) = run(0.8);
+    assert_eq!((notified, top), (1, 0.8), "at the threshold: notified");
+    let just_above = f64::from_bits(top.to_bits() + 1);
+    assert_eq!(run(just_above).0, 0, "a score just under the threshold");
+}
+
+#[test]
+fn a_heartbeat_exactly_at_the_session_deadline_keeps_it_alive() {
+    let mut e = engine();
+    feed(&mut e, &[session(1, "started", "s1", t(0.0))]);
+    assert_eq!(next_rule_deadline(&e), Some(t(10.0)));
+    // Arrives after the clock passed the deadline, occurred exactly at it: alive, corrected.
+    let fired = e.advance_watermark(t(10.0));
+    assert_eq!(of_kind(&fired, NotificationType::SessionTimeout).len(), 1);
+    let outs = feed(&mut e, &[session(2, "heartbeat", "s1", t(10.0))]);
+    let w = of_kind(&outs, NotificationType::SessionTimeout);
+    assert_eq!(w.len(), 1);
+    assert!(w[0].withdraws.is_some(), "the timeout is withdrawn");
+    // In order, a heartbeat at the deadline means no timeout at all.
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            session(1, "started", "s1", t(0.0)),
+            session(2, "heartbeat", "s1", t(10.0)),
+        ],
+    );
+    assert!(of_kind(&outs, NotificationType::SessionTimeout).is_empty());
+    assert_eq!(next_rule_deadline(&e), Some(t(20.0)));
+    let outs = e.advance_watermark(t(20.0) - chrono::Duration::milliseconds(1));
+    assert!(
+        outs.is_empty(),
+        "a millisecond before the deadline: nothing"
+    );
+}
+
+#[test]
+fn a_mean_response_exactly_at_the_limit_does_not_alert_a_second_more_does() {
+    let run = |reply_after_s: i64| {
+        let mut e = engine();
+        let start = t(0.0);
+        let events = vec![
+            received(1, "c1", start, Some(7), ""),
+            sent(
+                2,
+                "c1",
+                start + chrono::Duration::seconds(reply_after_s),
+                7,
+                false,
+            ),
+            at_watermark(3, t(45.0)),
+            at_watermark(4, t(50.0)),
+        ];
+        alerts(&feed_all(&mut e, &events)).len()
+    };
+    // Default limit: 30 min; the alert is for a mean *greater* than it.
+    assert_eq!(run(30 * 60), 0);
+    assert_eq!(run(30 * 60 + 1), 1);
+}
