@@ -70,7 +70,18 @@ async fn wait_for_topics(base: &ClientConfig, topics: &vigia_schemas::Topics) ->
         let consumer: BaseConsumer = base.create()?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let md = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+            // A busy broker may time out a metadata request: retry until the deadline.
+            let md = match consumer.fetch_metadata(None, Duration::from_secs(5)) {
+                Ok(md) => md,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "reading topic metadata failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e).context("cannot read topic metadata from the broker for 30 s")
+                }
+            };
             let missing: Vec<&String> = names
                 .iter()
                 .filter(|n| {

@@ -8,6 +8,12 @@
 //! a 60 s session timeout, so
 //! every deadline is in the past by the time either run processes it; daily reports are left out
 //! (whether 08:00 UTC falls between the two runs is luck).
+//!
+//! Order independence: the same deliveries posted shuffled (each moved up to 300 positions,
+//! about 10 s of traffic, far beyond the 1 s watermark delay and within the 1 h allowed
+//! lateness) give different records — samples retracted and alerts corrected as late events
+//! arrive — but the same *net* results: the response-time samples that stand and the
+//! unanswered alerts not corrected (with whether each was withdrawn), byte for byte.
 
 mod common;
 
@@ -285,6 +291,83 @@ async fn kill_9_at_random_points_gives_the_outputs_of_an_uninterrupted_run() {
     let scaled = run("scale_three", &events, &[], 3).await;
     assert_same(&reference, &scaled, "with three instances");
     println!("{total} outputs, identical with three instances");
+
+    // Order independence.
+    let mut keyed: Vec<(f64, Value)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i as f64 + rng.random_range(0.0..300.0), e.clone()))
+        .collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let shuffled: Vec<Value> = keyed.into_iter().map(|(_, e)| e).collect();
+    let reordered = run("order_shuffled", &shuffled, &[], 1).await;
+    let (want, got) = (Net::of(&reference), Net::of(&reordered));
+    assert!(want.samples.len() > 50 && want.alerts.len() > 5, "{want:?}");
+    assert_eq!(got.samples, want.samples, "response-time samples standing");
+    assert_eq!(got.alerts, want.alerts, "unanswered alerts standing");
+    println!(
+        "shuffled: {} samples and {} alerts stand, as in order, after {} retractions and {} \
+         corrected alerts",
+        got.samples.len(),
+        got.alerts.len(),
+        got.retracted,
+        got.corrected
+    );
+}
+
+/// What stands once corrections are applied (see the module doc).
+#[derive(Debug)]
+struct Net {
+    samples: BTreeMap<String, String>,
+    /// Unanswered alerts not corrected → withdrawn (resolved or closed) or not.
+    alerts: BTreeMap<String, bool>,
+    retracted: usize,
+    corrected: usize,
+}
+
+impl Net {
+    fn of(outputs: &Outputs) -> Net {
+        let (mut samples, mut retracted) = (BTreeMap::new(), BTreeSet::new());
+        let (mut alerts, mut withdrawn, mut corrected) =
+            (BTreeMap::new(), BTreeSet::new(), BTreeSet::new());
+        for ((topic, id), payloads) in outputs {
+            let payload = payloads.iter().next().expect("a record");
+            let v: Value = serde_json::from_str(payload).unwrap();
+            if topic.ends_with("response_times") {
+                match v["retracts"].as_str() {
+                    Some(of) => {
+                        retracted.insert(of.to_string());
+                    }
+                    None => {
+                        samples.insert(id.clone(), payload.clone());
+                    }
+                }
+            } else if topic.ends_with("notifications") && v["type"] == "unanswered_conversation" {
+                match v["withdraws"].as_str() {
+                    None => {
+                        alerts.insert(id.clone(), false);
+                    }
+                    Some(of) if v["data"]["state"] == "corrected" => {
+                        corrected.insert(of.to_string());
+                    }
+                    Some(of) => {
+                        withdrawn.insert(of.to_string());
+                    }
+                }
+            }
+        }
+        samples.retain(|id, _| !retracted.contains(id));
+        alerts.retain(|id, _| !corrected.contains(id));
+        for (id, w) in alerts.iter_mut() {
+            *w = withdrawn.contains(id);
+        }
+        Net {
+            samples,
+            alerts,
+            retracted: retracted.len(),
+            corrected: corrected.len(),
+        }
+    }
 }
 
 type Outputs = BTreeMap<(String, String), BTreeSet<String>>;

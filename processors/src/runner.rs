@@ -1072,35 +1072,19 @@ async fn fetch_offsets(
     partitions: Vec<i32>,
 ) -> Result<HashMap<i32, PartitionOffsets>, ProcessorError> {
     tokio::task::spawn_blocking(move || -> KafkaResult<HashMap<i32, PartitionOffsets>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition(&topic, *p);
+        // A busy broker can time out one of these reads (seen with tansu's SQLite engine): try
+        // again a few times before stopping the processors over it.
+        let mut attempt = 1;
+        loop {
+            match read_offsets(&consumer, &topic, &partitions) {
+                Err(e) if attempt < FETCH_OFFSETS_ATTEMPTS => {
+                    tracing::warn!(attempt, error = %e, "reading committed offsets failed; retrying");
+                    std::thread::sleep(Duration::from_secs(attempt as u64));
+                    attempt += 1;
+                }
+                result => return result,
+            }
         }
-        let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
-        let mut out = HashMap::new();
-        for p in partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, p, KAFKA_TIMEOUT)?;
-            let (c, watermarks) = match committed.find_partition(&topic, p) {
-                Some(e) => match e.offset() {
-                    Offset::Offset(o) => (
-                        Some(o),
-                        serde_json::from_str::<Watermarks>(e.metadata()).unwrap_or_default(),
-                    ),
-                    _ => (None, Watermarks::default()),
-                },
-                None => (None, Watermarks::default()),
-            };
-            out.insert(
-                p,
-                PartitionOffsets {
-                    committed: c,
-                    watermarks,
-                    low,
-                    high,
-                },
-            );
-        }
-        Ok(out)
     })
     .await
     .expect("offset fetch does not panic")
@@ -1108,6 +1092,45 @@ async fn fetch_offsets(
         context: "cannot read committed offsets and watermarks of the events topic".into(),
         source,
     })
+}
+
+/// Attempts of [`fetch_offsets`] (1 s, 2 s, 3 s … apart) before giving up.
+const FETCH_OFFSETS_ATTEMPTS: u32 = 5;
+
+fn read_offsets(
+    consumer: &StreamConsumer<RunnerContext>,
+    topic: &str,
+    partitions: &[i32],
+) -> KafkaResult<HashMap<i32, PartitionOffsets>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
+    let mut out = HashMap::new();
+    for &p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, KAFKA_TIMEOUT)?;
+        let (c, watermarks) = match committed.find_partition(topic, p) {
+            Some(e) => match e.offset() {
+                Offset::Offset(o) => (
+                    Some(o),
+                    serde_json::from_str::<Watermarks>(e.metadata()).unwrap_or_default(),
+                ),
+                _ => (None, Watermarks::default()),
+            },
+            None => (None, Watermarks::default()),
+        };
+        out.insert(
+            p,
+            PartitionOffsets {
+                committed: c,
+                watermarks,
+                low,
+                high,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Rewinds a partition whose kept engine is gone, for a full replay.
