@@ -16,6 +16,9 @@ cargo test --workspace --all-targets --no-run --quiet
 
 # Unit tests: pure logic, no services.
 cargo test --workspace --lib --bins -- --include-ignored --test-threads=2 "$@"
+# The Arroyo UDFs: a cargo workspace of their own (udfs/Cargo.toml); their test against the
+# processors is tests/arroyo_udfs.rs, below.
+cargo test --manifest-path udfs/Cargo.toml --workspace -- --include-ignored --test-threads=2 "$@"
 
 package_of() {
     case $1 in

