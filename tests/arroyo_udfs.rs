@@ -105,6 +105,14 @@ impl Udf {
     }
 }
 
+/// `<this build's target directory>/udfs`.
+fn udfs_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("udfs")
+}
+
 /// Builds `udfs/` and returns its UDF libraries by UDF name (`hot_lead_score`, …).
 fn build_udfs() -> BTreeMap<String, PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -117,8 +125,9 @@ fn build_udfs() -> BTreeMap<String, PathBuf> {
         ])
         .arg("--manifest-path")
         .arg(root.join("udfs/Cargo.toml"))
-        // Its own target directory (udfs/target): another lock file and Arrow than this build's.
-        .env_remove("CARGO_TARGET_DIR")
+        // Its own target directory, inside this build's (kept between runs, also in CI, whose
+        // target directory is outside the clone): another lock file and Arrow than this build's.
+        .env("CARGO_TARGET_DIR", udfs_target_dir(root))
         .env_remove("CARGO_BUILD_TARGET_DIR")
         .stderr(Stdio::inherit())
         .output()
