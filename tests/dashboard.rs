@@ -198,6 +198,15 @@ async fn the_ceo_sees_the_pipeline_live_and_a_seller_only_their_own() {
         "the KPIs",
     )
     .await;
+    // Response times are the team's own (the snapshots carry them): never the "≤ worst seller"
+    // fallback of old snapshots.
+    for kpi in ["#k-rt-1h", "#k-rt-today"] {
+        let shown = text(&c, kpi).await;
+        assert!(
+            shown.contains(" / ") && !shown.contains('≤'),
+            "{kpi}: {shown}"
+        );
+    }
     wait_js(
         &c,
         "Number(document.getElementById('unread').textContent) >= 1",

@@ -15,6 +15,7 @@ const TEXT = {
     notifications: "Notificaciones", read_all: "Marcar todas como leídas", team: "Equipo",
     as_of: "Datos de", level_low: "baja", level_medium: "media", level_high: "alta",
     bad_token: "Token no válido", open_report: "Ver informe", no_notifications: "Sin notificaciones",
+    p90_bound: "Datos antiguos: p90 más alto de un vendedor (el del equipo no es mayor)",
   },
   en: {
     offline: "offline", live: "live", signout: "Sign out", signin_title: "Sign in",
@@ -28,6 +29,7 @@ const TEXT = {
     notifications: "Notifications", read_all: "Mark all read", team: "Team",
     as_of: "Figures as of", level_low: "low", level_medium: "medium", level_high: "high",
     bad_token: "Invalid token", open_report: "Open report", no_notifications: "No notifications",
+    p90_bound: "Old figures: the highest seller p90 (the team's is not higher)",
   },
 };
 
@@ -77,8 +79,7 @@ function renderKpis() {
     if (!me) return;
     k = {
       conversations_today: me.conversations_today, unanswered_now: me.conversations_unanswered,
-      response_1h: { mean_seconds: me.response_1h.mean_seconds, worst_seller_p90_seconds: me.response_1h.p90_seconds },
-      response_today: { mean_seconds: me.response_today.mean_seconds, worst_seller_p90_seconds: me.response_today.p90_seconds },
+      response_1h: me.response_1h, response_today: me.response_today,
       leads_today: me.leads_generated_today,
       conversion_rate_today: me.leads_generated_today > 0 ? me.leads_converted_today / me.leads_generated_today : null,
       hot_leads_now: me.hot_leads,
@@ -88,12 +89,21 @@ function renderKpis() {
   if (!k) return;
   $("k-conversations").textContent = k.conversations_today;
   $("k-unanswered").textContent = k.unanswered_now;
-  $("k-rt-1h").textContent = `${fmtSeconds(k.response_1h.mean_seconds)} / ${fmtSeconds(k.response_1h.worst_seller_p90_seconds)}`;
-  $("k-rt-today").textContent = `${fmtSeconds(k.response_today.mean_seconds)} / ${fmtSeconds(k.response_today.worst_seller_p90_seconds)}`;
+  renderResponse($("k-rt-1h"), k.response_1h);
+  renderResponse($("k-rt-today"), k.response_today);
   $("k-leads").textContent = `${k.leads_today} / ${fmtPct(k.conversion_rate_today)}`;
   $("k-hot").textContent = k.hot_leads_now;
   $("k-messages").textContent = k.messages_last_hour;
   $("as-of").textContent = k.as_of ? `${t("as_of")} ${new Date(k.as_of).toLocaleString(state.lang)}` : "";
+}
+
+// "mean / p90": the team's for a CEO or manager (of all its sellers' samples together), a
+// seller's own for a seller. Tenant figures from old snapshots (source "sellers") show the
+// highest seller p90 instead, marked with "≤" and explained in the tooltip.
+function renderResponse(el, r) {
+  const bound = r.source === "sellers" && r.p90_seconds !== null && r.p90_seconds !== undefined;
+  el.textContent = `${fmtSeconds(r.mean_seconds)} / ${bound ? "≤ " : ""}${fmtSeconds(r.p90_seconds)}`;
+  el.title = bound ? t("p90_bound") : "";
 }
 
 function renderLeaderboard() {

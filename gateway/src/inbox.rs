@@ -16,6 +16,9 @@ use vigia_schemas::{Audience, Notification};
 use crate::audience::{role_name, sees_whole_tenant, Viewer};
 use crate::preferences::{known_fields_only, Preferences};
 
+mod outbox;
+pub use outbox::{DueDelivery, OutboxEntry, OutboxRow};
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -69,6 +72,8 @@ pub struct Inserted {
     pub sequence: i64,
     /// Its withdrawal had arrived first: it is stored already resolved and should not be pushed.
     pub already_withdrawn: bool,
+    /// Channel deliveries recorded with it (none when it was already withdrawn).
+    pub deliveries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +94,7 @@ struct Statements {
     get: &'static str,
     get_preferences: &'static str,
     put_preferences: &'static str,
+    recent_of_type: &'static str,
 }
 
 // Parameters shared by every per-user statement: $1 tenant id, $2 1 if the viewer sees the whole
@@ -140,6 +146,8 @@ const SQLITE: Statements = Statements {
     put_preferences: "INSERT INTO user_preferences (tenant_id, user_id, preferences, updated_at) \
                       VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_id) DO UPDATE \
                       SET preferences = excluded.preferences, updated_at = excluded.updated_at",
+    recent_of_type: "SELECT seq, payload FROM notifications WHERE type = $1 AND created_at >= $2 \
+                     ORDER BY seq",
 };
 
 const POSTGRES: Statements = Statements {
@@ -163,6 +171,8 @@ const POSTGRES: Statements = Statements {
     put_preferences: "INSERT INTO user_preferences (tenant_id, user_id, preferences, updated_at) \
                       VALUES ($1, $2, $3::jsonb, $4::timestamptz) ON CONFLICT (tenant_id, user_id) \
                       DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at",
+    recent_of_type: "SELECT seq, payload::text AS payload FROM notifications \
+                     WHERE type = $1 AND created_at >= $2::timestamptz ORDER BY seq",
 };
 
 const UNREAD_COUNT: &str = concat!(
@@ -336,6 +346,17 @@ impl Inbox {
     /// Stores `n` unless a notification with its id is already stored. A new withdrawal resolves
     /// the notification it withdraws (same tenant only). `None` if it was already stored.
     pub async fn insert(&self, n: &Notification) -> Result<Option<Inserted>, InboxError> {
+        self.insert_with_deliveries(n, &[]).await
+    }
+
+    /// [`Inbox::insert`], recording in the same transaction `deliveries` of `n` to the channel
+    /// outbox (unless `n` is not new, or arrives already withdrawn): a notification is never
+    /// stored without its deliveries, and a replayed one queues nothing again.
+    pub async fn insert_with_deliveries(
+        &self,
+        n: &Notification,
+        deliveries: &[OutboxEntry],
+    ) -> Result<Option<Inserted>, InboxError> {
         let sql = self.sql();
         let (audience_user_id, audience_role) = match &n.audience {
             Audience::User { user_id } => (Some(db_id(*user_id)?), None),
@@ -379,11 +400,44 @@ impl Inbox {
             .await?
             .rows_affected()
             > 0;
+        let deliveries = if already_withdrawn {
+            0
+        } else {
+            self.enqueue(&mut tx, n, deliveries).await?
+        };
         tx.commit().await?;
         Ok(Some(Inserted {
             sequence,
             already_withdrawn,
+            deliveries,
         }))
+    }
+
+    /// The notifications of type `kind` created at or after `since`, in arrival order (the board
+    /// reloads the recent unanswered-conversation notifications at start). Rows that do not
+    /// decode are skipped with a warning.
+    pub async fn recent_of_type(
+        &self,
+        kind: vigia_schemas::NotificationType,
+        since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<Notification>, InboxError> {
+        let rows = sqlx::query(self.sql().recent_of_type)
+            .bind(kind.as_str())
+            .bind(since.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sequence: i64 = row.try_get("seq")?;
+            let payload: String = row.try_get("payload")?;
+            match serde_json::from_str(&payload) {
+                Ok(n) => out.push(n),
+                Err(e) => {
+                    tracing::warn!(sequence, error = %e, "skipping a stored notification that does not decode")
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Stores `n` if new; true only if it was not stored before.

@@ -25,18 +25,21 @@
 //!   session logic (`session.rs`: unread counts, catch-up, mark read); and the REST inbox
 //!   `/v1/notifications*`.
 //! - **Live metrics** ([`board`]): the latest seller-metrics snapshot of every seller, read from
-//!   the `seller_metrics` topic; `GET /v1/metrics/tenant` and `GET /v1/metrics/sellers`, and a
-//!   `metrics` push to CEO/manager connections on change, at most once per second per tenant
-//!   (coalesced, latest wins; [`Gateway::publish_metrics`]).
+//!   the `seller_metrics` topic, with the team's response times of the latest instant and
+//!   "unanswered now" kept moving between snapshots by the unanswered alerts;
+//!   `GET /v1/metrics/tenant` and `GET /v1/metrics/sellers`, and a `metrics` push to
+//!   CEO/manager connections on change, at most once per second per tenant (coalesced, latest
+//!   wins; [`Gateway::publish_metrics`]).
 //! - **Channels** ([`channels`]): what a tenant configures (by default performance alerts and
-//!   daily reports) also goes out by e-mail, Slack and Teams, with retries, never blocking.
-//! - **Kafka consumers** of the `notifications` topic (decode, insert if new, push and send to
-//!   the channels if new, commit) and of the `seller_metrics` topic (the board).
+//!   daily reports) also goes out by Slack and Teams, and by e-mail to fixed addresses and to
+//!   the users of the tenant's address book whose preferences ask for it; through a durable
+//!   outbox in the inbox database, with retries, never blocking.
+//! - **Kafka consumers** of the `notifications` topic (decode, insert if new with its channel
+//!   deliveries, push if new, commit) and of the `seller_metrics` topic (the board).
 //!
-//! What it does not: produce notifications or compute metrics (the processors do); decide
-//! channel recipients from users' `email` preferences (recipients are the tenant's configured
-//! addresses; the preference is only stored); serve `/health` or `/metrics` (the root binary
-//! does, using [`Gateway::ready`] and the registry passed to [`Gateway::start`]).
+//! What it does not: produce notifications or compute metrics (the processors do); serve
+//! `/health` or `/metrics` (the root binary does, using [`Gateway::ready`] and the registry
+//! passed to [`Gateway::start`]).
 //!
 //! ## Withdrawals
 //! A notification with `withdraws: Some(id)` (e.g. "the conversation was answered") resolves the
@@ -49,7 +52,9 @@
 //! ## Several gateway instances
 //! One consumer group (`group_id`) splits the topic's partitions between instances; each instance
 //! pushes only what it consumes. Until a fan-out between instances exists, run one gateway
-//! instance (or give each instance its own inbox database and its own `group_id`).
+//! instance (or give each instance its own inbox database and its own `group_id`). Two
+//! instances on one database would also both work the channel outbox and could send a delivery
+//! twice.
 
 mod audience;
 pub mod auth;
@@ -78,8 +83,8 @@ use vigia_schemas::{Notification, Topics};
 
 pub use audience::{can_see, sees_whole_tenant, Viewer};
 pub use auth::{issue_token, AuthError, Principal, TokenVerifier};
-pub use inbox::{Inbox, InboxError, Inserted, StoredNotification};
-pub use preferences::{should_push, Preferences, QuietHours};
+pub use inbox::{Inbox, InboxError, Inserted, OutboxEntry, OutboxRow, StoredNotification};
+pub use preferences::{email_at, should_push, Preferences, QuietHours};
 pub use vigia_schemas::Role;
 
 use hub::Hub;
@@ -265,9 +270,31 @@ impl Gateway {
         let verifier = cfg.token_verifier()?;
         let inbox = Inbox::connect(&cfg.database_url).await?;
         let metrics = Metrics::register(registry);
-        let channels =
-            channels::Dispatcher::start(cfg.channels.clone(), registry, shutdown.clone())
-                .map_err(|e| GatewayError::Config(e.to_string()))?;
+        // "Unanswered now" between snapshots: the alerts that reached the gateway before this
+        // start (newer ones come through the consumer).
+        let mut board = board::Board::default();
+        let since = Utc::now() - board::UNANSWERED_RELOAD;
+        for n in inbox
+            .recent_of_type(
+                vigia_schemas::NotificationType::UnansweredConversation,
+                since,
+            )
+            .await?
+        {
+            board.note_unanswered(&n);
+        }
+        // Last: it spawns the channel workers, which resume the outbox at once.
+        let channels = channels::Dispatcher::start(
+            cfg.channels.clone(),
+            inbox.clone(),
+            registry,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| match e {
+            channels::ChannelsError::Inbox(e) => GatewayError::Inbox(e),
+            other => GatewayError::Config(other.to_string()),
+        })?;
         let shared = Shared {
             metrics_throttle: std::sync::Mutex::new(throttle::Throttle::new(METRICS_INTERVAL)),
             verifier,
@@ -276,7 +303,7 @@ impl Gateway {
             metrics,
             cfg,
             shutdown,
-            board: Default::default(),
+            board: std::sync::Mutex::new(board),
             channels,
         };
         let shared = Arc::new(shared);
@@ -319,13 +346,14 @@ impl Gateway {
     #[doc(hidden)]
     pub async fn deliver(&self, notification: Notification) -> Result<bool, GatewayError> {
         let shared = &self.shared;
-        let Some(inserted) = shared.inbox.insert(&notification).await? else {
+        // Stored with its deliveries outside the browser (e-mail, Slack, Teams) in one
+        // transaction: a replayed record queues nothing again.
+        let Some(inserted) = shared.channels.store(&notification).await?.inserted else {
             shared.metrics.duplicates.inc();
             return Ok(false);
         };
         shared.metrics.stored.inc();
-        // Newly stored only: a replayed record is not sent out again.
-        shared.channels.dispatch(&notification);
+        self.note_unanswered(&notification);
         if inserted.already_withdrawn {
             // Its withdrawal came first: clients already know it is over.
             return Ok(true);
@@ -360,6 +388,19 @@ impl Gateway {
         };
         self.publish_metrics(tenant, payload);
         true
+    }
+
+    /// Takes a newly stored notification into the board's "unanswered now" (see [`board`]) and,
+    /// if the tenant's figures changed, pushes them (throttled).
+    fn note_unanswered(&self, n: &Notification) {
+        let payload = {
+            let mut board = self.shared.board.lock().unwrap_or_else(|e| e.into_inner());
+            if !board.note_unanswered(n) {
+                return;
+            }
+            board.push_payload(n.tenant_id)
+        };
+        self.publish_metrics(n.tenant_id, payload);
     }
 
     /// Pushes live metrics of `tenant_id` to its CEO/manager connections: `{"type":"metrics",
@@ -407,6 +448,13 @@ impl Gateway {
             }
             Decision::Coalesced => {}
         }
+    }
+
+    /// Waits until the channel workers have stopped, once `shutdown` was cancelled (what is
+    /// still pending stays in the outbox for the next start).
+    #[doc(hidden)]
+    pub async fn stopped(&self) {
+        self.shared.channels.stopped().await;
     }
 
     /// The inbox behind this gateway.

@@ -16,10 +16,14 @@
 //! hours may cross midnight (`22:00`–`07:00`); `start` is inside, `end` is not.
 //!
 //! Muted notifications stay in the inbox (and in the unread count) but are not pushed live.
+//!
+//! The same preferences choose who gets a notification by **e-mail** ([`email_at`]): `email`
+//! on, the type enabled and the priority reached; quiet hours and days off *defer* the e-mail
+//! to the first instant outside them (it waits in the channel outbox) rather than drop it.
 
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveTime, Timelike, Utc, Weekday};
+use chrono::{DateTime, NaiveTime, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use serde_json::{json, Map, Value};
 use vigia_schemas::{FieldError, Notification, NotificationType, Priority, Role};
@@ -78,7 +82,8 @@ pub struct Preferences {
     pub work_days: Vec<Weekday>,
     /// Live pushes at all.
     pub push: bool,
-    /// Stored for the e-mail channel; the gateway itself sends no e-mail.
+    /// E-mail for the types a tenant sends out by e-mail ([`crate::channels`]), to the
+    /// user's address in the tenant's address book; deferred by quiet hours ([`email_at`]).
     pub email: bool,
 }
 
@@ -163,8 +168,8 @@ impl Preferences {
 }
 
 /// Whether `notification` is pushed live to a user with `prefs` at `now`: push on, type enabled,
-/// priority at least the minimum, `now` on a work day and outside quiet hours (both in the
-/// user's time zone). A withdrawal (it removes a card, it never disturbs) needs only push on.
+/// priority at least the minimum ([`accepts`]), `now` on a work day and outside quiet hours
+/// ([`is_quiet_at`]). A withdrawal (it removes a card, it never disturbs) needs only push on.
 pub fn should_push(prefs: &Preferences, notification: &Notification, now: DateTime<Utc>) -> bool {
     if !prefs.push {
         return false;
@@ -172,17 +177,78 @@ pub fn should_push(prefs: &Preferences, notification: &Notification, now: DateTi
     if notification.withdraws.is_some() {
         return true;
     }
-    if !prefs.enabled_types.contains(&notification.kind)
-        || notification.priority < prefs.min_priority
-    {
-        return false;
-    }
-    let local = now.with_timezone(&prefs.time_zone);
+    accepts(prefs, notification) && !is_quiet_at(prefs, now)
+}
+
+/// Whether the user wants this kind of notification at all: its type is enabled and its
+/// priority reaches the minimum. Time of day and channel switches are not considered.
+pub fn accepts(prefs: &Preferences, notification: &Notification) -> bool {
+    prefs.enabled_types.contains(&notification.kind) && notification.priority >= prefs.min_priority
+}
+
+/// Whether `at` falls on a day that is not a work day, or inside quiet hours (both in the
+/// user's time zone).
+pub fn is_quiet_at(prefs: &Preferences, at: DateTime<Utc>) -> bool {
+    let local = at.with_timezone(&prefs.time_zone);
     if !prefs.work_days.contains(&chrono::Datelike::weekday(&local)) {
-        return false;
+        return true;
     }
     let time = local.time().with_nanosecond(0).unwrap_or(local.time());
-    !prefs.quiet_hours.is_some_and(|q| q.contains(time))
+    prefs.quiet_hours.is_some_and(|q| q.contains(time))
+}
+
+/// When `notification` should be e-mailed to a user with `prefs`, decided at `now`: `None` if
+/// not at all (e-mail off, type not enabled, priority below the minimum, or a withdrawal);
+/// otherwise `now`, or — inside quiet hours or on a day off — the first instant after `now`
+/// that is outside quiet hours on a work day ([`next_open`]). E-mail is **deferred**, not
+/// dropped, by quiet hours: it waits in the channel outbox until then. Unlike live pushes, the
+/// `push` switch does not matter.
+pub fn email_at(
+    prefs: &Preferences,
+    notification: &Notification,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if !prefs.email || notification.withdraws.is_some() || !accepts(prefs, notification) {
+        return None;
+    }
+    Some(next_open(prefs, now))
+}
+
+/// `now` if it is outside quiet hours on a work day; otherwise the first later instant that is
+/// (the end of the quiet hours, or the start of the next work day, in the user's time zone).
+pub fn next_open(prefs: &Preferences, now: DateTime<Utc>) -> DateTime<Utc> {
+    if !is_quiet_at(prefs, now) {
+        return now;
+    }
+    let tz = prefs.time_zone;
+    let today = now.with_timezone(&tz).date_naive();
+    let mut times = vec![NaiveTime::MIN];
+    times.extend(prefs.quiet_hours.map(|q| q.end));
+    let mut best: Option<DateTime<Utc>> = None;
+    // A work day comes within a week, and the end of quiet hours on it is never quiet.
+    for day in 0..=8 {
+        let Some(date) = today.checked_add_days(chrono::Days::new(day)) else {
+            break;
+        };
+        for t in &times {
+            let local = date.and_time(*t);
+            // A local time skipped by a DST change: the first instant after the gap.
+            let Some(candidate) = tz.from_local_datetime(&local).earliest().or_else(|| {
+                tz.from_local_datetime(&(local + chrono::Duration::hours(1)))
+                    .earliest()
+            }) else {
+                continue;
+            };
+            let candidate = candidate.with_timezone(&Utc);
+            if candidate > now
+                && !is_quiet_at(prefs, candidate)
+                && best.is_none_or(|b| candidate < b)
+            {
+                best = Some(candidate);
+            }
+        }
+    }
+    best.unwrap_or(now)
 }
 
 fn err(field: &str, message: impl Into<String>) -> FieldError {
@@ -589,6 +655,72 @@ mod tests {
             .unwrap_err();
         assert_eq!(same[0].field, "quiet_hours.end");
         assert_eq!(base.updated(&json!([1])).unwrap_err()[0].field, "");
+    }
+
+    #[test]
+    fn e_mail_needs_the_switch_the_type_and_the_priority_but_not_push() {
+        let now = utc(4, 12, 0);
+        let report = notification(NotificationType::DailyReport, Priority::Low);
+        let ceo = Preferences::for_role(Role::Ceo);
+        assert_eq!(
+            email_at(&ceo, &report, now),
+            None,
+            "e-mail is off by default"
+        );
+        let on = ceo.updated(&json!({"email": true, "push": false})).unwrap();
+        assert_eq!(
+            email_at(&on, &report, now),
+            Some(now),
+            "push off does not matter"
+        );
+        let picky = on.updated(&json!({"min_priority": "medium"})).unwrap();
+        assert_eq!(email_at(&picky, &report, now), None, "below the minimum");
+        let no_reports = on
+            .updated(&json!({"enabled_types": ["performance_alert"]}))
+            .unwrap();
+        assert_eq!(
+            email_at(&no_reports, &report, now),
+            None,
+            "type not enabled"
+        );
+        let mut withdrawal = report.clone();
+        withdrawal.withdraws = Some(Uuid::new_v4());
+        assert_eq!(
+            email_at(&on, &withdrawal, now),
+            None,
+            "withdrawals are not e-mailed"
+        );
+    }
+
+    #[test]
+    fn quiet_hours_and_days_off_defer_e_mail_to_the_next_open_instant() {
+        // Bogotá (UTC-5): quiet 22:00-07:00, Monday to Friday.
+        let prefs = Preferences::for_role(Role::Ceo)
+            .updated(&json!({"email": true, "time_zone": "America/Bogota",
+                             "quiet_hours": {"start": "22:00", "end": "07:00"},
+                             "work_days": ["mon", "tue", "wed", "thu", "fri"]}))
+            .unwrap();
+        let n = notification(NotificationType::PerformanceAlert, Priority::Medium);
+        // Wednesday 15:00 in Bogotá: now.
+        assert_eq!(email_at(&prefs, &n, utc(4, 20, 0)), Some(utc(4, 20, 0)));
+        // Wednesday 23:30 in Bogotá (04:30 UTC Thursday): Thursday 07:00 in Bogotá.
+        assert_eq!(email_at(&prefs, &n, utc(5, 4, 30)), Some(utc(5, 12, 0)));
+        // Friday 22:00 in Bogotá: the weekend is off, so Monday 07:00.
+        assert_eq!(email_at(&prefs, &n, utc(7, 3, 0)), Some(utc(9, 12, 0)));
+        // Saturday noon: Monday 07:00 too (Monday 00:00-07:00 is quiet).
+        assert_eq!(next_open(&prefs, utc(7, 17, 0)), utc(9, 12, 0));
+        // Without quiet hours a day off ends at the next work day's midnight.
+        let weekdays = Preferences {
+            quiet_hours: None,
+            ..prefs.clone()
+        };
+        assert_eq!(next_open(&weekdays, utc(7, 17, 0)), utc(9, 5, 0));
+        // Whatever the time, the answer is never quiet and never before now.
+        for hour in 0..24 * 7 {
+            let now = utc(2, 0, 0) + chrono::Duration::hours(hour);
+            let at = next_open(&prefs, now);
+            assert!(at >= now && !is_quiet_at(&prefs, at), "{now} -> {at}");
+        }
     }
 
     #[test]

@@ -221,7 +221,7 @@ pub(crate) async fn metrics_sellers(
     Caller(viewer): Caller,
     Query(params): Query<MetricsParams>,
 ) -> Response {
-    use crate::board::{Board, Window};
+    use crate::board::Window;
     let window = match Window::parse(params.window.as_deref().unwrap_or("today")) {
         Ok(w) => w,
         Err(message) => {
@@ -240,7 +240,7 @@ pub(crate) async fn metrics_sellers(
         .filter(|(_, m)| {
             crate::audience::sees_whole_tenant(viewer.role) || m.seller_id == viewer.user_id
         })
-        .map(|(i, m)| Board::row(m, i, window))
+        .map(|(i, m)| board.row(m, i, window))
         .collect();
     Json(json!({ "window": params.window.as_deref().unwrap_or("today"), "sellers": rows }))
         .into_response()

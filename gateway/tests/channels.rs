@@ -1,10 +1,12 @@
-//! Channels outside the browser over real loopback connections: an SMTP receiver written here
-//! (a real SMTP conversation with lettre) and an HTTP receiver (axum) standing in for Slack and
-//! Teams. No Kafka needed.
+//! Channels outside the browser over real loopback connections: an SMTP receiver
+//! (`common/smtp.rs`, a real SMTP conversation with lettre) and an HTTP receiver (axum)
+//! standing in for Slack and Teams, with the durable outbox in a temporary SQLite inbox. No
+//! Kafka needed.
+
+mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,169 +14,17 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use chrono::Utc;
+use common::smtp::{Mail, SmtpReceiver};
+use common::TempDir;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use vigia_gateway::channels::{ChannelsConfig, Dispatcher};
+use vigia_gateway::channels::{ChannelsConfig, Dispatched, Dispatcher};
+use vigia_gateway::{Inbox, Preferences, Viewer};
 use vigia_schemas::{Audience, Notification, NotificationType, Role, TenantId};
-
-// ---------------------------------------------------------------------------------------------
-// SMTP receiver
-
-/// One message as the SMTP receiver got it.
-#[derive(Clone, Debug)]
-struct Mail {
-    from: String,
-    rcpt: Vec<String>,
-    data: Vec<u8>,
-}
-
-impl Mail {
-    fn parsed(&self) -> mail_parser::Message<'_> {
-        mail_parser::MessageParser::default()
-            .parse(&self.data)
-            .expect("a MIME message")
-    }
-
-    fn notification_id(&self) -> String {
-        self.parsed()
-            .header_raw("X-Vigia-Notification-Id")
-            .expect("X-Vigia-Notification-Id")
-            .trim()
-            .to_string()
-    }
-}
-
-/// A minimal SMTP server on 127.0.0.1: 220, EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT.
-/// The first `fail_data` messages are refused after their data with `451` (try again later).
-struct SmtpReceiver {
-    addr: SocketAddr,
-    mails: Arc<Mutex<Vec<Mail>>>,
-    fail_data: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
-}
-
-impl SmtpReceiver {
-    async fn start(fail_data: usize) -> SmtpReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let receiver = SmtpReceiver {
-            addr: listener.local_addr().unwrap(),
-            mails: Default::default(),
-            fail_data: Arc::new(AtomicUsize::new(fail_data)),
-            refused: Default::default(),
-        };
-        let (mails, fail, refused) = (
-            receiver.mails.clone(),
-            receiver.fail_data.clone(),
-            receiver.refused.clone(),
-        );
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (mails, fail, refused) = (mails.clone(), fail.clone(), refused.clone());
-                tokio::spawn(async move {
-                    let _ = smtp_session(stream, mails, fail, refused).await;
-                });
-            }
-        });
-        receiver
-    }
-
-    fn mails(&self) -> Vec<Mail> {
-        self.mails.lock().unwrap().clone()
-    }
-}
-
-fn address(arg: &str) -> String {
-    let start = arg.find('<').map_or(0, |i| i + 1);
-    let end = arg[start..].find('>').map_or(arg.len(), |i| start + i);
-    arg[start..end].to_string()
-}
-
-async fn smtp_session(
-    stream: tokio::net::TcpStream,
-    mails: Arc<Mutex<Vec<Mail>>>,
-    fail: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
-) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
-    write
-        .write_all(b"220 localhost ESMTP vigia-test\r\n")
-        .await?;
-    let (mut from, mut rcpt) = (String::new(), Vec::new());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if lines.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let command = line.trim_end().to_string();
-        let verb = command
-            .split([' ', ':'])
-            .next()
-            .unwrap_or("")
-            .to_ascii_uppercase();
-        let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-localhost\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
-            "HELO" => b"250 localhost\r\n",
-            "MAIL" => {
-                from = address(&command);
-                rcpt.clear();
-                b"250 2.1.0 OK\r\n"
-            }
-            "RCPT" => {
-                rcpt.push(address(&command));
-                b"250 2.1.5 OK\r\n"
-            }
-            "DATA" => {
-                write
-                    .write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
-                    .await?;
-                let mut data = Vec::new();
-                loop {
-                    let mut l = String::new();
-                    if lines.read_line(&mut l).await? == 0 {
-                        return Ok(());
-                    }
-                    if l == ".\r\n" {
-                        break;
-                    }
-                    // Dot-stuffing.
-                    let l = l.strip_prefix('.').unwrap_or(&l);
-                    data.extend_from_slice(l.as_bytes());
-                }
-                let failing = fail
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
-                if failing {
-                    refused.fetch_add(1, Ordering::SeqCst);
-                    b"451 4.3.0 temporary failure, try again later\r\n"
-                } else {
-                    mails.lock().unwrap().push(Mail {
-                        from: from.clone(),
-                        rcpt: rcpt.clone(),
-                        data,
-                    });
-                    b"250 2.0.0 queued\r\n"
-                }
-            }
-            "RSET" => {
-                rcpt.clear();
-                b"250 2.0.0 OK\r\n"
-            }
-            "NOOP" => b"250 2.0.0 OK\r\n",
-            "QUIT" => {
-                write.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
-            }
-            _ => b"502 5.5.2 command not recognized\r\n",
-        };
-        write.write_all(reply).await?;
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // HTTP receiver (Slack / Teams)
@@ -185,10 +35,13 @@ struct HttpState {
     requests: Mutex<Vec<(String, Value, u16)>>,
     /// Per path: how many more requests to answer with a 5xx.
     failures_left: Mutex<HashMap<String, usize>>,
+    /// Paths under `/flaky/` answer 503 while this is set.
+    flaky_down: AtomicBool,
 }
 
-/// Paths: `/hang/…` never answers, `/down/…` always 500, a path given to
-/// [`HttpReceiver::fail_first`] fails that many times; anything else answers 200 `ok`.
+/// Paths: `/hang/…` never answers, `/down/…` always 500, `/flaky/…` 500 while
+/// [`HttpReceiver::set_flaky_down`], a path given to [`HttpReceiver::fail_first`] fails that
+/// many times; anything else answers 200 `ok`.
 struct HttpReceiver {
     base: String,
     state: Arc<HttpState>,
@@ -206,7 +59,9 @@ async fn hook(
         tokio::time::sleep(Duration::from_secs(3600)).await;
         return (StatusCode::OK, "ok");
     }
-    let status = if path.starts_with("/down/") {
+    let status = if path.starts_with("/down/")
+        || (path.starts_with("/flaky/") && state.flaky_down.load(Ordering::SeqCst))
+    {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         let mut left = state.failures_left.lock().unwrap();
@@ -258,6 +113,10 @@ impl HttpReceiver {
             .lock()
             .unwrap()
             .insert(path.to_string(), times);
+    }
+
+    fn set_flaky_down(&self, down: bool) {
+        self.state.flaky_down.store(down, Ordering::SeqCst);
     }
 
     /// Payloads answered with 200 on `path`.
@@ -324,6 +183,34 @@ fn config(toml_text: &str) -> ChannelsConfig {
     toml::from_str(toml_text).expect("channels config")
 }
 
+/// A dispatcher on `inbox` with its own registry and shutdown token.
+async fn dispatcher(
+    cfg: ChannelsConfig,
+    inbox: &Inbox,
+) -> (Dispatcher, Registry, CancellationToken) {
+    let mut registry = Registry::default();
+    let shutdown = CancellationToken::new();
+    let d = Dispatcher::start(cfg, inbox.clone(), &mut registry, shutdown.clone())
+        .await
+        .expect("dispatcher starts");
+    (d, registry, shutdown)
+}
+
+async fn inbox(dir: &TempDir) -> Inbox {
+    Inbox::connect(&dir.sqlite_url()).await.unwrap()
+}
+
+async fn store(d: &Dispatcher, n: &Notification) -> Dispatched {
+    d.store(n).await.expect("stored").dispatched
+}
+
+fn queued(n: usize) -> Dispatched {
+    Dispatched {
+        queued: n,
+        ..Dispatched::default()
+    }
+}
+
 async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -377,33 +264,37 @@ async fn email_slack_and_teams_receive_the_notification() {
         teams = http.url("/teams/42"),
         port = smtp.addr.port(),
     ));
-    let mut registry = Registry::default();
-    let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher::start(cfg, &mut registry, shutdown.clone()).unwrap();
+    let dir = TempDir::new();
+    let inbox = inbox(&dir).await;
+    let (dispatcher, registry, shutdown) = dispatcher(cfg, &inbox).await;
 
     let alert = notification(42, NotificationType::PerformanceAlert);
     let report = notification(42, NotificationType::DailyReport);
-    assert_eq!(dispatcher.dispatch(&alert).queued, 3);
-    assert_eq!(dispatcher.dispatch(&report).queued, 3);
+    // Slack, Teams, and one e-mail per address.
+    assert_eq!(store(&dispatcher, &alert).await, queued(4));
+    assert_eq!(store(&dispatcher, &report).await, queued(4));
     eventually(
-        "two e-mails and four webhooks",
+        "four e-mails and four webhooks",
         Duration::from_secs(10),
         || {
-            smtp.mails().len() == 2
+            smtp.mails().len() == 4
                 && http.delivered("/slack/42").len() == 2
                 && http.delivered("/teams/42").len() == 2
         },
     )
     .await;
 
-    // E-mail: envelope, headers, both parts.
+    // E-mail: envelope (one recipient each), headers, both parts.
     let mails = smtp.mails();
-    let mail = mails
+    let alert_mails: Vec<&Mail> = mails
         .iter()
-        .find(|m| m.notification_id() == alert.id.to_string())
-        .expect("the alert's e-mail");
+        .filter(|m| m.notification_id() == alert.id.to_string())
+        .collect();
+    let mut rcpts: Vec<Vec<String>> = alert_mails.iter().map(|m| m.rcpt.clone()).collect();
+    rcpts.sort();
+    assert_eq!(rcpts, [["ceo@example.com"], ["gerencia@example.com"]]);
+    let mail = alert_mails[0];
     assert_eq!(mail.from, "alertas@example.com");
-    assert_eq!(mail.rcpt, ["ceo@example.com", "gerencia@example.com"]);
     let parsed = mail.parsed();
     assert_eq!(parsed.subject(), Some(alert.title.as_str()));
     assert_eq!(
@@ -466,16 +357,22 @@ async fn email_slack_and_teams_receive_the_notification() {
         .unwrap()
         .contains(&json!({"title": "team.conversations", "value": "12"})));
 
-    // A receiver may have the message a moment before its sender counts it.
-    for channel in ["email", "slack", "teams"] {
+    // A receiver may have the message a moment before its sender records it.
+    for (channel, sent) in [("email", 4), ("slack", 2), ("teams", 2)] {
         eventually(
-            &format!("{channel} counted as sent twice"),
+            &format!("{channel} counted as sent"),
             Duration::from_secs(5),
-            || attempts(&registry, channel, "sent") == 2,
+            || attempts(&registry, channel, "sent") == sent,
         )
         .await;
         assert_eq!(attempts(&registry, channel, "retry"), 0, "{channel}");
     }
+    let rows = inbox.outbox(42).await.unwrap();
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.state == "sent" && r.attempts == 1),
+        "{rows:?}"
+    );
     shutdown.cancel();
 }
 
@@ -502,16 +399,16 @@ async fn receivers_that_fail_then_recover_get_each_notification_exactly_once() {
         teams = http.url("/teams/1"),
         port = smtp.addr.port(),
     ));
-    let mut registry = Registry::default();
-    let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher::start(cfg, &mut registry, shutdown.clone()).unwrap();
+    let dir = TempDir::new();
+    let inbox = inbox(&dir).await;
+    let (dispatcher, registry, shutdown) = dispatcher(cfg, &inbox).await;
 
     let first = notification(1, NotificationType::PerformanceAlert);
     let second = notification(1, NotificationType::DailyReport);
-    assert_eq!(dispatcher.dispatch(&first).queued, 3);
+    assert_eq!(store(&dispatcher, &first).await, queued(3));
     // Seen again while still being retried (a replay of the Kafka record): not queued again.
-    assert_eq!(dispatcher.dispatch(&first).duplicates, 3);
-    assert_eq!(dispatcher.dispatch(&second).queued, 3);
+    assert_eq!(store(&dispatcher, &first).await.duplicates, 3);
+    assert_eq!(store(&dispatcher, &second).await, queued(3));
     eventually("both delivered everywhere", Duration::from_secs(10), || {
         smtp.mails().len() == 2
             && http.delivered("/slack/1").len() == 2
@@ -519,14 +416,19 @@ async fn receivers_that_fail_then_recover_get_each_notification_exactly_once() {
     })
     .await;
     // Seen again after it was sent: still not sent again.
-    assert_eq!(dispatcher.dispatch(&first).duplicates, 3);
+    assert_eq!(store(&dispatcher, &first).await.duplicates, 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let expected = [first.id.to_string(), second.id.to_string()];
+    let mut expected = [first.id.to_string(), second.id.to_string()];
+    expected.sort();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
     let mail_ids: Vec<String> = smtp.mails().iter().map(Mail::notification_id).collect();
-    assert_eq!(mail_ids, expected);
-    assert_eq!(ids(&http.delivered("/slack/1")), expected);
-    assert_eq!(ids(&http.delivered("/teams/1")), expected);
+    assert_eq!(sorted(mail_ids), expected);
+    assert_eq!(sorted(ids(&http.delivered("/slack/1"))), expected);
+    assert_eq!(sorted(ids(&http.delivered("/teams/1"))), expected);
     assert_eq!(smtp.refused.load(Ordering::SeqCst), 2);
     assert_eq!(http.hits("/slack/1"), 4);
     assert_eq!(http.hits("/teams/1"), 5);
@@ -540,14 +442,180 @@ async fn receivers_that_fail_then_recover_get_each_notification_exactly_once() {
     shutdown.cancel();
 }
 
+/// The durable outbox across a restart: a delivery whose receiver is failing when the gateway
+/// stops is resumed by the next gateway on the same database and delivered exactly once when
+/// the receiver recovers; what was sent before the restart is not sent again.
+#[tokio::test]
+async fn a_restart_resumes_what_was_pending_and_resends_nothing_already_sent() {
+    let smtp = SmtpReceiver::start(0).await;
+    let http = HttpReceiver::start().await;
+    http.set_flaky_down(true);
+    let cfg = config(&format!(
+        r#"
+        retry = {{ max_attempts = 1000, initial_delay = "20ms", max_delay = "50ms" }}
+        [tenants.3]
+        slack_webhooks = ["{flaky}"]
+        teams_webhooks = ["{ok}"]
+        [tenants.3.email]
+        host = "127.0.0.1"
+        port = {port}
+        tls = "none"
+        from = "alertas@example.com"
+        to = ["ceo@example.com"]
+        "#,
+        flaky = http.url("/flaky/3"),
+        ok = http.url("/teams/3"),
+        port = smtp.addr.port(),
+    ));
+    let dir = TempDir::new();
+    let alert = notification(3, NotificationType::PerformanceAlert);
+    {
+        let inbox = inbox(&dir).await;
+        let (dispatcher, _registry, shutdown) = dispatcher(cfg.clone(), &inbox).await;
+        assert_eq!(store(&dispatcher, &alert).await, queued(3));
+        eventually(
+            "e-mail and Teams sent, Slack failing",
+            Duration::from_secs(10),
+            || {
+                smtp.mails().len() == 1
+                    && http.delivered("/teams/3").len() == 1
+                    && http.hits("/flaky/3") >= 3
+            },
+        )
+        .await;
+        // The gateway stops (its database handle and workers go with it).
+        shutdown.cancel();
+        dispatcher.stopped().await;
+    }
+    let hits_before = http.hits("/flaky/3");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        http.hits("/flaky/3"),
+        hits_before,
+        "nothing runs after the stop"
+    );
+    assert!(http.delivered("/flaky/3").is_empty());
+
+    // The receiver recovers; a new gateway starts on the same database.
+    http.set_flaky_down(false);
+    let inbox = inbox(&dir).await;
+    let pending: Vec<_> = inbox
+        .outbox(3)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state == "pending")
+        .collect();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].channel, "slack");
+    // Every failed attempt is recorded, but the one interrupted by the stop (if any).
+    let recorded = pending[0].attempts as usize;
+    assert!(
+        recorded == hits_before || recorded + 1 == hits_before,
+        "{recorded} attempts recorded, {hits_before} received"
+    );
+    let (dispatcher, registry, shutdown) = dispatcher(cfg, &inbox).await;
+    eventually("the pending Slack message", Duration::from_secs(10), || {
+        http.delivered("/flaky/3").len() == 1
+    })
+    .await;
+    // The Kafka consumer replays the record after the restart: already stored, nothing queued.
+    let replay = dispatcher.store(&alert).await.unwrap();
+    assert!(replay.inserted.is_none());
+    assert_eq!(replay.dispatched.duplicates, 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ids(&http.delivered("/flaky/3")), [alert.id.to_string()]);
+    assert_eq!(
+        http.hits("/flaky/3"),
+        hits_before + 1,
+        "exactly one more attempt"
+    );
+    assert_eq!(
+        http.hits("/teams/3"),
+        1,
+        "sent before the restart: not again"
+    );
+    assert_eq!(smtp.mails().len(), 1, "sent before the restart: not again");
+    assert_eq!(attempts(&registry, "slack", "sent"), 1);
+    assert_eq!(attempts(&registry, "teams", "sent"), 0);
+    assert_eq!(attempts(&registry, "email", "sent"), 0);
+    let rows = inbox.outbox(3).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    let slack_row = rows.iter().find(|r| r.channel == "slack").unwrap();
+    assert_eq!(slack_row.attempts as usize, recorded + 1);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn e_mail_goes_to_the_users_whose_preferences_ask_for_it() {
+    let smtp = SmtpReceiver::start(0).await;
+    let cfg = config(&format!(
+        r#"
+        [tenants.5.email]
+        host = "127.0.0.1"
+        port = {port}
+        tls = "none"
+        from = "alertas@example.com"
+        [tenants.5.email.users]
+        1001 = {{ address = "Ceo <ceo@example.com>", role = "ceo" }}
+        1002 = {{ address = "gerente@example.com", role = "manager" }}
+        1010 = {{ address = "ana@example.com", role = "seller" }}
+        "#,
+        port = smtp.addr.port(),
+    ));
+    let dir = TempDir::new();
+    let inbox = inbox(&dir).await;
+    let (dispatcher, _registry, shutdown) = dispatcher(cfg, &inbox).await;
+    let set = |user, role, update: Value| {
+        let inbox = inbox.clone();
+        async move {
+            let v = Viewer {
+                tenant_id: 5,
+                user_id: user,
+                role,
+            };
+            let prefs = Preferences::for_role(role).updated(&update).unwrap();
+            inbox.set_preferences(&v, &prefs).await.unwrap();
+        }
+    };
+    // Nobody asked for e-mail yet: nothing is queued.
+    let first = notification(5, NotificationType::PerformanceAlert);
+    assert_eq!(store(&dispatcher, &first).await, Dispatched::default());
+    // The CEO and the seller turn e-mail on; the manager leaves it off.
+    set(1001, Role::Ceo, json!({"email": true})).await;
+    set(1010, Role::Seller, json!({"email": true})).await;
+    let alert = notification(5, NotificationType::PerformanceAlert);
+    let report = notification(5, NotificationType::DailyReport);
+    assert_eq!(store(&dispatcher, &alert).await, queued(1), "the CEO's");
+    assert_eq!(store(&dispatcher, &report).await, queued(1), "the CEO's");
+    eventually("two e-mails", Duration::from_secs(10), || {
+        smtp.mails().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 2);
+    assert!(
+        mails.iter().all(|m| m.rcpt == ["ceo@example.com"]),
+        "{mails:?}"
+    );
+    let mut got: Vec<String> = mails.iter().map(Mail::notification_id).collect();
+    got.sort();
+    let mut want = vec![alert.id.to_string(), report.id.to_string()];
+    want.sort();
+    assert_eq!(got, want);
+    let rows = inbox.outbox(5).await.unwrap();
+    assert!(rows.iter().all(|r| r.user_id == Some(1001)), "{rows:?}");
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_or_broken_channel_delays_neither_the_caller_nor_the_others() {
+async fn a_hung_or_broken_channel_delays_neither_storing_nor_the_others() {
     let smtp = SmtpReceiver::start(0).await;
     let http = HttpReceiver::start().await;
     let cfg = config(&format!(
         r#"
         timeout = "1s"
-        queue_size = 4
         retry = {{ max_attempts = 2, initial_delay = "50ms", max_delay = "50ms" }}
         [tenants.7]
         slack_webhooks = ["{hang}"]
@@ -563,15 +631,12 @@ async fn a_hung_or_broken_channel_delays_neither_the_caller_nor_the_others() {
         down = http.url("/down/7"),
         port = smtp.addr.port(),
     ));
-    let mut registry = Registry::default();
-    let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher::start(cfg, &mut registry, shutdown.clone()).unwrap();
+    let dir = TempDir::new();
+    let inbox = inbox(&dir).await;
+    let (dispatcher, registry, shutdown) = dispatcher(cfg, &inbox).await;
 
     let alert = notification(7, NotificationType::PerformanceAlert);
-    let started = Instant::now();
-    assert_eq!(dispatcher.dispatch(&alert).queued, 3);
-    let took = started.elapsed();
-    assert!(took < Duration::from_millis(10), "dispatch took {took:?}");
+    assert_eq!(store(&dispatcher, &alert).await, queued(3));
     eventually("slack request hanging", Duration::from_secs(5), || {
         http.hits("/hang/7") == 1
     })
@@ -583,18 +648,19 @@ async fn a_hung_or_broken_channel_delays_neither_the_caller_nor_the_others() {
     })
     .await;
     assert_eq!(attempts(&registry, "slack", "retry"), 0);
-    assert_eq!(attempts(&registry, "email", "sent"), 1);
+    eventually("the e-mail counted", Duration::from_secs(5), || {
+        attempts(&registry, "email", "sent") == 1
+    })
+    .await;
 
-    // While Slack hangs, the caller is never slowed down; once Slack's queue is full, its
-    // notifications are dropped (counted), the others still get everything.
+    // While Slack hangs, storing is never slowed down by it and e-mail keeps up with everything.
     let mut slowest = Duration::ZERO;
-    let mut dropped = 0;
     let more: Vec<Notification> = (0..8)
         .map(|_| notification(7, NotificationType::DailyReport))
         .collect();
     for n in &more {
         let started = Instant::now();
-        dropped += dispatcher.dispatch(n).dropped;
+        assert_eq!(store(&dispatcher, n).await, queued(3));
         slowest = slowest.max(started.elapsed());
         eventually("the e-mail", Duration::from_secs(5), || {
             smtp.mails()
@@ -604,25 +670,30 @@ async fn a_hung_or_broken_channel_delays_neither_the_caller_nor_the_others() {
         .await;
     }
     assert!(
-        slowest < Duration::from_millis(10),
-        "dispatch took {slowest:?}"
-    );
-    assert!(
-        dropped >= 4,
-        "slack: at most 4 queued, 1 in flight; dropped {dropped}"
+        slowest < Duration::from_millis(500),
+        "storing took {slowest:?}"
     );
     assert_eq!(smtp.mails().len(), 9);
 
-    // Both broken channels end up counted as failed.
+    // The broken channels retry and give up, each at its own pace: Teams (refusing at once)
+    // gives every notification up after its attempts; Slack times out on each attempt, taking
+    // its deliveries in turn (one in backoff does not hold up the others), and has dropped
+    // nothing: they wait in the outbox.
     eventually("failures counted", Duration::from_secs(10), || {
-        attempts(&registry, "slack", "failed") >= 1 && attempts(&registry, "teams", "failed") >= 1
+        attempts(&registry, "slack", "retry") >= 1 && attempts(&registry, "teams", "failed") == 9
     })
     .await;
-    assert!(attempts(&registry, "slack", "retry") >= 1);
-    assert!(attempts(&registry, "slack", "dropped") >= 4);
-    assert!(attempts(&registry, "teams", "retry") >= 1);
+    assert!(attempts(&registry, "teams", "retry") >= 9);
     assert_eq!(attempts(&registry, "email", "failed"), 0);
-    assert_eq!(attempts(&registry, "email", "dropped"), 0);
+    let rows = inbox.outbox(7).await.unwrap();
+    let slack: Vec<_> = rows.iter().filter(|r| r.channel == "slack").collect();
+    assert_eq!(slack.len(), 9);
+    assert!(slack.iter().all(|r| r.state != "sent"), "{slack:?}");
+    assert!(slack.iter().any(|r| r.state == "pending"), "{slack:?}");
+    assert!(rows
+        .iter()
+        .filter(|r| r.channel == "teams")
+        .all(|r| r.state == "failed" && r.attempts == 2));
     shutdown.cancel();
 }
 
@@ -648,9 +719,9 @@ async fn only_configured_types_go_out_and_only_to_the_own_tenant() {
         slack2 = http.url("/slack/2"),
         port = smtp.addr.port(),
     ));
-    let mut registry = Registry::default();
-    let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher::start(cfg, &mut registry, shutdown.clone()).unwrap();
+    let dir = TempDir::new();
+    let inbox = inbox(&dir).await;
+    let (dispatcher, registry, shutdown) = dispatcher(cfg, &inbox).await;
 
     let not_for_1 = [
         notification(1, NotificationType::PerformanceAlert),
@@ -661,12 +732,12 @@ async fn only_configured_types_go_out_and_only_to_the_own_tenant() {
     let not_for_2 = notification(2, NotificationType::UnansweredConversation);
     let unknown_tenant = notification(3, NotificationType::DailyReport);
     for n in &not_for_1 {
-        assert_eq!(dispatcher.dispatch(n).queued, 0);
+        assert_eq!(store(&dispatcher, n).await.queued, 0);
     }
-    assert_eq!(dispatcher.dispatch(&not_for_2).queued, 0);
-    assert_eq!(dispatcher.dispatch(&unknown_tenant).queued, 0);
-    assert_eq!(dispatcher.dispatch(&for_1).queued, 1);
-    assert_eq!(dispatcher.dispatch(&for_2).queued, 2);
+    assert_eq!(store(&dispatcher, &not_for_2).await.queued, 0);
+    assert_eq!(store(&dispatcher, &unknown_tenant).await.queued, 0);
+    assert_eq!(store(&dispatcher, &for_1).await.queued, 1);
+    assert_eq!(store(&dispatcher, &for_2).await.queued, 2);
     eventually("deliveries", Duration::from_secs(10), || {
         http.delivered("/slack/1").len() == 1
             && http.delivered("/slack/2").len() == 1
@@ -680,7 +751,10 @@ async fn only_configured_types_go_out_and_only_to_the_own_tenant() {
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].notification_id(), for_2.id.to_string());
     assert_eq!(mails[0].rcpt, ["ceo@dos.example"]);
-    assert_eq!(attempts(&registry, "slack", "sent"), 2);
+    eventually("counted", Duration::from_secs(5), || {
+        attempts(&registry, "slack", "sent") == 2
+    })
+    .await;
     shutdown.cancel();
 }
 
@@ -723,10 +797,14 @@ async fn a_refused_e_mail_is_not_retried() {
         to = ["nadie@example.com"]
         "#
     ));
-    let mut registry = Registry::default();
-    let shutdown = CancellationToken::new();
-    let dispatcher = Dispatcher::start(cfg, &mut registry, shutdown.clone()).unwrap();
-    dispatcher.dispatch(&notification(5, NotificationType::PerformanceAlert));
+    let dir = TempDir::new();
+    let inbox = inbox(&dir).await;
+    let (dispatcher, registry, shutdown) = dispatcher(cfg, &inbox).await;
+    store(
+        &dispatcher,
+        &notification(5, NotificationType::PerformanceAlert),
+    )
+    .await;
     eventually("the failure", Duration::from_secs(10), || {
         attempts(&registry, "email", "failed") == 1
     })
@@ -734,5 +812,11 @@ async fn a_refused_e_mail_is_not_retried() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(conversations.load(Ordering::SeqCst), 1);
     assert_eq!(attempts(&registry, "email", "retry"), 0);
+    let rows = inbox.outbox(5).await.unwrap();
+    assert_eq!(rows[0].state, "failed");
+    assert!(
+        rows[0].last_error.as_deref().unwrap_or("").contains("550"),
+        "{rows:?}"
+    );
     shutdown.cancel();
 }

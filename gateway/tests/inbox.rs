@@ -28,6 +28,169 @@ fn list_ids(page: &[vigia_gateway::StoredNotification]) -> Vec<Uuid> {
     page.iter().map(|s| s.notification.id).collect()
 }
 
+/// The channel outbox: deliveries recorded with their notification (and only then), due ones
+/// taken oldest first, outcomes recorded; and the reload of recent notifications by type.
+async fn exercise_outbox(inbox: &Inbox, tenant_id: u64) {
+    use chrono::{Duration, Utc};
+    use vigia_gateway::OutboxEntry;
+    use vigia_schemas::NotificationType;
+    let now = Utc::now();
+    let entry = |channel, recipient: &str, not_before| OutboxEntry {
+        channel,
+        recipient: recipient.to_string(),
+        user_id: (channel == "email").then_some(1001),
+        not_before,
+    };
+    let mut n = to_role(tenant_id, Role::Ceo);
+    n.kind = NotificationType::PerformanceAlert;
+    let later = now + Duration::hours(1);
+    let deliveries = [
+        entry("email", "ceo@example.com", now - Duration::seconds(1)),
+        entry("email", "gerente@example.com", later),
+        entry("slack", "hook-1", now - Duration::seconds(2)),
+    ];
+    let inserted = inbox
+        .insert_with_deliveries(&n, &deliveries)
+        .await
+        .unwrap()
+        .expect("new");
+    assert_eq!(inserted.deliveries, 3);
+    // Stored again (a replay): nothing, and no delivery twice.
+    assert!(inbox
+        .insert_with_deliveries(&n, &deliveries)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(inbox.outbox(tenant_id).await.unwrap().len(), 3);
+
+    // E-mail: only the due one; any recipient.
+    let due = inbox
+        .outbox_next_due(tenant_id, "email", None, now)
+        .await
+        .unwrap()
+        .expect("one due");
+    assert_eq!(due.recipient, "ceo@example.com");
+    assert_eq!(due.attempts, 0);
+    assert_eq!(due.notification.as_ref().unwrap(), &n);
+    // A webhook's worker takes only its own recipient.
+    assert!(inbox
+        .outbox_next_due(tenant_id, "slack", Some("hook-2"), now)
+        .await
+        .unwrap()
+        .is_none());
+    let hook = inbox
+        .outbox_next_due(tenant_id, "slack", Some("hook-1"), now)
+        .await
+        .unwrap()
+        .expect("the hook's");
+    // A failed attempt moves it later; then it is sent.
+    let retry_at = now + Duration::seconds(30);
+    inbox
+        .outbox_mark_retry(hook.id, 1, retry_at, "HTTP 503")
+        .await
+        .unwrap();
+    assert!(inbox
+        .outbox_next_due(tenant_id, "slack", Some("hook-1"), now)
+        .await
+        .unwrap()
+        .is_none());
+    let next = inbox
+        .outbox_next_time(tenant_id, "slack", Some("hook-1"))
+        .await
+        .unwrap()
+        .expect("pending");
+    assert_eq!(next.timestamp_millis(), retry_at.timestamp_millis());
+    let hook = inbox
+        .outbox_next_due(tenant_id, "slack", Some("hook-1"), retry_at)
+        .await
+        .unwrap()
+        .expect("due again");
+    assert_eq!(hook.attempts, 1);
+    inbox.outbox_mark_sent(hook.id, 2).await.unwrap();
+    inbox
+        .outbox_mark_failed(due.id, 1, "550 no such user")
+        .await
+        .unwrap();
+    assert_eq!(
+        inbox
+            .outbox_next_time(tenant_id, "email", None)
+            .await
+            .unwrap()
+            .map(|t| t.timestamp_millis()),
+        Some(later.timestamp_millis()),
+        "only the deferred one is left"
+    );
+    assert_eq!(
+        inbox
+            .outbox_next_time(tenant_id, "slack", None)
+            .await
+            .unwrap(),
+        None
+    );
+    let rows = inbox.outbox(tenant_id).await.unwrap();
+    let states: Vec<(&str, &str, &str, u32, Option<u64>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.channel.as_str(),
+                r.recipient.as_str(),
+                r.state.as_str(),
+                r.attempts,
+                r.user_id,
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("email", "ceo@example.com", "failed", 1, Some(1001)),
+            ("email", "gerente@example.com", "pending", 0, Some(1001)),
+            ("slack", "hook-1", "sent", 2, None),
+        ]
+    );
+    assert_eq!(rows[0].last_error.as_deref(), Some("550 no such user"));
+    assert_eq!(rows[2].last_error, None);
+    assert!(rows.iter().all(|r| r.notification_id == n.id));
+    let pending = inbox.outbox_pending().await.unwrap();
+    assert!(pending.contains(&(tenant_id, "email".into(), "gerente@example.com".into(), 1)));
+    assert!(!pending.iter().any(|p| p.0 == tenant_id && p.1 == "slack"));
+
+    // A notification whose withdrawal came first queues nothing.
+    let mut original = to_role(tenant_id, Role::Ceo);
+    original.kind = NotificationType::PerformanceAlert;
+    let mut withdrawal = to_role(tenant_id, Role::Ceo);
+    withdrawal.withdraws = Some(original.id);
+    inbox.insert(&withdrawal).await.unwrap();
+    let late = inbox
+        .insert_with_deliveries(&original, &[entry("slack", "hook-1", now)])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(late.already_withdrawn);
+    assert_eq!(late.deliveries, 0);
+    assert_eq!(inbox.outbox(tenant_id).await.unwrap().len(), 3);
+
+    // The recent notifications of a type, by creation time, in arrival order.
+    let mut old = to_user(tenant_id, 10);
+    old.created_at = now - Duration::days(8);
+    let mut recent = to_user(tenant_id, 10);
+    recent.created_at = now - Duration::minutes(5);
+    inbox.insert(&old).await.unwrap();
+    inbox.insert(&recent).await.unwrap();
+    let reloaded = inbox
+        .recent_of_type(
+            NotificationType::UnansweredConversation,
+            now - Duration::days(7),
+        )
+        .await
+        .unwrap();
+    assert!(reloaded.contains(&recent));
+    assert!(!reloaded.contains(&old));
+    assert!(reloaded
+        .iter()
+        .all(|n| n.kind == NotificationType::UnansweredConversation));
+}
+
 /// Everything the inbox promises, on whatever database `url` names.
 /// Preferences: role defaults until saved, then what was saved, per (tenant, user).
 async fn exercise_preferences(inbox: &Inbox, tenant_id: u64) {
@@ -71,6 +234,7 @@ async fn exercise(url: &str) {
     let t1 = fresh_tenant();
     let t2 = t1 + 1;
     exercise_preferences(&inbox, t1).await;
+    exercise_outbox(&inbox, fresh_tenant()).await;
 
     // A mix of audiences over two tenants.
     let mut all: Vec<Notification> = vec![];

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use vigia_schemas::{NotificationType, TenantId};
+use vigia_schemas::{NotificationType, Role, TenantId, UserId};
 
 use super::ChannelsError;
 
@@ -13,7 +13,7 @@ use super::ChannelsError;
 const SECTION: &str = "gateway.channels";
 
 /// The channels outside the browser (`[gateway.channels]`): per tenant, e-mail over SMTP and
-/// Slack / Microsoft Teams incoming webhooks, plus the queue and retry settings shared by all.
+/// Slack / Microsoft Teams incoming webhooks, plus the attempt and retry settings shared by all.
 ///
 /// The default has no tenant: nothing is sent.
 #[derive(Clone, Debug, Deserialize)]
@@ -23,12 +23,6 @@ pub struct ChannelsConfig {
     /// outside the browser; a tenant's settings are never used for another tenant.
     #[serde(deserialize_with = "tenant_map")]
     pub tenants: BTreeMap<TenantId, TenantChannels>,
-    /// Notifications waiting per channel (one channel = the e-mail of a tenant, or one webhook
-    /// URL). When full, new notifications for that channel are dropped (counted and logged).
-    pub queue_size: usize,
-    /// How many recently sent notification ids each channel remembers, so that the same
-    /// notification dispatched again is not sent again.
-    pub dedupe_window: usize,
     /// Longest a single delivery attempt (SMTP conversation or HTTP request) may take.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -40,8 +34,6 @@ impl Default for ChannelsConfig {
     fn default() -> Self {
         ChannelsConfig {
             tenants: BTreeMap::new(),
-            queue_size: 256,
-            dedupe_window: 10_000,
             timeout: Duration::from_secs(15),
             retry: RetryConfig::default(),
         }
@@ -91,7 +83,8 @@ pub struct TenantChannels {
     /// Notification types sent outside the browser. Default: `performance_alert` and
     /// `daily_report`.
     pub types: Vec<NotificationType>,
-    /// E-mail: one message per notification to all of `to`.
+    /// E-mail: one message per notification and recipient, to the fixed addresses of `to` and
+    /// to the users of the address book `users` whose preferences ask for it.
     pub email: Option<EmailChannel>,
     /// Slack incoming webhook URLs (`https://hooks.slack.com/services/…`), one channel each.
     pub slack_webhooks: Vec<String>,
@@ -171,8 +164,34 @@ pub struct EmailChannel {
     pub password: Option<Secret>,
     /// Sender: `alertas@example.com` or `Vigía <alertas@example.com>`.
     pub from: String,
-    /// Recipients, same forms as `from`; all get the same message.
+    /// Fixed recipients (same forms as `from`), e.g. a shared mailbox: every notification of
+    /// the tenant's `types`, whatever anybody's preferences.
+    #[serde(default)]
     pub to: Vec<String>,
+    /// The tenant's address book, by user id (the `sub` of their tokens): a user gets a
+    /// notification by e-mail when it is addressed to them (their id, or their role; CEOs and
+    /// managers see every notification of the tenant) and their stored preferences ask for it
+    /// (`email: true`, type enabled, priority reached; quiet hours and days off defer it).
+    #[serde(default, deserialize_with = "user_map")]
+    pub users: BTreeMap<UserId, EmailUser>,
+}
+
+/// One entry of a tenant's e-mail address book.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailUser {
+    /// `ana@example.com` or `Ana Núñez <ana@example.com>`.
+    pub address: String,
+    /// `ceo`, `manager`, `seller`, `secretary` or `supervisor`: who the user is for the audience
+    /// rules (the same role as in their token) and for their default preferences.
+    pub role: String,
+}
+
+impl EmailUser {
+    /// The role, if `role` names one.
+    pub fn role(&self) -> Option<Role> {
+        serde_json::from_value(serde_json::Value::String(self.role.trim().to_string())).ok()
+    }
 }
 
 impl EmailChannel {
@@ -230,18 +249,6 @@ impl ChannelsConfig {
     pub fn validate(&self) -> Result<(), ChannelsError> {
         let mut problems = Vec::new();
         let mut problem = |path: String, what: &str| problems.push(format!("{path}: {what}"));
-        if self.queue_size == 0 {
-            problem(
-                format!("{SECTION}.queue_size"),
-                "must be at least 1 (default 256)",
-            );
-        }
-        if self.dedupe_window == 0 {
-            problem(
-                format!("{SECTION}.dedupe_window"),
-                "must be at least 1 (default 10000)",
-            );
-        }
         if self.timeout.is_zero() {
             problem(
                 format!("{SECTION}.timeout"),
@@ -293,6 +300,13 @@ impl ChannelsConfig {
                     if let Err(why) = check_webhook_url(url) {
                         problem(format!("{at}.{field}[{i}]"), &why);
                     }
+                    // One webhook, one worker: the same URL twice would be sent everything twice.
+                    if let Some(first) = urls[..i].iter().position(|u| u.trim() == url.trim()) {
+                        problem(
+                            format!("{at}.{field}[{i}]"),
+                            &format!("is the same URL as {field}[{first}]"),
+                        );
+                    }
                 }
             }
         }
@@ -317,14 +331,35 @@ fn validate_email(at: &str, email: &EmailChannel, problem: &mut impl FnMut(Strin
             &format!("not an e-mail address ({e}); e.g. \"Vigía <alertas@example.com>\""),
         );
     }
-    if email.to.is_empty() {
-        problem(format!("{at}.to"), "has no recipient");
+    if email.to.is_empty() && email.users.is_empty() {
+        problem(
+            at.to_string(),
+            "has no recipient: list fixed addresses in `to` and/or users' addresses in `users` \
+             (e.g. users = { 1001 = { address = \"ceo@example.com\", role = \"ceo\" } })",
+        );
     }
     for (i, to) in email.to.iter().enumerate() {
         if let Err(e) = to.parse::<lettre::message::Mailbox>() {
             problem(
                 format!("{at}.to[{i}]"),
                 &format!("not an e-mail address ({e})"),
+            );
+        }
+    }
+    for (user, entry) in &email.users {
+        if let Err(e) = entry.address.parse::<lettre::message::Mailbox>() {
+            problem(
+                format!("{at}.users.{user}.address"),
+                &format!("not an e-mail address ({e}); e.g. \"Ana <ana@example.com>\""),
+            );
+        }
+        if entry.role().is_none() {
+            problem(
+                format!("{at}.users.{user}.role"),
+                &format!(
+                    "{:?} is not a role: ceo, manager, seller, secretary or supervisor",
+                    entry.role
+                ),
             );
         }
     }
@@ -361,36 +396,80 @@ fn tenant_map<'de, D>(d: D) -> Result<BTreeMap<TenantId, TenantChannels>, D::Err
 where
     D: Deserializer<'de>,
 {
-    let raw = BTreeMap::<TenantKey, TenantChannels>::deserialize(d)?;
-    Ok(raw.into_iter().map(|(k, v)| (k.0, v)).collect())
+    let raw = BTreeMap::<IdKey<TenantTag>, TenantChannels>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(k, v)| (k.id, v)).collect())
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct TenantKey(TenantId);
+/// User ids as keys of the address book (`users = { 1001 = { … } }`), strings or numbers.
+fn user_map<'de, D>(d: D) -> Result<BTreeMap<UserId, EmailUser>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let raw = BTreeMap::<IdKey<UserTag>, EmailUser>::deserialize(d)?;
+    Ok(raw.into_iter().map(|(k, v)| (k.id, v)).collect())
+}
 
-impl<'de> Deserialize<'de> for TenantKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<TenantKey, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = TenantKey;
+/// What an id key names, for the error messages.
+trait IdName {
+    const NAME: &'static str;
+}
+struct TenantTag;
+impl IdName for TenantTag {
+    const NAME: &'static str = "tenant id";
+}
+struct UserTag;
+impl IdName for UserTag {
+    const NAME: &'static str = "user id";
+}
+
+struct IdKey<T> {
+    id: u64,
+    _name: std::marker::PhantomData<T>,
+}
+
+impl<T> PartialEq for IdKey<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl<T> Eq for IdKey<T> {}
+impl<T> PartialOrd for IdKey<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for IdKey<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id.cmp(&other.id)
+    }
+}
+
+impl<'de, T: IdName> Deserialize<'de> for IdKey<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IdKey<T>, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<T: IdName> serde::de::Visitor<'_> for V<T> {
+            type Value = IdKey<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a tenant id (a non-negative integer)")
+                write!(f, "a {} (a non-negative integer)", T::NAME)
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TenantKey, E> {
-                Ok(TenantKey(v))
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<IdKey<T>, E> {
+                Ok(IdKey {
+                    id: v,
+                    _name: std::marker::PhantomData,
+                })
             }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TenantKey, E> {
-                TenantId::try_from(v)
-                    .map(TenantKey)
-                    .map_err(|_| E::custom(format!("tenant id {v} is negative")))
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<IdKey<T>, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("{} {v} is negative", T::NAME)))
+                    .and_then(|v| self.visit_u64(v))
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TenantKey, E> {
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IdKey<T>, E> {
                 v.trim()
-                    .parse()
-                    .map(TenantKey)
-                    .map_err(|_| E::custom(format!("tenant id {v:?} is not a number")))
+                    .parse::<u64>()
+                    .map_err(|_| E::custom(format!("{} {v:?} is not a number", T::NAME)))
+                    .and_then(|v| self.visit_u64(v))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }

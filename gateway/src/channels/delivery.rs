@@ -1,18 +1,27 @@
-//! One channel: its queue, the ids it recently took, and the task that delivers with retries.
+//! One channel's worker: it takes the channel's due deliveries from the outbox, one at a time,
+//! attempts each with a time limit, and records the outcome (sent, retry later, failed).
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-use vigia_schemas::Notification;
+use vigia_schemas::{Notification, TenantId};
 
 use super::config::RetryConfig;
 use super::metrics::{ChannelMetrics, Outcome};
 use super::ChannelKind;
+use crate::inbox::{DueDelivery, Inbox, InboxError};
+
+/// Longest a worker sleeps without looking at the outbox (a safety net: new deliveries wake it).
+const IDLE_POLL: Duration = Duration::from_secs(30);
+/// Waits after a database error, doubling up to `MAX_DB_BACKOFF`.
+const DB_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_DB_BACKOFF: Duration = Duration::from_secs(5);
+/// How long after shutdown a worker still tries to record a delivery it has just made.
+const SENT_GRACE: Duration = Duration::from_secs(5);
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,239 +52,222 @@ impl DeliveryError {
     }
 }
 
-/// The I/O of a channel: one attempt to deliver one notification. SMTP and webhooks implement
-/// it (`transport.rs`); tests put counting fakes behind it.
+/// The I/O of a channel: one attempt to deliver one notification to one recipient (an e-mail
+/// address; webhooks have one recipient, themselves, and ignore it). SMTP and webhooks
+/// implement it (`transport.rs`); tests put counting fakes behind it.
 pub(crate) trait Deliver: Send + Sync + 'static {
-    fn deliver<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        recipient: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
 }
 
-/// A bounded set of notification ids, forgetting the oldest first.
-#[derive(Debug)]
-pub(crate) struct Recent {
-    capacity: usize,
-    ids: HashSet<Uuid>,
-    order: VecDeque<Uuid>,
-}
-
-impl Recent {
-    pub(crate) fn new(capacity: usize) -> Recent {
-        Recent {
-            capacity: capacity.max(1),
-            ids: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    pub(crate) fn contains(&self, id: &Uuid) -> bool {
-        self.ids.contains(id)
-    }
-
-    /// Remembers `id`; false if it already was. Forgets the oldest beyond the capacity.
-    pub(crate) fn insert(&mut self, id: Uuid) -> bool {
-        if !self.ids.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
-        }
-        true
-    }
-
-    /// Forgets `id` (its delivery failed for good: a later dispatch may try again).
-    pub(crate) fn remove(&mut self, id: &Uuid) {
-        if self.ids.remove(id) {
-            self.order.retain(|x| x != id);
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.ids.len()
-    }
-}
-
-/// What [`Channel::offer`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Offer {
-    Queued,
-    Duplicate,
-    /// Queue full, or the channel's task has stopped.
-    Dropped,
-}
-
-/// The caller's side of one channel.
-pub(crate) struct Channel {
-    pub(crate) kind: ChannelKind,
-    /// `tenant 42 slack_webhooks[0] (https://hooks.slack.com/…)`: for logs, never a secret.
-    pub(crate) label: Arc<str>,
-    tx: mpsc::Sender<Arc<Notification>>,
-    /// Ids queued, being delivered or sent (shared with the task).
-    recent: Arc<Mutex<Recent>>,
-    metrics: ChannelMetrics,
-}
-
-impl Channel {
-    /// Creates the channel and spawns its delivery task (needs a Tokio runtime).
-    pub(crate) fn spawn(
-        kind: ChannelKind,
-        label: String,
-        sender: Arc<dyn Deliver>,
-        settings: Settings,
-        metrics: ChannelMetrics,
-        shutdown: CancellationToken,
-    ) -> Channel {
-        let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
-        let recent = Arc::new(Mutex::new(Recent::new(settings.dedupe_window)));
-        let label: Arc<str> = label.into();
-        let worker = Worker {
-            kind,
-            label: label.clone(),
-            sender,
-            retry: settings.retry,
-            timeout: settings.timeout,
-            recent: recent.clone(),
-            metrics: metrics.clone(),
-        };
-        tokio::spawn(worker.run(rx, shutdown));
-        Channel {
-            kind,
-            label,
-            tx,
-            recent,
-            metrics,
-        }
-    }
-
-    /// Queues `n` unless this channel already has it; never waits.
-    pub(crate) fn offer(&self, n: &Arc<Notification>) -> Offer {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.contains(&n.id) {
-            self.metrics.duplicate(self.kind);
-            tracing::debug!(channel = %self.label, id = %n.id, "already sent or queued; not sent again");
-            return Offer::Duplicate;
-        }
-        match self.tx.try_send(n.clone()) {
-            Ok(()) => {
-                recent.insert(n.id);
-                Offer::Queued
-            }
-            Err(e) => {
-                let why = match e {
-                    mpsc::error::TrySendError::Full(_) => {
-                        "queue full (the channel is slow or down)"
-                    }
-                    mpsc::error::TrySendError::Closed(_) => "channel stopped (shutting down)",
-                };
-                self.metrics.count(self.kind, Outcome::Dropped);
-                tracing::warn!(channel = %self.label, id = %n.id, kind = n.kind.as_str(), "notification dropped: {why}");
-                Offer::Dropped
-            }
-        }
-    }
-}
-
-/// Per-channel settings, from [`super::ChannelsConfig`].
+/// Attempts and backoff, from [`super::ChannelsConfig`].
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
-    pub(crate) queue_size: usize,
-    pub(crate) dedupe_window: usize,
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryConfig,
 }
 
-/// How one notification ended on one channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ended {
-    Sent,
-    Failed,
-    ShutDown,
+/// The deliveries one worker takes: its tenant's, of its channel, to its recipient (a webhook)
+/// or to any (the tenant's e-mail).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Selection {
+    pub(crate) tenant: TenantId,
+    pub(crate) kind: ChannelKind,
+    pub(crate) recipient: Option<String>,
 }
 
-struct Worker {
-    kind: ChannelKind,
-    label: Arc<str>,
-    sender: Arc<dyn Deliver>,
-    retry: RetryConfig,
-    timeout: Duration,
-    recent: Arc<Mutex<Recent>>,
-    metrics: ChannelMetrics,
+pub(crate) struct Worker {
+    pub(crate) selection: Selection,
+    /// `tenant 42 slack_webhooks[0] (https://hooks.slack.com/…)`: for logs, never a secret.
+    pub(crate) label: Arc<str>,
+    pub(crate) sender: Arc<dyn Deliver>,
+    pub(crate) settings: Settings,
+    pub(crate) inbox: Inbox,
+    pub(crate) metrics: ChannelMetrics,
+    /// Notified when a delivery of this selection is recorded.
+    pub(crate) wake: Arc<Notify>,
 }
 
 impl Worker {
-    async fn run(self, mut rx: mpsc::Receiver<Arc<Notification>>, shutdown: CancellationToken) {
-        loop {
-            let n = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                n = rx.recv() => match n {
-                    Some(n) => n,
-                    None => break,
-                },
-            };
-            if self.deliver(&n, &shutdown).await == Ended::ShutDown {
-                break;
-            }
-        }
-        // Whatever is still queued is lost: queues live in memory only.
-        rx.close();
-        let mut lost = 0u64;
-        while rx.try_recv().is_ok() {
-            lost += 1;
-            self.metrics.count(self.kind, Outcome::Dropped);
-        }
-        if lost > 0 {
-            tracing::warn!(channel = %self.label, lost, "shutting down: queued notifications not sent");
-        }
-    }
-
-    /// Attempts until sent, failed for good, out of attempts, or shut down.
-    async fn deliver(&self, n: &Notification, shutdown: &CancellationToken) -> Ended {
-        let max = self.retry.max_attempts.max(1);
-        for attempt in 1..=max {
-            let result = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Ended::ShutDown,
-                r = tokio::time::timeout(self.timeout, self.sender.deliver(n)) => r,
-            };
-            let err = match result {
-                Ok(Ok(())) => {
-                    self.metrics.count(self.kind, Outcome::Sent);
-                    tracing::info!(channel = %self.label, id = %n.id, kind = n.kind.as_str(), attempt, "notification sent");
-                    return Ended::Sent;
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let sel = &self.selection;
+        let mut db_backoff = DB_BACKOFF;
+        while !shutdown.is_cancelled() {
+            let due = self
+                .inbox
+                .outbox_next_due(
+                    sel.tenant,
+                    sel.kind.as_str(),
+                    sel.recipient.as_deref(),
+                    Utc::now(),
+                )
+                .await;
+            let wait = match due {
+                Ok(Some(delivery)) => {
+                    db_backoff = DB_BACKOFF;
+                    if !self.attempt(delivery, &shutdown).await {
+                        break;
+                    }
+                    continue;
                 }
-                Ok(Err(e)) => e,
-                Err(_) => DeliveryError::transient(format!("no answer within {:?}", self.timeout)),
+                Ok(None) => match self.until_next().await {
+                    Ok(wait) => {
+                        db_backoff = DB_BACKOFF;
+                        wait
+                    }
+                    Err(e) => self.db_trouble(&e, &mut db_backoff),
+                },
+                Err(e) => self.db_trouble(&e, &mut db_backoff),
             };
-            if err.permanent || attempt == max {
-                self.metrics.count(self.kind, Outcome::Failed);
-                tracing::error!(
-                    channel = %self.label, id = %n.id, kind = n.kind.as_str(), attempt,
-                    permanent = err.permanent, "notification not sent, giving up: {}", err.reason
-                );
-                // A later dispatch of the same notification (e.g. after a restart of the
-                // consumer) may try again.
-                self.recent
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&n.id);
-                return Ended::Failed;
-            }
-            self.metrics.count(self.kind, Outcome::Retry);
-            let delay = backoff(&self.retry, attempt, err.retry_after);
-            tracing::warn!(
-                channel = %self.label, id = %n.id, attempt,
-                retry_in = ?delay, "delivery failed, will retry: {}", err.reason
-            );
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Ended::ShutDown,
-                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
-        unreachable!("the last attempt returns")
+        tracing::debug!(channel = %self.label, "channel worker stopped");
+    }
+
+    fn db_trouble(&self, e: &InboxError, backoff: &mut Duration) -> Duration {
+        tracing::warn!(channel = %self.label, error = %e, retry_in = ?backoff, "cannot read the channel outbox; will retry");
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(MAX_DB_BACKOFF);
+        wait
+    }
+
+    /// How long until the next pending delivery is due (at most [`IDLE_POLL`]).
+    async fn until_next(&self) -> Result<Duration, InboxError> {
+        let sel = &self.selection;
+        let next = self
+            .inbox
+            .outbox_next_time(sel.tenant, sel.kind.as_str(), sel.recipient.as_deref())
+            .await?;
+        Ok(match next {
+            None => IDLE_POLL,
+            Some(at) => (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                // Millisecond rounding: never spin just before the due time.
+                .saturating_add(Duration::from_millis(1))
+                .min(IDLE_POLL),
+        })
+    }
+
+    /// One attempt of `d` and its outcome recorded. False if shutdown interrupted it (the
+    /// delivery stays pending, to be attempted after the restart).
+    async fn attempt(&self, d: DueDelivery, shutdown: &CancellationToken) -> bool {
+        let kind = self.selection.kind;
+        let id = d.id;
+        let attempt = d.attempts.saturating_add(1);
+        let n = match &d.notification {
+            Ok(n) => n,
+            Err(why) => {
+                let reason = format!("the stored notification does not decode: {why}");
+                tracing::error!(channel = %self.label, delivery = id, "{reason}");
+                let recorded = self
+                    .record(shutdown, |inbox| {
+                        let reason = reason.clone();
+                        async move { inbox.outbox_mark_failed(id, attempt, &reason).await }
+                    })
+                    .await;
+                self.metrics.count(kind, Outcome::Failed);
+                return recorded;
+            }
+        };
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return false,
+            r = tokio::time::timeout(self.settings.timeout, self.sender.deliver(n, &d.recipient)) => r,
+        };
+        let err = match result {
+            Ok(Ok(())) => {
+                tracing::info!(channel = %self.label, id = %n.id, kind = n.kind.as_str(), attempt, "notification sent");
+                // Recorded even if shutdown is requested meanwhile (a restart must not send it
+                // again), unless the database stays unreachable for a while after it.
+                let grace = CancellationToken::new();
+                let guard = tokio::spawn({
+                    let (grace, shutdown) = (grace.clone(), shutdown.clone());
+                    async move {
+                        shutdown.cancelled().await;
+                        tokio::time::sleep(SENT_GRACE).await;
+                        grace.cancel();
+                    }
+                });
+                let recorded = self
+                    .record(&grace, |inbox| async move {
+                        inbox.outbox_mark_sent(id, attempt).await
+                    })
+                    .await;
+                guard.abort();
+                // Counted once recorded (the metrics never run ahead of the outbox).
+                self.metrics.count(kind, Outcome::Sent);
+                if !recorded {
+                    tracing::error!(channel = %self.label, id = %n.id, "sent, but the outbox could not record it: it will be sent again after the restart");
+                }
+                return recorded && !shutdown.is_cancelled();
+            }
+            Ok(Err(e)) => e,
+            Err(_) => {
+                DeliveryError::transient(format!("no answer within {:?}", self.settings.timeout))
+            }
+        };
+        let max = self.settings.retry.max_attempts.max(1);
+        if err.permanent || attempt >= max {
+            tracing::error!(
+                channel = %self.label, id = %n.id, kind = n.kind.as_str(), attempt,
+                permanent = err.permanent, "notification not sent, giving up: {}", err.reason
+            );
+            let reason = err.reason.clone();
+            let recorded = self
+                .record(shutdown, |inbox| {
+                    let reason = reason.clone();
+                    async move { inbox.outbox_mark_failed(id, attempt, &reason).await }
+                })
+                .await;
+            self.metrics.count(kind, Outcome::Failed);
+            return recorded;
+        }
+        let delay = backoff(&self.settings.retry, attempt, err.retry_after);
+        tracing::warn!(
+            channel = %self.label, id = %n.id, attempt,
+            retry_in = ?delay, "delivery failed, will retry: {}", err.reason
+        );
+        let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        let reason = err.reason;
+        let recorded = self
+            .record(shutdown, |inbox| {
+                let reason = reason.clone();
+                async move { inbox.outbox_mark_retry(id, attempt, next, &reason).await }
+            })
+            .await;
+        self.metrics.count(kind, Outcome::Retry);
+        recorded
+    }
+
+    /// Runs `write` until the database takes it; false if `shutdown` came first.
+    async fn record<F, Fut>(&self, shutdown: &CancellationToken, write: F) -> bool
+    where
+        F: Fn(Inbox) -> Fut,
+        Fut: std::future::Future<Output = Result<(), InboxError>>,
+    {
+        let mut backoff = DB_BACKOFF;
+        loop {
+            match write(self.inbox.clone()).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(channel = %self.label, error = %e, retry_in = ?backoff, "cannot record a delivery's outcome; will retry");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_DB_BACKOFF);
+                }
+            }
+        }
     }
 }
 

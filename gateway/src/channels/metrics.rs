@@ -7,7 +7,7 @@ use prometheus_client::registry::Registry;
 
 use super::ChannelKind;
 
-/// What happened to one attempt (or, for `Dropped`, one notification that was never tried).
+/// What happened to one attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Delivered.
@@ -16,17 +16,16 @@ pub(crate) enum Outcome {
     Retry,
     /// Failed; no attempt follows (permanent error, or the last attempt).
     Failed,
-    /// Never attempted: the channel's queue was full, or the gateway was shutting down.
-    Dropped,
 }
 
 impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Sent, Outcome::Retry, Outcome::Failed];
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Sent => "sent",
             Outcome::Retry => "retry",
             Outcome::Failed => "failed",
-            Outcome::Dropped => "dropped",
         }
     }
 }
@@ -45,49 +44,62 @@ struct ChannelLabel {
 #[derive(Clone)]
 pub(crate) struct ChannelMetrics {
     attempts: Family<AttemptLabels, Counter>,
+    queued: Family<ChannelLabel, Counter>,
     duplicates: Family<ChannelLabel, Counter>,
 }
 
 impl ChannelMetrics {
-    /// `vigia_gateway_channel_attempts_total{channel, outcome}` and
+    /// `vigia_gateway_channel_attempts_total{channel, outcome}`,
+    /// `vigia_gateway_channel_queued_total{channel}` and
     /// `vigia_gateway_channel_duplicates_total{channel}`.
     pub(crate) fn register(registry: &mut Registry) -> ChannelMetrics {
         let m = ChannelMetrics {
             attempts: Family::default(),
+            queued: Family::default(),
             duplicates: Family::default(),
         };
         registry.register(
             "vigia_gateway_channel_attempts",
-            "Deliveries outside the browser, by channel (email, slack, teams) and outcome: sent, \
-             retry (failed, tried again), failed (failed, given up), dropped (never tried: queue \
-             full or shutting down)",
+            "Delivery attempts outside the browser, by channel (email, slack, teams) and outcome: \
+             sent, retry (failed, tried again later), failed (failed, given up)",
             m.attempts.clone(),
         );
         registry.register(
+            "vigia_gateway_channel_queued",
+            "Deliveries recorded in the channel outbox (one per notification, channel and \
+             recipient)",
+            m.queued.clone(),
+        );
+        registry.register(
             "vigia_gateway_channel_duplicates",
-            "Notifications dispatched again to a channel that already had them (not sent again)",
+            "Deliveries of a notification seen again (already stored: not queued again)",
             m.duplicates.clone(),
         );
         // Every series exists from the start, so that rates and alerts work before the first
         // failure.
         for kind in ChannelKind::ALL {
-            for outcome in [
-                Outcome::Sent,
-                Outcome::Retry,
-                Outcome::Failed,
-                Outcome::Dropped,
-            ] {
+            for outcome in Outcome::ALL {
                 let _ = m.attempts.get_or_create(&labels(kind, outcome));
             }
-            let _ = m.duplicates.get_or_create(&ChannelLabel {
+            let label = ChannelLabel {
                 channel: kind.as_str(),
-            });
+            };
+            let _ = m.queued.get_or_create(&label);
+            let _ = m.duplicates.get_or_create(&label);
         }
         m
     }
 
     pub(crate) fn count(&self, kind: ChannelKind, outcome: Outcome) {
         self.attempts.get_or_create(&labels(kind, outcome)).inc();
+    }
+
+    pub(crate) fn queued(&self, kind: ChannelKind, n: u64) {
+        self.queued
+            .get_or_create(&ChannelLabel {
+                channel: kind.as_str(),
+            })
+            .inc_by(n);
     }
 
     pub(crate) fn duplicate(&self, kind: ChannelKind) {

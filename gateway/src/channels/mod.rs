@@ -4,8 +4,6 @@
 //!
 //! ```toml
 //! [gateway.channels]
-//! queue_size = 256          # per channel
-//! dedupe_window = 10000     # ids remembered per channel
 //! timeout = "15s"           # per attempt
 //! retry = { max_attempts = 8, initial_delay = "2s", max_delay = "5m" }
 //!
@@ -21,50 +19,71 @@
 //! username = "alertas@example.com"
 //! password = "…"
 //! from = "Vigía <alertas@example.com>"
-//! to = ["ceo@example.com", "Gerencia <gerencia@example.com>"]
+//! to = ["Gerencia <gerencia@example.com>"]          # optional: fixed recipients
+//!
+//! # The address book: user id (the `sub` of their tokens) → address and role.
+//! [gateway.channels.tenants.42.email.users]
+//! 1001 = { address = "Ana Pérez <ceo@example.com>", role = "ceo" }
+//! 1002 = { address = "gerente@example.com", role = "manager" }
+//! 1010 = { address = "ventas1@example.com", role = "seller" }
 //! ```
 //!
-//! What it does:
-//! - **A channel** is the e-mail of a tenant (one message to all of `to`) or one webhook URL.
-//!   Each has its own bounded queue and its own delivery task, so a slow, failing or hung
-//!   channel never delays another one.
-//! - [`Dispatcher::dispatch`] only looks the tenant up, and for each of its channels checks the
-//!   id and tries to queue: it never waits and never does I/O, so the Kafka consumer can call it
-//!   for every notification. A full queue drops the notification for that channel (counted as
-//!   `dropped`, logged with the reason).
+//! **Who gets what.** A notification goes out only if its tenant is configured and its type is
+//! one of the tenant's `types`; withdrawals never go out. Then:
+//! - each Slack / Teams webhook gets it (they are channel-wide, not per user);
+//! - each fixed address of `to` gets it by e-mail (a shared mailbox, an archive), whatever
+//!   anybody's preferences;
+//! - each user of the address book gets it by e-mail if the notification is addressed to them
+//!   by the same rule as the inbox ([`crate::can_see`]: their user id, their role, and CEOs and
+//!   managers see everything of their tenant) **and** their stored preferences ask for it
+//!   ([`crate::preferences::email_at`]: `email: true`, the type enabled, the priority at least
+//!   their minimum). Without stored preferences a user has their role's defaults, where
+//!   e-mail is off. **Quiet hours and days off defer** the e-mail to the first instant outside
+//!   them in the user's time zone (a daily report at 08:00 reaches a CEO quiet until 09:00 at
+//!   09:00); the decision is taken when the notification is stored, with the preferences of
+//!   that moment. An address listed twice (in `to` and for a user, or for two users) gets one
+//!   e-mail.
+//!
+//! **The durable outbox.** When the gateway stores a new notification in the inbox it records,
+//! in the same database transaction, one row per delivery — (notification id, channel,
+//! recipient), unique — in `channel_outbox` (see `inbox/outbox.rs`). A notification is thus
+//! never stored without its deliveries, and one the consumer reads again (after a restart or
+//! a rebalance) is already stored and queues nothing again. One worker per channel (a tenant's
+//! e-mail, or one webhook URL) takes its due rows oldest first, attempts each, and marks it
+//! `sent`, or schedules the next attempt, or marks it `failed`; when the gateway starts, the
+//! workers resume every pending row, with its attempts so far and its next attempt time. So a
+//! restart neither drops nor repeats a delivery, with one exception: if the gateway dies
+//! between the receiver's OK and the row being marked sent, the delivery is attempted again
+//! after the restart and the receiver sees it twice — receivers that care dedupe on the id
+//! the message carries. Rows are kept as the record of what went out.
+//!
 //! - **Retries**: an attempt that fails with a transient error (connection refused or reset,
 //!   time-out, SMTP 4xx, HTTP 408/425/429/5xx) is retried with exponential backoff
 //!   ([`RetryConfig`]; an HTTP `Retry-After` in seconds is honoured up to `max_delay`); a
 //!   permanent error (SMTP 5xx, any other HTTP 4xx) is not retried. Each attempt is bounded by
-//!   `timeout`.
-//! - **Duplicates**: each channel remembers the ids of the last `dedupe_window` notifications it
-//!   queued or sent, and ignores the same id dispatched again (the consumer sees a record again
-//!   after a rebalance or restart). An id whose delivery failed for good is forgotten, so a
-//!   later dispatch tries again.
+//!   `timeout`. A row in backoff does not hold up the channel's other rows. Failed rows stay
+//!   failed (an operator can set them back to `pending`).
+//! - **Isolation**: storing a notification never waits for a channel; a slow, failing or hung
+//!   channel delays neither the inbox nor another channel (each has its own worker).
 //! - **Ids for the receivers**: the e-mail's `Message-ID` is `<{id}.vigia@{domain of from}>`
 //!   and it carries `X-Vigia-Notification-Id` (and `-Type`, and `Auto-Submitted:
 //!   auto-generated`); webhook payloads carry a top-level `vigia_notification_id`, and the id is
-//!   shown in the message's footer.
+//!   shown in the message's footer. Slack and Teams themselves do not dedupe.
 //! - **Texts**: the notification's own title and message (Spanish by default, produced by the
 //!   processors), with a Spanish footer; `data` is rendered generically as key/value lines
 //!   (plain text and an HTML table in the e-mail, a section in Slack, a FactSet in Teams).
 //! - **Metrics**: `vigia_gateway_channel_attempts_total{channel="email|slack|teams",
-//!   outcome="sent|retry|failed|dropped"}` and `vigia_gateway_channel_duplicates_total{channel}`.
+//!   outcome="sent|retry|failed"}`, `vigia_gateway_channel_queued_total{channel}` and
+//!   `vigia_gateway_channel_duplicates_total{channel}`.
 //! - **Secrets**: the SMTP password and the webhook URLs (which are credentials) are never shown
-//!   by `Debug` or the logs (URLs appear as `https://host/…`).
+//!   by `Debug` or the logs (URLs appear as `https://host/…`) nor stored: a webhook's outbox
+//!   rows name it by an id derived from its URL. Rows of a webhook (or a tenant's e-mail) no
+//!   longer configured stay pending, with a warning at start, and resume if it comes back.
 //!
-//! What it does not (honestly):
-//! - **Exactly once across restarts.** The queues and the remembered ids live in memory: a
-//!   notification queued but not yet sent when the process stops is lost for that channel
-//!   (counted as `dropped`), and one sent just before a restart may be sent again if the
-//!   consumer replays it. Receivers that care can dedupe on the id (mail systems on
-//!   `Message-ID`, webhook consumers on `vigia_notification_id`); Slack and Teams themselves do
-//!   not, so a replay after a restart can show a message twice there. The inbox remains the
-//!   record of what was notified.
-//! - Per-user choices: recipients are per tenant, not taken from the users' `email` preference,
-//!   and quiet hours do not apply. Withdrawals (`withdraws: Some(_)`) are not sent.
-//! - Ordering between channels, delivery receipts, connection pooling (one SMTP connection per
-//!   e-mail: alerts are rare), English texts.
+//! What it does not (honestly): exactly-once at the receiver (above); re-checking preferences
+//! when a deferred e-mail's time comes; ordering between channels, delivery receipts,
+//! connection pooling (one SMTP connection per e-mail: alerts are rare), English texts; several
+//! gateway instances on one database (each would run its own workers on the same rows).
 
 mod config;
 mod delivery;
@@ -73,15 +92,22 @@ pub mod render;
 mod transport;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, Utc};
 use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use vigia_schemas::{Notification, NotificationType, TenantId};
+use vigia_schemas::{Notification, NotificationType, Role, TenantId, UserId};
 
-pub use config::{ChannelsConfig, EmailChannel, RetryConfig, Secret, SmtpTls, TenantChannels};
+pub use config::{
+    ChannelsConfig, EmailChannel, EmailUser, RetryConfig, Secret, SmtpTls, TenantChannels,
+};
 
-use delivery::{Channel, Deliver, Offer, Settings};
+use crate::audience::{can_see, Viewer};
+use crate::inbox::{Inbox, InboxError, Inserted, OutboxEntry};
+use delivery::{Deliver, Selection, Settings, Worker};
 use metrics::ChannelMetrics;
 
 /// The kinds of channel outside the browser.
@@ -95,13 +121,17 @@ pub enum ChannelKind {
 impl ChannelKind {
     pub const ALL: [ChannelKind; 3] = [ChannelKind::Email, ChannelKind::Slack, ChannelKind::Teams];
 
-    /// The `channel` label of the metrics.
+    /// The `channel` label of the metrics and the outbox.
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Email => "email",
             ChannelKind::Slack => "slack",
             ChannelKind::Teams => "teams",
         }
+    }
+
+    fn parse(s: &str) -> Option<ChannelKind> {
+        ChannelKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -112,37 +142,70 @@ pub enum ChannelsError {
     Config(String),
     #[error("cannot build the HTTP client of the webhooks: {0}")]
     Http(String),
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
 }
 
-/// What [`Dispatcher::dispatch`] did with one notification, counted in channels.
+/// The outbox recipient of a webhook: an id derived from its URL (the URL itself is a
+/// credential and is not stored).
+pub fn webhook_recipient(url: &str) -> String {
+    vigia_schemas::derive_id("channel_webhook", &[url.trim()]).to_string()
+}
+
+/// What [`Dispatcher::store`] recorded for one notification, counted in deliveries.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dispatched {
-    /// Queued for delivery.
+    /// Recorded in the outbox, due now.
     pub queued: usize,
-    /// The channel already had this notification id: not queued again.
+    /// Recorded, but deferred by the recipient's quiet hours or day off.
+    pub deferred: usize,
+    /// The notification was already stored: its deliveries were not recorded again.
     pub duplicates: usize,
-    /// Not queued: the channel's queue was full (or it has stopped).
-    pub dropped: usize,
+}
+
+/// The outcome of [`Dispatcher::store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// As [`Inbox::insert`]: `None` if the notification was already stored.
+    pub inserted: Option<Inserted>,
+    pub dispatched: Dispatched,
+}
+
+/// One address-book entry, ready for the audience rule.
+struct BookEntry {
+    user: UserId,
+    role: Role,
+    address: String,
 }
 
 struct Route {
     types: Vec<NotificationType>,
-    channels: Vec<Channel>,
+    /// The fixed addresses and the address book, if the tenant has e-mail.
+    email: Option<(Vec<String>, Vec<BookEntry>)>,
+    /// (kind, outbox recipient) of each webhook.
+    webhooks: Vec<(ChannelKind, String)>,
 }
 
-/// Sends selected notifications to the channels of their tenant, in the background. Cheap to
-/// clone. Its delivery tasks stop when the `shutdown` token given to [`Dispatcher::start`] is
-/// cancelled.
+struct Inner {
+    inbox: Inbox,
+    routes: HashMap<TenantId, Route>,
+    /// Each worker's wake-up, by what it takes.
+    wakes: HashMap<Selection, Arc<Notify>>,
+    metrics: ChannelMetrics,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Stores notifications with their deliveries outside the browser, and sends those from the
+/// outbox in the background. Cheap to clone. Its workers stop when the `shutdown` token given
+/// to [`Dispatcher::start`] is cancelled ([`Dispatcher::stopped`] waits for them).
 #[derive(Clone)]
 pub struct Dispatcher {
-    routes: Arc<HashMap<TenantId, Route>>,
-    #[cfg_attr(not(test), allow(dead_code))]
-    metrics: ChannelMetrics,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut tenants: Vec<_> = self.routes.keys().collect();
+        let mut tenants: Vec<_> = self.inner.routes.keys().collect();
         tenants.sort();
         f.debug_struct("Dispatcher")
             .field("tenants", &tenants)
@@ -151,11 +214,13 @@ impl std::fmt::Debug for Dispatcher {
 }
 
 impl Dispatcher {
-    /// Validates `cfg`, registers the metrics in `registry` and spawns one delivery task per
-    /// channel. Must be called within a Tokio runtime. With no tenant configured it sends
-    /// nothing (and [`Dispatcher::is_enabled`] is false).
-    pub fn start(
+    /// Validates `cfg`, registers the metrics in `registry` and spawns one worker per channel,
+    /// which at once resume the channel's pending deliveries in `inbox`. Must be called within
+    /// a Tokio runtime. With no tenant configured it records and sends nothing (and
+    /// [`Dispatcher::is_enabled`] is false), but still stores notifications.
+    pub async fn start(
         cfg: ChannelsConfig,
+        inbox: Inbox,
         registry: &mut Registry,
         shutdown: CancellationToken,
     ) -> Result<Dispatcher, ChannelsError> {
@@ -170,7 +235,7 @@ impl Dispatcher {
             None
         };
         let timeout = cfg.timeout;
-        Self::start_with(cfg, registry, shutdown, |spec| {
+        Self::start_with(cfg, inbox, registry, shutdown, |spec| {
             Ok(match spec.kind {
                 ChannelKind::Email => {
                     let email = spec.email.expect("an email spec has its settings");
@@ -184,11 +249,13 @@ impl Dispatcher {
                 }
             })
         })
+        .await
     }
 
     /// [`Dispatcher::start`] with the I/O of each channel given by `make` (tests).
-    fn start_with(
+    async fn start_with(
         cfg: ChannelsConfig,
+        inbox: Inbox,
         registry: &mut Registry,
         shutdown: CancellationToken,
         mut make: impl FnMut(&Spec<'_>) -> Result<Arc<dyn Deliver>, ChannelsError>,
@@ -196,25 +263,43 @@ impl Dispatcher {
         cfg.validate()?;
         let metrics = ChannelMetrics::register(registry);
         let settings = Settings {
-            queue_size: cfg.queue_size,
-            dedupe_window: cfg.dedupe_window,
             timeout: cfg.timeout,
             retry: cfg.retry.clone(),
         };
         let mut routes = HashMap::new();
+        let mut specs = Vec::new();
         for (&tenant, t) in &cfg.tenants {
-            let mut specs = Vec::new();
+            let mut route = Route {
+                types: t.types.clone(),
+                email: None,
+                webhooks: Vec::new(),
+            };
             if let Some(email) = &t.email {
+                let book = email
+                    .users
+                    .iter()
+                    .filter_map(|(&user, entry)| {
+                        Some(BookEntry {
+                            user,
+                            role: entry.role()?,
+                            address: entry.address.trim().to_string(),
+                        })
+                    })
+                    .collect();
+                let to = email.to.iter().map(|a| a.trim().to_string()).collect();
+                route.email = Some((to, book));
                 specs.push(Spec {
                     tenant,
                     kind: ChannelKind::Email,
                     path: format!("gateway.channels.tenants.{tenant}.email"),
                     label: format!(
-                        "tenant {tenant} email ({}:{}, {} recipient(s))",
+                        "tenant {tenant} email ({}:{}, {} fixed recipient(s), {} user(s))",
                         email.host,
                         email.port(),
-                        email.to.len()
+                        email.to.len(),
+                        email.users.len()
                     ),
+                    recipient: None,
                     email: Some(email),
                     url: None,
                 });
@@ -224,6 +309,8 @@ impl Dispatcher {
                 (ChannelKind::Teams, "teams_webhooks", &t.teams_webhooks),
             ] {
                 for (i, url) in urls.iter().enumerate() {
+                    let recipient = webhook_recipient(url);
+                    route.webhooks.push((kind, recipient.clone()));
                     specs.push(Spec {
                         tenant,
                         kind,
@@ -232,69 +319,208 @@ impl Dispatcher {
                             "tenant {tenant} {field}[{i}] ({})",
                             config::redact_url(url)
                         ),
+                        recipient: Some(recipient),
                         email: None,
                         url: Some(url),
                     });
                 }
             }
-            // Build every sender before spawning anything: an error leaves no task behind.
-            let senders = specs
-                .iter()
-                .map(|spec| make(spec).map(|s| (spec, s)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let channels = senders
-                .into_iter()
-                .map(|(spec, sender)| {
-                    tracing::info!(channel = %spec.label, "notification channel ready");
-                    Channel::spawn(
-                        spec.kind,
-                        spec.label.clone(),
-                        sender,
-                        settings.clone(),
-                        metrics.clone(),
-                        shutdown.clone(),
-                    )
-                })
-                .collect();
-            routes.insert(
-                tenant,
-                Route {
-                    types: t.types.clone(),
-                    channels,
-                },
-            );
+            routes.insert(tenant, route);
         }
-        Ok(Dispatcher {
-            routes: Arc::new(routes),
+        // Build every sender before spawning anything: an error leaves no task behind.
+        let senders = specs
+            .iter()
+            .map(|spec| make(spec).map(|s| (spec, s)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut wakes = HashMap::new();
+        let mut workers = Vec::new();
+        for (spec, sender) in senders {
+            let selection = Selection {
+                tenant: spec.tenant,
+                kind: spec.kind,
+                recipient: spec.recipient.clone(),
+            };
+            let wake = Arc::new(Notify::new());
+            wakes.insert(selection.clone(), wake.clone());
+            tracing::info!(channel = %spec.label, "notification channel ready");
+            workers.push(Worker {
+                selection,
+                label: spec.label.clone().into(),
+                sender,
+                settings: settings.clone(),
+                inbox: inbox.clone(),
+                metrics: metrics.clone(),
+                wake,
+            });
+        }
+        let inner = Inner {
+            inbox,
+            routes,
+            wakes,
             metrics,
+            tasks: Mutex::new(Vec::new()),
+        };
+        inner.warn_about_unconfigured_pending().await;
+        let tasks = workers
+            .into_iter()
+            .map(|w| tokio::spawn(w.run(shutdown.clone())))
+            .collect();
+        *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        Ok(Dispatcher {
+            inner: Arc::new(inner),
         })
     }
 
     /// Whether any tenant has a channel.
     pub fn is_enabled(&self) -> bool {
-        !self.routes.is_empty()
+        !self.inner.routes.is_empty()
     }
 
-    /// Queues `n` on every channel of its tenant, if its type is one the tenant sends out.
-    /// Never waits and does no I/O; the result is informative only (everything is also counted
-    /// in the metrics). Withdrawals are not sent.
-    pub fn dispatch(&self, n: &Notification) -> Dispatched {
-        let mut done = Dispatched::default();
-        let Some(route) = self.routes.get(&n.tenant_id) else {
-            return done;
+    /// Stores `n` in the inbox if it is new and, in the same transaction, its deliveries
+    /// outside the browser ([`Dispatcher::plan`]); wakes the channels that have new work.
+    /// Never waits for a channel.
+    pub async fn store(&self, n: &Notification) -> Result<Stored, InboxError> {
+        let now = Utc::now();
+        let planned = self.plan(n, now).await?;
+        let entries: Vec<OutboxEntry> = planned.iter().map(|(_, e)| e.clone()).collect();
+        let inserted = self.inner.inbox.insert_with_deliveries(n, &entries).await?;
+        let mut dispatched = Dispatched::default();
+        match inserted {
+            None => {
+                for (kind, _) in &planned {
+                    self.inner.metrics.duplicate(*kind);
+                }
+                dispatched.duplicates = planned.len();
+            }
+            Some(i) if i.deliveries > 0 => {
+                for (kind, entry) in &planned {
+                    self.inner.metrics.queued(*kind, 1);
+                    if entry.not_before > now {
+                        dispatched.deferred += 1;
+                    } else {
+                        dispatched.queued += 1;
+                    }
+                    let selection = Selection {
+                        tenant: n.tenant_id,
+                        kind: *kind,
+                        recipient: (*kind != ChannelKind::Email).then(|| entry.recipient.clone()),
+                    };
+                    if let Some(wake) = self.inner.wakes.get(&selection) {
+                        wake.notify_one();
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        Ok(Stored {
+            inserted,
+            dispatched,
+        })
+    }
+
+    /// Where `n` goes outside the browser, decided at `now` (module docs): one entry per
+    /// (channel, recipient), each with the time it may be sent. Reads the preferences of the
+    /// address-book users who may see `n`; does no other I/O.
+    pub(crate) async fn plan(
+        &self,
+        n: &Notification,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(ChannelKind, OutboxEntry)>, InboxError> {
+        let Some(route) = self.inner.routes.get(&n.tenant_id) else {
+            return Ok(vec![]);
         };
         if n.withdraws.is_some() || !route.types.contains(&n.kind) {
-            return done;
+            return Ok(vec![]);
         }
-        let shared = Arc::new(n.clone());
-        for channel in &route.channels {
-            match channel.offer(&shared) {
-                Offer::Queued => done.queued += 1,
-                Offer::Duplicate => done.duplicates += 1,
-                Offer::Dropped => done.dropped += 1,
+        let entry = |kind: ChannelKind, recipient: &str, user_id, not_before| OutboxEntry {
+            channel: kind.as_str(),
+            recipient: recipient.to_string(),
+            user_id,
+            not_before,
+        };
+        let mut out: Vec<(ChannelKind, OutboxEntry)> = route
+            .webhooks
+            .iter()
+            .map(|(kind, recipient)| (*kind, entry(*kind, recipient, None, now)))
+            .collect();
+        if let Some((fixed, book)) = &route.email {
+            let email = ChannelKind::Email;
+            let mut emails: Vec<OutboxEntry> =
+                fixed.iter().map(|to| entry(email, to, None, now)).collect();
+            for e in book {
+                let viewer = Viewer {
+                    tenant_id: n.tenant_id,
+                    user_id: e.user,
+                    role: e.role,
+                };
+                if !can_see(&viewer, n.tenant_id, &n.audience) {
+                    continue;
+                }
+                let prefs = self.inner.inbox.preferences(&viewer).await?;
+                if let Some(at) = crate::preferences::email_at(&prefs, n, now) {
+                    emails.push(entry(email, &e.address, Some(e.user), at));
+                }
+            }
+            // One e-mail per address (`Ana <ana@x>` and `ANA@x` are one): the earliest wins (a
+            // fixed recipient is never deferred).
+            emails.sort_by_cached_key(|e| (address_key(&e.recipient), e.not_before));
+            emails.dedup_by(|later, first| {
+                address_key(&later.recipient) == address_key(&first.recipient)
+            });
+            out.extend(emails.into_iter().map(|e| (email, e)));
+        }
+        Ok(out)
+    }
+
+    /// Waits until every worker has stopped (after the shutdown token was cancelled).
+    pub async fn stopped(&self) {
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The address of a mailbox (`Ana <Ana@Example.com>` → `ana@example.com`), to compare.
+fn address_key(mailbox: &str) -> String {
+    mailbox
+        .parse::<lettre::message::Mailbox>()
+        .map(|m| m.email.to_string())
+        .unwrap_or_else(|_| mailbox.trim().to_string())
+        .to_lowercase()
+}
+
+impl Inner {
+    /// Logs the pending deliveries that no worker takes (their channel is no longer
+    /// configured): they stay in the outbox and resume if it comes back.
+    async fn warn_about_unconfigured_pending(&self) {
+        let pending = match self.inbox.outbox_pending().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the channel outbox at start");
+                return;
+            }
+        };
+        for (tenant, channel, recipient, count) in pending {
+            let taken = ChannelKind::parse(&channel).is_some_and(|kind| {
+                let recipient = (kind != ChannelKind::Email).then_some(recipient.clone());
+                self.wakes.contains_key(&Selection {
+                    tenant,
+                    kind,
+                    recipient,
+                })
+            });
+            if !taken {
+                tracing::warn!(
+                    tenant_id = tenant,
+                    channel,
+                    count,
+                    "deliveries pending in the channel outbox for a channel no longer configured; \
+                     they stay there and are sent if it is configured again"
+                );
             }
         }
-        done
     }
 }
 
@@ -306,6 +532,8 @@ struct Spec<'a> {
     path: String,
     /// For logs; no secret.
     label: String,
+    /// The outbox recipient a webhook's worker takes (`None`: any, the e-mail's worker).
+    recipient: Option<String>,
     email: Option<&'a EmailChannel>,
     url: Option<&'a str>,
 }

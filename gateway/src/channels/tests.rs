@@ -1,17 +1,19 @@
-//! The pure parts and the dispatcher's behaviour, with counting fakes instead of I/O.
+//! The pure parts and the dispatcher's behaviour, with counting fakes instead of I/O, over a
+//! real (temporary SQLite) inbox and outbox.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use serde_json::json;
 use uuid::Uuid;
+use vigia_schemas::Audience;
 
-use super::delivery::{backoff, DeliveryError, Recent};
+use super::delivery::{backoff, DeliveryError};
 use super::metrics::Outcome;
 use super::*;
+use crate::preferences::Preferences;
 
 fn notification(tenant: TenantId, kind: NotificationType, id: u128) -> Notification {
     Notification {
@@ -24,7 +26,6 @@ fn notification(tenant: TenantId, kind: NotificationType, id: u128) -> Notificat
 
 const EXAMPLE: &str = r#"
 [gateway.channels]
-queue_size = 16
 timeout = "5s"
 retry = { max_attempts = 3, initial_delay = "1s", max_delay = "10s" }
 
@@ -37,7 +38,11 @@ host = "smtp.example.com"
 username = "alertas@example.com"
 password = "hunter2"
 from = "Vigía <alertas@example.com>"
-to = ["ceo@example.com", "Gerencia <gerencia@example.com>"]
+to = ["Gerencia <gerencia@example.com>"]
+
+[gateway.channels.tenants.42.email.users]
+1001 = { address = "Ana <ceo@example.com>", role = "ceo" }
+1010 = { address = "ventas@example.com", role = "seller" }
 
 [gateway.channels.tenants.7]
 types = ["hot_lead"]
@@ -60,8 +65,6 @@ fn example() -> ChannelsConfig {
 fn toml_example_parses_with_defaults() {
     let cfg = example();
     cfg.validate().unwrap();
-    assert_eq!(cfg.queue_size, 16);
-    assert_eq!(cfg.dedupe_window, 10_000);
     assert_eq!(cfg.timeout, Duration::from_secs(5));
     assert_eq!(cfg.retry.max_attempts, 3);
     let t42 = &cfg.tenants[&42];
@@ -76,18 +79,40 @@ fn toml_example_parses_with_defaults() {
     assert_eq!(email.tls, SmtpTls::Starttls);
     assert_eq!(email.port(), 587);
     assert_eq!(email.password.as_ref().unwrap().expose(), "hunter2");
+    assert_eq!(email.users[&1001].address, "Ana <ceo@example.com>");
+    assert_eq!(email.users[&1001].role(), Some(Role::Ceo));
+    assert_eq!(email.users[&1010].role(), Some(Role::Seller));
     assert_eq!(cfg.tenants[&7].types, [NotificationType::HotLead]);
-    // JSON (numeric keys) works too.
+    // JSON (numeric keys) works too; `to` may be left out when there is an address book.
     let from_json: ChannelsConfig = serde_json::from_value(json!({
-        "tenants": {"5": {"slack_webhooks": ["https://hooks.slack.com/x"]}}
+        "tenants": {"5": {"slack_webhooks": ["https://hooks.slack.com/x"],
+                          "email": {"host": "h", "from": "a@b.c",
+                                    "users": {"9": {"address": "x@b.c", "role": "manager"}}}}}
     }))
     .unwrap();
-    assert!(from_json.tenants.contains_key(&5));
+    from_json.validate().unwrap();
+    assert!(from_json.tenants[&5].email.as_ref().unwrap().to.is_empty());
+    assert_eq!(
+        from_json.tenants[&5].email.as_ref().unwrap().users[&9].role(),
+        Some(Role::Manager)
+    );
     // Typos are refused rather than silently sending nothing.
     let typo = toml::from_str::<ChannelsConfig>("[tenants.1]\nslack_webhook = [\"https://a\"]");
     assert!(typo.unwrap_err().to_string().contains("slack_webhook"));
     let bad_key = toml::from_str::<ChannelsConfig>("[tenants.acme]\nslack_webhooks = []");
     assert!(bad_key.unwrap_err().to_string().contains("not a number"));
+    let bad_user = toml::from_str::<ChannelsConfig>(
+        "[tenants.1.email]\nhost = \"h\"\nfrom = \"a@b.c\"\n[tenants.1.email.users]\nana = { address = \"a@b.c\", role = \"ceo\" }",
+    );
+    let err = bad_user.unwrap_err().to_string();
+    assert!(err.contains("user id \"ana\" is not a number"), "{err}");
+    let extra = toml::from_str::<ChannelsConfig>(
+        "[tenants.1.email]\nhost = \"h\"\nfrom = \"a@b.c\"\nusers = { 1 = { address = \"a@b.c\", role = \"ceo\", phone = \"1\" } }",
+    );
+    assert!(extra.unwrap_err().to_string().contains("phone"));
+    // Options that existed when queues were in memory are refused by name.
+    let old = toml::from_str::<ChannelsConfig>("queue_size = 256");
+    assert!(old.unwrap_err().to_string().contains("queue_size"));
 }
 
 #[test]
@@ -108,9 +133,17 @@ fn validation_names_each_bad_field() {
         t.slack_webhooks[0] = "hooks.slack.com/services/x".into();
         t.teams_webhooks
             .push("http://teams.example.com/hook".into());
+        t.teams_webhooks.push(t.teams_webhooks[0].clone());
         let email = t.email.as_mut().unwrap();
         email.to.push("not an address".into());
         email.tls = SmtpTls::None;
+        email.users.insert(
+            1002,
+            EmailUser {
+                address: "nobody".into(),
+                role: "boss".into(),
+            },
+        );
     }
     cfg.tenants.insert(
         9,
@@ -120,33 +153,37 @@ fn validation_names_each_bad_field() {
         },
     );
     cfg.retry.max_attempts = 0;
-    cfg.queue_size = 0;
+    cfg.timeout = Duration::ZERO;
     let err = cfg.validate().unwrap_err().to_string();
     for expected in [
         "gateway.channels.tenants.42.slack_webhooks[0]: not a URL",
         "gateway.channels.tenants.42.teams_webhooks[1]: must be https",
-        "gateway.channels.tenants.42.email.to[2]: not an e-mail address",
+        "gateway.channels.tenants.42.teams_webhooks[2]: is the same URL as teams_webhooks[0]",
+        "gateway.channels.tenants.42.email.to[1]: not an e-mail address",
+        "gateway.channels.tenants.42.email.users.1002.address: not an e-mail address",
+        "gateway.channels.tenants.42.email.users.1002.role: \"boss\" is not a role: ceo, manager",
         "gateway.channels.tenants.42.email.tls: is \"none\" but credentials are set",
         "gateway.channels.tenants.9.types: is empty",
         "gateway.channels.tenants.9: has no email, slack_webhooks or teams_webhooks",
         "gateway.channels.retry.max_attempts: must be at least 1",
-        "gateway.channels.queue_size: must be at least 1",
+        "gateway.channels.timeout: must be positive",
     ] {
         assert!(err.contains(expected), "{expected:?} not in {err}");
     }
     assert!(!err.contains("hunter2"));
-    // Missing half of the credentials; an empty recipient list.
+    // Missing half of the credentials; no recipient at all.
     let mut cfg = example();
     let email = cfg.tenants.get_mut(&42).unwrap().email.as_mut().unwrap();
     email.password = None;
     email.to.clear();
+    email.users.clear();
     let err = cfg.validate().unwrap_err().to_string();
     assert!(
         err.contains("tenants.42.email.password: is missing"),
         "{err}"
     );
     assert!(
-        err.contains("tenants.42.email.to: has no recipient"),
+        err.contains("tenants.42.email: has no recipient: list fixed addresses in `to`"),
         "{err}"
     );
     // Plain SMTP with credentials is fine to a relay on this host.
@@ -178,38 +215,67 @@ fn backoff_doubles_up_to_the_cap_and_honours_retry_after() {
 }
 
 #[test]
-fn recent_ids_are_bounded_and_forget_the_oldest() {
-    let mut recent = Recent::new(3);
-    let id = |n| Uuid::from_u128(n);
-    assert!(recent.insert(id(1)));
-    assert!(!recent.insert(id(1)));
-    recent.insert(id(2));
-    recent.insert(id(3));
-    recent.insert(id(4));
-    assert_eq!(recent.len(), 3);
-    assert!(!recent.contains(&id(1)));
-    assert!(recent.contains(&id(4)));
-    recent.remove(&id(3));
-    assert!(!recent.contains(&id(3)));
-    recent.insert(id(5));
-    recent.insert(id(6));
-    assert!(recent.contains(&id(4)) && recent.contains(&id(5)) && recent.contains(&id(6)));
-    assert_eq!(recent.len(), 3);
+fn webhook_recipients_are_stable_and_do_not_show_the_url() {
+    let url = "https://hooks.slack.com/services/T000/B000/SECRETTOKEN";
+    assert_eq!(
+        webhook_recipient(url),
+        webhook_recipient(&format!(" {url}"))
+    );
+    assert_ne!(
+        webhook_recipient(url),
+        webhook_recipient("https://hooks.slack.com/other")
+    );
+    assert!(!webhook_recipient(url).contains("SECRET"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dispatcher over a temporary inbox
+
+/// A temporary SQLite inbox, removed when dropped.
+struct TempInbox {
+    dir: std::path::PathBuf,
+    inbox: Inbox,
+}
+
+impl TempInbox {
+    async fn new() -> TempInbox {
+        let dir = std::env::temp_dir().join(format!("vigia-channels-unit-{}", Uuid::new_v4()));
+        let inbox = Inbox::connect(&format!("sqlite://{}/gw.db?mode=rwc", dir.display()))
+            .await
+            .unwrap();
+        TempInbox { dir, inbox }
+    }
+
+    async fn states(&self, tenant: TenantId) -> Vec<(String, String, u32)> {
+        self.inbox
+            .outbox(tenant)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.channel, r.state, r.attempts))
+            .collect()
+    }
+}
+
+impl Drop for TempInbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A channel's I/O that counts calls and answers from a script (then succeeds), or hangs.
 #[derive(Default)]
 struct Fake {
     calls: AtomicUsize,
-    script: Mutex<VecDeque<Result<(), DeliveryError>>>,
-    sent: Mutex<Vec<Uuid>>,
+    script: std::sync::Mutex<VecDeque<Result<(), DeliveryError>>>,
+    sent: std::sync::Mutex<Vec<(Uuid, String)>>,
     hang: bool,
 }
 
 impl Fake {
     fn failing(times: usize, err: DeliveryError) -> Arc<Fake> {
         Arc::new(Fake {
-            script: Mutex::new((0..times).map(|_| Err(err.clone())).collect()),
+            script: std::sync::Mutex::new((0..times).map(|_| Err(err.clone())).collect()),
             ..Fake::default()
         })
     }
@@ -217,12 +283,24 @@ impl Fake {
         self.calls.load(Ordering::SeqCst)
     }
     fn sent(&self) -> Vec<Uuid> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+    fn sent_to(&self) -> Vec<(Uuid, String)> {
         self.sent.lock().unwrap().clone()
     }
 }
 
 impl Deliver for Fake {
-    fn deliver<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        recipient: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.hang {
@@ -231,7 +309,10 @@ impl Deliver for Fake {
             let next = self.script.lock().unwrap().pop_front();
             let result = next.unwrap_or(Ok(()));
             if result.is_ok() {
-                self.sent.lock().unwrap().push(n.id);
+                self.sent
+                    .lock()
+                    .unwrap()
+                    .push((n.id, recipient.to_string()));
             }
             result
         })
@@ -241,8 +322,6 @@ impl Deliver for Fake {
 fn fast_config(tenants: &[(TenantId, TenantChannels)]) -> ChannelsConfig {
     ChannelsConfig {
         tenants: tenants.iter().cloned().collect(),
-        queue_size: 4,
-        dedupe_window: 100,
         timeout: Duration::from_millis(200),
         retry: RetryConfig {
             max_attempts: 4,
@@ -260,16 +339,22 @@ fn slack_and_teams() -> TenantChannels {
     }
 }
 
-/// Starts a dispatcher whose channels use `fakes[(tenant, kind)]`.
-fn start(
+/// Starts a dispatcher on `inbox` whose channels use `fakes[(tenant, kind)]`.
+async fn start(
     cfg: ChannelsConfig,
+    inbox: &Inbox,
     fakes: &HashMap<(TenantId, ChannelKind), Arc<Fake>>,
 ) -> (Dispatcher, CancellationToken) {
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
-    let d = Dispatcher::start_with(cfg, &mut registry, shutdown.clone(), |spec| {
-        Ok(fakes[&(spec.tenant, spec.kind)].clone() as Arc<dyn Deliver>)
-    })
+    let d = Dispatcher::start_with(
+        cfg,
+        inbox.clone(),
+        &mut registry,
+        shutdown.clone(),
+        |spec| Ok(fakes[&(spec.tenant, spec.kind)].clone() as Arc<dyn Deliver>),
+    )
+    .await
     .unwrap();
     (d, shutdown)
 }
@@ -282,66 +367,108 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+fn queued(n: usize) -> Dispatched {
+    Dispatched {
+        queued: n,
+        ..Dispatched::default()
+    }
+}
+
 #[tokio::test]
 async fn transient_failures_are_retried_and_sent_once() {
+    let db = TempInbox::new().await;
     let slack = Fake::failing(2, DeliveryError::transient("HTTP 500"));
     let teams = Arc::new(Fake::default());
     let fakes = HashMap::from([
         ((42, ChannelKind::Slack), slack.clone()),
         ((42, ChannelKind::Teams), teams.clone()),
     ]);
-    let (d, shutdown) = start(fast_config(&[(42, slack_and_teams())]), &fakes);
+    let (d, shutdown) = start(fast_config(&[(42, slack_and_teams())]), &db.inbox, &fakes).await;
     let n = notification(42, NotificationType::PerformanceAlert, 1);
-    assert_eq!(
-        d.dispatch(&n),
-        Dispatched {
-            queued: 2,
-            ..Dispatched::default()
-        }
-    );
+    let stored = d.store(&n).await.unwrap();
+    assert!(stored.inserted.is_some());
+    assert_eq!(stored.dispatched, queued(2));
     eventually("slack delivery", || slack.sent().len() == 1).await;
     eventually("teams delivery", || teams.sent().len() == 1).await;
     assert_eq!(slack.calls(), 3);
     assert_eq!(teams.calls(), 1);
-    // Dispatched again (the consumer replays it): not sent again.
-    assert_eq!(d.dispatch(&n).duplicates, 2);
+    // Seen again (the consumer replays it): already stored, nothing queued, nothing resent.
+    let again = d.store(&n).await.unwrap();
+    assert!(again.inserted.is_none());
+    assert_eq!(again.dispatched.duplicates, 2);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!((slack.calls(), teams.calls()), (3, 1));
-    let m = &d.metrics;
+    let m = &d.inner.metrics;
     assert_eq!(m.get(ChannelKind::Slack, Outcome::Retry), 2);
     assert_eq!(m.get(ChannelKind::Slack, Outcome::Sent), 1);
     assert_eq!(m.get(ChannelKind::Teams, Outcome::Sent), 1);
     assert_eq!(m.duplicates(ChannelKind::Slack), 1);
+    eventually_states(&db, 42, |s| {
+        s == [
+            ("slack".into(), "sent".into(), 3),
+            ("teams".into(), "sent".into(), 1),
+        ]
+    })
+    .await;
     shutdown.cancel();
 }
 
+async fn eventually_states(
+    db: &TempInbox,
+    tenant: TenantId,
+    want: impl Fn(&[(String, String, u32)]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let states = db.states(tenant).await;
+        if want(&states) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "outbox states: {states:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
-async fn permanent_failures_are_not_retried_and_a_later_dispatch_tries_again() {
+async fn permanent_failures_are_not_retried_and_stay_failed() {
+    let db = TempInbox::new().await;
     let slack = Fake::failing(1, DeliveryError::permanent("HTTP 404: no_service"));
     let teams = Fake::failing(10, DeliveryError::transient("HTTP 503"));
     let fakes = HashMap::from([
         ((42, ChannelKind::Slack), slack.clone()),
         ((42, ChannelKind::Teams), teams.clone()),
     ]);
-    let (d, shutdown) = start(fast_config(&[(42, slack_and_teams())]), &fakes);
+    let (d, shutdown) = start(fast_config(&[(42, slack_and_teams())]), &db.inbox, &fakes).await;
     let n = notification(42, NotificationType::DailyReport, 2);
-    d.dispatch(&n);
+    d.store(&n).await.unwrap();
+    let m = d.inner.metrics.clone();
     eventually("both given up", || {
-        d.metrics.get(ChannelKind::Slack, Outcome::Failed) == 1
-            && d.metrics.get(ChannelKind::Teams, Outcome::Failed) == 1
+        m.get(ChannelKind::Slack, Outcome::Failed) == 1
+            && m.get(ChannelKind::Teams, Outcome::Failed) == 1
     })
     .await;
     assert_eq!(slack.calls(), 1, "a permanent error is not retried");
     assert_eq!(teams.calls(), 4, "max_attempts attempts");
-    assert_eq!(d.metrics.get(ChannelKind::Teams, Outcome::Retry), 3);
-    // Given up: forgotten, so the same notification dispatched later is tried again.
-    assert_eq!(d.dispatch(&n).queued, 2);
-    eventually("slack retried later", || slack.sent() == [n.id]).await;
+    assert_eq!(m.get(ChannelKind::Teams, Outcome::Retry), 3);
+    eventually_states(&db, 42, |s| {
+        s == [
+            ("slack".into(), "failed".into(), 1),
+            ("teams".into(), "failed".into(), 4),
+        ]
+    })
+    .await;
+    let rows = db.inbox.outbox(42).await.unwrap();
+    assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 404: no_service"));
+    // A replay does not queue it again (the outbox is the record; an operator may retry).
+    assert_eq!(d.store(&n).await.unwrap().dispatched.duplicates, 2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!((slack.calls(), teams.calls()), (1, 4));
     shutdown.cancel();
 }
 
 #[tokio::test]
-async fn a_hung_channel_delays_neither_the_caller_nor_other_channels() {
+async fn a_hung_channel_delays_neither_storing_nor_other_channels_and_loses_nothing() {
+    let db = TempInbox::new().await;
     let slack = Arc::new(Fake {
         hang: true,
         ..Fake::default()
@@ -351,43 +478,43 @@ async fn a_hung_channel_delays_neither_the_caller_nor_other_channels() {
         ((42, ChannelKind::Slack), slack.clone()),
         ((42, ChannelKind::Teams), teams.clone()),
     ]);
-    let (d, shutdown) = start(fast_config(&[(42, slack_and_teams())]), &fakes);
-    let mut in_dispatch = Duration::ZERO;
-    let mut dropped = 0;
+    let mut cfg = fast_config(&[(42, slack_and_teams())]);
+    cfg.timeout = Duration::from_secs(30);
+    let (d, shutdown) = start(cfg, &db.inbox, &fakes).await;
     for i in 0..10u128 {
-        let started = Instant::now();
-        dropped += d
-            .dispatch(&notification(
+        let stored = d
+            .store(&notification(
                 42,
                 NotificationType::PerformanceAlert,
                 100 + i,
             ))
-            .dropped;
-        in_dispatch = in_dispatch.max(started.elapsed());
+            .await
+            .unwrap();
+        assert_eq!(stored.dispatched, queued(2));
         // Teams keeps up with every notification while Slack hangs.
         eventually("teams delivery", || teams.sent().len() == i as usize + 1).await;
     }
-    assert!(in_dispatch < Duration::from_millis(5), "{in_dispatch:?}");
-    // Slack: one attempt in flight, 4 queued (queue_size), the other 5 dropped.
-    assert_eq!(slack.calls(), 1);
-    assert_eq!(dropped, 5);
-    assert_eq!(d.metrics.get(ChannelKind::Slack, Outcome::Dropped), 5);
-    assert_eq!(d.metrics.get(ChannelKind::Teams, Outcome::Dropped), 0);
-    // The hung attempts time out and are retried.
-    eventually("slack time-outs counted", || {
-        d.metrics.get(ChannelKind::Slack, Outcome::Retry) >= 1
-    })
-    .await;
+    assert_eq!(slack.calls(), 1, "one attempt in flight, the rest wait");
+    let rows = db.inbox.outbox(42).await.unwrap();
+    let pending = rows
+        .iter()
+        .filter(|r| r.channel == "slack" && r.state == "pending")
+        .count();
+    assert_eq!(
+        pending, 10,
+        "nothing dropped: all of Slack's wait in the outbox"
+    );
     shutdown.cancel();
 }
 
 #[tokio::test]
-async fn only_configured_types_and_the_own_tenant_are_sent() {
+async fn only_configured_types_and_the_own_tenant_are_queued() {
+    let db = TempInbox::new().await;
     let t1 = Arc::new(Fake::default());
     let t2 = Arc::new(Fake::default());
-    let only_slack = |types: Vec<NotificationType>| TenantChannels {
+    let only_slack = |types: Vec<NotificationType>, url: &str| TenantChannels {
         types,
-        slack_webhooks: vec!["https://hooks.slack.com/x".into()],
+        slack_webhooks: vec![url.into()],
         ..TenantChannels::default()
     };
     let fakes = HashMap::from([
@@ -395,93 +522,364 @@ async fn only_configured_types_and_the_own_tenant_are_sent() {
         ((2, ChannelKind::Slack), t2.clone()),
     ]);
     let cfg = fast_config(&[
-        (1, only_slack(vec![NotificationType::DailyReport])),
-        (2, only_slack(vec![NotificationType::HotLead])),
+        (
+            1,
+            only_slack(vec![NotificationType::DailyReport], "https://h.example/1"),
+        ),
+        (
+            2,
+            only_slack(vec![NotificationType::HotLead], "https://h.example/2"),
+        ),
     ]);
-    let (d, shutdown) = start(cfg, &fakes);
+    let (d, shutdown) = start(cfg, &db.inbox, &fakes).await;
     assert!(d.is_enabled());
     let none = Dispatched::default();
-    assert_eq!(
-        d.dispatch(&notification(1, NotificationType::PerformanceAlert, 1)),
-        none
-    );
-    assert_eq!(
-        d.dispatch(&notification(1, NotificationType::HotLead, 2)),
-        none
-    );
-    assert_eq!(
-        d.dispatch(&notification(3, NotificationType::DailyReport, 3)),
-        none
-    );
-    let withdrawal = Notification {
-        withdraws: Some(Uuid::from_u128(9)),
-        ..notification(1, NotificationType::DailyReport, 4)
-    };
-    assert_eq!(d.dispatch(&withdrawal), none);
-    assert_eq!(
-        d.dispatch(&notification(1, NotificationType::DailyReport, 5))
-            .queued,
-        1
-    );
-    assert_eq!(
-        d.dispatch(&notification(2, NotificationType::HotLead, 6))
-            .queued,
-        1
-    );
+    for n in [
+        notification(1, NotificationType::PerformanceAlert, 1),
+        notification(1, NotificationType::HotLead, 2),
+        notification(3, NotificationType::DailyReport, 3),
+        Notification {
+            withdraws: Some(Uuid::from_u128(9)),
+            ..notification(1, NotificationType::DailyReport, 4)
+        },
+    ] {
+        let stored = d.store(&n).await.unwrap();
+        assert!(
+            stored.inserted.is_some(),
+            "stored in the inbox all the same"
+        );
+        assert_eq!(stored.dispatched, none, "{:?}", n.kind);
+    }
+    let five = notification(1, NotificationType::DailyReport, 5);
+    let six = notification(2, NotificationType::HotLead, 6);
+    assert_eq!(d.store(&five).await.unwrap().dispatched, queued(1));
+    assert_eq!(d.store(&six).await.unwrap().dispatched, queued(1));
     eventually("both sent", || t1.sent().len() == 1 && t2.sent().len() == 1).await;
     assert_eq!(t1.sent(), [Uuid::from_u128(5)]);
     assert_eq!(t2.sent(), [Uuid::from_u128(6)]);
+    assert_eq!(db.inbox.outbox(3).await.unwrap(), vec![]);
     shutdown.cancel();
 }
 
 #[tokio::test]
-async fn shutdown_stops_the_channels_and_later_dispatches_are_dropped() {
-    let slack = Arc::new(Fake {
-        hang: true,
-        ..Fake::default()
-    });
+async fn no_tenant_means_nothing_to_send_but_notifications_are_stored() {
+    let db = TempInbox::new().await;
+    let (d, _shutdown) = start(ChannelsConfig::default(), &db.inbox, &HashMap::new()).await;
+    assert!(!d.is_enabled());
+    let stored = d
+        .store(&notification(42, NotificationType::DailyReport, 1))
+        .await
+        .unwrap();
+    assert!(stored.inserted.is_some());
+    assert_eq!(stored.dispatched, Dispatched::default());
+}
+
+#[tokio::test]
+async fn a_restart_resumes_pending_deliveries_and_does_not_resend_sent_ones() {
+    let db = TempInbox::new().await;
+    // Before the restart: Slack fails every attempt, Teams works.
+    let slack = Fake::failing(1000, DeliveryError::transient("HTTP 503"));
     let teams = Arc::new(Fake::default());
     let fakes = HashMap::from([
         ((42, ChannelKind::Slack), slack.clone()),
         ((42, ChannelKind::Teams), teams.clone()),
     ]);
-    let (d, shutdown) = start(fast_config(&[(42, slack_and_teams())]), &fakes);
-    d.dispatch(&notification(42, NotificationType::DailyReport, 1));
-    d.dispatch(&notification(42, NotificationType::DailyReport, 2));
-    eventually("slack busy", || slack.calls() == 1).await;
+    let mut cfg = fast_config(&[(42, slack_and_teams())]);
+    cfg.retry.max_attempts = 1000;
+    let (d, shutdown) = start(cfg.clone(), &db.inbox, &fakes).await;
+    let n = notification(42, NotificationType::PerformanceAlert, 7);
+    d.store(&n).await.unwrap();
+    eventually("teams sent, slack tried", || {
+        teams.sent().len() == 1 && slack.calls() >= 2
+    })
+    .await;
     shutdown.cancel();
-    // The queued one is counted as dropped; afterwards nothing is queued.
-    eventually("queued counted as dropped", || {
-        d.metrics.get(ChannelKind::Slack, Outcome::Dropped) == 1
+    d.stopped().await;
+    let tried = slack.calls();
+    assert!(slack.sent().is_empty());
+
+    // After it (same database, new dispatcher): Slack recovers.
+    let slack2 = Arc::new(Fake::default());
+    let teams2 = Arc::new(Fake::default());
+    let fakes = HashMap::from([
+        ((42, ChannelKind::Slack), slack2.clone()),
+        ((42, ChannelKind::Teams), teams2.clone()),
+    ]);
+    let (d2, shutdown2) = start(cfg, &db.inbox, &fakes).await;
+    eventually("slack resumed", || slack2.sent() == [n.id]).await;
+    // The consumer replays the record: nothing again.
+    assert!(d2.store(&n).await.unwrap().inserted.is_none());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(slack2.calls(), 1, "delivered exactly once");
+    assert_eq!(teams2.calls(), 0, "sent before the restart: not again");
+    assert_eq!(slack.calls(), tried, "the old dispatcher stopped");
+    eventually_states(&db, 42, |s| {
+        s.iter().all(|(_, state, _)| state == "sent") && s[0].2 == tried as u32 + 1
     })
     .await;
-    let mut next = 3;
-    eventually("channels closed", || {
-        next += 1;
-        d.dispatch(&notification(42, NotificationType::DailyReport, next))
-            .dropped
-            == 2
-    })
-    .await;
+    shutdown2.cancel();
+    d2.stopped().await;
 }
 
 #[tokio::test]
-async fn no_tenant_means_nothing_to_do() {
-    let (d, _shutdown) = start(ChannelsConfig::default(), &HashMap::new());
-    assert!(!d.is_enabled());
+async fn a_deferred_delivery_waits_for_its_time() {
+    let db = TempInbox::new().await;
+    let slack = Arc::new(Fake::default());
+    let fakes = HashMap::from([((42, ChannelKind::Slack), slack.clone())]);
+    let url = "https://hooks.slack.com/a";
+    let cfg = fast_config(&[(
+        42,
+        TenantChannels {
+            slack_webhooks: vec![url.into()],
+            ..TenantChannels::default()
+        },
+    )]);
+    let (d, shutdown) = start(cfg, &db.inbox, &fakes).await;
+    let n = notification(42, NotificationType::PerformanceAlert, 8);
+    let at = Utc::now() + chrono::Duration::milliseconds(400);
+    let entry = crate::inbox::OutboxEntry {
+        channel: "slack",
+        recipient: webhook_recipient(url),
+        user_id: None,
+        not_before: at,
+    };
+    db.inbox.insert_with_deliveries(&n, &[entry]).await.unwrap();
+    // Whoever records a delivery wakes the worker; here nobody did: it still finds it on time.
+    d.inner.wakes.values().for_each(|w| w.notify_one());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(slack.sent().is_empty(), "not before its time");
+    eventually("sent at its time", || slack.sent() == [n.id]).await;
+    assert!(Utc::now() >= at);
+    shutdown.cancel();
+}
+
+// ---------------------------------------------------------------------------------------------
+// E-mail recipients from the address book and the users' preferences
+
+fn book_config() -> ChannelsConfig {
+    let mut cfg = fast_config(&[]);
+    let t: TenantChannels = toml::from_str(
+        r#"
+        types = ["performance_alert", "daily_report", "hot_lead"]
+        [email]
+        host = "127.0.0.1"
+        tls = "none"
+        from = "alertas@example.com"
+        to = ["archivo@example.com"]
+        [email.users]
+        1001 = { address = "ceo@example.com", role = "ceo" }
+        1002 = { address = "gerente@example.com", role = "manager" }
+        1003 = { address = "otro-gerente@example.com", role = "manager" }
+        1010 = { address = "ana@example.com", role = "seller" }
+        1011 = { address = "beto@example.com", role = "seller" }
+        1020 = { address = "Archivo <ARCHIVO@example.com>", role = "secretary" }
+        "#,
+    )
+    .unwrap();
+    cfg.tenants.insert(42, t);
+    cfg
+}
+
+async fn set_prefs(inbox: &Inbox, user: UserId, role: Role, update: serde_json::Value) {
+    let viewer = Viewer {
+        tenant_id: 42,
+        user_id: user,
+        role,
+    };
+    let prefs = Preferences::for_role(role).updated(&update).unwrap();
+    inbox.set_preferences(&viewer, &prefs).await.unwrap();
+}
+
+fn recipients(planned: &[(ChannelKind, OutboxEntry)]) -> Vec<(String, Option<UserId>)> {
+    planned
+        .iter()
+        .map(|(kind, e)| {
+            assert_eq!(*kind, ChannelKind::Email);
+            (e.recipient.clone(), e.user_id)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn e_mail_goes_to_the_audience_whose_preferences_ask_for_it() {
+    let db = TempInbox::new().await;
+    let email = Arc::new(Fake::default());
+    let fakes = HashMap::from([((42, ChannelKind::Email), email.clone())]);
+    let (d, shutdown) = start(book_config(), &db.inbox, &fakes).await;
+    // The CEO and one manager want e-mail; the other manager never saved preferences (e-mail
+    // off by default); both sellers want e-mail for hot leads.
+    set_prefs(&db.inbox, 1001, Role::Ceo, json!({"email": true})).await;
+    set_prefs(&db.inbox, 1002, Role::Manager, json!({"email": true})).await;
+    for seller in [1010, 1011] {
+        set_prefs(&db.inbox, seller, Role::Seller, json!({"email": true})).await;
+    }
+    let now = chrono::Utc::now();
+
+    // A performance alert to the CEO role: the CEO and the manager who asked; not the
+    // sellers; the fixed address always.
+    let alert = notification(42, NotificationType::PerformanceAlert, 1);
+    assert_eq!(alert.audience, Audience::Role { role: Role::Ceo });
     assert_eq!(
-        d.dispatch(&notification(42, NotificationType::DailyReport, 1)),
-        Dispatched::default()
+        recipients(&d.plan(&alert, now).await.unwrap()),
+        [
+            ("archivo@example.com".to_string(), None),
+            ("ceo@example.com".to_string(), Some(1001)),
+            ("gerente@example.com".to_string(), Some(1002)),
+        ]
     );
+    // A hot lead to seller 1010: that seller, and the CEO and manager (they see everything of
+    // the tenant and their defaults enable every type); not the other seller.
+    let hot = Notification {
+        audience: Audience::User { user_id: 1010 },
+        priority: vigia_schemas::Priority::Urgent,
+        ..notification(42, NotificationType::HotLead, 2)
+    };
+    assert_eq!(
+        recipients(&d.plan(&hot, now).await.unwrap()),
+        [
+            ("ana@example.com".to_string(), Some(1010)),
+            ("archivo@example.com".to_string(), None),
+            ("ceo@example.com".to_string(), Some(1001)),
+            ("gerente@example.com".to_string(), Some(1002)),
+        ]
+    );
+    // The CEO turns performance alerts off, the manager raises the minimum priority.
+    set_prefs(
+        &db.inbox,
+        1001,
+        Role::Ceo,
+        json!({"email": true, "enabled_types": ["daily_report"]}),
+    )
+    .await;
+    set_prefs(
+        &db.inbox,
+        1002,
+        Role::Manager,
+        json!({"email": true, "min_priority": "high"}),
+    )
+    .await;
+    assert_eq!(
+        recipients(&d.plan(&alert, now).await.unwrap()),
+        [("archivo@example.com".to_string(), None)]
+    );
+    // Types the tenant does not send out: nobody, whatever the preferences.
+    let unanswered = notification(42, NotificationType::UnansweredConversation, 3);
+    assert!(d.plan(&unanswered, now).await.unwrap().is_empty());
+
+    // Storing queues one e-mail per address; the worker sends one message to each.
+    let report = notification(42, NotificationType::DailyReport, 4);
+    assert_eq!(d.store(&report).await.unwrap().dispatched, queued(2));
+    eventually("two e-mails", || email.sent_to().len() == 2).await;
+    let mut to: Vec<String> = email.sent_to().into_iter().map(|(_, r)| r).collect();
+    to.sort();
+    assert_eq!(to, ["archivo@example.com", "ceo@example.com"]);
+    let rows = db.inbox.outbox(42).await.unwrap();
+    let ceo_row = rows
+        .iter()
+        .find(|r| r.recipient == "ceo@example.com")
+        .unwrap();
+    assert_eq!(ceo_row.user_id, Some(1001));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn quiet_hours_defer_a_users_e_mail_but_not_the_fixed_addresses() {
+    let db = TempInbox::new().await;
+    let email = Arc::new(Fake::default());
+    let fakes = HashMap::from([((42, ChannelKind::Email), email.clone())]);
+    let (d, shutdown) = start(book_config(), &db.inbox, &fakes).await;
+    let now = chrono::Utc::now();
+    // Quiet from one hour ago to one hour from now, in UTC.
+    let hhmm = |t: DateTime<Utc>| t.format("%H:%M").to_string();
+    let (start_q, end_q) = (
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::hours(1),
+    );
+    set_prefs(
+        &db.inbox,
+        1001,
+        Role::Ceo,
+        json!({"email": true, "quiet_hours": {"start": hhmm(start_q), "end": hhmm(end_q)}}),
+    )
+    .await;
+    // The secretary's address is the fixed one: one e-mail, not deferred.
+    set_prefs(
+        &db.inbox,
+        1020,
+        Role::Secretary,
+        json!({"email": true,
+        "enabled_types": ["daily_report"], "min_priority": "low",
+        "quiet_hours": {"start": hhmm(start_q), "end": hhmm(end_q)}}),
+    )
+    .await;
+    let report = Notification {
+        audience: Audience::Role {
+            role: Role::Secretary,
+        },
+        ..notification(42, NotificationType::DailyReport, 5)
+    };
+    let planned = d.plan(&report, now).await.unwrap();
+    let ceo = planned
+        .iter()
+        .find(|(_, e)| e.recipient == "ceo@example.com")
+        .unwrap();
+    let expected_end = end_q
+        .with_timezone(&Utc)
+        .date_naive()
+        .and_hms_opt(
+            chrono::Timelike::hour(&end_q),
+            chrono::Timelike::minute(&end_q),
+            0,
+        )
+        .unwrap()
+        .and_utc();
+    assert_eq!(
+        ceo.1.not_before, expected_end,
+        "at the end of the quiet hours"
+    );
+    let archive: Vec<_> = planned
+        .iter()
+        .filter(|(_, e)| e.recipient == "archivo@example.com")
+        .collect();
+    assert_eq!(archive.len(), 1, "one e-mail per address");
+    assert_eq!(
+        archive[0].1.not_before, now,
+        "the fixed address is not deferred"
+    );
+    let stored = d.store(&report).await.unwrap();
+    assert_eq!(
+        stored.dispatched,
+        Dispatched {
+            queued: 1,
+            deferred: 1,
+            duplicates: 0
+        }
+    );
+    eventually("the fixed address's e-mail", || email.sent_to().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        email.sent_to(),
+        [(report.id, "archivo@example.com".to_string())]
+    );
+    let rows = db.inbox.outbox(42).await.unwrap();
+    let deferred = rows
+        .iter()
+        .find(|r| r.recipient == "ceo@example.com")
+        .unwrap();
+    assert_eq!(deferred.state, "pending");
+    shutdown.cancel();
 }
 
 #[tokio::test]
 async fn start_builds_smtp_and_https_senders_without_connecting() {
     // STARTTLS parameters (rustls, system roots) and the HTTPS client are built at start;
-    // nothing connects until something is dispatched.
+    // nothing connects until something is due.
+    let db = TempInbox::new().await;
     let mut registry = Registry::default();
     let shutdown = CancellationToken::new();
-    let d = Dispatcher::start(example(), &mut registry, shutdown.clone()).unwrap();
+    let d = Dispatcher::start(example(), db.inbox.clone(), &mut registry, shutdown.clone())
+        .await
+        .unwrap();
     assert!(d.is_enabled());
     assert_eq!(format!("{d:?}"), "Dispatcher { tenants: [7, 42], .. }");
     for tls in [SmtpTls::Opportunistic, SmtpTls::Implicit, SmtpTls::None] {
@@ -489,18 +887,33 @@ async fn start_builds_smtp_and_https_senders_without_connecting() {
         let email = cfg.tenants.get_mut(&42).unwrap().email.as_mut().unwrap();
         email.tls = tls;
         email.host = "localhost".into();
-        Dispatcher::start(cfg, &mut Registry::default(), shutdown.clone()).unwrap();
+        Dispatcher::start(
+            cfg,
+            db.inbox.clone(),
+            &mut Registry::default(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
     }
     shutdown.cancel();
 }
 
 #[tokio::test]
 async fn start_refuses_an_invalid_config() {
+    let db = TempInbox::new().await;
     let mut registry = Registry::default();
     let cfg = ChannelsConfig {
-        queue_size: 0,
+        timeout: Duration::ZERO,
         ..ChannelsConfig::default()
     };
-    let err = Dispatcher::start(cfg, &mut registry, CancellationToken::new()).unwrap_err();
-    assert!(matches!(err, ChannelsError::Config(m) if m.contains("queue_size")));
+    let err = Dispatcher::start(
+        cfg,
+        db.inbox.clone(),
+        &mut registry,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ChannelsError::Config(m) if m.contains("timeout")));
 }

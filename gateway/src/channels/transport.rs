@@ -89,12 +89,11 @@ pub(crate) fn email_message(
     ))
 }
 
-/// One tenant's e-mail channel: one message per notification to all recipients, on a new
-/// SMTP connection each time.
+/// One tenant's e-mail channel: one message per notification and recipient, on a new SMTP
+/// connection each time.
 pub(crate) struct SmtpSender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
-    to: Vec<Mailbox>,
 }
 
 impl SmtpSender {
@@ -108,12 +107,6 @@ impl SmtpSender {
             ChannelsError::Config(format!("{at}.{field}: {e}"))
         };
         let from: Mailbox = cfg.from.parse().map_err(|e| bad("from", &e))?;
-        let to = cfg
-            .to
-            .iter()
-            .enumerate()
-            .map(|(i, t)| t.parse().map_err(|e| bad(&format!("to[{i}]"), &e)))
-            .collect::<Result<Vec<Mailbox>, _>>()?;
         let params = || TlsParameters::new(cfg.host.clone()).map_err(|e| bad("tls", &e));
         let tls = match cfg.tls {
             SmtpTls::None => Tls::None,
@@ -134,15 +127,21 @@ impl SmtpSender {
         Ok(SmtpSender {
             transport: builder.build(),
             from,
-            to,
         })
     }
 }
 
 impl Deliver for SmtpSender {
-    fn deliver<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        recipient: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let message = email_message(n, &self.from, &self.to)
+            let to: Mailbox = recipient.parse().map_err(|e| {
+                DeliveryError::permanent(format!("{recipient:?} is not an e-mail address: {e}"))
+            })?;
+            let message = email_message(n, &self.from, &[to])
                 .map_err(|e| DeliveryError::permanent(format!("cannot build the e-mail: {e}")))?;
             match self.transport.send(message).await {
                 Ok(_) => Ok(()),
@@ -211,7 +210,11 @@ pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
 }
 
 impl Deliver for WebhookSender {
-    fn deliver<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    fn deliver<'a>(
+        &'a self,
+        n: &'a Notification,
+        _recipient: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let payload = match self.kind {
                 ChannelKind::Teams => render::teams_payload(n),

@@ -2,6 +2,8 @@
 //! inbox, WebSocket clients, notifications.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
