@@ -119,6 +119,7 @@ pub struct Processors {
     config: Arc<Config>,
     topics: Topics,
     consumer: Arc<StreamConsumer<RunnerContext>>,
+    offsets_reader: Arc<BaseConsumer>,
     producer: FutureProducer,
     rebalances: mpsc::UnboundedReceiver<Rebalanced>,
     positions: Arc<Mutex<HashMap<i32, i64>>>,
@@ -165,6 +166,16 @@ impl Processors {
             .set("partition.assignment.strategy", "range")
             .create_with_context(context)
             .map_err(kafka_err("cannot create the events consumer"))?;
+        // Reads the group's committed offsets on assignment. A client of its own (in the group,
+        // never a member): its requests do not queue before the member's heartbeats, which a
+        // broker slow to answer an offset fetch would otherwise hold past the session timeout
+        // (seen with tansu under load: assigned, timed out, revoked, again and again).
+        let offsets_reader: BaseConsumer = kafka
+            .clone()
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(kafka_err("cannot create the committed-offsets reader"))?;
         let producer: FutureProducer = kafka
             .clone()
             .set("enable.idempotence", "true")
@@ -176,6 +187,7 @@ impl Processors {
             config: Arc::new(config),
             topics: topics.clone(),
             consumer: Arc::new(consumer),
+            offsets_reader: Arc::new(offsets_reader),
             producer,
             rebalances,
             positions,
@@ -204,6 +216,7 @@ impl Processors {
             config: self.config.clone(),
             topics: self.topics,
             consumer: self.consumer,
+            offsets_reader: self.offsets_reader,
             producer: self.producer,
             positions: self.positions,
             metrics: self.metrics,
@@ -501,6 +514,7 @@ struct Runner {
     config: Arc<Config>,
     topics: Topics,
     consumer: Arc<StreamConsumer<RunnerContext>>,
+    offsets_reader: Arc<BaseConsumer>,
     producer: FutureProducer,
     positions: Arc<Mutex<HashMap<i32, i64>>>,
     metrics: Metrics,
@@ -567,8 +581,12 @@ impl Runner {
         if assigned.is_empty() {
             return Ok(());
         }
-        let offsets =
-            fetch_offsets(self.consumer.clone(), self.topics.events.clone(), wanted).await?;
+        let offsets = fetch_offsets(
+            self.offsets_reader.clone(),
+            self.topics.events.clone(),
+            wanted,
+        )
+        .await?;
         for (p, start) in assigned {
             let PartitionOffsets {
                 committed,
@@ -1067,7 +1085,7 @@ impl Runner {
 
 /// The group's committed offsets (with their watermarks) and the low/high watermarks.
 async fn fetch_offsets(
-    consumer: Arc<StreamConsumer<RunnerContext>>,
+    consumer: Arc<BaseConsumer>,
     topic: String,
     partitions: Vec<i32>,
 ) -> Result<HashMap<i32, PartitionOffsets>, ProcessorError> {
@@ -1098,7 +1116,7 @@ async fn fetch_offsets(
 const FETCH_OFFSETS_ATTEMPTS: u32 = 5;
 
 fn read_offsets(
-    consumer: &StreamConsumer<RunnerContext>,
+    consumer: &BaseConsumer,
     topic: &str,
     partitions: &[i32],
 ) -> KafkaResult<HashMap<i32, PartitionOffsets>> {
