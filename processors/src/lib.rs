@@ -5,8 +5,13 @@
 //! - [`engine`]: the rules as pure logic — [`PartitionEngine`] turns one Kafka partition's events
 //!   and watermark advances into [`Output`]s (response-time samples, unanswered-conversation
 //!   notifications and their withdrawals, hot-lead scores and notifications, follow-up reminders,
-//!   call-center session timeouts, seller metrics snapshots and rank, performance alerts). No I/O and no wall clock, so every rule is unit-tested with
-//!   made-up times.
+//!   call-center session timeouts, seller metrics snapshots and rank, performance alerts, the
+//!   daily report). No I/O and no wall clock, so every rule is unit-tested with made-up times.
+//!   Late events within the allowed lateness correct what was sent: response-time samples are
+//!   retracted and replaced, wrong unanswered alerts withdrawn as `corrected`
+//!   ([`engine::conversations`]); net of that, results do not depend on arrival order. What
+//!   follows arrival order by design: seller snapshots (a late event shows in the next one) and
+//!   the hot-lead hysteresis (the score's path through the events as they arrive).
 //! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
 //! - `runner` (cargo feature `runner`, on by default): the Kafka I/O around the engine — consume
 //!   `events` in a consumer group, recover by deterministic replay, advance the watermark with
@@ -19,8 +24,8 @@
 //! configuration and the scoring alone, with neither Kafka nor tokio: the Arroyo UDFs (`udfs/`)
 //! build on that.
 //!
-//! What it does not (yet): the daily report — it will be one more module of the same engine. It does not create
-//! topics (the binary does), serve HTTP, or write to ClickHouse (the sinks do).
+//! What it does not: create topics (the binary does), serve HTTP, or write to ClickHouse (the
+//! sinks do).
 
 pub mod config;
 pub mod engine;

@@ -4,6 +4,8 @@
 //! each other's records.
 #![allow(dead_code)]
 
+pub mod outputs;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

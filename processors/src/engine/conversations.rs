@@ -512,12 +512,13 @@ impl Conversations {
         let ends_open_wait = conv.wait.as_ref().is_some_and(|w| w.started_at <= at);
         let wait = if ends_open_wait {
             conv.wait.take()
+        } else if Self::take_over(ctx, id, conv, end) {
+            return;
         } else {
             conv.unanswered_until(at)
                 .map(|k| conv.start_wait(k, unanswered_after))
         };
         let Some(wait) = wait else {
-            Self::take_over(ctx, id, conv, end);
             return;
         };
         let rec = finish(ctx, id, conv, wait, end, None);
@@ -535,19 +536,21 @@ impl Conversations {
         }
     }
 
-    /// A late `end` that found no wait of its own: if the next end ended a wait that started
-    /// at or before `end`, that wait ended here instead. The next end's sample is retracted,
+    /// A late `end` that does not end the open wait: if the next end ended a wait that started
+    /// at or before `end`, that wait ended here instead (even when customer messages after that
+    /// start, never a wait's start, also precede `end`: they belong to the same wait). The next end's sample is retracted,
     /// this end's sent, and the next end ends the wait of the first customer message after
     /// this one, if any.
-    fn take_over(ctx: &mut Ctx<'_>, id: &EntityId, conv: &mut Conversation, end: End) {
+    /// Returns whether it did (else the end's own customer messages, if any, are its wait).
+    fn take_over(ctx: &mut Ctx<'_>, id: &EntityId, conv: &mut Conversation, end: End) -> bool {
         let Some(next) = conv.next_end_after(end) else {
-            return;
+            return false;
         };
         let Some(starter) = conv.ended_by(next).map(|r| r.starter) else {
-            return;
+            return false;
         };
         if starter.0 > end.at() {
-            return;
+            return false;
         }
         let old = conv.undo(ctx, next).expect("a recorded end");
         conv.customers
@@ -569,6 +572,7 @@ impl Conversations {
             let rec = finish(ctx, id, conv, wait, next, None);
             *conv.slot(next) = Some(rec);
         }
+        true
     }
 
     pub fn on_assigned(&mut self, event: &Event, a: &ConversationAssigned) {

@@ -798,6 +798,14 @@ fn late_events_correct_samples_and_alerts_to_what_in_order_processing_gives() {
             vec![0, 2, 3, 1],
             1,
         ),
+        // A close took the wait (of two messages) and a later message; the reply between them
+        // arrives last: it answers the wait, the close ends the later message's.
+        (
+            "late reply before a close",
+            vec![m(1, 0.0), m(2, 1.0), r(3, 2.0), m(4, 3.0), c(5, 4.0)],
+            vec![0, 1, 3, 4, 2],
+            0,
+        ),
     ];
     for (name, events, order, retractions) in cases {
         let in_order = run_with_lateness(&events);
