@@ -248,11 +248,12 @@ pub async fn run(
     outputs
 }
 
-/// What stands once corrections are applied (see the module doc).
+/// What stands once corrections are applied: the response-time samples not retracted, and the
+/// unanswered alerts not corrected, by wait (conversation, customer message that started it; an
+/// alert sent again after a correction has another id), with whether each was withdrawn.
 #[derive(Debug)]
 pub struct Net {
     pub samples: BTreeMap<String, String>,
-    /// Unanswered alerts not corrected → withdrawn (resolved or closed) or not.
     pub alerts: BTreeMap<String, bool>,
     pub retracted: usize,
     pub corrected: usize,
@@ -261,8 +262,8 @@ pub struct Net {
 impl Net {
     pub fn of(outputs: &Outputs) -> Net {
         let (mut samples, mut retracted) = (BTreeMap::new(), BTreeSet::new());
-        let (mut alerts, mut withdrawn, mut corrected) =
-            (BTreeMap::new(), BTreeSet::new(), BTreeSet::new());
+        let mut sent: BTreeMap<String, String> = BTreeMap::new();
+        let (mut withdrawn, mut corrected) = (BTreeSet::new(), BTreeSet::new());
         for ((topic, id), payloads) in outputs {
             let payload = payloads.iter().next().expect("a record");
             let v: Value = serde_json::from_str(payload).unwrap();
@@ -278,7 +279,11 @@ impl Net {
             } else if topic.ends_with("notifications") && v["type"] == "unanswered_conversation" {
                 match v["withdraws"].as_str() {
                     None => {
-                        alerts.insert(id.clone(), false);
+                        let wait = format!(
+                            "{}/{}",
+                            v["data"]["conversation_id"], v["data"]["customer_event_id"]
+                        );
+                        sent.insert(id.clone(), wait);
                     }
                     Some(of) if v["data"]["state"] == "corrected" => {
                         corrected.insert(of.to_string());
@@ -290,9 +295,12 @@ impl Net {
             }
         }
         samples.retain(|id, _| !retracted.contains(id));
-        alerts.retain(|id, _| !corrected.contains(id));
-        for (id, w) in alerts.iter_mut() {
-            *w = withdrawn.contains(id);
+        let mut alerts = BTreeMap::new();
+        for (id, wait) in sent {
+            if !corrected.contains(&id) {
+                let twice = alerts.insert(wait.clone(), withdrawn.contains(&id));
+                assert!(twice.is_none(), "two standing alerts for the wait {wait}");
+            }
         }
         Net {
             samples,

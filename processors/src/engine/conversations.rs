@@ -42,7 +42,9 @@
 //! - an unanswered notification that turns out wrong — its wait started earlier, or was
 //!   answered or closed by its deadline — gets a withdrawal with `state` = `corrected`, dated
 //!   like the notification; the right notification, if any, follows (at once if its deadline
-//!   has passed). Analysts count an alert only if no `corrected` withdrawal names it;
+//!   has passed). Analysts count an alert only if no `corrected` withdrawal names it. If a
+//!   later event makes the corrected alert's wait start a wait again, its alert gets a new id
+//!   (derived from the corrected one's);
 //! - the seller metrics forget the wait as first counted and count it as corrected.
 //!
 //! Withdrawals already sent for a resolved wait are not re-sent when only the time or kind of
@@ -750,6 +752,10 @@ fn withdraw(
     replier: Option<UserId>,
 ) {
     let fired = wait.fired.as_ref().expect("a fired notification");
+    if matches!(why, Resolution::Corrected) {
+        ctx.corrected_alerts
+            .insert(fired.notification_id, wait.deadline);
+    }
     let (title, message) = texts::unanswered_withdrawn(ctx.th.language, why);
     ctx.out.push(Output::Notification(Notification {
         id: derive_id(
@@ -792,7 +798,7 @@ fn notify_unanswered(
             role: Role::Secretary,
         },
     };
-    let notification_id = derive_id(
+    let mut notification_id = derive_id(
         "notification/unanswered",
         &[
             &ctx.tenant.to_string(),
@@ -800,6 +806,15 @@ fn notify_unanswered(
             &wait.starter.to_string(),
         ],
     );
+    // The same wait start alerted again after its alert was corrected (a late event moved the
+    // start away and another brought it back): a new id, or downstream stores that keep one
+    // record per id would keep the corrected one.
+    while ctx.corrected_alerts.contains_key(&notification_id) {
+        notification_id = derive_id(
+            "notification/unanswered/again",
+            &[&notification_id.to_string()],
+        );
+    }
     let (title, message) = texts::unanswered(ctx.th.language, ctx.th.unanswered_after);
     ctx.out.push(Output::Notification(Notification {
         id: notification_id,

@@ -320,6 +320,9 @@ pub(crate) struct Ctx<'a> {
     pub out: &'a mut Vec<Output>,
     /// Waits that ended, for the seller metrics.
     pub ended: &'a mut Vec<conversations::EndedWait>,
+    /// Unanswered alerts withdrawn as `corrected`, with their deadlines: an alert for the same
+    /// wait start sent again later needs another id (see [`conversations`]).
+    pub corrected_alerts: &'a mut BTreeMap<Uuid, DateTime<Utc>>,
 }
 
 /// Event ids already applied, forgettable by event time.
@@ -368,6 +371,7 @@ struct TenantState {
     sellers: sellers::Sellers,
     reports: report::Reports,
     ended_waits: Vec<conversations::EndedWait>,
+    corrected_alerts: BTreeMap<Uuid, DateTime<Utc>>,
     next_prune: Option<DateTime<Utc>>,
 }
 
@@ -378,6 +382,7 @@ impl TenantState {
             sellers: sellers::Sellers::new(&th),
             reports: report::Reports::new(&th),
             ended_waits: Vec::new(),
+            corrected_alerts: BTreeMap::new(),
             th,
             max_event_time: None,
             seen: Dedup::default(),
@@ -400,6 +405,7 @@ impl TenantState {
             deadlines: &mut self.deadlines,
             out,
             ended: &mut self.ended_waits,
+            corrected_alerts: &mut self.corrected_alerts,
         };
         let convs = &mut self.conversations;
         let leads = &mut self.leads;
@@ -452,6 +458,7 @@ impl TenantState {
                 deadlines: &mut self.deadlines,
                 out,
                 ended: &mut self.ended_waits,
+                corrected_alerts: &mut self.corrected_alerts,
             };
             match key {
                 DeadlineKey::Unanswered(c) => self.conversations.fire(&mut ctx, &c, at),
@@ -478,8 +485,11 @@ impl TenantState {
         self.seen
             .forget_before(accepted_from - chrono::Duration::seconds(DEDUP_MARGIN_SECONDS));
         // Replies are looked back on up to `hot_lead_no_contact` before an accepted event.
-        self.conversations
-            .forget_history_before(accepted_from - chrono_duration(self.th.hot_lead_no_contact));
+        let history_from = accepted_from - chrono_duration(self.th.hot_lead_no_contact);
+        self.conversations.forget_history_before(history_from);
+        // A wait can start again only at a remembered message: its deadline is later than this.
+        self.corrected_alerts
+            .retain(|_, deadline| *deadline >= history_from);
         self.sessions.forget_ended_before(accepted_from);
     }
 }

@@ -691,18 +691,21 @@ fn a_late_reply_splits_waits_that_arrived_before_it() {
 }
 
 /// What users and analysts are left with once corrections are applied: the response-time
-/// samples not retracted (by id, with their content), and the unanswered-conversation
-/// notifications not corrected, each with whether it was withdrawn (resolved or closed).
+/// samples not retracted (by id, with their content), and the unanswered-conversation alerts not
+/// corrected, by wait (conversation, customer message that started it), each with whether it was
+/// withdrawn (resolved or closed). An alert sent again after a correction has another id, so
+/// alerts are compared by wait.
 #[derive(Debug, PartialEq)]
 struct Net {
     samples: BTreeMap<Uuid, String>,
-    unanswered: BTreeMap<Uuid, bool>,
+    unanswered: BTreeMap<(String, String), bool>,
 }
 
 fn net(outs: &[Output]) -> Net {
     let mut samples = BTreeMap::new();
     let mut retracted = BTreeSet::new();
-    let mut unanswered = BTreeMap::new();
+    let mut alerts: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
+    let mut withdrawn = BTreeSet::new();
     let mut corrected = BTreeSet::new();
     for o in outs {
         match o {
@@ -719,13 +722,17 @@ fn net(outs: &[Output]) -> Net {
             Output::Notification(n) if n.kind == NotificationType::UnansweredConversation => {
                 match n.withdraws {
                     None => {
-                        unanswered.insert(n.id, false);
+                        let wait = (
+                            n.data["conversation_id"].to_string(),
+                            n.data["customer_event_id"].to_string(),
+                        );
+                        assert!(alerts.insert(n.id, wait).is_none(), "one alert per id");
                     }
                     Some(w) if n.data["state"] == "corrected" => {
                         corrected.insert(w);
                     }
                     Some(w) => {
-                        unanswered.insert(w, true);
+                        withdrawn.insert(w);
                     }
                 }
             }
@@ -733,7 +740,13 @@ fn net(outs: &[Output]) -> Net {
         }
     }
     samples.retain(|id, _| !retracted.contains(id));
-    unanswered.retain(|id, _| !corrected.contains(id));
+    let mut unanswered = BTreeMap::new();
+    for (id, wait) in alerts {
+        if !corrected.contains(&id) {
+            let again = unanswered.insert(wait, withdrawn.contains(&id));
+            assert!(again.is_none(), "two standing alerts for one wait");
+        }
+    }
     Net {
         samples,
         unanswered,
@@ -823,6 +836,41 @@ fn late_events_correct_samples_and_alerts_to_what_in_order_processing_gives() {
             "{name}: nothing to correct in order"
         );
     }
+}
+
+#[test]
+fn an_alert_corrected_and_then_right_again_is_sent_under_a_new_id() {
+    // Deadlines are all in the clock's past (a backfill): each wait alerts as it starts.
+    let run = |order: &[usize]| {
+        let events = [
+            received(1, "c1", t(0.0), Some(7), ""),
+            sent(2, "c1", t(6.0), 7, false),
+            received(3, "c1", t(7.0), Some(7), ""),
+            received(4, "c1", t(9.0), Some(7), ""),
+        ];
+        let mut e = engine_with(|c| c.defaults.allowed_lateness = Duration::from_secs(7200));
+        let mut outs = e.advance_watermark(t(1000.0));
+        for &i in order {
+            outs.extend(feed(&mut e, &[events[i].clone()]));
+        }
+        outs
+    };
+    let in_order = run(&[0, 1, 2, 3]);
+    // 3 first: its wait alerts; 1 moves the start (3's alert corrected); the reply ends 1's
+    // wait in time (its alert corrected); 3 starts the next wait again and alerts again.
+    let late = run(&[2, 0, 1, 3]);
+    assert_eq!(net(&late), net(&in_order));
+    let alerts_for_3: Vec<Uuid> = notifications(&late)
+        .iter()
+        .filter(|n| n.withdraws.is_none() && n.data["customer_event_id"] == json!(id(3)))
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(alerts_for_3.len(), 2, "{late:#?}");
+    assert_eq!(alerts_for_3[0], unanswered_id("c1", 3));
+    assert_ne!(
+        alerts_for_3[1], alerts_for_3[0],
+        "a new id for the alert sent again"
+    );
 }
 
 #[test]
