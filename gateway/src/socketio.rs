@@ -252,8 +252,10 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 _ = kicked.cancelled() => Err(End::TooSlow),
                 _ = shared.shutdown.cancelled() => Err(End::Closing("server shutting down")),
                 _ = sleep_until(token_expires) => Err(End::Closing("token expired")),
-                // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY).
-                _ = sleep_until(session.recount_at()), if session.count_is_stale() => Ok(()),
+                // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY); only
+                // when a recount could start then (see the same branch in ws.rs).
+                _ = sleep_until(session.recount_at()),
+                    if session.count_is_stale() && counting.is_none() && rx.is_empty() => Ok(()),
                 count = next_count(&mut counting) => match count {
                     Ok(count) => conn.send_unread_count(count).await,
                     Err(e) => {

@@ -209,8 +209,12 @@ impl Connection {
                 _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
                 _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
                 _ = sleep_until(token_expires) => return Err(End::Close(CloseReason::TokenExpired)),
-                // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY).
-                _ = sleep_until(session.recount_at()), if session.count_is_stale() => {}
+                // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY). Only
+                // when a recount could start then: with one in flight or frames waiting, a due
+                // sleep would win this biased select on every turn and starve both (a busy loop
+                // that filled the queue and got CEOs dropped as "too slow" under load).
+                _ = sleep_until(session.recount_at()),
+                    if session.count_is_stale() && counting.is_none() && rx.is_empty() => {}
                 count = next_count(&mut counting) => match count {
                     Ok(count) => self.send_unread_count(count).await?,
                     Err(e) => {
