@@ -535,3 +535,59 @@ async fn connections_are_counted_and_unregistered() {
     assert_eq!(gw.connection_count_eventually(0).await, 0);
     assert_eq!(gw.metric("vigia_gateway_connections"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ceo_reading_a_long_burst_keeps_up_while_unread_counts_are_due() {
+    // A short queue and a burst lasting well past RECOUNT_EVERY (250 ms): recounts fall due
+    // while frames keep arriving. The connection must keep draining its queue (it once spun on
+    // the due recount instead, and was dropped as "too slow" with its client reading).
+    let gw = TestGateway::start_with(|cfg| cfg.client_queue = 32).await;
+    let (ceo, _) = gw.connect_ready(1, 1, Role::Ceo).await;
+    let (received_tx, received_rx) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut ceo = ceo;
+        let mut count = 0;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), ceo.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if v["type"] == "notification" {
+                        count += 1;
+                        received_tx.send_replace(count);
+                    }
+                }
+                Ok(Some(Ok(Message::Close(f)))) => return format!("closed: {f:?}"),
+                Ok(Some(Ok(_))) => {}
+                other => return format!("ended after {count}: {other:?}"),
+            }
+        }
+    });
+    let total = 1500;
+    // Frames big enough that writing one takes a while, so others wait in the queue meanwhile.
+    let blob = "x".repeat(32 * 1024);
+    let started = std::time::Instant::now();
+    for i in 0..total {
+        let mut n = to_role(1, Role::Ceo);
+        n.data = json!({ "blob": blob });
+        gw.gateway.deliver(n).await.unwrap();
+        if i % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    println!("{total} notifications delivered in {:?}", started.elapsed());
+    let mut rx = received_rx;
+    let all = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|c| *c >= total))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(
+        all,
+        "the CEO got {} of {total}; connection: {}",
+        *rx.borrow(),
+        if reader.is_finished() {
+            reader.await.unwrap()
+        } else {
+            "open".into()
+        }
+    );
+    assert_eq!(gw.metric("vigia_gateway_dropped_clients_total"), 0.0);
+}
