@@ -151,8 +151,13 @@ impl Processors {
             .clone()
             .set("group.id", &config.group_id)
             // A member that dies without leaving (kill -9) holds its partitions until its session
-            // times out: librdkafka's 45 s default would stall a restarted stage that long.
-            .set("session.timeout.ms", "6000")
+            // times out: librdkafka's 45 s default would stall a restarted stage that long. Not
+            // much shorter: a busy broker (tansu) has left a heartbeat unanswered for 6 s.
+            .set("session.timeout.ms", "15000")
+            // Also the rebalance timeout: how long the coordinator waits for members to rejoin.
+            // librdkafka's 300 s default let a member whose session expired while joining wait
+            // that long to be let back in (seen on tansu); this loop polls far more often.
+            .set("max.poll.interval.ms", "60000")
             .set("heartbeat.interval.ms", "1000")
             // Some brokers (tansu) hold a fetch until its max wait even when data arrives; keep that
             // wait short so a record crosses this stage in tens of milliseconds, not half a
