@@ -168,14 +168,7 @@ impl Worker {
             Err(why) => {
                 let reason = format!("the stored notification does not decode: {why}");
                 tracing::error!(channel = %self.label, delivery = id, "{reason}");
-                let recorded = self
-                    .record(shutdown, |inbox| {
-                        let reason = reason.clone();
-                        async move { inbox.outbox_mark_failed(id, attempt, &reason).await }
-                    })
-                    .await;
-                self.metrics.count(kind, Outcome::Failed);
-                return recorded;
+                return self.give_up(shutdown, id, attempt, reason).await;
             }
         };
         let result = tokio::select! {
@@ -221,15 +214,9 @@ impl Worker {
                 channel = %self.label, id = %n.id, kind = n.kind.as_str(), attempt,
                 permanent = err.permanent, "notification not sent, giving up: {}", err.reason
             );
-            let reason = err.reason.clone();
-            let recorded = self
-                .record(shutdown, |inbox| {
-                    let reason = reason.clone();
-                    async move { inbox.outbox_mark_failed(id, attempt, &reason).await }
-                })
+            return self
+                .give_up(shutdown, id, attempt, err.reason.clone())
                 .await;
-            self.metrics.count(kind, Outcome::Failed);
-            return recorded;
         }
         let delay = backoff(&self.settings.retry, attempt, err.retry_after);
         tracing::warn!(
@@ -245,6 +232,24 @@ impl Worker {
             })
             .await;
         self.metrics.count(kind, Outcome::Retry);
+        recorded
+    }
+
+    /// Marks delivery `id` failed for good after `attempt` attempts, and counts it.
+    async fn give_up(
+        &self,
+        shutdown: &CancellationToken,
+        id: i64,
+        attempt: u32,
+        reason: String,
+    ) -> bool {
+        let recorded = self
+            .record(shutdown, |inbox| {
+                let reason = reason.clone();
+                async move { inbox.outbox_mark_failed(id, attempt, &reason).await }
+            })
+            .await;
+        self.metrics.count(self.selection.kind, Outcome::Failed);
         recorded
     }
 
