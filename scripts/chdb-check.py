@@ -10,7 +10,7 @@ scripts/chdb-check.sh, which provides a cached virtualenv) and:
    database), reporting any statement current ClickHouse refuses and the adaptation that made it
    pass (none are needed as of chdb 4.x / ClickHouse 26.x);
 2. loads the rows exported from an 18.16 run (`<dump>/<table>.tsv`, TabSeparatedWithNames; for
-   `seller_hourly` none: its materialized views rebuild it from `events` and `response_times`,
+   `seller_hourly` none: its materialized views rebuild it from the tables it is built from,
    which checks the views too);
 3. runs every ```sql block of docs/analytics.md (with `tenant_id = 42` replaced by each tenant
    given) and compares the answer with 18.16's (`<dump>/results/q<N>_t<tenant>.tsv`): same

@@ -1273,6 +1273,54 @@ fn check(n: usize, rows: &Rows, m: &Model, t: u64) -> Result<(), String> {
                 .collect();
             compare(rows, &["day"], &exp, true)
         }
+        17 => {
+            // Leads: lead.created rows of `events` (a view on it counts them). Conversions:
+            // applied status changes to converted of leads whose lead.created was applied, for
+            // that lead's seller, on the day of the change.
+            let mut groups: BTreeMap<(String, u64), [f64; 2]> = BTreeMap::new();
+            for e in m.raw_of(t, "lead.created").filter(|e| in_range(e.ms)) {
+                if e.seller() != 0 {
+                    groups.entry((fmt_date(e.ms), e.seller())).or_default()[0] += 1.0;
+                }
+            }
+            let seller_of: HashMap<&str, u64> = m
+                .applied_of(t, "lead.created")
+                .map(|e| (e.s("lead_id"), e.u("seller_id")))
+                .collect();
+            let mut conversions = 0;
+            for e in m.applied_of(t, "lead.status_changed") {
+                let Some(seller) = seller_of.get(e.s("lead_id")) else {
+                    continue;
+                };
+                if e.s("status") == "converted" && in_range(e.ms) {
+                    groups.entry((fmt_date(e.ms), *seller)).or_default()[1] += 1.0;
+                    conversions += 1;
+                }
+            }
+            if conversions == 0 {
+                return Err("the traffic has no conversion to check".into());
+            }
+            let exp: Vec<_> = groups
+                .into_iter()
+                .map(|((day, seller), c)| {
+                    vec![
+                        ("day", text(day)),
+                        ("seller_id", text(seller.to_string())),
+                        ("leads", num(c[0])),
+                        ("converted", num(c[1])),
+                        (
+                            "converted_per_lead",
+                            if c[0] == 0.0 {
+                                Cell::Null
+                            } else {
+                                rounded(c[1] / c[0], 3)
+                            },
+                        ),
+                    ]
+                })
+                .collect();
+            compare(rows, &["day", "seller_id"], &exp, true)
+        }
         _ => Err(format!(
             "question {n} has no check in tests/analytics.rs: add one"
         )),

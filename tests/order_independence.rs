@@ -3,7 +3,8 @@
 //! watermark delay and within the 1 h allowed lateness). The records differ — samples are
 //! retracted and alerts corrected as late events arrive — but the *net* results are the same:
 //! the response-time samples that stand and the unanswered alerts not corrected (with whether
-//! each was withdrawn), byte for byte. A test binary of its own, so that it runs on a fresh
+//! each was withdrawn), byte for byte; and the status changes (conversions) by seller and time,
+//! also when a status change arrives before its lead's `lead.created`. A test binary of its own, so that it runs on a fresh
 //! broker (`scripts/test.sh`).
 
 mod common;
@@ -49,11 +50,25 @@ async fn shuffled_deliveries_give_the_results_of_ordered_ones_after_corrections(
         "response-time samples standing",
     );
     same(&want.alerts, &got.alerts, "unanswered alerts standing");
+    let conversions = |n: &Net| {
+        n.status_changes
+            .values()
+            .filter(|c| c.ends_with("\"converted\""))
+            .count()
+    };
+    assert!(conversions(&want) > 0, "the stream converts leads");
+    same(
+        &want.status_changes,
+        &got.status_changes,
+        "lead status changes (conversions) by seller and time",
+    );
     println!(
-        "shuffled: {} samples and {} alerts stand, as in order, after {} retractions and {} \
-         corrected alerts",
+        "shuffled: {} samples, {} alerts and {} status changes ({} conversions) stand, as in \
+         order, after {} retractions and {} corrected alerts",
         got.samples.len(),
         got.alerts.len(),
+        got.status_changes.len(),
+        conversions(&got),
         got.retracted,
         got.corrected
     );

@@ -89,6 +89,20 @@ pub enum LeadStatus {
     Lost,
 }
 
+impl LeadStatus {
+    /// The name in events and outputs (`"converted"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeadStatus::New => "new",
+            LeadStatus::Contacted => "contacted",
+            LeadStatus::Interested => "interested",
+            LeadStatus::Negotiation => "negotiation",
+            LeadStatus::Converted => "converted",
+            LeadStatus::Lost => "lost",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

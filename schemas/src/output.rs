@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{EntityId, Role, TenantId, UserId};
+use crate::{EntityId, LeadStatus, Role, TenantId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,6 +148,10 @@ pub struct LeadScore {
     /// The event that caused this recomputation.
     pub cause_event_id: Uuid,
     pub computed_at: DateTime<Utc>,
+    /// When the cause is a `lead.status_changed`: the status it set (so a status change to
+    /// `converted` is a conversion by `seller_id` at `computed_at`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_change: Option<LeadStatus>,
 }
 
 /// Response-time statistics of one seller over one window (SPEC §3). Percentiles use the

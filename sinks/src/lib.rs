@@ -69,7 +69,8 @@ mod writer;
 pub use config::Config;
 pub use error::SinkError;
 pub use migrate::{
-    migrate, ready, server_version, split_statements, AppliedMigration, Migration, MIGRATIONS,
+    migrate, migrate_until, ready, server_version, split_statements, AppliedMigration, Migration,
+    MIGRATIONS,
 };
 pub use rows::{
     DeadLetterRow, EventRow, KafkaOrigin, LeadScoreRow, NotificationRow, ResponseTimeRow,

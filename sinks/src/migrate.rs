@@ -67,6 +67,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0006", "seller_hourly"),
     migration!("0007", "seller_metrics"),
     migration!("0008", "corrections"),
+    migration!("0009", "conversions"),
 ];
 
 const DDL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -152,6 +153,12 @@ fn first_line(sql: &str) -> &str {
 /// Creates the database if needed and applies every migration not applied yet, in order.
 /// Returns what it applied (empty when the schema was up to date).
 pub async fn migrate(cfg: &Config) -> Result<Vec<AppliedMigration>, SinkError> {
+    migrate_until(cfg, u32::MAX).await
+}
+
+/// [`migrate`], but only the migrations up to version `last`: a schema as an older release
+/// left it (upgrade tests, staged rollouts).
+pub async fn migrate_until(cfg: &Config, last: u32) -> Result<Vec<AppliedMigration>, SinkError> {
     cfg.validate()?;
     let db = &cfg.database;
     let client = cfg.client();
@@ -184,7 +191,10 @@ pub async fn migrate(cfg: &Config) -> Result<Vec<AppliedMigration>, SinkError> {
     let applied: BTreeSet<u32> = applied.into_iter().collect();
 
     let mut done = Vec::new();
-    for m in pending(MIGRATIONS, &applied) {
+    for m in pending(MIGRATIONS, &applied)
+        .into_iter()
+        .filter(|m| m.version <= last)
+    {
         let statements = statements_for(m, db);
         for (i, sql) in statements.iter().enumerate() {
             let run = match add_column_if_not_exists(sql) {

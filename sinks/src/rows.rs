@@ -265,6 +265,8 @@ pub struct LeadScoreRow {
     pub cause_event_id: Uuid,
     pub computed_at: u32,
     pub computed_at_ms: u64,
+    /// The status a `lead.status_changed` cause set (`converted`: a conversion); `''` otherwise.
+    pub status_change: String,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
 }
@@ -285,6 +287,9 @@ impl LeadScoreRow {
             cause_event_id: s.cause_event_id,
             computed_at: datetime_secs(&s.computed_at),
             computed_at_ms: datetime_millis(&s.computed_at),
+            status_change: s
+                .status_change
+                .map_or_else(String::new, |st| st.as_str().to_string()),
             kafka_partition: origin.partition,
             kafka_offset: origin.offset,
         }
@@ -708,8 +713,18 @@ mod tests {
             location_score: 0.0,
             cause_event_id: Uuid::from_u128(9),
             computed_at: "2026-02-27T15:00:00Z".parse().unwrap(),
+            status_change: None,
         };
         let r = LeadScoreRow::new(&l, ORIGIN);
+        assert_eq!(r.status_change, "");
+        let converted = LeadScoreRow::new(
+            &LeadScore {
+                status_change: Some(vigia_schemas::LeadStatus::Converted),
+                ..l.clone()
+            },
+            ORIGIN,
+        );
+        assert_eq!(converted.status_change, "converted");
         assert_eq!(r.seller_id, 0);
         assert_eq!(
             (r.score, r.source_score, r.recency_score),

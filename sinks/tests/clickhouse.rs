@@ -7,12 +7,12 @@ mod common;
 use common::*;
 use uuid::Uuid;
 use vigia_schemas::{
-    Action, Audience, DeadLetter, LeadScore, Notification, NotificationType, Priority,
+    Action, Audience, DeadLetter, LeadScore, LeadStatus, Notification, NotificationType, Priority,
     ResponseTimeSample, Role,
 };
 use vigia_sinks::{
-    migrate, ready, server_version, Config, DeadLetterRow, EventRow, KafkaOrigin, LeadScoreRow,
-    NotificationRow, ResponseTimeRow, Writer, MIGRATIONS,
+    migrate, migrate_until, ready, server_version, Config, DeadLetterRow, EventRow, KafkaOrigin,
+    LeadScoreRow, NotificationRow, ResponseTimeRow, Writer, MIGRATIONS,
 };
 
 const NEEDS: &str = "needs ClickHouse at VIGIA_CLICKHOUSE_URL (default http://127.0.0.1:8123)";
@@ -63,9 +63,10 @@ async fn migrating_twice_applies_everything_once() {
         "response_times",
         "schema_migrations",
         "seller_hourly",
-        "seller_hourly_from_event_rows",
-        "seller_hourly_from_response_samples",
-        "seller_hourly_from_notifications",
+        "seller_hourly_mv_events",
+        "seller_hourly_mv_response_times",
+        "seller_hourly_mv_notifications",
+        "seller_hourly_mv_conversions",
         "response_times_current",
     ] {
         assert!(tables.lines().any(|l| l == t), "{t} missing from {tables}");
@@ -260,6 +261,7 @@ async fn every_row_type_reads_back_as_written() {
         location_score: 0.1,
         cause_event_id: Uuid::from_u128(7),
         computed_at: at("2026-02-27T15:00:00Z"),
+        status_change: Some(LeadStatus::Contacted),
     };
     writer
         .write(&[LeadScoreRow::new(&l, origin)])
@@ -268,11 +270,12 @@ async fn every_row_type_reads_back_as_written() {
     assert_eq!(
         db.tsv(&format!(
             "SELECT lead_id, seller_id, score, source_score, engagement_score, recency_score, \
-             intent_score, location_score, toString(cause_event_id) FROM {d}.lead_scores"
+             intent_score, location_score, toString(cause_event_id), status_change \
+             FROM {d}.lead_scores"
         ))
         .await,
         format!(
-            "l1\t5\t0.85\t0.3\t0.2\t0.15\t0.1\t0.1\t{}",
+            "l1\t5\t0.85\t0.3\t0.2\t0.15\t0.1\t0.1\t{}\tcontacted",
             Uuid::from_u128(7)
         )
     );
@@ -437,6 +440,113 @@ async fn retractions_and_corrected_alerts_keep_the_rollup_right() {
         .await,
         "-1\t2\n1\t5",
         "every version is kept"
+    );
+}
+
+fn lead_score(n: u128, seller: Option<u64>, minute: i64, change: Option<LeadStatus>) -> LeadScore {
+    LeadScore {
+        id: Uuid::from_u128(n),
+        tenant_id: 1,
+        lead_id: format!("l{n}").as_str().into(),
+        seller_id: seller,
+        score: 0.5,
+        source_score: 0.3,
+        engagement_score: 0.0,
+        recency_score: 0.0,
+        intent_score: 0.2,
+        location_score: 0.0,
+        cause_event_id: Uuid::from_u128(100 + n),
+        computed_at: at("2026-02-27T15:00:00Z") + chrono::Duration::minutes(minute),
+        status_change: change,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs ClickHouse at VIGIA_CLICKHOUSE_URL (default http://127.0.0.1:8123)"]
+async fn conversions_count_once_per_status_change_to_converted_by_seller_and_hour() {
+    let db = TestDb::new();
+    migrate(&db.cfg).await.expect(NEEDS);
+    let writer = Writer::new(&db.cfg).unwrap();
+    let d = db.name();
+    let origin = KafkaOrigin::default();
+    let rows: Vec<LeadScoreRow> = [
+        lead_score(1, Some(7), 5, Some(LeadStatus::Converted)),
+        lead_score(2, Some(7), 50, Some(LeadStatus::Converted)),
+        lead_score(3, Some(7), 70, Some(LeadStatus::Converted)), // next hour
+        lead_score(4, Some(7), 6, Some(LeadStatus::Lost)),
+        lead_score(5, Some(7), 7, None), // a message rescored the lead
+        lead_score(6, Some(8), 8, Some(LeadStatus::Converted)),
+        lead_score(7, None, 9, Some(LeadStatus::Converted)), // no seller: seller 0
+    ]
+    .iter()
+    .map(|l| LeadScoreRow::new(l, origin))
+    .collect();
+    writer.write(&rows).await.unwrap();
+    writer.write(&rows[..2]).await.unwrap(); // redelivered: nothing new for the view
+    let rollup = format!(
+        "SELECT seller_id, toHour(hour), sum(conversions) FROM {d}.seller_hourly \
+         WHERE tenant_id = 1 GROUP BY seller_id, hour ORDER BY seller_id, hour"
+    );
+    let expected = "0\t15\t1\n7\t15\t2\n7\t16\t1\n8\t15\t1";
+    assert_eq!(db.tsv(&rollup).await, expected);
+    db.tsv(&format!("OPTIMIZE TABLE {d}.seller_hourly FINAL"))
+        .await;
+    assert_eq!(db.tsv(&rollup).await, expected, "the same after merging");
+}
+
+#[tokio::test]
+#[ignore = "needs ClickHouse at VIGIA_CLICKHOUSE_URL (default http://127.0.0.1:8123)"]
+async fn upgrading_a_schema_with_rows_replaces_the_rollup_views_without_double_counting() {
+    let db = TestDb::new();
+    let before: Vec<u32> = migrate_until(&db.cfg, 8)
+        .await
+        .expect(NEEDS)
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(before, (1..=8).collect::<Vec<u32>>());
+    let writer = Writer::new(&db.cfg).unwrap();
+    let d = db.name();
+    let received = |n: u128| {
+        let event = vigia_schemas::Event::from_value(serde_json::json!({
+            "event_id": Uuid::from_u128(n).to_string(), "tenant_id": 1,
+            "type": "message.received", "occurred_at": "2026-02-27T15:10:00Z",
+            "conversation_id": "c", "seller_id": 7, "channel": "web",
+        }))
+        .unwrap();
+        EventRow::new(&event, KafkaOrigin::default())
+    };
+    writer.write(&[received(1), received(2)]).await.unwrap();
+
+    let after = migrate(&db.cfg).await.unwrap();
+    assert_eq!(after.iter().map(|m| m.version).collect::<Vec<_>>(), [9]);
+    writer.write(&[received(3)]).await.unwrap();
+    writer
+        .write(&[LeadScoreRow::new(
+            &lead_score(4, Some(7), 20, Some(LeadStatus::Converted)),
+            KafkaOrigin::default(),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        db.tsv(&format!(
+            "SELECT sum(messages_received), sum(conversions) FROM {d}.seller_hourly \
+             WHERE tenant_id = 1 AND seller_id = 7"
+        ))
+        .await,
+        "3\t1",
+        "rows before the upgrade kept, the message after it counted once"
+    );
+    let views = db
+        .tsv(&format!(
+            "SELECT name FROM system.tables WHERE database = '{d}' \
+             AND engine = 'MaterializedView' ORDER BY name"
+        ))
+        .await;
+    assert_eq!(
+        views,
+        "seller_hourly_mv_conversions\nseller_hourly_mv_events\n\
+         seller_hourly_mv_notifications\nseller_hourly_mv_response_times"
     );
 }
 

@@ -255,11 +255,13 @@ pub async fn run(
 
 /// What stands once corrections are applied: the response-time samples not retracted, and the
 /// unanswered alerts not corrected, by wait (conversation, customer message that started it; an
-/// alert sent again after a correction has another id), with whether each was withdrawn.
+/// alert sent again after a correction has another id), with whether each was withdrawn; and
+/// the lead scores caused by status changes, by id: seller, time and status (conversions).
 #[derive(Debug)]
 pub struct Net {
     pub samples: BTreeMap<String, String>,
     pub alerts: BTreeMap<String, bool>,
+    pub status_changes: BTreeMap<String, String>,
     pub retracted: usize,
     pub corrected: usize,
 }
@@ -269,6 +271,7 @@ impl Net {
         let (mut samples, mut retracted) = (BTreeMap::new(), BTreeSet::new());
         let mut sent: BTreeMap<String, String> = BTreeMap::new();
         let (mut withdrawn, mut corrected) = (BTreeSet::new(), BTreeSet::new());
+        let mut status_changes = BTreeMap::new();
         for ((topic, id), payloads) in outputs {
             let payload = payloads.iter().next().expect("a record");
             let v: Value = serde_json::from_str(payload).unwrap();
@@ -281,6 +284,12 @@ impl Net {
                         samples.insert(id.clone(), payload.clone());
                     }
                 }
+            } else if topic.ends_with("lead_scores") && v["status_change"].is_string() {
+                let change = format!(
+                    "seller {} at {} -> {}",
+                    v["seller_id"], v["computed_at"], v["status_change"]
+                );
+                status_changes.insert(id.clone(), change);
             } else if topic.ends_with("notifications") && v["type"] == "unanswered_conversation" {
                 match v["withdraws"].as_str() {
                     None => {
@@ -310,6 +319,7 @@ impl Net {
         Net {
             samples,
             alerts,
+            status_changes,
             retracted: retracted.len(),
             corrected: corrected.len(),
         }

@@ -23,6 +23,15 @@
 //!
 //! Status changes apply by event time: an older `lead.status_changed` arriving late does not
 //! override a newer one.
+//!
+//! **Conversions.** The score emitted for a `lead.status_changed` names the status it set
+//! ([`LeadScore::status_change`]), so each status change to `converted` is a conversion by the
+//! lead's seller in the hour of its `occurred_at` (ClickHouse's `seller_hourly.conversions` sums
+//! them). Counted per status change, in event time, whatever order they arrive in: one that
+//! arrives before its lead's `lead.created` (late `lead.created`) is held, and scored when the
+//! `lead.created` arrives — with the inputs known then, at the status change's time, without
+//! evaluating the hot-lead rule for it (its status is not the lead's status now). Held changes
+//! are forgotten once older than the allowed lateness (their `lead.created` would be refused).
 
 use std::collections::BTreeMap;
 
@@ -50,6 +59,8 @@ struct Lead {
     /// From `lead.created`; `None` until it is seen.
     created: Option<Created>,
     status: Option<(LeadStatus, DateTime<Utc>)>,
+    /// Status changes seen before `created`, not scored yet: (time, event id, status).
+    unscored_changes: Vec<(DateTime<Utc>, Uuid, LeadStatus)>,
     /// Whether crossing the threshold would notify (see module doc).
     armed: bool,
     follow_up: Option<FollowUp>,
@@ -110,6 +121,7 @@ impl Default for Lead {
         Lead {
             created: None,
             status: None,
+            unscored_changes: Vec::new(),
             armed: true,
             follow_up: None,
         }
@@ -131,17 +143,6 @@ pub(crate) fn source_name(s: LeadSource) -> &'static str {
         LeadSource::Referral => "REFERRAL",
         LeadSource::Whatsapp => "WHATSAPP",
         LeadSource::Other => "OTHER",
-    }
-}
-
-fn status_name(s: LeadStatus) -> &'static str {
-    match s {
-        LeadStatus::New => "new",
-        LeadStatus::Contacted => "contacted",
-        LeadStatus::Interested => "interested",
-        LeadStatus::Negotiation => "negotiation",
-        LeadStatus::Converted => "converted",
-        LeadStatus::Lost => "lost",
     }
 }
 
@@ -167,6 +168,27 @@ impl Leads {
         });
         lead.set_status(LeadStatus::New, event.occurred_at);
         recompute(ctx, convs, &l.lead_id, lead, event);
+        let mut held = std::mem::take(&mut lead.unscored_changes);
+        held.sort_by_key(|(at, id, _)| (*at, *id));
+        if let Some(created) = &lead.created {
+            for (at, cause, status) in held {
+                score(ctx, convs, &l.lead_id, created, cause, at, Some(status));
+            }
+        }
+    }
+
+    /// How many status changes are held for a `lead.created` not seen yet.
+    #[cfg(test)]
+    pub fn unscored_changes(&self) -> usize {
+        self.map.values().map(|l| l.unscored_changes.len()).sum()
+    }
+
+    /// Forgets held status changes older than `cutoff`: a `lead.created` older than them would
+    /// be refused as too late, so they could never be scored.
+    pub fn forget_unscored_before(&mut self, cutoff: DateTime<Utc>) {
+        for lead in self.map.values_mut() {
+            lead.unscored_changes.retain(|(at, _, _)| *at >= cutoff);
+        }
     }
 
     /// Per seller: (leads generated, leads converted) — leads whose `lead.created` was seen, by
@@ -245,7 +267,12 @@ impl Leads {
     ) {
         let lead = self.map.entry(s.lead_id.clone()).or_default();
         lead.set_status(s.status, event.occurred_at);
-        recompute(ctx, convs, &s.lead_id, lead, event);
+        if lead.created.is_none() {
+            lead.unscored_changes
+                .push((event.occurred_at, event.event_id, s.status));
+            return;
+        }
+        recompute_for_status(ctx, convs, &s.lead_id, lead, event, Some(s.status));
     }
 
     /// A customer wrote in `conversation`: rescore the leads it belongs to.
@@ -358,7 +385,7 @@ impl Leads {
                 "due_at": f.due_at,
                 "note": f.note,
                 "stage": stage.as_str(),
-                "status": status.map(status_name),
+                "status": status.map(LeadStatus::as_str),
                 "schedule_event_id": f.event_id,
             }),
             actions: vec![open_lead(ctx, lead_id)],
@@ -384,37 +411,34 @@ fn recompute(
     lead: &mut Lead,
     cause: &Event,
 ) {
+    recompute_for_status(ctx, convs, lead_id, lead, cause, None);
+}
+
+/// [`recompute`], for a cause that set the lead's status to `status_change`.
+fn recompute_for_status(
+    ctx: &mut Ctx<'_>,
+    convs: &Conversations,
+    lead_id: &EntityId,
+    lead: &mut Lead,
+    cause: &Event,
+    status_change: Option<LeadStatus>,
+) {
     let Some(created) = &lead.created else {
         return;
     };
     let conv = created.conversation.as_ref().and_then(|c| convs.get(c));
     let at = cause.occurred_at;
-    let b = scoring::score(&ScoreInputs {
-        source: source_name(created.source),
-        customer_messages: conv.map_or(0, |c| c.customer_messages),
-        last_customer_message_at: conv.and_then(|c| c.last_customer_message_at),
-        evaluated_at: at,
-        intent_signals: conv.map_or(0, |c| c.intent_signals.len() as u32),
-        location: created.location.as_deref(),
-        high_value_locations: &ctx.th.high_value_locations,
-    });
-    let seller = created.seller.or_else(|| conv.and_then(|c| c.seller()));
+    let (b, seller) = score(
+        ctx,
+        convs,
+        lead_id,
+        created,
+        cause.event_id,
+        at,
+        status_change,
+    );
     let tenant = ctx.tenant.to_string();
     let cause_id = cause.event_id.to_string();
-    ctx.out.push(Output::LeadScore(LeadScore {
-        id: derive_id("lead_score", &[&tenant, lead_id.as_str(), &cause_id]),
-        tenant_id: ctx.tenant,
-        lead_id: lead_id.clone(),
-        seller_id: seller,
-        score: b.score,
-        source_score: b.source,
-        engagement_score: b.engagement,
-        recency_score: b.recency,
-        intent_score: b.intent,
-        location_score: b.location,
-        cause_event_id: cause.event_id,
-        computed_at: at,
-    }));
 
     if b.score < ctx.th.hot_lead_rearm {
         lead.armed = true;
@@ -467,11 +491,58 @@ fn recompute(
                 "location": b.location,
             },
             "source": source_name(created.source),
-            "status": status.map(status_name),
+            "status": status.map(LeadStatus::as_str),
             "cause_event_id": cause.event_id,
         }),
         actions,
         created_at: at,
         withdraws: None,
     }));
+}
+
+/// Scores `lead_id` as of `at` because of the event `cause` and emits the [`LeadScore`]; returns
+/// the score's parts and the lead's seller.
+fn score(
+    ctx: &mut Ctx<'_>,
+    convs: &Conversations,
+    lead_id: &EntityId,
+    created: &Created,
+    cause: Uuid,
+    at: DateTime<Utc>,
+    status_change: Option<LeadStatus>,
+) -> (scoring::ScoreBreakdown, Option<UserId>) {
+    let conv = created.conversation.as_ref().and_then(|c| convs.get(c));
+    let b = scoring::score(&ScoreInputs {
+        source: source_name(created.source),
+        customer_messages: conv.map_or(0, |c| c.customer_messages),
+        last_customer_message_at: conv.and_then(|c| c.last_customer_message_at),
+        evaluated_at: at,
+        intent_signals: conv.map_or(0, |c| c.intent_signals.len() as u32),
+        location: created.location.as_deref(),
+        high_value_locations: &ctx.th.high_value_locations,
+    });
+    let seller = created.seller_in(convs);
+    ctx.out.push(Output::LeadScore(LeadScore {
+        id: derive_id(
+            "lead_score",
+            &[
+                &ctx.tenant.to_string(),
+                lead_id.as_str(),
+                &cause.to_string(),
+            ],
+        ),
+        tenant_id: ctx.tenant,
+        lead_id: lead_id.clone(),
+        seller_id: seller,
+        score: b.score,
+        source_score: b.source,
+        engagement_score: b.engagement,
+        recency_score: b.recency,
+        intent_score: b.intent,
+        location_score: b.location,
+        cause_event_id: cause,
+        computed_at: at,
+        status_change,
+    }));
+    (b, seller)
 }

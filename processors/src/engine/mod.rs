@@ -491,6 +491,7 @@ impl TenantState {
         self.corrected_alerts
             .retain(|_, deadline| *deadline >= history_from);
         self.sessions.forget_ended_before(accepted_from);
+        self.leads.forget_unscored_before(accepted_from);
     }
 }
 

@@ -694,11 +694,14 @@ fn a_late_reply_splits_waits_that_arrived_before_it() {
 /// samples not retracted (by id, with their content), and the unanswered-conversation alerts not
 /// corrected, by wait (conversation, customer message that started it), each with whether it was
 /// withdrawn (resolved or closed). An alert sent again after a correction has another id, so
-/// alerts are compared by wait.
+/// alerts are compared by wait. And the lead scores that status changes caused: what the
+/// conversions in ClickHouse's rollup count.
 #[derive(Debug, PartialEq)]
 struct Net {
     samples: BTreeMap<Uuid, String>,
     unanswered: BTreeMap<(String, String), bool>,
+    /// Lead scores caused by status changes (conversions among them): id, seller, time, status.
+    status_changes: BTreeSet<String>,
 }
 
 fn net(outs: &[Output]) -> Net {
@@ -707,8 +710,16 @@ fn net(outs: &[Output]) -> Net {
     let mut alerts: BTreeMap<Uuid, (String, String)> = BTreeMap::new();
     let mut withdrawn = BTreeSet::new();
     let mut corrected = BTreeSet::new();
+    let mut status_changes = BTreeSet::new();
     for o in outs {
         match o {
+            Output::LeadScore(l) if l.status_change.is_some() => {
+                let change = format!(
+                    "{} {} seller {:?} at {} -> {:?}",
+                    l.id, l.lead_id, l.seller_id, l.computed_at, l.status_change
+                );
+                assert!(status_changes.insert(change), "one score per status change");
+            }
             Output::ResponseTime(r) => match r.retracts {
                 Some(id) => {
                     assert!(samples.contains_key(&id), "a retraction follows its sample");
@@ -750,6 +761,7 @@ fn net(outs: &[Output]) -> Net {
     Net {
         samples,
         unanswered,
+        status_changes,
     }
 }
 
@@ -1253,6 +1265,70 @@ fn a_lead_without_seller_notifies_managers_and_unknown_leads_are_not_scored() {
         &[status(2, "nobody", t(8.0), LeadStatus::Contacted)],
     );
     assert!(scores(&outs).is_empty());
+}
+
+#[test]
+fn a_status_change_names_its_status_on_the_score_and_others_do_not() {
+    let mut e = engine();
+    let outs = feed(
+        &mut e,
+        &[
+            referral_lead(1, t(0.0)),
+            received(2, "c1", t(1.0), None, "hola"),
+            status(3, "l1", t(2.0), LeadStatus::Converted),
+        ],
+    );
+    let changes: Vec<_> = scores(&outs).iter().map(|s| s.status_change).collect();
+    assert_eq!(changes, vec![None, None, Some(LeadStatus::Converted)]);
+}
+
+#[test]
+fn a_conversion_arriving_before_its_lead_is_scored_when_the_lead_arrives() {
+    let events = [
+        referral_lead(1, t(0.0)),
+        status(2, "l1", t(10.0), LeadStatus::Negotiation),
+        status(3, "l1", t(20.0), LeadStatus::Converted),
+    ];
+    let in_order = run_with_lateness(&events);
+    for order in [[2, 1, 0], [1, 0, 2], [2, 0, 1]] {
+        let shuffled: Vec<Event> = order.iter().map(|&i| events[i].clone()).collect();
+        let late = run_with_lateness(&shuffled);
+        let net_late = net(&late);
+        assert_eq!(net_late, net(&in_order), "order {order:?}");
+        assert_eq!(net_late.status_changes.len(), 2);
+        let conversion = scores(&late)
+            .into_iter()
+            .find(|s| s.status_change == Some(LeadStatus::Converted))
+            .expect("the conversion is scored");
+        assert_eq!(
+            (conversion.seller_id, conversion.computed_at),
+            (Some(7), t(20.0))
+        );
+        assert_eq!(conversion.cause_event_id, id(3));
+        // Held changes are scored once, and the lead's status is still the newest one.
+        let outs = feed(
+            &mut engine_with(|c| c.defaults.allowed_lateness = Duration::from_secs(7200)),
+            &shuffled,
+        );
+        assert_eq!(scores(&outs).len(), 3, "order {order:?}");
+    }
+}
+
+#[test]
+fn a_held_status_change_is_forgotten_once_its_lead_could_only_be_too_late() {
+    let mut e = engine();
+    feed(&mut e, &[status(1, "l1", t(0.0), LeadStatus::Converted)]);
+    let held = |e: &PartitionEngine| e.tenants[&TENANT].leads.unscored_changes();
+    assert_eq!(held(&e), 1);
+    // Event time moves on to just inside the allowed lateness (1 h): still held.
+    feed(&mut e, &[received(2, "c9", t(59.0), None, "hola")]);
+    assert_eq!(held(&e), 1);
+    // Past it (and past the next pruning): a lead.created older than the change is refused.
+    feed(&mut e, &[received(3, "c9", t(62.0), None, "hola")]);
+    assert_eq!(held(&e), 0);
+    let outs = feed(&mut e, &[referral_lead(4, t(-1.0))]);
+    assert!(scores(&outs).is_empty());
+    assert!(outs.iter().any(|o| matches!(o, Output::TooLate(_))));
 }
 
 // ---------------------------------------------------------------- follow-up reminders
@@ -2304,6 +2380,8 @@ fn shuffling_far_beyond_the_watermark_delay_gives_the_same_results_after_correct
             .filter(|o| matches!(o, Output::ResponseTime(r) if r.retracts.is_some()))
             .count();
         let (got, metrics) = net_results(&shuffled, delay);
+        assert!(!reference.status_changes.is_empty(), "seed {seed}");
+        assert_eq!(got.status_changes, reference.status_changes, "seed {seed}");
         assert_eq!(got.samples, reference.samples, "seed {seed}");
         assert_eq!(got.unanswered, reference.unanswered, "seed {seed}");
         assert_eq!(metrics, ref_metrics, "seed {seed}");
