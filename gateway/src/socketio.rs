@@ -23,8 +23,12 @@
 //!   nothing is sent twice.
 //! - `mark_notification_read` `{notification_id}` (or the id as a bare string).
 //!
-//! The server disconnects a client that does not read fast enough (its buffer of
-//! `client_queue` packets fills up), when its token expires, and on shutdown.
+//! The server disconnects a client that does not read fast enough, when its token expires, and
+//! on shutdown. "Not fast enough" is as on `/ws`: the connection's queue of `client_queue`
+//! notifications fills up while it waits for room in the socket's own buffer (also
+//! `client_queue` packets). A disconnect packet needs room in that buffer too, so it is retried
+//! until the client has read enough to take it; a client that reads nothing more is closed by
+//! the engine's heartbeat instead (its ping does not fit either).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -35,7 +39,7 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -48,6 +52,12 @@ use crate::Shared;
 
 /// Client events waiting for the connection's task; more than this in flight is abuse.
 const CONTROL_QUEUE: usize = 32;
+
+/// How soon a full socket buffer is tried again (socketioxide offers no wait for room).
+const FULL_BUFFER_RETRY: Duration = Duration::from_millis(2);
+
+/// How soon a disconnect that did not fit in the socket's buffer is tried again.
+const DISCONNECT_RETRY: Duration = Duration::from_millis(20);
 
 /// What the per-socket event handlers ask of the connection's task.
 enum Control {
@@ -238,7 +248,12 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
             registration,
             ..
         } = subscription;
-        let mut conn = SocketTransport { socket: s.clone() };
+        let mut conn = SocketTransport {
+            socket: s.clone(),
+            kicked: kicked.clone(),
+            gone: gone.0.clone(),
+            shutdown: shared.shutdown.clone(),
+        };
         let token_expires = Instant::now()
             + expires_at
                 .duration_since(SystemTime::now())
@@ -271,7 +286,7 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                     None => Err(End::Closing("server shutting down")),
                     Some(outbound) => match session.accept(outbound) {
                         Deliver::Notification(stored) => conn.send_notification(&stored).await,
-                        Deliver::Metrics(metrics) => conn.emit("metrics_update", &metrics),
+                        Deliver::Metrics(metrics) => conn.emit("metrics_update", &metrics).await,
                         Deliver::Nothing => Ok(()),
                     },
                 },
@@ -284,18 +299,34 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
             }
         };
         drop::<Registration>(registration);
+        // Past this, a client that took nothing more was closed by the heartbeat.
+        let give_up = 2 * shared.cfg.ping_interval + Duration::from_secs(1);
         match end {
             End::Gone => {}
             End::TooSlow => {
                 tracing::info!(sid = %s.id, "socket.io client too slow; disconnecting it");
-                let _ = s.disconnect();
+                disconnect(s, give_up).await;
             }
             End::Closing(reason) => {
                 tracing::debug!(sid = %s.id, reason, "disconnecting socket.io client");
-                let _ = s.disconnect();
+                disconnect(s, give_up).await;
             }
         }
     });
+}
+
+/// Disconnects the client, retrying while the socket's buffer is full: a client that never gets
+/// the disconnect packet would stay connected with nothing feeding it, and would neither
+/// reconnect nor replay what it missed.
+async fn disconnect(s: SocketRef, give_up: Duration) {
+    let deadline = Instant::now() + give_up;
+    while let Err(SocketError::InternalChannelFull) = s.clone().disconnect() {
+        if Instant::now() >= deadline {
+            tracing::info!(sid = %s.id, "socket.io client reads nothing; leaving it to the heartbeat");
+            return;
+        }
+        sleep(DISCONNECT_RETRY).await;
+    }
 }
 
 /// Hands a client event to the connection's task.
@@ -347,10 +378,13 @@ async fn handle(
             session.send_unread_count(conn).await
         }
         Control::MarkRead { notification_id } => match session.mark_read(notification_id).await {
-            Ok(Some(count)) => conn.emit(
-                "notification_marked_read",
-                &json!({"notification_id": notification_id, "count": count}),
-            ),
+            Ok(Some(count)) => {
+                conn.emit(
+                    "notification_marked_read",
+                    &json!({"notification_id": notification_id, "count": count}),
+                )
+                .await
+            }
             Ok(None) => {
                 emit_error(
                     &conn.socket,
@@ -384,18 +418,34 @@ enum End {
 
 struct SocketTransport {
     socket: SocketRef,
+    /// The hub gave up on this connection.
+    kicked: CancellationToken,
+    /// The client left.
+    gone: CancellationToken,
+    shutdown: CancellationToken,
 }
 
 impl SocketTransport {
-    /// Emits without waiting: a full buffer means the client does not keep up.
-    fn emit(&self, event: &str, data: &Value) -> Result<(), End> {
-        match self.socket.emit(event, data) {
-            Ok(()) => Ok(()),
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => Err(End::TooSlow),
-            Err(SendError::Socket(SocketError::Closed)) => Err(End::Gone),
-            Err(e) => {
-                tracing::warn!(error = %e, event, "cannot emit to a socket.io client");
-                Err(End::Gone)
+    /// Emits, waiting while the socket's buffer is full (as a WebSocket write waits for the
+    /// client): a client reading a burst falls behind for a moment without being dropped; one
+    /// that does not keep up lets the connection's queue fill and the hub kicks it.
+    async fn emit(&self, event: &str, data: &Value) -> Result<(), End> {
+        loop {
+            match self.socket.emit(event, data) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {}
+                Err(SendError::Socket(SocketError::Closed)) => return Err(End::Gone),
+                Err(e) => {
+                    tracing::warn!(error = %e, event, "cannot emit to a socket.io client");
+                    return Err(End::Gone);
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = self.kicked.cancelled() => return Err(End::TooSlow),
+                _ = self.gone.cancelled() => return Err(End::Gone),
+                _ = self.shutdown.cancelled() => return Err(End::Closing("server shutting down")),
+                _ = sleep(FULL_BUFFER_RETRY) => {}
             }
         }
     }
@@ -417,10 +467,12 @@ impl Transport for SocketTransport {
 
     async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), End> {
         self.emit("new_notification", &new_notification_payload(stored))
+            .await
     }
 
     async fn send_unread_count(&mut self, count: u64) -> Result<(), End> {
         self.emit("notification_count_update", &json!({ "count": count }))
+            .await
     }
 
     fn inbox_failed(&self, _error: InboxError) -> End {
