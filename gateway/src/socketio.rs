@@ -299,8 +299,13 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
             }
         };
         drop::<Registration>(registration);
-        // Past this, a client that took nothing more was closed by the heartbeat.
-        let give_up = 2 * shared.cfg.ping_interval + Duration::from_secs(1);
+        // Past this, a client that took nothing more was closed by the heartbeat; a shutting
+        // down server does not wait that long.
+        let give_up = if shared.shutdown.is_cancelled() {
+            Duration::from_secs(1)
+        } else {
+            2 * shared.cfg.ping_interval + Duration::from_secs(1)
+        };
         match end {
             End::Gone => {}
             End::TooSlow => {
@@ -436,8 +441,9 @@ impl SocketTransport {
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {}
                 Err(SendError::Socket(SocketError::Closed)) => return Err(End::Gone),
                 Err(e) => {
+                    // Disconnect rather than leave the client connected with nothing feeding it.
                     tracing::warn!(error = %e, event, "cannot emit to a socket.io client");
-                    return Err(End::Gone);
+                    return Err(End::Closing("cannot emit to the client"));
                 }
             }
             tokio::select! {
