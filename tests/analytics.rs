@@ -6,10 +6,12 @@
 //! the same answers.
 //!
 //! The traffic: a 3-minute stream in the week before (seed 8, its ids prefixed `w0-` so that they
-//! do not collide with the main stream's) for the week-over-week question, then the main 15-minute
-//! stream (`--seed 7 --start 2026-03-02T08:00:00Z --tenants 2 --sellers 4 --rate 10`), then one
-//! event per tenant two hours older than its newest, which the processors refuse as too late (a
-//! dead letter) while `events` keeps it. Both streams are generated with
+//! do not collide with the main stream's) for the week-over-week question, then the main 6-minute
+//! stream (`--seed 7 --start 2026-03-02T08:00:00Z --tenants 2 --sellers 4 --rate 10`), then per
+//! tenant: late events that force retractions, a wait answered and one closed more than an hour
+//! after it started (unanswered episodes that end), and one event two hours older than its
+//! newest, which the processors refuse as too late (a dead letter) while `events` keeps it. Both
+//! streams are generated with
 //! `--out-of-order-share 0 --late-share 0` (duplicates stay on): delivered out of order, a reply
 //! can end a wait that in event time another reply ended, and the processors do not revise a
 //! sample once emitted (documented in `processors/src/engine/conversations.rs`), so their outputs
@@ -231,6 +233,47 @@ fn traffic() -> Vec<Value> {
             reply,
         ));
     }
+    // Unanswered episodes that end: per tenant, a wait answered 70 min after it started and
+    // one closed 65 min after (the main stream is too short for either). Posted after the late
+    // events above, which they would otherwise push beyond the allowed lateness.
+    for t in TENANTS {
+        let at = |conv: &str, ty: &str, when: &str, extra: Value| {
+            let mut e = json!({
+                "event_id": uuid::Uuid::new_v4().to_string(), "type": ty, "tenant_id": t,
+                "occurred_at": when, "conversation_id": format!("t{t}-{conv}"),
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                e[k] = v.clone();
+            }
+            e
+        };
+        let seller = t * 1000 + 11;
+        let customer = json!({"channel": "email", "seller_id": seller, "text": "hola"});
+        all.push(at(
+            "answered-late",
+            "message.received",
+            "2026-03-02T08:05:00.000Z",
+            customer.clone(),
+        ));
+        all.push(at(
+            "closed-late",
+            "message.received",
+            "2026-03-02T08:06:00.000Z",
+            customer,
+        ));
+        all.push(at(
+            "answered-late",
+            "message.sent",
+            "2026-03-02T09:15:00.000Z",
+            json!({"seller_id": seller, "automated": false}),
+        ));
+        all.push(at(
+            "closed-late",
+            "conversation.closed",
+            "2026-03-02T09:11:00.000Z",
+            json!({}),
+        ));
+    }
     for t in TENANTS {
         // Two hours before the tenant's newest event: beyond the allowed lateness (1 h).
         all.push(json!({
@@ -256,6 +299,18 @@ struct Pair {
     secs: f64,
 }
 
+/// A wait unanswered past its deadline (an unanswered alert that stands).
+#[derive(Debug, Clone)]
+struct Episode {
+    tenant: u64,
+    conv: String,
+    deadline_ms: i64,
+    /// Channel of the customer message that started the wait.
+    channel: String,
+    /// When and how it ended later: `resolved` (a reply) or `closed`.
+    end: Option<(i64, &'static str)>,
+}
+
 #[derive(Default)]
 struct Model {
     /// Distinct events, first delivery first (what `events` holds).
@@ -264,8 +319,8 @@ struct Model {
     applied: Vec<Ev>,
     too_late: Vec<Ev>,
     pairs: Vec<(u64, Pair)>,
-    /// (tenant, conversation, deadline ms) of waits unanswered past their deadline.
-    unanswered: Vec<(u64, String, i64)>,
+    /// Waits unanswered past their deadline.
+    unanswered: Vec<Episode>,
 }
 
 impl Model {
@@ -313,21 +368,30 @@ impl Model {
         }
         for ((tenant, conv), mut evs) in by_conv {
             evs.sort_by_key(|e| e.ms); // stable: delivery order on ties
-            let mut wait: Option<i64> = None;
+            let mut wait: Option<(i64, String)> = None;
             for e in evs {
                 match e.ty.as_str() {
                     "message.received" => {
-                        wait.get_or_insert(e.ms);
+                        wait.get_or_insert((e.ms, e.s("channel").to_string()));
                     }
                     "message.sent" if e.automated() => {}
                     _ => {
-                        let Some(start) = wait.take() else { continue };
+                        let Some((start, channel)) = wait.take() else {
+                            continue;
+                        };
                         if e.ms > start + UNANSWERED_AFTER_MS {
-                            self.unanswered.push((
+                            let how = if e.ty == "message.sent" {
+                                "resolved"
+                            } else {
+                                "closed"
+                            };
+                            self.unanswered.push(Episode {
                                 tenant,
-                                conv.clone(),
-                                start + UNANSWERED_AFTER_MS,
-                            ));
+                                conv: conv.clone(),
+                                deadline_ms: start + UNANSWERED_AFTER_MS,
+                                channel,
+                                end: Some((e.ms, how)),
+                            });
                         }
                         if e.ty == "message.sent" {
                             self.pairs.push((
@@ -343,9 +407,14 @@ impl Model {
                     }
                 }
             }
-            if let Some(start) = wait {
-                self.unanswered
-                    .push((tenant, conv, start + UNANSWERED_AFTER_MS));
+            if let Some((start, channel)) = wait {
+                self.unanswered.push(Episode {
+                    tenant,
+                    conv,
+                    deadline_ms: start + UNANSWERED_AFTER_MS,
+                    channel,
+                    end: None,
+                });
             }
         }
     }
@@ -388,7 +457,7 @@ impl Model {
 
     /// The expected number of notifications that stand (never withdrawn), for a lower bound.
     fn standing_notifications(&self, t: u64) -> usize {
-        let unanswered = self.unanswered.iter().filter(|u| u.0 == t).count();
+        let unanswered = self.unanswered.iter().filter(|u| u.tenant == t).count();
         let timeouts: u64 = self.session_timeouts(t).values().sum();
         let follow_ups: usize = self
             .follow_ups(t)
@@ -736,10 +805,10 @@ fn check(n: usize, rows: &Rows, m: &Model, t: u64) -> Result<(), String> {
         }
         2 => {
             let mut groups: BTreeMap<i64, (u64, BTreeSet<&str>)> = BTreeMap::new();
-            for (_, conv, deadline) in m.unanswered.iter().filter(|u| u.0 == t) {
-                let g = groups.entry(hour_of(*deadline)).or_default();
+            for u in m.unanswered.iter().filter(|u| u.tenant == t) {
+                let g = groups.entry(hour_of(u.deadline_ms)).or_default();
                 g.0 += 1;
-                g.1.insert(conv);
+                g.1.insert(&u.conv);
             }
             let exp: Vec<_> = groups
                 .into_iter()
@@ -1244,9 +1313,9 @@ fn check(n: usize, rows: &Rows, m: &Model, t: u64) -> Result<(), String> {
                     .secs
                     .push(p.secs);
             }
-            for (_, _, deadline) in m.unanswered.iter().filter(|u| u.0 == t) {
-                if in_range(*deadline) {
-                    days.entry(fmt_date(*deadline)).or_default().unanswered += 1;
+            for u in m.unanswered.iter().filter(|u| u.tenant == t) {
+                if in_range(u.deadline_ms) {
+                    days.entry(fmt_date(u.deadline_ms)).or_default().unanswered += 1;
                 }
             }
             let exp: Vec<_> = days
@@ -1320,6 +1389,61 @@ fn check(n: usize, rows: &Rows, m: &Model, t: u64) -> Result<(), String> {
                 })
                 .collect();
             compare(rows, &["day", "seller_id"], &exp, true)
+        }
+        18 => {
+            // episodes, still open, closed unanswered, answered: seconds past the deadline
+            // (whole seconds, as the view's DateTime columns keep them)
+            #[derive(Default)]
+            struct Day {
+                episodes: f64,
+                open: f64,
+                closed: f64,
+                late_seconds: Vec<f64>,
+            }
+            let mut groups: BTreeMap<(String, String), Day> = BTreeMap::new();
+            for u in m.unanswered.iter().filter(|u| u.tenant == t) {
+                if !in_range(u.deadline_ms) {
+                    continue;
+                }
+                let g = groups
+                    .entry((fmt_date(u.deadline_ms), u.channel.clone()))
+                    .or_default();
+                g.episodes += 1.0;
+                match u.end {
+                    None => g.open += 1.0,
+                    Some((_, "closed")) => g.closed += 1.0,
+                    Some((at, _)) => g
+                        .late_seconds
+                        .push((at.div_euclid(1000) - u.deadline_ms.div_euclid(1000)) as f64),
+                }
+            }
+            if !groups.values().any(|g| g.open > 0.0)
+                || !groups.values().any(|g| !g.late_seconds.is_empty())
+            {
+                return Err("the traffic has no open or no answered episode to check".into());
+            }
+            let exp: Vec<_> = groups
+                .into_iter()
+                .map(|((day, channel), g)| {
+                    vec![
+                        ("day", text(day)),
+                        ("channel", text(channel)),
+                        ("episodes", num(g.episodes)),
+                        ("still_open", num(g.open)),
+                        ("closed_unanswered", num(g.closed)),
+                        ("answered", num(g.late_seconds.len() as f64)),
+                        (
+                            "mean_minutes_late",
+                            if g.late_seconds.is_empty() {
+                                Cell::Null
+                            } else {
+                                rounded(mean(&g.late_seconds) / 60.0, 1)
+                            },
+                        ),
+                    ]
+                })
+                .collect();
+            compare(rows, &["day", "channel"], &exp, true)
         }
         _ => Err(format!(
             "question {n} has no check in tests/analytics.rs: add one"

@@ -68,6 +68,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0007", "seller_metrics"),
     migration!("0008", "corrections"),
     migration!("0009", "conversions"),
+    migration!("0010", "unanswered_episodes"),
 ];
 
 const DDL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -68,6 +68,7 @@ async fn migrating_twice_applies_everything_once() {
         "seller_hourly_mv_notifications",
         "seller_hourly_mv_conversions",
         "response_times_current",
+        "unanswered_episodes",
     ] {
         assert!(tables.lines().any(|l| l == t), "{t} missing from {tables}");
     }
@@ -519,7 +520,12 @@ async fn upgrading_a_schema_with_rows_replaces_the_rollup_views_without_double_c
     writer.write(&[received(1), received(2)]).await.unwrap();
 
     let after = migrate(&db.cfg).await.unwrap();
-    assert_eq!(after.iter().map(|m| m.version).collect::<Vec<_>>(), [9]);
+    let newer: Vec<u32> = MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 8)
+        .collect();
+    assert_eq!(after.iter().map(|m| m.version).collect::<Vec<_>>(), newer);
     writer.write(&[received(3)]).await.unwrap();
     writer
         .write(&[LeadScoreRow::new(
@@ -547,6 +553,67 @@ async fn upgrading_a_schema_with_rows_replaces_the_rollup_views_without_double_c
         views,
         "seller_hourly_mv_conversions\nseller_hourly_mv_events\n\
          seller_hourly_mv_notifications\nseller_hourly_mv_response_times"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs ClickHouse at VIGIA_CLICKHOUSE_URL (default http://127.0.0.1:8123)"]
+async fn unanswered_episodes_pair_each_alert_with_how_it_ended() {
+    let db = TestDb::new();
+    migrate(&db.cfg).await.expect(NEEDS);
+    let writer = Writer::new(&db.cfg).unwrap();
+    let d = db.name();
+    let alert = |n: u128, conv: &str| Notification {
+        id: Uuid::from_u128(n),
+        tenant_id: 1,
+        kind: NotificationType::UnansweredConversation,
+        priority: Priority::High,
+        audience: Audience::User { user_id: 7 },
+        title: "t".into(),
+        message: "m".into(),
+        data: serde_json::json!({
+            "conversation_id": conv, "seller_id": 7, "channel": "whatsapp",
+            "waiting_since": "2026-02-27T15:00:00.250Z", "deadline": "2026-02-27T16:00:00.250Z",
+        }),
+        actions: vec![],
+        created_at: at("2026-02-27T16:00:00.250Z"),
+        withdraws: None,
+    };
+    let withdrawal = |n: u128, of: u128, state: &str, at_: &str| Notification {
+        id: Uuid::from_u128(n),
+        data: serde_json::json!({"conversation_id": "c", "seller_id": 7, "state": state,
+                                 "resolved_at": at_}),
+        withdraws: Some(Uuid::from_u128(of)),
+        ..alert(of, "c")
+    };
+    let origin = KafkaOrigin::default();
+    let rows: Vec<NotificationRow> = [
+        alert(1, "open"),
+        alert(2, "answered"),
+        withdrawal(12, 2, "resolved", "2026-02-27T16:30:00.900Z"),
+        alert(3, "closed"),
+        withdrawal(13, 3, "closed", "2026-02-27T16:00:10Z"),
+        alert(4, "wrong"),
+        withdrawal(14, 4, "corrected", "2026-02-27T15:10:00Z"),
+        // Withdrawn as answered, then found wrong by a late event: not an episode.
+        alert(5, "answered then wrong"),
+        withdrawal(15, 5, "resolved", "2026-02-27T16:20:00Z"),
+        withdrawal(25, 5, "corrected", "2026-02-27T15:50:00Z"),
+    ]
+    .iter()
+    .map(|n| NotificationRow::new(n, origin))
+    .collect();
+    writer.write(&rows).await.unwrap();
+    assert_eq!(
+        db.tsv(&format!(
+            "SELECT conversation_id, seller_id, channel, waiting_since, deadline, state, \
+             seconds_past_deadline FROM {d}.unanswered_episodes WHERE tenant_id = 1 \
+             ORDER BY conversation_id"
+        ))
+        .await,
+        "answered\t7\twhatsapp\t2026-02-27 15:00:00\t2026-02-27 16:00:00\tresolved\t1800\n\
+         closed\t7\twhatsapp\t2026-02-27 15:00:00\t2026-02-27 16:00:00\tclosed\t10\n\
+         open\t7\twhatsapp\t2026-02-27 15:00:00\t2026-02-27 16:00:00\topen\t0"
     );
 }
 
