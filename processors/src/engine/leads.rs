@@ -52,6 +52,9 @@ use crate::texts;
 #[derive(Debug, Default)]
 pub(crate) struct Leads {
     map: BTreeMap<EntityId, Lead>,
+    /// Status changes of leads whose `lead.created` is not seen yet, not scored yet:
+    /// (time, event id, status). Apart from `map` so that pruning touches only these.
+    unscored: BTreeMap<EntityId, Vec<(DateTime<Utc>, Uuid, LeadStatus)>>,
 }
 
 #[derive(Debug)]
@@ -59,8 +62,6 @@ struct Lead {
     /// From `lead.created`; `None` until it is seen.
     created: Option<Created>,
     status: Option<(LeadStatus, DateTime<Utc>)>,
-    /// Status changes seen before `created`, not scored yet: (time, event id, status).
-    unscored_changes: Vec<(DateTime<Utc>, Uuid, LeadStatus)>,
     /// Whether crossing the threshold would notify (see module doc).
     armed: bool,
     follow_up: Option<FollowUp>,
@@ -121,7 +122,6 @@ impl Default for Lead {
         Lead {
             created: None,
             status: None,
-            unscored_changes: Vec::new(),
             armed: true,
             follow_up: None,
         }
@@ -167,10 +167,9 @@ impl Leads {
             conversation: l.conversation_id.clone(),
         });
         lead.set_status(LeadStatus::New, event.occurred_at);
-        recompute(ctx, convs, &l.lead_id, lead, event);
-        let mut held = std::mem::take(&mut lead.unscored_changes);
-        held.sort_by_key(|(at, id, _)| (*at, *id));
-        if let Some(created) = &lead.created {
+        recompute(ctx, convs, &l.lead_id, lead, event, None);
+        if let (Some(mut held), Some(created)) = (self.unscored.remove(&l.lead_id), &lead.created) {
+            held.sort_by_key(|(at, id, _)| (*at, *id));
             for (at, cause, status) in held {
                 score(ctx, convs, &l.lead_id, created, cause, at, Some(status));
             }
@@ -180,15 +179,16 @@ impl Leads {
     /// How many status changes are held for a `lead.created` not seen yet.
     #[cfg(test)]
     pub fn unscored_changes(&self) -> usize {
-        self.map.values().map(|l| l.unscored_changes.len()).sum()
+        self.unscored.values().map(Vec::len).sum()
     }
 
     /// Forgets held status changes older than `cutoff`: a `lead.created` older than them would
     /// be refused as too late, so they could never be scored.
     pub fn forget_unscored_before(&mut self, cutoff: DateTime<Utc>) {
-        for lead in self.map.values_mut() {
-            lead.unscored_changes.retain(|(at, _, _)| *at >= cutoff);
-        }
+        self.unscored.retain(|_, held| {
+            held.retain(|(at, _, _)| *at >= cutoff);
+            !held.is_empty()
+        });
     }
 
     /// Per seller: (leads generated, leads converted) — leads whose `lead.created` was seen, by
@@ -268,11 +268,14 @@ impl Leads {
         let lead = self.map.entry(s.lead_id.clone()).or_default();
         lead.set_status(s.status, event.occurred_at);
         if lead.created.is_none() {
-            lead.unscored_changes
-                .push((event.occurred_at, event.event_id, s.status));
+            self.unscored.entry(s.lead_id.clone()).or_default().push((
+                event.occurred_at,
+                event.event_id,
+                s.status,
+            ));
             return;
         }
-        recompute_for_status(ctx, convs, &s.lead_id, lead, event, Some(s.status));
+        recompute(ctx, convs, &s.lead_id, lead, event, Some(s.status));
     }
 
     /// A customer wrote in `conversation`: rescore the leads it belongs to.
@@ -288,7 +291,7 @@ impl Leads {
         };
         for lead_id in &conv.leads {
             if let Some(lead) = self.map.get_mut(lead_id) {
-                recompute(ctx, convs, lead_id, lead, event);
+                recompute(ctx, convs, lead_id, lead, event, None);
             }
         }
     }
@@ -403,19 +406,9 @@ fn open_lead(ctx: &Ctx<'_>, id: &EntityId) -> Action {
     }
 }
 
-/// Rescores `lead` because of `cause`, and notifies its seller if it became hot.
+/// Rescores `lead` because of `cause` (which set its status to `status_change`, if a status
+/// change), and notifies its seller if it became hot.
 fn recompute(
-    ctx: &mut Ctx<'_>,
-    convs: &Conversations,
-    lead_id: &EntityId,
-    lead: &mut Lead,
-    cause: &Event,
-) {
-    recompute_for_status(ctx, convs, lead_id, lead, cause, None);
-}
-
-/// [`recompute`], for a cause that set the lead's status to `status_change`.
-fn recompute_for_status(
     ctx: &mut Ctx<'_>,
     convs: &Conversations,
     lead_id: &EntityId,
