@@ -19,7 +19,8 @@
 #   clickhouse-server clickhouse-client   ClickHouse for the sink tests (Debian ships 18.16)
 #   postgresql                            PostgreSQL for the database tests
 #   chromium chromium-driver              browser (end-to-end) tests
-# The tansu Kafka broker comes from crates.io: scripts/services.sh builds and caches it.
+# Apache Kafka comes from Maven Central: scripts/kafka.sh resolves its jars once (and installs
+# openjdk-17-jre-headless and maven where java >= 17 or mvn is missing).
 set -euo pipefail
 
 say() { echo "install-deps: $*" >&2; }

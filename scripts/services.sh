@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Local services for Vigía's development and tests, on loopback only:
-#   tansu       Kafka API broker (SQLite storage)     127.0.0.1:${VIGIA_KAFKA_PORT:-9092}
+#   kafka       Apache Kafka 4 (KRaft, one node)      127.0.0.1:${VIGIA_KAFKA_PORT:-9092} (controller :${VIGIA_KAFKA_CONTROLLER_PORT:-9093})
 #   clickhouse  ClickHouse server (Debian package)    127.0.0.1:${VIGIA_CLICKHOUSE_HTTP_PORT:-8123} (HTTP)
 #   postgres    PostgreSQL cluster, database "vigia"  127.0.0.1:${VIGIA_POSTGRES_PORT:-5433}
 #
-# Usage: scripts/services.sh {up|down|status|env} [tansu|clickhouse|postgres ...]
+# Usage: scripts/services.sh {up|down|status|env} [kafka|clickhouse|postgres ...]
 #   up      install what is missing, start what is not answering, wait until it answers
 #   down    stop what this script started (pid files / our PostgreSQL cluster); leaves others alone
 #   status  one line per service; exit 1 if any is not answering
@@ -12,20 +12,12 @@
 # With no service named, all three.
 #
 # Every step is idempotent: a port that already answers the right protocol counts as up, whoever
-# started it. Data, logs and pid files live in ${VIGIA_DATA_DIR:-<repo>/.data}. The tansu binary
-# is cached outside the clone, in ${VIGIA_CACHE_DIR:-$HOME/.cache/vigia}/tansu/bin/tansu, and is
-# built with cargo from crates.io the first time (about 15 minutes on 2 cores).
-# The broker starts empty every time (its SQLite file is recreated): `down` loses all topics and
-# offsets. Not tansu's memory:// engine: in tansu 0.6.0 it loses records when a consumer resumes
-# from an offset inside a produced batch, and reports wrong high watermarks.
-# Known tansu 0.6.0 limits, whatever the engine: a consumer group whose leader leaves while
-# another member stays can stay stuck in a rebalance (use one consumer per group id, fresh group
-# ids per test); with SQLite, a fetch of a deleted topic kills the broker's storage (don't delete
-# topics; `up` restarts a broker that stopped answering).
+# started it. Data, logs and pid files live in ${VIGIA_DATA_DIR:-<repo>/.data}. Kafka's jars come
+# from Maven Central once (scripts/kafka.sh: cached in ${VIGIA_CACHE_DIR:-$HOME/.cache/vigia}/kafka,
+# with a Java runtime and Maven from Debian where missing); its data (.data/kafka) survives `down`.
 #
-# Other knobs: VIGIA_CLICKHOUSE_TCP_PORT (9000), VIGIA_TANSU_VERSION (0.6.0),
-# VIGIA_WAIT_SECONDS (how long to wait for a service to answer, 60),
-# VIGIA_TANSU_BUILD_WAIT_SECONDS (how long to wait for another tansu build, 3600).
+# Other knobs: VIGIA_KAFKA_VERSION (4.4.0), VIGIA_KAFKA_HEAP (1g), VIGIA_CLICKHOUSE_TCP_PORT (9000),
+# VIGIA_WAIT_SECONDS (how long to wait for a service to answer, 60).
 set -euo pipefail
 
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,25 +25,15 @@ DATA_DIR=${VIGIA_DATA_DIR:-$REPO_DIR/.data}
 [[ $DATA_DIR == /* ]] || DATA_DIR=$PWD/$DATA_DIR
 CACHE_DIR=${VIGIA_CACHE_DIR:-${HOME:-/root}/.cache/vigia}
 KAFKA_PORT=${VIGIA_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${VIGIA_KAFKA_CONTROLLER_PORT:-9093}
 CH_HTTP_PORT=${VIGIA_CLICKHOUSE_HTTP_PORT:-8123}
 CH_TCP_PORT=${VIGIA_CLICKHOUSE_TCP_PORT:-9000}
 PG_PORT=${VIGIA_POSTGRES_PORT:-5433}
 PG_DATABASE=vigia
-TANSU_VERSION=${VIGIA_TANSU_VERSION:-0.6.0}
-# The storage engine the broker runs with (its cargo feature), and the features built: the set
-# tested here (dynostore = memory://, s3://; postgres = postgres://).
-TANSU_ENGINE=libsql
-TANSU_FEATURES=dynostore,libsql,postgres
 WAIT_SECONDS=${VIGIA_WAIT_SECONDS:-60}
-TANSU_BUILD_WAIT_SECONDS=${VIGIA_TANSU_BUILD_WAIT_SECONDS:-3600}
 HOST=127.0.0.1
 
-TANSU_ROOT=$CACHE_DIR/tansu
-TANSU_BIN=$TANSU_ROOT/bin/tansu
-TANSU_BUILD_LOG=$CACHE_DIR/tansu-build.log
-TANSU_BUILD_LOCK=$CACHE_DIR/tansu-build.lock
-
-ALL_SERVICES=(tansu clickhouse postgres)
+ALL_SERVICES=(kafka clickhouse postgres)
 
 say() { echo "services: $*" >&2; }
 die() {
@@ -102,7 +84,7 @@ stop_pid_file() {
 }
 
 # Called when a service does not answer: if the process of our pid file is still alive, it hung
-# (tansu's storage task can die while the process lives on), so stop it to start afresh.
+# (a server can wedge while its process lives on), so stop it to start afresh.
 restart_if_hung() {
     local name=$1 pid_file=$2 expected=$3 log=$4 pid
     pid=$(live_pid "$pid_file" "$expected") || return 0
@@ -145,127 +127,27 @@ apt_install() {
     fi
 }
 
-# --- tansu (Kafka API) -------------------------------------------------------------------------
+# --- Apache Kafka (scripts/kafka.sh) ------------------------------------------------------------
 
-TANSU_PID_FILE=$DATA_DIR/run/tansu.pid
-TANSU_LOG=$DATA_DIR/logs/tansu.log
+KAFKA_DIR=$DATA_DIR/kafka
+KAFKA_SH=$REPO_DIR/scripts/kafka.sh
 
-# True when HOST:$1 answers a Kafka Metadata (v0) request and advertises itself as HOST:$1.
 kafka_ready() {
-    local port=$1
-    if ! command -v python3 >/dev/null; then
-        port_open "$port"
-        return
-    fi
-    python3 - "$HOST" "$port" <<'PY' 2>/dev/null
-import socket, struct, sys
-
-host, port = sys.argv[1], int(sys.argv[2])
-client = b"vigia-services"
-# Request header v1 (api_key 3 = Metadata, version 0, correlation id 7, client id), then an
-# empty topic array (= all topics).
-body = struct.pack(">hhih", 3, 0, 7, len(client)) + client + struct.pack(">i", 0)
-with socket.create_connection((host, port), timeout=3) as sock:
-    sock.settimeout(3)
-    sock.sendall(struct.pack(">i", len(body)) + body)
-
-    def read(n):
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise EOFError("connection closed")
-            data += chunk
-        return data
-
-    (size,) = struct.unpack(">i", read(4))
-    resp = read(size)
-correlation, brokers = struct.unpack_from(">ii", resp, 0)
-assert correlation == 7 and brokers >= 1, "bad metadata response"
-offset = 8
-advertised = []
-for _ in range(brokers):
-    (node_id, host_len) = struct.unpack_from(">ih", resp, offset)
-    offset += 6
-    name = resp[offset : offset + host_len].decode()
-    offset += host_len
-    (bport,) = struct.unpack_from(">i", resp, offset)
-    offset += 4
-    advertised.append((name, bport))
-sys.exit(0 if (host, port) in advertised or ("localhost", port) in advertised else 3)
-PY
+    bash "$KAFKA_SH" ready "$1"
 }
 
-# Builds the tansu binary into TANSU_ROOT unless it is there. Only one build at a time: a flock
-# on TANSU_BUILD_LOCK, and a wait for a `cargo install` into the same root started by hand.
-# True when the cached binary exists and was built with TANSU_ENGINE.
-tansu_binary_usable() {
-    [[ -x $TANSU_BIN ]] || return 1
-    local help
-    help=$("$TANSU_BIN" --help 2>/dev/null) || return 1
-    [[ $help =~ Storage\ engines:[^$'\n']*$TANSU_ENGINE ]]
-}
-
-ensure_tansu_binary() {
-    tansu_binary_usable && return 0
-    command -v cargo >/dev/null || die "cargo not found: install Rust (rustup), then rerun"
-    mkdir -p "$CACHE_DIR"
-    exec 9>"$TANSU_BUILD_LOCK"
-    if ! flock -n 9; then
-        say "tansu: another build holds $TANSU_BUILD_LOCK; waiting (log: $TANSU_BUILD_LOG)"
-        flock -w "$TANSU_BUILD_WAIT_SECONDS" 9 || die "tansu: still locked after ${TANSU_BUILD_WAIT_SECONDS}s; check $TANSU_BUILD_LOG"
-    fi
-    local deadline=$((SECONDS + TANSU_BUILD_WAIT_SECONDS)) waited=0
-    while ! tansu_binary_usable && pgrep -f -- "cargo install .*--root $TANSU_ROOT( |$)" >/dev/null; do
-        ((waited)) || say "tansu: a cargo install into $TANSU_ROOT is running; waiting for it (log: $TANSU_BUILD_LOG)"
-        waited=1
-        ((SECONDS < deadline)) || die "tansu: the other build is still running after ${TANSU_BUILD_WAIT_SECONDS}s"
-        sleep 10
-    done
-    if ! tansu_binary_usable; then
-        say "tansu: building tansu $TANSU_VERSION with cargo (about 15 min on 2 cores; log: $TANSU_BUILD_LOG)"
-        local started=$SECONDS
-        # A target dir in the cache (not a temp dir) lets an interrupted build resume.
-        if ! CARGO_TARGET_DIR=$CACHE_DIR/tansu-target cargo install --locked tansu \
-            --version "$TANSU_VERSION" --features "$TANSU_FEATURES" --force --root "$TANSU_ROOT" \
-            >>"$TANSU_BUILD_LOG" 2>&1; then
-            tail -n 20 "$TANSU_BUILD_LOG" >&2
-            die "tansu: cargo install failed (above, full log: $TANSU_BUILD_LOG); fix and rerun 'up tansu'"
-        fi
-        rm -rf "$CACHE_DIR/tansu-target"
-        say "tansu: built in $((SECONDS - started))s"
-    fi
-    flock -u 9
-    tansu_binary_usable || die "tansu: $TANSU_BIN missing or without the $TANSU_ENGINE engine after the build; see $TANSU_BUILD_LOG"
-}
-
-tansu_up() {
+kafka_up() {
     if kafka_ready "$KAFKA_PORT"; then
-        say "tansu: up on $HOST:$KAFKA_PORT"
+        say "kafka: up on $HOST:$KAFKA_PORT"
         return 0
     fi
-    restart_if_hung tansu "$TANSU_PID_FILE" tansu "$TANSU_LOG"
-    port_open "$KAFKA_PORT" && die "tansu: $HOST:$KAFKA_PORT is taken by something that is not a Kafka broker advertising $HOST:$KAFKA_PORT; stop it or set VIGIA_KAFKA_PORT"
-    ensure_tansu_binary
-    local url=tcp://$HOST:$KAFKA_PORT
-    # A fresh, empty broker on every start, like an in-memory one.
-    mkdir -p "$DATA_DIR/tansu"
-    rm -f "$DATA_DIR/tansu"/tansu.db*
-    # Runs in its own directory: tansu reads a .env file from its working directory and the
-    # relative sqlite:// path resolves there. The explicit
-    # flags win over tansu's environment variables (LISTENER_URL, STORAGE_ENGINE, ...).
-    start_detached "$TANSU_LOG" "$TANSU_PID_FILE" "$DATA_DIR/tansu" \
-        env -u SCHEMA_REGISTRY -u OTEL_EXPORTER_OTLP_ENDPOINT RUST_LOG="${VIGIA_TANSU_LOG:-warn}" \
-        "$TANSU_BIN" broker \
-        --cluster-id vigia-local \
-        --listener-url "$url" \
-        --advertised-listener-url "$url" \
-        --storage-engine sqlite://tansu.db
-    if ! wait_until "$TANSU_PID_FILE" tansu kafka_ready "$KAFKA_PORT"; then
-        tail -n 20 "$TANSU_LOG" >&2 || true
-        die "tansu: did not answer on $HOST:$KAFKA_PORT within ${WAIT_SECONDS}s (log above: $TANSU_LOG)"
+    if [[ ! -f $KAFKA_DIR/kafka.pid ]] && port_open "$KAFKA_PORT"; then
+        die "kafka: $HOST:$KAFKA_PORT is taken by something that is not a Kafka broker advertising $HOST:$KAFKA_PORT; stop it or set VIGIA_KAFKA_PORT"
     fi
-    say "tansu: started on $HOST:$KAFKA_PORT (pid $(<"$TANSU_PID_FILE"), empty SQLite storage in $DATA_DIR/tansu)"
+    # One combined broker/controller; its data survives `down` (delete $KAFKA_DIR to start afresh).
+    VIGIA_WAIT_SECONDS=$WAIT_SECONDS bash "$KAFKA_SH" start "$KAFKA_DIR" --node-id 1 \
+        --port "$KAFKA_PORT" --controller-port "$KAFKA_CONTROLLER_PORT" \
+        --voters "1@$HOST:$KAFKA_CONTROLLER_PORT" --heap "${VIGIA_KAFKA_HEAP:-1g}"
 }
 
 # --- ClickHouse --------------------------------------------------------------------------------
@@ -476,10 +358,10 @@ status_line() {
 
 service_status() {
     case $1 in
-    tansu)
+    kafka)
         local ready=false
         kafka_ready "$KAFKA_PORT" && ready=true
-        status_line tansu $ready "$HOST:$KAFKA_PORT" "$TANSU_PID_FILE" tansu
+        status_line kafka $ready "$HOST:$KAFKA_PORT" "$KAFKA_DIR/kafka.pid" kafka.Kafka
         ;;
     clickhouse)
         local ready=false
@@ -497,7 +379,7 @@ service_status() {
 
 service_env() {
     case $1 in
-    tansu) echo "export VIGIA_KAFKA_BROKERS=$HOST:$KAFKA_PORT" ;;
+    kafka) echo "export VIGIA_KAFKA_BROKERS=$HOST:$KAFKA_PORT" ;;
     clickhouse) echo "export VIGIA_CLICKHOUSE_URL=http://$HOST:$CH_HTTP_PORT" ;;
     postgres) echo "export VIGIA_TEST_POSTGRES_URL=postgres://postgres@$HOST:$PG_PORT/$PG_DATABASE" ;;
     esac
@@ -516,7 +398,7 @@ main() {
     ((${#services[@]})) || services=("${ALL_SERVICES[@]}")
     for service in "${services[@]}"; do
         case $service in
-        tansu | clickhouse | postgres) ;;
+        kafka | clickhouse | postgres) ;;
         *) die "unknown service '$service' (known: ${ALL_SERVICES[*]})" ;;
         esac
     done
@@ -533,7 +415,7 @@ main() {
     down)
         for service in "${services[@]}"; do
             case $service in
-            tansu) stop_pid_file tansu "$TANSU_PID_FILE" tansu ;;
+            kafka) bash "$KAFKA_SH" stop "$KAFKA_DIR" ;;
             clickhouse) stop_pid_file clickhouse "$CH_PID_FILE" clickhouse ;;
             postgres) postgres_down ;;
             esac
