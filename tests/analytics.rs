@@ -1575,7 +1575,6 @@ async fn every_documented_analyst_query_answers_what_the_events_say_on_18_16_and
 
     // In delivery order, in chunks; within a chunk one request per tenant (tenants are
     // independent, and each tenant's events keep their order).
-    // Paced: the local broker's SQLite engine falls over when flooded (see README).
     for chunk in deliveries.chunks(100) {
         for t in TENANTS {
             let batch: Vec<&Value> = chunk.iter().filter(|e| e["tenant_id"] == t).collect();
@@ -1583,7 +1582,6 @@ async fn every_documented_analyst_query_answers_what_the_events_say_on_18_16_and
                 post_retrying(&vigia, t, &json!(batch)).await;
             }
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     println!("posted ({:.1}s)", started.elapsed().as_secs_f64());
 

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::kafka_nodes::KafkaCluster;
 use common::*;
 use serde_json::{json, Value};
 
@@ -136,66 +137,12 @@ async fn bad_requests_are_refused_with_field_errors_and_write_nothing() {
     drop_database(&db).await;
 }
 
-/// A private broker this test may stop, on its own port.
-struct PrivateBroker {
-    child: std::process::Child,
-}
-
-impl PrivateBroker {
-    fn start(port: u16) -> PrivateBroker {
-        let bin = std::env::var("VIGIA_TANSU_BIN").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/vigia/tansu/bin/tansu",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
-        let child = std::process::Command::new(&bin)
-            .args(tansu_args(port))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the broker {bin}: {e}"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "private broker did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        PrivateBroker { child }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn tansu_args(port: u16) -> Vec<String> {
-    let listener = format!("tcp://127.0.0.1:{port}");
-    vec![
-        "broker".into(),
-        "--listener-url".into(),
-        listener.clone(),
-        "--advertised-listener-url".into(),
-        listener,
-        "--storage-engine".into(),
-        "memory://tansu/".into(),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_is_a_503_with_retry_after_in_bounded_time() {
-    let port = free_port();
-    let mut broker = PrivateBroker::start(port);
-    let ns = Namespace::new("outage").env("VIGIA_KAFKA_BROKERS", &format!("127.0.0.1:{port}"));
+    let ns = Namespace::new("outage");
+    // A private broker this test may stop.
+    let broker = KafkaCluster::start(1, &ns.data_dir);
+    let ns = ns.env("VIGIA_KAFKA_BROKERS", &broker.bootstrap());
     let ingest = ns.spawn("ingest");
     let ev = || {
         event(
@@ -207,7 +154,7 @@ async fn a_broker_outage_is_a_503_with_retry_after_in_bounded_time() {
     };
     post_ok(&ingest, 1, &ev()).await;
 
-    broker.stop();
+    broker.kill(0);
     let started = std::time::Instant::now();
     let r = reqwest::Client::new()
         .post(ingest.url("/v1/events"))

@@ -1,6 +1,6 @@
 //! Crash and scale equivalence on the simulator's stream (issue 4): the same fixed-seed events,
-//! processed by an uninterrupted `vigia process`, by one killed with `kill -9` three times at
-//! random points (seeded, printed) and restarted, and by three instances in one consumer group,
+//! processed by an uninterrupted `vigia process`, by one killed with `kill -9` four times at
+//! random points (seeded, printed; one right after a restart) and restarted, and by three instances in one consumer group,
 //! give the same outputs: the same set of ids on every output topic, and for each id
 //! byte-for-byte the same record, however often it was sent.
 //!
@@ -38,10 +38,12 @@ async fn kill_9_at_random_points_gives_the_outputs_of_an_uninterrupted_run() {
         .map(|_| rng.random_range(50..(total as i64 * 3 / 4)))
         .collect();
     kill_at.sort();
+    // And once right after a restart, while the new member is still joining the group.
+    kill_at.insert(2, kill_at[1]);
     let crashed = run("crash_killed", &events, &kill_at, 1).await;
 
-    assert_same(&reference, &crashed, "after 3 × kill -9");
-    println!("{total} outputs, identical after 3 × kill -9");
+    assert_same(&reference, &crashed, "after 4 × kill -9");
+    println!("{total} outputs, identical after 4 × kill -9");
 
     // Scale equivalence: three instances in one consumer group give the outputs of one.
     let scaled = run("scale_three", &events, &[], 3).await;

@@ -4,6 +4,7 @@
 //! each other's records.
 #![allow(dead_code)]
 
+pub mod kafka_nodes;
 pub mod outputs;
 
 use std::net::TcpListener;
