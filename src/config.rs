@@ -136,6 +136,11 @@ impl Config {
                 .parse()
                 .map_err(|e| anyhow!("VIGIA_KAFKA_PARTITIONS={v:?}: {e}"))?;
         }
+        if let Some(v) = get("VIGIA_KAFKA_REPLICATION_FACTOR") {
+            self.kafka.replication_factor = v
+                .parse()
+                .map_err(|e| anyhow!("VIGIA_KAFKA_REPLICATION_FACTOR={v:?}: {e}"))?;
+        }
         if let Some(v) = get("VIGIA_CLICKHOUSE_URL") {
             self.clickhouse.url = v;
         }

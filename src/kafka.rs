@@ -38,11 +38,19 @@ pub async fn ensure_topics(
         .all()
         .iter()
         .map(|name| {
-            NewTopic::new(
+            let topic = NewTopic::new(
                 name,
                 kafka.partitions,
                 TopicReplication::Fixed(kafka.replication_factor),
-            )
+            );
+            // Replicated topics: an acknowledged write (acks=all) is on at least two brokers, so
+            // losing one loses nothing; with fewer in sync, producers are refused (ingest: 503)
+            // rather than acknowledged on one copy.
+            if kafka.replication_factor >= 3 {
+                topic.set("min.insync.replicas", "2")
+            } else {
+                topic
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));

@@ -45,10 +45,8 @@ pub(crate) fn spawn(
     group_id: &str,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, rdkafka::error::KafkaError> {
-    // Some brokers (tansu) hold a fetch until its max wait even when data arrives; keep that wait
-    // short so a notification reaches its clients in tens of milliseconds. Not shorter: every
-    // empty fetch costs such a broker a storage query (see the processors).
-    let mut config = consumer_config(base, group_id, 50);
+    // Kafka answers a fetch as soon as a record arrives; the wait bounds only an idle fetch.
+    let mut config = consumer_config(base, group_id, 500);
     config.set("enable.auto.offset.store", "false");
     let consumer: StreamConsumer = config.create()?;
     consumer.subscribe(&[topic])?;

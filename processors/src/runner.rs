@@ -62,8 +62,8 @@
 //! What transactions would add — committing outputs and offsets atomically — is replaced by
 //! idempotence; the price is possible duplicate deliveries (same ids) after a crash.
 //!
-//! **Brokers that drop commit metadata** (tansu 0.6 answers OffsetFetch with empty metadata) lose
-//! the restore step. Then, after a restart, notifications the wall clock fired for waits still
+//! **Brokers that drop commit metadata** (Apache Kafka keeps it; tansu 0.6, the stand-in broker
+//! of earlier versions, answered OffsetFetch with empty metadata) lose the restore step. Then, after a restart, notifications the wall clock fired for waits still
 //! open are fired again (same ids) when the replay reaches them — by the log time of a later
 //! record, or by the clock once live — and later replies still withdraw them. What can be lost is
 //! narrow: a reply that occurred before the deadline but reached the processors after the wall
@@ -151,19 +151,14 @@ impl Processors {
             .clone()
             .set("group.id", &config.group_id)
             // A member that dies without leaving (kill -9) holds its partitions until its session
-            // times out: librdkafka's 45 s default would stall a restarted stage that long. Not
-            // much shorter: a busy broker (tansu) has left a heartbeat unanswered for 6 s.
+            // times out: librdkafka's 45 s default would stall a restarted stage that long.
+            // Not much shorter: a replay after an assignment must not starve the heartbeats.
             .set("session.timeout.ms", "15000")
-            // Also the rebalance timeout: how long the coordinator waits for members to rejoin.
-            // librdkafka's 300 s default let a member whose session expired while joining wait
-            // that long to be let back in (seen on tansu); this loop polls far more often.
+            // Also the rebalance timeout: how long the coordinator waits for members to rejoin
+            // (librdkafka's 300 s default would let one slow member hold a rebalance that long);
+            // this loop polls far more often.
             .set("max.poll.interval.ms", "60000")
             .set("heartbeat.interval.ms", "1000")
-            // Some brokers (tansu) hold a fetch until its max wait even when data arrives; keep that
-            // wait short so a record crosses this stage in tens of milliseconds, not half a
-            // second. Not shorter: every empty fetch costs such a broker a storage query, and an
-            // idle pipeline polling every 20 ms kept tansu's SQLite engine busy on a whole core.
-            .set("fetch.wait.max.ms", "50")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -174,7 +169,7 @@ impl Processors {
         // Reads the group's committed offsets on assignment. A client of its own (in the group,
         // never a member): its requests do not queue before the member's heartbeats, which a
         // broker slow to answer an offset fetch would otherwise hold past the session timeout
-        // (seen with tansu under load: assigned, timed out, revoked, again and again).
+        // (seen under load: assigned, timed out, revoked, again and again).
         let offsets_reader: BaseConsumer = kafka
             .clone()
             .set("group.id", &config.group_id)
@@ -1095,8 +1090,8 @@ async fn fetch_offsets(
     partitions: Vec<i32>,
 ) -> Result<HashMap<i32, PartitionOffsets>, ProcessorError> {
     tokio::task::spawn_blocking(move || -> KafkaResult<HashMap<i32, PartitionOffsets>> {
-        // A busy broker can time out one of these reads (seen with tansu's SQLite engine): try
-        // again a few times before stopping the processors over it.
+        // A busy broker (or one failing over its group coordinator) can time out one of these
+        // reads: try again a few times before stopping the processors over it.
         let mut attempt = 1;
         loop {
             match read_offsets(&consumer, &topic, &partitions) {

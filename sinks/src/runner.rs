@@ -383,10 +383,6 @@ impl Sink {
             // times out: librdkafka's 45 s default would stall a restarted stage that long.
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
-            // Some brokers (tansu) hold a fetch until its max wait even when data arrives. The
-            // sink batches for `flush_interval` anyway, so a longer wait costs no freshness and
-            // spares the broker empty fetches.
-            .set("fetch.wait.max.ms", "200")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
