@@ -110,7 +110,11 @@ impl KafkaCluster {
             cmd.arg(flag);
         }
         let out = cmd.output().expect("scripts/kafka.sh runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Starts node index `i` again (its data kept) without waiting for it to answer.
