@@ -430,6 +430,8 @@ fn report(
 ) -> (Value, String) {
     let mut rows = String::new();
     let mut json_rows = Vec::new();
+    let mut added = String::new();
+    let mut today: Option<(f64, f64)> = None;
     let baseline_throughput = results
         .first()
         .and_then(|(_, _, b)| b.as_ref())
@@ -464,6 +466,19 @@ fn report(
             paced.produced,
             throughput.map_or("–".into(), |t| format!("{t:.0}")),
         );
+        match (*mode, today) {
+            (HopMode::Idempotent, _) => today = Some((p50, p99)),
+            (HopMode::Transactional { commit_every }, Some((t50, t99))) => {
+                added += &format!(
+                    "- Transactions committed every {}: **{:+.0} ms at p50, {:+.0} ms at p99** \
+                     on the hop.\n",
+                    humantime::format_duration(commit_every),
+                    p50 - t50,
+                    p99 - t99
+                );
+            }
+            (HopMode::Transactional { .. }, None) => {}
+        }
         json_rows.push(json!({
             "mode": mode.label(),
             "commit_interval_ms": match mode {
@@ -518,7 +533,8 @@ fn report(
          | mode | latency p50 ms | p99 ms | max ms | consumed/produced | commit_transaction p50 \
          / p99 ms (n) | throughput records/s | throughput vs today |\n\
          |---|---|---|---|---|---|---|---|\n\
-         {rows}",
+         {rows}\n\
+         {added}",
         brokers = config.kafka.brokers,
         date = Utc::now().format("%Y-%m-%d"),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -529,6 +545,48 @@ fn report(
         burst = args.burst,
     );
     (json!({ "modes": json_rows }), markdown)
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+
+    #[test]
+    fn the_section_states_what_transactions_add_to_todays_latency() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: TransactionsArgs,
+        }
+        let args = Cli::parse_from(["x", "--commit-interval", "100ms"]).args;
+        let hop = |lat: Vec<f64>, commits: Vec<f64>| HopResult {
+            produced: lat.len() as u64,
+            consumed: lat.len() as u64,
+            latency_ms: lat,
+            commit_ms: commits,
+            seconds: 1.0,
+            ..HopResult::default()
+        };
+        let mut results = vec![
+            (HopMode::Idempotent, hop(vec![10.0; 100], vec![]), None),
+            (
+                HopMode::Transactional {
+                    commit_every: Duration::from_millis(100),
+                },
+                hop(vec![70.0; 100], vec![20.0, 30.0, 40.0]),
+                None,
+            ),
+        ];
+        let (json, text) = report(&Config::default(), &args, &mut results);
+        assert!(
+            text.contains("every 100ms: **+60 ms at p50, +60 ms at p99**"),
+            "{text}"
+        );
+        assert!(text.contains("| 100/100 | 30.0 / 40.0 (3) |"), "{text}");
+        assert!(text.contains("--commit-interval 100ms"), "{text}");
+        assert_eq!(json["modes"][1]["commit_transaction_ms"]["count"], 3);
+    }
 }
 
 #[cfg(test)]
