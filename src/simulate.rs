@@ -38,9 +38,14 @@ pub struct Args {
     /// Target events per second (all tenants together).
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
-    /// How long to generate traffic for, e.g. "60s" or "10m".
+    /// How long to generate traffic for, e.g. "60s" or "10m" (after --warmup).
     #[arg(long, default_value = "60s")]
     pub duration: humantime::Duration,
+    /// Traffic posted before the measured --duration, left out of the report's figures.
+    /// Conversations last minutes, so the rate builds up over the first minutes of a run: after
+    /// a warm-up of a few minutes the measured window posts at the target rate.
+    #[arg(long, default_value = "0s")]
+    pub warmup: humantime::Duration,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Virtual start time (RFC 3339); default now. Fix it with --dry-run for a reproducible stream.
@@ -138,7 +143,9 @@ impl Generator {
         if args.reply_min > args.reply_max {
             bail!("--reply-min must not exceed --reply-max");
         }
-        let end = start + chrono::Duration::from_std(args.duration.into())?;
+        let end = start
+            + chrono::Duration::from_std(args.warmup.into())?
+            + chrono::Duration::from_std(args.duration.into())?;
         let mut g = Generator {
             rng: ChaCha8Rng::seed_from_u64(args.seed),
             args,
@@ -453,7 +460,15 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
 
     let client = reqwest::Client::new();
     let url = format!("{}/v1/events", args.target.trim_end_matches('/'));
+    let warmup: Duration = args.warmup.into();
+    let measured_from = start + chrono::Duration::from_std(warmup)?;
     let wall_start = Instant::now();
+    let window = MeasuredWindow {
+        from: wall_start + warmup,
+        until: wall_start + warmup + Duration::from(args.duration),
+    };
+    // Events delivered before `measured_from` warm the run up; the figures are the others'.
+    let mut warm = PostStats::default();
     let mut stats = PostStats::default();
     let mut last_log = Instant::now();
     let mut next = generator.next_delivery();
@@ -462,19 +477,34 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
     let tick = Duration::from_millis(20);
     while next.is_some() {
         let now_virtual = start + chrono::Duration::from_std(wall_start.elapsed())?;
-        let mut batch: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+        let mut batch: BTreeMap<(bool, u64), Vec<Value>> = BTreeMap::new();
         while let Some(d) = next.take_if(|d| d.deliver_at <= now_virtual) {
-            batch.entry(d.tenant_id).or_default().push(d.event);
+            let warming = d.deliver_at < measured_from;
+            batch
+                .entry((warming, d.tenant_id))
+                .or_default()
+                .push(d.event);
             next = generator.next_delivery();
         }
-        let posts = batch
-            .into_iter()
-            .map(|(tenant, events)| post_batch(&client, &url, &keys[&tenant], events));
-        for outcome in futures::future::join_all(posts).await {
-            stats.add(outcome);
+        let posts = batch.into_iter().map(|((warming, tenant), events)| {
+            let post = post_batch(&client, &url, &keys[&tenant], events);
+            async move { (warming, post.await) }
+        });
+        for (warming, outcome) in futures::future::join_all(posts).await {
+            let in_window = window.contains(Instant::now());
+            if warming {
+                warm.add(outcome, false);
+            } else {
+                stats.add(outcome, in_window);
+            }
         }
         if last_log.elapsed() > Duration::from_secs(5) {
-            tracing::info!(sent = stats.sent, failed = stats.failed, "simulating");
+            tracing::info!(
+                sent = stats.sent,
+                warmup_sent = warm.sent,
+                failed = stats.failed + warm.failed,
+                "simulating"
+            );
             last_log = Instant::now();
         }
         if let Some(d) = &next {
@@ -483,26 +513,48 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
             tokio::time::sleep_until(at.min(Instant::now() + tick).into()).await;
         }
     }
+    let failed = stats.failed + warm.failed;
     let PostStats {
         sent,
-        failed,
+        sent_in_window,
         mut post_ms,
+        ..
     } = stats;
-    let elapsed = wall_start.elapsed().as_secs_f64();
+    // From the end of the warm-up (the start, without one) to the last POST: late deliveries
+    // after the window are in it, as they always were.
+    let elapsed = wall_start.elapsed().saturating_sub(warmup).as_secs_f64();
+    let window_secs = Duration::from(args.duration).as_secs_f64();
+    let warmup_note = if warmup.is_zero() {
+        String::new()
+    } else {
+        format!(
+            " after a {} warm-up ({} events, not counted)",
+            args.warmup, warm.sent
+        )
+    };
     println!(
-        "posted {sent} events in {elapsed:.1}s ({:.0}/s), {failed} failed; POST latency p50 {:.1} ms p99 {:.1} ms",
+        "posted {sent} events in {elapsed:.1}s ({:.0}/s; {:.0}/s of the target {} within the \
+         {window_secs:.0} s window){warmup_note}, {failed} failed; POST latency p50 {:.1} ms p99 \
+         {:.1} ms",
         sent as f64 / elapsed.max(0.001),
+        sent_in_window as f64 / window_secs.max(0.001),
+        args.rate,
         percentile(&mut post_ms, 0.5),
         percentile(&mut post_ms, 0.99)
     );
     let mut report = json!({
         "events_posted": sent, "events_failed": failed, "seconds": elapsed,
         "events_per_second": sent as f64 / elapsed.max(0.001),
+        "target_events_per_second": args.rate,
+        "window": {"seconds": window_secs, "events_posted": sent_in_window,
+                   "events_per_second": sent_in_window as f64 / window_secs.max(0.001)},
+        "warmup": {"seconds": warmup.as_secs_f64(), "events_posted": warm.sent,
+                   "events_failed": warm.failed},
         "post_ms": {"p50": percentile(&mut post_ms, 0.5), "p99": percentile(&mut post_ms, 0.99)},
     });
     if let Some(m) = measurer {
         tokio::time::sleep(args.linger.into()).await;
-        let lat = m.finish().await;
+        let lat = m.finish(measured_from).await;
         println!("{}", serde_json::to_string_pretty(&lat)?);
         report["notifications"] = lat;
     }
@@ -516,18 +568,35 @@ pub async fn run(config: &Config, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The measured window in wall-clock time: POSTs that complete in it make its posted rate.
+struct MeasuredWindow {
+    from: Instant,
+    until: Instant,
+}
+
+impl MeasuredWindow {
+    fn contains(&self, at: Instant) -> bool {
+        self.from <= at && at <= self.until
+    }
+}
+
 #[derive(Default)]
 struct PostStats {
     sent: u64,
+    /// Of `sent`, the events whose POST completed within the measured window.
+    sent_in_window: u64,
     failed: u64,
     post_ms: Vec<f64>,
 }
 
 impl PostStats {
-    fn add(&mut self, outcome: PostOutcome) {
+    fn add(&mut self, outcome: PostOutcome, in_window: bool) {
         match outcome {
             PostOutcome::Accepted { events, ms } => {
                 self.sent += events;
+                if in_window {
+                    self.sent_in_window += events;
+                }
                 self.post_ms.push(ms);
             }
             PostOutcome::Failed { events } => self.failed += events,
@@ -602,8 +671,9 @@ pub mod measure {
     use futures::{SinkExt, StreamExt};
     use tokio::task::JoinHandle;
 
-    /// One CEO socket's (notification kind, latency ms) samples, and why it closed early.
-    type SocketReport = (Vec<(String, f64)>, Option<String>);
+    /// One CEO socket's (notification kind, its `created_at`, latency ms) samples, and why it
+    /// closed early.
+    type SocketReport = (Vec<(String, DateTime<Utc>, f64)>, Option<String>);
 
     pub struct Measurer {
         tasks: Vec<JoinHandle<SocketReport>>,
@@ -680,7 +750,7 @@ pub mod measure {
                                         n["message"].as_str().unwrap_or(""),
                                     );
                                 }
-                                seen.push((kind, ms));
+                                seen.push((kind, created, ms));
                             }
                         }
                     }
@@ -690,18 +760,26 @@ pub mod measure {
             Ok(Measurer { tasks, stop })
         }
 
-        pub async fn finish(self) -> Value {
+        /// The latencies by notification kind, of the notifications whose time (deadline, or
+        /// causing event) is at or after `measured_from`: those of the warm-up are only counted.
+        pub async fn finish(self, measured_from: DateTime<Utc>) -> Value {
             self.stop.cancel();
             let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             let mut disconnections = Vec::new();
+            let mut warmup = 0u64;
             for t in self.tasks {
                 let (seen, closed) = t.await.unwrap_or_default();
-                for (k, ms) in seen {
+                for (k, created, ms) in seen {
+                    if created < measured_from {
+                        warmup += 1;
+                        continue;
+                    }
                     by_kind.entry(k).or_default().push(ms);
                 }
                 disconnections.extend(closed);
             }
             let mut out = serde_json::Map::new();
+            out.insert("warmup_excluded".into(), json!(warmup));
             for (k, mut xs) in by_kind {
                 out.insert(
                     k,
@@ -782,6 +860,68 @@ mod tests {
             })
             .count();
         assert!(reordered > 0, "no late events were generated");
+    }
+
+    #[test]
+    fn a_warm_up_is_the_start_of_the_same_stream() {
+        let warmed = all(args(&[
+            "--warmup",
+            "2m",
+            "--duration",
+            "1m",
+            "--rate",
+            "50",
+        ]));
+        let plain = all(args(&["--duration", "3m", "--rate", "50"]));
+        assert_eq!(warmed, plain);
+    }
+
+    /// The pipeline benchmark's traffic (its simulator options, its default warm-up): the
+    /// measured minute delivers at least 0.95 of the target rate. Without the warm-up it
+    /// delivers about half (the ramp-up of conversations that last minutes), which this also
+    /// checks, so that the test fails if the warm-up stops mattering or stops being enough.
+    #[test]
+    fn after_the_pipeline_benchmarks_warm_up_the_rate_is_the_target() {
+        let start: DateTime<Utc> = "2026-03-01T12:00:00Z".parse().unwrap();
+        let share = |warmup: &str| {
+            let a = args(&[
+                "--tenants",
+                "4",
+                "--sellers",
+                "10",
+                "--rate",
+                "1000",
+                "--warmup",
+                warmup,
+                "--duration",
+                "60s",
+                "--late-by",
+                "10s",
+                "--out-of-order-share",
+                "0",
+                "--late-share",
+                "0",
+                "--reply-max",
+                "40s",
+            ]);
+            let from = start + chrono::Duration::from_std(a.warmup.into()).unwrap();
+            let until = from + chrono::Duration::seconds(60);
+            let mut g = Generator::new(a, start).unwrap();
+            let in_window = std::iter::from_fn(|| g.next_delivery())
+                .filter(|d| from <= d.deliver_at && d.deliver_at <= until)
+                .count();
+            in_window as f64 / (1000.0 * 60.0)
+        };
+        let cold = share("0s");
+        let warm = share("90s");
+        assert!(
+            cold < 0.8,
+            "without a warm-up the first minute posted {cold:.2} of the target"
+        );
+        assert!(
+            warm >= 0.95,
+            "after the warm-up the minute posted {warm:.2} of the target"
+        );
     }
 
     #[test]
