@@ -37,7 +37,9 @@ pub mod scoring;
 pub mod texts;
 
 pub use config::{Config, ThresholdOverrides, Thresholds};
-pub use engine::{EngineStats, Output, PartitionEngine, TooLate};
+pub use engine::{
+    EngineStats, EntityCounts, EntityKind, Output, OverLimit, PartitionEngine, TooLate,
+};
 #[cfg(feature = "runner")]
 pub use runner::{run, Processors};
 

@@ -372,6 +372,10 @@ impl Conversations {
         self.map.get(id)
     }
 
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Conversation> {
         self.map.values()
     }

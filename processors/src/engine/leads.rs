@@ -176,6 +176,10 @@ impl Leads {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     /// How many status changes are held for a `lead.created` not seen yet.
     #[cfg(test)]
     pub fn unscored_changes(&self) -> usize {

@@ -44,6 +44,7 @@
 pub mod conversations;
 pub mod leads;
 pub mod report;
+pub mod retention;
 pub mod sellers;
 pub mod sessions;
 
@@ -57,6 +58,7 @@ use vigia_schemas::{
 };
 
 use crate::config::{Config, Thresholds};
+pub use retention::{EntityCounts, EntityKind, OverLimit};
 
 /// What the engine emits.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +70,9 @@ pub enum Output {
     SellerMetrics(Box<SellerMetrics>),
     /// An event older than its tenant's allowed lateness: not applied (dead-letter it).
     TooLate(TooLate),
+    /// An event that would add an entity beyond its tenant's limit: not applied (dead-letter it;
+    /// see [`retention`]).
+    OverLimit(OverLimit),
 }
 
 impl Output {
@@ -79,17 +84,18 @@ impl Output {
             Output::LeadScore(_) => "lead_score",
             Output::SellerMetrics(_) => "seller_metrics",
             Output::TooLate(_) => "too_late",
+            Output::OverLimit(_) => "over_limit",
         }
     }
 
-    /// The deterministic id of the output (`None` for [`Output::TooLate`]).
+    /// The deterministic id of the output (`None` for a refused event).
     pub fn id(&self) -> Option<Uuid> {
         match self {
             Output::Notification(n) => Some(n.id),
             Output::ResponseTime(r) => Some(r.id),
             Output::LeadScore(l) => Some(l.id),
             Output::SellerMetrics(m) => Some(m.id),
-            Output::TooLate(_) => None,
+            Output::TooLate(_) | Output::OverLimit(_) => None,
         }
     }
 
@@ -100,6 +106,7 @@ impl Output {
             Output::LeadScore(l) => l.tenant_id,
             Output::SellerMetrics(m) => m.tenant_id,
             Output::TooLate(t) => t.tenant_id,
+            Output::OverLimit(o) => o.tenant_id,
         }
     }
 }
@@ -134,6 +141,8 @@ pub struct EngineStats {
     pub applied: u64,
     pub duplicates: u64,
     pub too_late: u64,
+    /// Refused: they would have added an entity beyond its tenant's limit.
+    pub over_limit: u64,
 }
 
 /// The state and rules of every tenant of one Kafka partition. Feed it that partition's events in
@@ -245,6 +254,22 @@ impl PartitionEngine {
 
     pub fn stats(&self) -> EngineStats {
         self.stats
+    }
+
+    /// The entities `tenant` keeps now (zero for a tenant not seen).
+    pub fn entity_counts(&self, tenant: TenantId) -> EntityCounts {
+        self.tenants
+            .get(&tenant)
+            .map(TenantState::entity_counts)
+            .unwrap_or_default()
+    }
+
+    /// The entities kept for every tenant of the partition together.
+    pub fn total_entity_counts(&self) -> EntityCounts {
+        self.tenants
+            .values()
+            .map(TenantState::entity_counts)
+            .fold(EntityCounts::default(), |a, b| a + b)
     }
 
     /// The metrics and rank of every seller of `tenant` now — at the tenant's watermark (event
@@ -469,6 +494,15 @@ impl TenantState {
                 DeadlineKey::DailyReport(_) => unreachable!("handled above"),
             }
             self.reports.count_alerts(&out[mark..]);
+        }
+    }
+
+    fn entity_counts(&self) -> EntityCounts {
+        EntityCounts {
+            conversations: self.conversations.len(),
+            leads: self.leads.len(),
+            sessions: self.sessions.len(),
+            sellers: self.sellers.len(),
         }
     }
 

@@ -144,6 +144,13 @@ impl Sellers {
         }
     }
 
+    /// The sellers (users named by events) kept.
+    pub fn len(&self) -> usize {
+        let mut ids: BTreeSet<UserId> = self.logs.keys().copied().collect();
+        ids.extend(self.users.keys());
+        ids.len()
+    }
+
     /// Records what an applied event means for the metrics; `ended` are the waits it ended.
     pub fn observe(&mut self, event: &Event, convs: &Conversations, ended: &mut Vec<EndedWait>) {
         let key = (event.occurred_at, event.event_id);

@@ -45,6 +45,10 @@ struct Session {
 }
 
 impl Sessions {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub fn on_heartbeat(&mut self, ctx: &mut Ctx<'_>, event: &Event, s: &SessionRef) {
         let t = event.occurred_at;
         let key = DeadlineKey::SessionTimeout(s.session_id.clone());
