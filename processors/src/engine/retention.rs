@@ -176,7 +176,6 @@ pub struct OverLimit {
 pub const MAX_ID_IN_MESSAGE: usize = 64;
 
 impl OverLimit {
-    #[allow(dead_code)] // the limits come in the next commit
     pub(crate) fn new(
         event: &vigia_schemas::Event,
         entity: EntityKind,
@@ -220,7 +219,6 @@ impl std::fmt::Display for OverLimit {
 /// (newest event time − horizon) is past `key`". A touch does not move the entry (that would cost
 /// a removal per event); when an entry comes due, an entity touched since goes back at its last
 /// event time, one still held (a pending deadline, a reference) at the time to look again.
-#[allow(dead_code)] // the forgetting comes in the next commit
 #[derive(Debug)]
 pub(crate) struct Activity<K: Ord + Clone> {
     /// Last event time and queue key of each entity.
@@ -237,7 +235,6 @@ impl<K: Ord + Clone> Default for Activity<K> {
     }
 }
 
-#[allow(dead_code)] // the forgetting comes in the next commit
 impl<K: Ord + Clone> Activity<K> {
     pub fn len(&self) -> usize {
         self.entities.len()

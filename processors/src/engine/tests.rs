@@ -2783,6 +2783,13 @@ fn a_month_of_traffic_keeps_about_seven_days_of_entities_and_replays_identically
             peak.sessions = peak.sessions.max(c.sessions);
             peak.sellers = peak.sellers.max(c.sellers);
         }
+        // Every entity kept has its last event recorded, and no more: forgetting finds them all.
+        let tenant = &e.tenants[&TENANT];
+        assert_eq!(
+            tenant.conversation_activity.len(),
+            tenant.conversations.len()
+        );
+        assert_eq!(tenant.lead_activity.len(), tenant.leads.len());
         (outs, peak, e.entity_counts(TENANT), e.stats())
     };
     let (outs, peak, end, stats) = run();
