@@ -531,6 +531,7 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
                     Output::LeadScore(l) => serde_json::to_vec(l),
                     Output::SellerMetrics(m) => serde_json::to_vec(m),
                     Output::TooLate(t) => Ok(t.to_string().into_bytes()),
+                    Output::OverLimit(o) => Ok(o.to_string().into_bytes()),
                 };
                 bytes += payload.map_or(0, |p| p.len() as u64);
                 outputs += 1;

@@ -28,6 +28,10 @@
 //! alert_unanswered = 5             # … or more than this many unanswered conversations
 //! alert_conversion_rate = 0.10     # … or a conversion rate below this
 //! alert_conversion_min_leads = 10  #     with more than this many leads
+//! max_conversations = 100000       # entities kept per tenant (see `engine::retention`): an
+//! max_leads = 100000               # event that would add one beyond its limit is refused
+//! max_sessions = 10000             # (dead-lettered, counted) instead of growing memory
+//! max_sellers = 10000
 //!
 //! [processors.tenants.42]          # tenant 42: only what differs
 //! unanswered_after = "30m"
@@ -87,6 +91,14 @@ pub struct Thresholds {
     pub alert_conversion_rate: f64,
     /// … and the seller has more than this many leads.
     pub alert_conversion_min_leads: u32,
+    /// At most this many conversations kept for the tenant (see [`crate::engine::retention`]).
+    pub max_conversations: usize,
+    /// At most this many leads kept for the tenant.
+    pub max_leads: usize,
+    /// At most this many call-center sessions kept for the tenant.
+    pub max_sessions: usize,
+    /// At most this many sellers (users named by events) kept for the tenant.
+    pub max_sellers: usize,
 }
 
 impl Default for Thresholds {
@@ -107,6 +119,10 @@ impl Default for Thresholds {
             alert_unanswered: 5,
             alert_conversion_rate: 0.10,
             alert_conversion_min_leads: 10,
+            max_conversations: 100_000,
+            max_leads: 100_000,
+            max_sessions: 10_000,
+            max_sellers: 10_000,
         }
     }
 }
@@ -145,6 +161,14 @@ pub struct ThresholdOverrides {
     pub alert_conversion_rate: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_conversion_min_leads: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_conversations: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_leads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sellers: Option<usize>,
 }
 
 impl Thresholds {
@@ -181,6 +205,10 @@ impl Thresholds {
             alert_conversion_min_leads: o
                 .alert_conversion_min_leads
                 .unwrap_or(self.alert_conversion_min_leads),
+            max_conversations: o.max_conversations.unwrap_or(self.max_conversations),
+            max_leads: o.max_leads.unwrap_or(self.max_leads),
+            max_sessions: o.max_sessions.unwrap_or(self.max_sessions),
+            max_sellers: o.max_sellers.unwrap_or(self.max_sellers),
         }
     }
 
@@ -217,6 +245,18 @@ impl Thresholds {
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be more than 0s"));
+            }
+        }
+        for (name, limit) in [
+            ("max_conversations", self.max_conversations),
+            ("max_leads", self.max_leads),
+            ("max_sessions", self.max_sessions),
+            ("max_sellers", self.max_sellers),
+        ] {
+            if limit == 0 {
+                return bad(format!(
+                    "{name} must be at least 1 (it bounds what is kept; 0 would refuse every event)"
+                ));
             }
         }
         // chrono cannot add durations beyond ~292 years; far below that is plenty.
@@ -412,5 +452,34 @@ mod tests {
         assert_eq!(t.alert_mean_response, Duration::from_secs(1800));
         assert_eq!((t.alert_unanswered, t.alert_conversion_min_leads), (5, 10));
         assert_eq!(t.alert_conversion_rate, 0.10);
+        assert_eq!((t.max_conversations, t.max_leads), (100_000, 100_000));
+        assert_eq!((t.max_sessions, t.max_sellers), (10_000, 10_000));
+    }
+
+    #[test]
+    fn entity_limits_are_per_tenant_and_must_be_positive() {
+        let c: Config = toml::from_str(
+            "[defaults]\nmax_conversations = 500\n[tenants.9]\nmax_sessions = 20\nmax_sellers = 3",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let t9 = c.thresholds(9);
+        assert_eq!(
+            (
+                t9.max_conversations,
+                t9.max_leads,
+                t9.max_sessions,
+                t9.max_sellers
+            ),
+            (500, 100_000, 20, 3)
+        );
+        assert_eq!(c.thresholds(1).max_sessions, 10_000);
+        let c: Config = toml::from_str("[tenants.5]\nmax_leads = 0").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("processors.tenants.5") && err.contains("max_leads"),
+            "{err}"
+        );
+        assert!(toml::from_str::<Config>("[defaults]\nmax_conversation = 5").is_err());
     }
 }

@@ -12,6 +12,9 @@
 //!   ([`engine::conversations`]); net of that, results do not depend on arrival order. What
 //!   follows arrival order by design: seller snapshots (a late event shows in the next one) and
 //!   the hot-lead hysteresis (the score's path through the events as they arrive).
+//!   State is bounded per tenant ([`engine::retention`]): conversations, leads, sessions and
+//!   sellers are forgotten once they can no longer matter, and an event that would add one
+//!   beyond the tenant's limit is refused ([`Output::OverLimit`], dead-lettered).
 //! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
 //! - `runner` (cargo feature `runner`, on by default): the Kafka I/O around the engine — consume
 //!   `events` in a consumer group, recover by deterministic replay, advance the watermark with
@@ -37,7 +40,9 @@ pub mod scoring;
 pub mod texts;
 
 pub use config::{Config, ThresholdOverrides, Thresholds};
-pub use engine::{EngineStats, Output, PartitionEngine, TooLate};
+pub use engine::{
+    EngineStats, EntityCounts, EntityKind, Output, OverLimit, PartitionEngine, TooLate,
+};
 #[cfg(feature = "runner")]
 pub use runner::{run, Processors};
 

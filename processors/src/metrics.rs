@@ -24,10 +24,18 @@ pub(crate) struct PartitionLabel {
     pub partition: i32,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EntityLabel {
+    pub entity: &'static str,
+}
+
 #[derive(Clone)]
 pub(crate) struct Metrics {
-    /// Records consumed, by outcome: applied, duplicate, too_late, undecodable, clock_skew.
+    /// Records consumed, by outcome: applied, duplicate, too_late, over_limit, undecodable,
+    /// clock_skew.
     pub records: Family<OutcomeLabel, Counter>,
+    /// Records refused because they would add an entity beyond its tenant's limit, by entity.
+    pub over_limit: Family<EntityLabel, Counter>,
     /// Records re-read on recovery whose outputs were already delivered (suppressed).
     pub replayed: Counter,
     /// Outputs acknowledged by Kafka, by kind: notification, response_time, lead_score,
@@ -48,6 +56,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics {
             records: Family::default(),
+            over_limit: Family::default(),
             replayed: Counter::default(),
             outputs: Family::default(),
             deadline_lag: Histogram::new([
@@ -60,9 +69,16 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("vigia_processor");
         r.register(
             "records",
-            "Event records consumed, by outcome (applied, duplicate, too_late, undecodable, \
-             clock_skew)",
+            "Event records consumed, by outcome (applied, duplicate, too_late, over_limit, \
+             undecodable, clock_skew)",
             m.records.clone(),
+        );
+        r.register(
+            "over_limit_records",
+            "Event records refused (dead-lettered) because they would add an entity beyond its \
+             tenant's limit (processors max_conversations, max_leads, max_sessions, max_sellers), \
+             by entity",
+            m.over_limit.clone(),
         );
         r.register(
             "replayed_records",
@@ -99,5 +115,13 @@ impl Metrics {
 
     pub fn record(&self, outcome: &'static str) {
         self.records.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn over_limit(&self, entity: crate::engine::EntityKind) {
+        self.over_limit
+            .get_or_create(&EntityLabel {
+                entity: entity.as_str(),
+            })
+            .inc();
     }
 }

@@ -725,9 +725,15 @@ impl Runner {
                         (after.applied - before.applied, "applied"),
                         (after.duplicates - before.duplicates, "duplicate"),
                         (after.too_late - before.too_late, "too_late"),
+                        (after.over_limit - before.over_limit, "over_limit"),
                     ] {
                         if n > 0 {
                             self.metrics.record(outcome);
+                        }
+                    }
+                    for o in &out {
+                        if let Output::OverLimit(refused) = o {
+                            self.metrics.over_limit(refused.entity);
                         }
                     }
                     (out, None)
@@ -985,6 +991,16 @@ impl Runner {
                         None => {
                             tracing::error!(partition, "too-late output without its record: {t}")
                         }
+                    }
+                    continue;
+                }
+                Output::OverLimit(refused) => {
+                    match rec {
+                        Some(rec) => out.push(self.dead_letter(rec, refused.to_string())),
+                        None => tracing::error!(
+                            partition,
+                            "over-limit output without its record: {refused}"
+                        ),
                     }
                     continue;
                 }

@@ -428,6 +428,7 @@ fn expected_outputs(config: &Config, events: &[Event]) -> HashMap<Uuid, serde_js
                 vigia_processors::Output::LeadScore(l) => serde_json::to_value(l),
                 vigia_processors::Output::SellerMetrics(m) => serde_json::to_value(m),
                 vigia_processors::Output::TooLate(t) => panic!("unexpected too late: {t}"),
+                vigia_processors::Output::OverLimit(o) => panic!("unexpected over limit: {o}"),
             }
             .unwrap();
             (o.id().unwrap(), value)
@@ -672,4 +673,72 @@ async fn two_instances_give_the_outputs_of_one() {
     collector.close().await;
     // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
     // local broker starts empty at each `services.sh up` anyway.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn a_tenant_flooding_new_conversations_is_dead_lettered_at_its_limit_others_go_on() {
+    init_logs();
+    let topics = Topics::with_prefix(&format!("{}.", unique("limit")));
+    create_topics(&topics).await;
+    let collector = Collector::start(&topics);
+    let mut config = test_config(&unique("group"));
+    config.tenants.insert(
+        3,
+        vigia_processors::ThresholdOverrides {
+            max_conversations: Some(2),
+            ..Default::default()
+        },
+    );
+    let (stop, handle) = start(config, &topics);
+
+    let now = Utc::now();
+    let flood: Vec<Event> = (0..5)
+        .map(|i| received(3, &format!("flood-{i}"), now + ms(i), None, "x"))
+        .collect();
+    let calm = received(4, "calm", now, Some(9), "hola");
+    let mut events = flood.clone();
+    events.push(calm.clone());
+    produce(&topics.events, &events).await;
+
+    // Tenant 4's conversation is alerted as usual; tenant 3's first two as well.
+    collector
+        .wait_for("three unanswered alerts", Duration::from_secs(20), |s| {
+            of(s, &topics.notifications).len() >= 3
+        })
+        .await;
+    collector
+        .wait_for("three dead letters", Duration::from_secs(10), |s| {
+            of(s, &topics.dead_letters).len() >= 3
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = collector.snapshot();
+    let alerted: HashSet<String> = of(&seen, &topics.notifications)
+        .iter()
+        .map(|n| {
+            n.value["data"]["conversation_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let expected: HashSet<String> = ["flood-0", "flood-1", "calm"].map(String::from).into();
+    assert_eq!(alerted, expected);
+    let dead = of(&seen, &topics.dead_letters);
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for (d, refused) in dead.iter().zip(&flood[2..]) {
+        let letter: DeadLetter = serde_json::from_value(d.value.clone()).unwrap();
+        assert_eq!(letter.stage, "processors");
+        assert!(
+            letter.error.contains("max_conversations")
+                && letter.error.contains(&refused.event_id.to_string()),
+            "{}",
+            letter.error
+        );
+    }
+
+    stop.cancel();
+    handle.await.unwrap();
+    collector.close().await;
 }

@@ -372,6 +372,46 @@ impl Conversations {
         self.map.get(id)
     }
 
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The deadline of `id`'s open wait, if any, and whether it is still pending (not fired).
+    pub fn deadline(
+        &self,
+        id: &EntityId,
+        deadlines: &super::Deadlines,
+    ) -> (bool, Option<DateTime<Utc>>) {
+        let Some(wait) = self.map.get(id).and_then(|c| c.wait.as_ref()) else {
+            return (false, None);
+        };
+        let key = DeadlineKey::Unanswered(id.clone());
+        (deadlines.contains(wait.deadline, &key), Some(wait.deadline))
+    }
+
+    /// Every (conversation, seller) the conversations name: their assigned seller and their
+    /// last replier.
+    pub fn sellers(&self) -> impl Iterator<Item = (&EntityId, UserId)> {
+        self.map.iter().flat_map(|(id, c)| {
+            [c.seller(), c.last_replier.map(|(s, _)| s)]
+                .into_iter()
+                .flatten()
+                .map(move |s| (id, s))
+        })
+    }
+
+    /// Forgets a conversation (see [`super::retention`]); its remembered history goes with it.
+    pub fn forget(&mut self, id: &EntityId) {
+        self.map.remove(id);
+    }
+
+    /// `lead` (forgotten) no longer names conversation `id`.
+    pub fn unlink_lead(&mut self, id: &EntityId, lead: &EntityId) {
+        if let Some(c) = self.map.get_mut(id) {
+            c.leads.remove(lead);
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Conversation> {
         self.map.values()
     }

@@ -176,6 +176,43 @@ impl Leads {
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn contains(&self, id: &EntityId) -> bool {
+        self.map.contains_key(id)
+    }
+
+    /// The latest follow-up reminder of `id` still pending, if any.
+    pub fn pending_deadline(
+        &self,
+        id: &EntityId,
+        deadlines: &super::Deadlines,
+    ) -> Option<DateTime<Utc>> {
+        let f = self.map.get(id)?.follow_up.as_ref()?;
+        let due = DeadlineKey::FollowUp(id.clone(), FollowUpStage::Due);
+        let before = DeadlineKey::FollowUp(id.clone(), FollowUpStage::Before);
+        if deadlines.contains(f.due_at, &due) {
+            Some(f.due_at)
+        } else {
+            f.before.filter(|b| deadlines.contains(*b, &before))
+        }
+    }
+
+    /// Every (lead, seller) of the leads whose `lead.created` named a seller.
+    pub fn sellers(&self) -> impl Iterator<Item = (&EntityId, UserId)> {
+        self.map
+            .iter()
+            .filter_map(|(id, l)| Some((id, l.created.as_ref()?.seller?)))
+    }
+
+    /// Forgets a lead (see [`super::retention`]); returns the conversation its `lead.created`
+    /// named, if any.
+    pub fn forget(&mut self, id: &EntityId) -> Option<EntityId> {
+        self.map.remove(id)?.created?.conversation
+    }
+
     /// How many status changes are held for a `lead.created` not seen yet.
     #[cfg(test)]
     pub fn unscored_changes(&self) -> usize {

@@ -30,6 +30,16 @@
 //!   applied; the extra hour only keeps such late duplicates counted as duplicates rather than
 //!   dead-lettered as too late.
 //!
+//! # Bounded state
+//!
+//! Each tenant keeps at most a configured number of conversations, leads, sessions and sellers,
+//! and forgets each one once it can no longer matter: no pending deadline, and its last event
+//! older than `max(allowed_lateness, 7 days)` behind the tenant's event time — one rule,
+//! [`retention::forgettable`], applied at the once-a-minute pruning. An event that would add an
+//! entity beyond its tenant's limit is not applied and comes back as [`Output::OverLimit`] (the
+//! runner dead-letters it). Both depend on event time only, so replays stay byte-identical; see
+//! [`retention`] for what an event of a forgotten entity does.
+//!
 //! # Rules
 //!
 //! One module per family, sharing the tenant's state: [`conversations`] (response time and
@@ -44,6 +54,7 @@
 pub mod conversations;
 pub mod leads;
 pub mod report;
+pub mod retention;
 pub mod sellers;
 pub mod sessions;
 
@@ -54,9 +65,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vigia_schemas::{
     EntityId, Event, LeadScore, Notification, Payload, ResponseTimeSample, SellerMetrics, TenantId,
+    UserId,
 };
 
 use crate::config::{Config, Thresholds};
+pub use retention::{EntityCounts, EntityKind, OverLimit};
 
 /// What the engine emits.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +81,9 @@ pub enum Output {
     SellerMetrics(Box<SellerMetrics>),
     /// An event older than its tenant's allowed lateness: not applied (dead-letter it).
     TooLate(TooLate),
+    /// An event that would add an entity beyond its tenant's limit: not applied (dead-letter it;
+    /// see [`retention`]).
+    OverLimit(OverLimit),
 }
 
 impl Output {
@@ -79,17 +95,18 @@ impl Output {
             Output::LeadScore(_) => "lead_score",
             Output::SellerMetrics(_) => "seller_metrics",
             Output::TooLate(_) => "too_late",
+            Output::OverLimit(_) => "over_limit",
         }
     }
 
-    /// The deterministic id of the output (`None` for [`Output::TooLate`]).
+    /// The deterministic id of the output (`None` for a refused event).
     pub fn id(&self) -> Option<Uuid> {
         match self {
             Output::Notification(n) => Some(n.id),
             Output::ResponseTime(r) => Some(r.id),
             Output::LeadScore(l) => Some(l.id),
             Output::SellerMetrics(m) => Some(m.id),
-            Output::TooLate(_) => None,
+            Output::TooLate(_) | Output::OverLimit(_) => None,
         }
     }
 
@@ -100,6 +117,7 @@ impl Output {
             Output::LeadScore(l) => l.tenant_id,
             Output::SellerMetrics(m) => m.tenant_id,
             Output::TooLate(t) => t.tenant_id,
+            Output::OverLimit(o) => o.tenant_id,
         }
     }
 }
@@ -134,6 +152,8 @@ pub struct EngineStats {
     pub applied: u64,
     pub duplicates: u64,
     pub too_late: u64,
+    /// Refused: they would have added an entity beyond its tenant's limit.
+    pub over_limit: u64,
 }
 
 /// The state and rules of every tenant of one Kafka partition. Feed it that partition's events in
@@ -178,6 +198,10 @@ impl PartitionEngine {
                     cutoff,
                 })];
             }
+        }
+        if let Some(refused) = tenant.over_limit(event) {
+            self.stats.over_limit += 1;
+            return vec![Output::OverLimit(refused)];
         }
         tenant.seen.insert(event.event_id, event.occurred_at);
         let max = match tenant.max_event_time {
@@ -247,6 +271,22 @@ impl PartitionEngine {
         self.stats
     }
 
+    /// The entities `tenant` keeps now (zero for a tenant not seen).
+    pub fn entity_counts(&self, tenant: TenantId) -> EntityCounts {
+        self.tenants
+            .get(&tenant)
+            .map(TenantState::entity_counts)
+            .unwrap_or_default()
+    }
+
+    /// The entities kept for every tenant of the partition together.
+    pub fn total_entity_counts(&self) -> EntityCounts {
+        self.tenants
+            .values()
+            .map(TenantState::entity_counts)
+            .fold(EntityCounts::default(), |a, b| a + b)
+    }
+
     /// The metrics and rank of every seller of `tenant` now — at the tenant's watermark (event
     /// or clock, whichever is later) — best rank first; empty for a tenant not seen. For a live
     /// API: unlike the emitted snapshots, this depends on the wall clock.
@@ -301,6 +341,10 @@ impl Deadlines {
 
     pub fn first(&self) -> Option<DateTime<Utc>> {
         self.set.first().map(|(at, _)| *at)
+    }
+
+    pub fn contains(&self, at: DateTime<Utc>, key: &DeadlineKey) -> bool {
+        self.set.contains(&(at, key.clone()))
     }
 
     fn pop_due(&mut self, upto: DateTime<Utc>) -> Option<(DateTime<Utc>, DeadlineKey)> {
@@ -373,6 +417,60 @@ struct TenantState {
     ended_waits: Vec<conversations::EndedWait>,
     corrected_alerts: BTreeMap<Uuid, DateTime<Utc>>,
     next_prune: Option<DateTime<Utc>>,
+    /// Last events of the conversations, leads and sellers kept (see [`retention`]).
+    conversation_activity: retention::Activity<EntityId>,
+    lead_activity: retention::Activity<EntityId>,
+    seller_activity: retention::Activity<UserId>,
+}
+
+/// The entities an event names (and would add if new).
+struct Named<'a> {
+    conversation: Option<&'a EntityId>,
+    lead: Option<&'a EntityId>,
+    session: Option<&'a EntityId>,
+    /// A user the seller metrics will know: the seller of a message, an assignment or a lead,
+    /// or a `user.upserted`. (Follow-up and session users are only an audience or a field of
+    /// their lead or session.)
+    seller: Option<UserId>,
+}
+
+impl<'a> Named<'a> {
+    fn of(event: &'a Event) -> Self {
+        let mut n = Named {
+            conversation: None,
+            lead: None,
+            session: None,
+            seller: None,
+        };
+        match &event.payload {
+            Payload::MessageReceived(m) => {
+                n.conversation = Some(&m.conversation_id);
+                n.seller = m.seller_id;
+            }
+            Payload::MessageSent(m) => {
+                n.conversation = Some(&m.conversation_id);
+                n.seller = (!m.automated).then_some(m.seller_id);
+            }
+            Payload::ConversationAssigned(a) => {
+                n.conversation = Some(&a.conversation_id);
+                n.seller = Some(a.seller_id);
+            }
+            Payload::ConversationClosed(c) => n.conversation = Some(&c.conversation_id),
+            Payload::LeadCreated(l) => {
+                n.lead = Some(&l.lead_id);
+                n.conversation = l.conversation_id.as_ref();
+                n.seller = l.seller_id;
+            }
+            Payload::LeadStatusChanged(l) => n.lead = Some(&l.lead_id),
+            Payload::LeadFollowUpScheduled(f) => n.lead = Some(&f.lead_id),
+            Payload::UserUpserted(u) => n.seller = Some(u.user_id),
+            Payload::SessionStarted(s) | Payload::SessionHeartbeat(s) => {
+                n.session = Some(&s.session_id)
+            }
+            Payload::SessionEnded(s) => n.session = Some(&s.session_id),
+        }
+        n
+    }
 }
 
 impl TenantState {
@@ -391,6 +489,77 @@ impl TenantState {
             leads: Default::default(),
             sessions: Default::default(),
             next_prune: None,
+            conversation_activity: Default::default(),
+            lead_activity: Default::default(),
+            seller_activity: Default::default(),
+        }
+    }
+
+    /// The refusal of an event that would add an entity beyond its limit (see [`retention`]),
+    /// decided before anything of it is applied.
+    fn over_limit(&self, event: &Event) -> Option<OverLimit> {
+        let named = Named::of(event);
+        let th = &self.th;
+        if let Some(c) = named.conversation {
+            if self.conversations.get(c).is_none()
+                && self.conversations.len() >= th.max_conversations
+            {
+                let kind = EntityKind::Conversation;
+                return Some(OverLimit::new(
+                    event,
+                    kind,
+                    c.as_str(),
+                    th.max_conversations,
+                ));
+            }
+        }
+        if let Some(l) = named.lead {
+            if !self.leads.contains(l) && self.leads.len() >= th.max_leads {
+                return Some(OverLimit::new(
+                    event,
+                    EntityKind::Lead,
+                    l.as_str(),
+                    th.max_leads,
+                ));
+            }
+        }
+        if let Some(s) = named.session {
+            if !self.sessions.contains(s) && self.sessions.len() >= th.max_sessions {
+                let kind = EntityKind::Session;
+                return Some(OverLimit::new(event, kind, s.as_str(), th.max_sessions));
+            }
+        }
+        if let Some(u) = named.seller {
+            if !self.seller_activity.contains(&u) && self.seller_activity.len() >= th.max_sellers {
+                let kind = EntityKind::Seller;
+                return Some(OverLimit::new(event, kind, &u.to_string(), th.max_sellers));
+            }
+        }
+        None
+    }
+
+    /// Records the applied `event` as the last event of the entities it names.
+    fn touch(&mut self, event: &Event) {
+        let at = event.occurred_at;
+        let named = Named::of(event);
+        if let Some(c) = named.conversation {
+            self.conversation_activity.touch(c, at);
+        }
+        if let Some(l) = named.lead {
+            self.lead_activity.touch(l, at);
+        }
+        if let Some(u) = named.seller {
+            self.seller_activity.touch(&u, at);
+        }
+        // A customer message rescores the leads of its conversation: an event of theirs too.
+        if let (Payload::MessageReceived(_), Some(c)) = (&event.payload, named.conversation) {
+            if let Some(conv) = self.conversations.get(c) {
+                for lead in &conv.leads {
+                    if self.lead_activity.contains(lead) {
+                        self.lead_activity.touch(lead, at);
+                    }
+                }
+            }
         }
     }
 
@@ -432,6 +601,7 @@ impl TenantState {
             .observe(event, &self.conversations, &mut self.ended_waits);
         self.reports.observe(event);
         self.reports.count_alerts(&out[mark..]);
+        self.touch(event);
     }
 
     fn fire_due(&mut self, upto: DateTime<Utc>, out: &mut Vec<Output>) {
@@ -472,6 +642,15 @@ impl TenantState {
         }
     }
 
+    fn entity_counts(&self) -> EntityCounts {
+        EntityCounts {
+            conversations: self.conversations.len(),
+            leads: self.leads.len(),
+            sessions: self.sessions.len(),
+            sellers: self.seller_activity.len(),
+        }
+    }
+
     /// Forgets what can no longer matter: ids and history older than anything still accepted.
     fn prune_if_due(&mut self) {
         let Some(max) = self.max_event_time else {
@@ -490,8 +669,101 @@ impl TenantState {
         // A wait can start again only at a remembered message: its deadline is later than this.
         self.corrected_alerts
             .retain(|_, deadline| *deadline >= history_from);
-        self.sessions.forget_ended_before(accepted_from);
         self.leads.forget_unscored_before(accepted_from);
+        self.forget_entities(max);
+    }
+
+    /// Forgets the conversations, leads, sessions and sellers that the rule of [`retention`]
+    /// lets go at the tenant's event time `now`: leads first, as a kept lead keeps its
+    /// conversation, then conversations, as kept conversations and leads keep their sellers.
+    fn forget_entities(&mut self, now: DateTime<Utc>) {
+        let lateness = chrono_duration(self.th.allowed_lateness);
+        // No figure reads a session: it matters only to its own events.
+        self.sessions
+            .forget_settled(now, retention::horizon(lateness, chrono::Duration::zero()));
+        let horizon = retention::horizon(lateness, retention::SELLER_WINDOWS);
+        let cutoff = now - horizon;
+        // When to look again at an entity held by a deadline: once it may have fired.
+        let after_deadline = |d: DateTime<Utc>| d - horizon;
+
+        while let Some((id, last)) = self.lead_activity.pop_due(cutoff) {
+            let pending = self.leads.pending_deadline(&id, &self.deadlines);
+            if retention::forgettable(last, pending.is_some(), now, horizon) {
+                if let Some(conv) = self.leads.forget(&id) {
+                    self.conversations.unlink_lead(&conv, &id);
+                }
+                self.lead_activity.remove(&id);
+                continue;
+            }
+            let key = pending.map_or(last, |d| last.max(after_deadline(d)));
+            self.lead_activity.requeue(id, key.max(cutoff));
+        }
+
+        while let Some((id, last)) = self.conversation_activity.pop_due(cutoff) {
+            // A wait's deadline counts as an event of its conversation: a late reply up to it
+            // may still withdraw the alert.
+            let (pending, deadline) = self.conversations.deadline(&id, &self.deadlines);
+            let last = deadline.map_or(last, |d| last.max(d));
+            // Kept leads that name it: every lead still due has been looked at above, so their
+            // keys are past the cutoff.
+            let held_by = self.conversations.get(&id).and_then(|c| {
+                c.leads
+                    .iter()
+                    .filter_map(|l| self.lead_activity.key(l))
+                    .max()
+            });
+            if held_by.is_none() && retention::forgettable(last, pending, now, horizon) {
+                self.conversations.forget(&id);
+                self.conversation_activity.remove(&id);
+                continue;
+            }
+            let mut key = last;
+            if pending {
+                key = key.max(deadline.map_or(key, after_deadline));
+            }
+            let key = held_by.map_or(key, |h| key.max(h));
+            self.conversation_activity.requeue(id, key.max(cutoff));
+        }
+
+        let mut candidates = BTreeSet::new();
+        while let Some((id, last)) = self.seller_activity.pop_due(cutoff) {
+            if !retention::forgettable(last, false, now, horizon) {
+                self.seller_activity.requeue(id, last);
+            } else if self.sellers.has_recent_figures(id) {
+                // Figures still in a window (waits of their conversations' closes, say): the
+                // windows drop them within the horizon.
+                self.seller_activity.requeue(id, cutoff);
+            } else {
+                candidates.insert(id);
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        // Who still names them: a kept conversation (its seller, its last replier) or lead. Held
+        // until that one is looked at again.
+        let mut held: BTreeMap<UserId, DateTime<Utc>> = BTreeMap::new();
+        let mut hold = |seller: UserId, until: Option<DateTime<Utc>>| {
+            if let (true, Some(until)) = (candidates.contains(&seller), until) {
+                let h = held.entry(seller).or_insert(until);
+                *h = (*h).max(until);
+            }
+        };
+        for (id, seller) in self.conversations.sellers() {
+            hold(seller, self.conversation_activity.key(id));
+        }
+        for (id, seller) in self.leads.sellers() {
+            hold(seller, self.lead_activity.key(id));
+        }
+        for id in candidates {
+            match held.get(&id) {
+                Some(until) => self.seller_activity.requeue(id, (*until).max(cutoff)),
+                None => {
+                    self.sellers.forget(id);
+                    self.seller_activity.remove(&id);
+                }
+            }
+        }
     }
 }
 

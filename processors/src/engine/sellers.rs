@@ -5,8 +5,8 @@
 //! Evaluated for a tenant at an instant `at` (event time), per seller:
 //! - **Conversations** — those the seller *counts for*: the assigned seller (latest
 //!   `conversation.assigned` / `message.received.seller_id` by event time), else the last
-//!   non-automated replier. `total`: all of them still in memory (since the replay start, i.e.
-//!   bounded by the `events` topic's retention); `active`: not closed since their last message;
+//!   non-automated replier. `total`: all of them still kept — those with an event in the last
+//!   7 days (or held by a pending deadline or a kept lead, see [`super::retention`]); `active`: not closed since their last message;
 //!   `today`: with a message at or after the start of today in the tenant's `time_zone`;
 //!   `unanswered` (live gauge): with an open wait whose deadline (`unanswered_after` after the
 //!   customer message) is `<= at` — by event time, whether or not the notification has fired yet.
@@ -144,6 +144,20 @@ impl Sellers {
         }
     }
 
+    /// Whether `seller` still has figures in a window (response times, waits, messages).
+    pub fn has_recent_figures(&self, seller: UserId) -> bool {
+        self.logs
+            .get(&seller)
+            .is_some_and(|l| !(l.samples.is_empty() && l.waits.is_empty() && l.messages.is_empty()))
+    }
+
+    /// Forgets a seller (see [`super::retention`]): their figures and their `user.upserted`.
+    pub fn forget(&mut self, seller: UserId) {
+        self.logs.remove(&seller);
+        self.users.remove(&seller);
+        self.last_emitted.remove(&seller);
+    }
+
     /// Records what an applied event means for the metrics; `ended` are the waits it ended.
     pub fn observe(&mut self, event: &Event, convs: &Conversations, ended: &mut Vec<EndedWait>) {
         let key = (event.occurred_at, event.event_id);
@@ -182,12 +196,15 @@ impl Sellers {
             let Some(seller) = w.seller else {
                 continue;
             };
-            let log = self.logs.entry(seller).or_default();
             if w.retracted {
-                log.waits.remove(&(w.ended_at, w.starter));
-                log.samples.remove(&(w.ended_at, w.starter));
+                // Of a seller forgotten since, nothing is left to take back.
+                if let Some(log) = self.logs.get_mut(&seller) {
+                    log.waits.remove(&(w.ended_at, w.starter));
+                    log.samples.remove(&(w.ended_at, w.starter));
+                }
                 continue;
             }
+            let log = self.logs.entry(seller).or_default();
             log.waits.insert((w.ended_at, w.starter), w.answered);
             if w.answered {
                 let secs = (w.ended_at - w.started_at).num_milliseconds() as f64 / 1000.0;

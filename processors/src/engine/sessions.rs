@@ -29,7 +29,8 @@ use crate::texts;
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     map: BTreeMap<EntityId, Session>,
-    ended: BTreeSet<(DateTime<Utc>, EntityId)>,
+    /// Sessions that ended or timed out, by when ([`Session::settled_at`]), for forgetting them.
+    settled: BTreeSet<(DateTime<Utc>, EntityId)>,
 }
 
 #[derive(Debug)]
@@ -44,8 +45,47 @@ struct Session {
     fired: Option<(Uuid, DateTime<Utc>)>,
 }
 
+impl Session {
+    /// When the session ended, or timed out (its timeout fired and no later heartbeat came):
+    /// the time after which no event of it can change what was sent. `None` while its clock
+    /// runs.
+    fn settled_at(&self) -> Option<DateTime<Utc>> {
+        self.ended_at
+            .or_else(|| self.fired.filter(|_| self.deadline.is_none()).map(|f| f.1))
+    }
+}
+
 impl Sessions {
+    pub fn contains(&self, id: &EntityId) -> bool {
+        self.map.contains_key(id)
+    }
+
+    /// Keeps the index of settled sessions in step with `id`'s state, which was settled at
+    /// `before` (see [`Session::settled_at`]).
+    fn resettle(&mut self, id: &EntityId, before: Option<DateTime<Utc>>) {
+        let after = self.map.get(id).and_then(Session::settled_at);
+        if before == after {
+            return;
+        }
+        if let Some(b) = before {
+            self.settled.remove(&(b, id.clone()));
+        }
+        if let Some(a) = after {
+            self.settled.insert((a, id.clone()));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub fn on_heartbeat(&mut self, ctx: &mut Ctx<'_>, event: &Event, s: &SessionRef) {
+        let before = self.map.get(&s.session_id).and_then(Session::settled_at);
+        self.heartbeat(ctx, event, s);
+        self.resettle(&s.session_id, before);
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Ctx<'_>, event: &Event, s: &SessionRef) {
         let t = event.occurred_at;
         let key = DeadlineKey::SessionTimeout(s.session_id.clone());
         let deadline = t + chrono_duration(ctx.th.session_timeout);
@@ -67,9 +107,8 @@ impl Sessions {
         };
         match session.ended_at {
             Some(end) if t <= end => return,
-            Some(end) => {
+            Some(_) => {
                 // The id is reused after its end: a new session.
-                self.ended.remove(&(end, s.session_id.clone()));
                 session.ended_at = None;
                 session.fired = None;
             }
@@ -95,6 +134,12 @@ impl Sessions {
     }
 
     pub fn on_ended(&mut self, ctx: &mut Ctx<'_>, event: &Event, s: &SessionEnded) {
+        let before = self.map.get(&s.session_id).and_then(Session::settled_at);
+        self.apply_end(ctx, event, s);
+        self.resettle(&s.session_id, before);
+    }
+
+    fn apply_end(&mut self, ctx: &mut Ctx<'_>, event: &Event, s: &SessionEnded) {
         let t = event.occurred_at;
         let Some(session) = self.map.get_mut(&s.session_id) else {
             // Ended without a known start: remember the end so late beats are ignored.
@@ -110,14 +155,10 @@ impl Sessions {
                     fired: None,
                 },
             );
-            self.ended.insert((t, s.session_id.clone()));
             return;
         };
         if session.ended_at.is_some_and(|e| e >= t) {
             return;
-        }
-        if let Some(old) = session.ended_at {
-            self.ended.remove(&(old, s.session_id.clone()));
         }
         if let Some(d) = session.deadline.take() {
             ctx.deadlines
@@ -129,10 +170,15 @@ impl Sessions {
             }
         }
         session.ended_at = Some(t);
-        self.ended.insert((t, s.session_id.clone()));
     }
 
     pub fn fire(&mut self, ctx: &mut Ctx<'_>, id: &EntityId, at: DateTime<Utc>) {
+        let before = self.map.get(id).and_then(Session::settled_at);
+        self.time_out(ctx, id, at);
+        self.resettle(id, before);
+    }
+
+    fn time_out(&mut self, ctx: &mut Ctx<'_>, id: &EntityId, at: DateTime<Utc>) {
         let Some(session) = self.map.get_mut(id) else {
             return;
         };
@@ -178,15 +224,17 @@ impl Sessions {
         session.fired = Some((notification_id, at));
     }
 
-    /// Forgets sessions that ended before `cutoff` (no event that could still matter to them is
-    /// accepted any more).
-    pub fn forget_ended_before(&mut self, cutoff: DateTime<Utc>) {
-        while let Some((at, id)) = self.ended.first().cloned() {
-            if at >= cutoff {
+    /// Forgets the sessions that the rule of [`super::retention`] lets go at the tenant's event
+    /// time `now`: settled (ended or timed out) more than `horizon` ago — no event that could
+    /// still change what was sent for them is accepted any more. A session whose clock runs has
+    /// a pending deadline and is kept.
+    pub fn forget_settled(&mut self, now: DateTime<Utc>, horizon: chrono::Duration) {
+        while let Some((at, id)) = self.settled.first().cloned() {
+            if !super::retention::forgettable(at, false, now, horizon) {
                 break;
             }
-            self.ended.pop_first();
-            if self.map.get(&id).is_some_and(|s| s.ended_at == Some(at)) {
+            self.settled.pop_first();
+            if self.map.get(&id).and_then(Session::settled_at) == Some(at) {
                 self.map.remove(&id);
             }
         }

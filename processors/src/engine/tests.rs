@@ -1050,6 +1050,7 @@ fn the_same_events_give_byte_identical_outputs() {
                     Output::LeadScore(l) => serde_json::to_value(l).unwrap(),
                     Output::SellerMetrics(m) => serde_json::to_value(m).unwrap(),
                     Output::TooLate(t) => json!(t.to_string()),
+                    Output::OverLimit(r) => json!(r.to_string()),
                 })
                 .collect::<Vec<_>>(),
         )
@@ -1590,6 +1591,7 @@ fn outputs_by_id(events: &[Event], delay: Duration) -> Vec<(Uuid, String)> {
                 Output::ResponseTime(r) => serde_json::to_string(r).unwrap(),
                 Output::LeadScore(l) => serde_json::to_string(l).unwrap(),
                 Output::TooLate(t) => t.to_string(),
+                Output::OverLimit(r) => r.to_string(),
             };
             Some((o.id().unwrap(), body))
         })
@@ -2463,4 +2465,354 @@ fn a_mean_response_exactly_at_the_limit_does_not_alert_a_second_more_does() {
     // Default limit: 30 min; the alert is for a mean *greater* than it.
     assert_eq!(run(30 * 60), 0);
     assert_eq!(run(30 * 60 + 1), 1);
+}
+
+// ---------------------------------------------------------------- bounded state per tenant
+
+fn over_limit(outs: &[Output]) -> Vec<&OverLimit> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::OverLimit(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn limited(f: impl FnOnce(&mut Thresholds)) -> PartitionEngine {
+    engine_with(|c| f(&mut c.defaults))
+}
+
+/// Day `d` (fractions allowed) after the origin.
+fn day(d: f64) -> DateTime<Utc> {
+    t(d * 24.0 * 60.0)
+}
+
+#[test]
+fn a_flood_of_random_conversation_ids_stops_at_the_limit_and_spares_other_tenants() {
+    let mut e = limited(|th| th.max_conversations = 50);
+    let mut refused = Vec::new();
+    let mut other = Vec::new();
+    for i in 0..200u128 {
+        let at = t(i as f64 * 0.1);
+        let outs = e.on_event(&received(10_000 + i, &format!("flood-{i}"), at, None, ""));
+        refused.extend(over_limit(&outs).into_iter().cloned());
+        if i < 50 {
+            assert!(
+                over_limit(&outs).is_empty(),
+                "conversation {i} is within the limit"
+            );
+        } else {
+            // Refused whole: nothing else came out of it.
+            assert_eq!(outs.len(), over_limit(&outs).len(), "{outs:?}");
+        }
+        // Another tenant of the partition, writing at the same time, is unaffected.
+        if i % 20 == 0 {
+            let o = e.on_event(&for_tenant(
+                7,
+                received(20_000 + i, &format!("calm-{i}"), at, None, ""),
+            ));
+            other.extend(o);
+        }
+    }
+    assert_eq!(refused.len(), 150);
+    assert_eq!(e.stats().over_limit, 150);
+    let r = &refused[0];
+    assert_eq!(
+        (r.tenant_id, r.entity, r.entity_id.as_str(), r.limit),
+        (TENANT, EntityKind::Conversation, "flood-50", 50)
+    );
+    assert_eq!(r.event_id, id(10_050));
+    let text = r.to_string();
+    assert!(
+        text.contains("max_conversations") && text.contains("conversation"),
+        "{text}"
+    );
+    assert!(over_limit(&other).is_empty());
+    assert_eq!(e.entity_counts(TENANT).conversations, 50);
+    assert_eq!(e.entity_counts(7).conversations, 10);
+
+    // Conversations already kept go on working at the limit.
+    let outs = e.on_event(&sent(30_000, "flood-3", t(21.0), 5, false));
+    assert_eq!(samples(&outs).len(), 1);
+    // A refused event is not remembered as seen: sent again, it is refused again.
+    let again = e.on_event(&received(10_199, "flood-199", t(21.0), None, ""));
+    assert_eq!(over_limit(&again).len(), 1);
+    assert_eq!(e.stats().duplicates, 0);
+    // Their deadlines are the kept conversations' only: 49 alerts (one was answered), plus the
+    // other tenant's 10.
+    let outs = e.advance_watermark(t(200.0));
+    let alerts = of_kind(&outs, NotificationType::UnansweredConversation);
+    assert_eq!(alerts.iter().filter(|n| n.tenant_id == TENANT).count(), 49);
+    assert_eq!(alerts.iter().filter(|n| n.tenant_id == 7).count(), 10);
+}
+
+#[test]
+fn every_kind_of_entity_has_its_limit() {
+    let mut e = limited(|th| {
+        th.max_leads = 5;
+        th.max_sessions = 4;
+        th.max_sellers = 3;
+    });
+    let mut n = 40_000u128;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let mut outs = Vec::new();
+    for i in 0..20u32 {
+        let at = t(f64::from(i) * 0.1);
+        outs.extend(e.on_event(&status(next(), &format!("lead-{i}"), at, LeadStatus::Lost)));
+        outs.extend(e.on_event(&session(next(), "started", &format!("s-{i}"), at)));
+        // New sellers by assignment into one conversation, and by user.upserted.
+        outs.extend(e.on_event(&assigned(next(), "c1", at, 100 + u64::from(i))));
+        outs.extend(e.on_event(&ev(
+            next(),
+            at,
+            Payload::UserUpserted(UserUpserted {
+                user_id: 500 + u64::from(i),
+                name: format!("user {i}"),
+                role: Role::Seller,
+                time_zone: None,
+                active: None,
+            }),
+        )));
+    }
+    let counts = e.entity_counts(TENANT);
+    assert_eq!(
+        (
+            counts.leads,
+            counts.sessions,
+            counts.sellers,
+            counts.conversations
+        ),
+        (5, 4, 3, 1)
+    );
+    let by_kind = |k: EntityKind| over_limit(&outs).iter().filter(|r| r.entity == k).count();
+    assert_eq!(by_kind(EntityKind::Lead), 15);
+    assert_eq!(by_kind(EntityKind::Session), 16);
+    // 40 events name a new seller; the first 3 are kept.
+    assert_eq!(by_kind(EntityKind::Seller), 37);
+    // The ranking holds no more sellers than the limit.
+    let metrics = e.seller_metrics(TENANT);
+    assert!(metrics.len() <= 3, "{} sellers ranked", metrics.len());
+}
+
+#[test]
+fn entities_are_forgotten_by_the_rule_and_a_pending_follow_up_keeps_its_lead() {
+    let mut e = engine();
+    let mut n = 50_000u128;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let start = [
+        received(next(), "c1", t(0.0), Some(7), "hola"),
+        sent(next(), "c1", t(1.0), 7, false),
+        lead_created(
+            next(),
+            "l-follow",
+            t(2.0),
+            LeadSource::Referral,
+            Some(8),
+            Some("c2"),
+            None,
+        ),
+        status(next(), "l-follow", t(2.0), LeadStatus::Interested),
+        follow_up(next(), "l-follow", t(3.0), 8, day(30.0)),
+        lead_created(
+            next(),
+            "l-plain",
+            t(4.0),
+            LeadSource::Website,
+            Some(7),
+            None,
+            None,
+        ),
+        session(next(), "started", "s1", t(5.0)),
+    ];
+    feed(&mut e, &start);
+    let counts = e.entity_counts(TENANT);
+    assert_eq!(
+        (
+            counts.conversations,
+            counts.leads,
+            counts.sessions,
+            counts.sellers
+        ),
+        (2, 2, 1, 2)
+    );
+    // Event time moves on in another conversation ("tick", no seller), one customer message
+    // every 6 hours (each id once: `on` remembers where it stopped).
+    let mut on = 0.0;
+    let mut tick = |e: &mut PartitionEngine, until: f64| {
+        let mut outs = Vec::new();
+        while on + 0.25 <= until {
+            on += 0.25;
+            let n = 90_000 + (on * 4.0) as u128;
+            outs.extend(e.on_event(&received(n, "tick", day(on), None, "")));
+        }
+        outs
+    };
+    // The session timed out after 10 minutes; beyond the allowed lateness (1 h) it is forgotten.
+    tick(&mut e, 1.0);
+    assert_eq!(e.entity_counts(TENANT).sessions, 0);
+    // Within 7 days of their last event, the others are kept.
+    tick(&mut e, 6.75);
+    let counts = e.entity_counts(TENANT);
+    assert_eq!(
+        (counts.conversations, counts.leads, counts.sellers),
+        (3, 2, 2)
+    );
+    // Past 7 days: c1, l-plain and seller 7 are forgotten; l-follow (due in 30 days) is kept,
+    // and with it its conversation c2 and its seller 8.
+    let e7 = e.on_event(&received(
+        next(),
+        "tick",
+        day(7.0) + chrono::Duration::minutes(10),
+        None,
+        "",
+    ));
+    assert!(over_limit(&e7).is_empty());
+    let tenant = &e.tenants[&TENANT];
+    assert!(tenant.conversations.get(&"c1".into()).is_none());
+    assert!(tenant.conversations.get(&"c2".into()).is_some());
+    let counts = e.entity_counts(TENANT);
+    assert_eq!(
+        (counts.conversations, counts.leads, counts.sellers),
+        (2, 1, 1),
+        "c2 and tick, l-follow, seller 8"
+    );
+    // The follow-up still reminds, at its due time.
+    let outs = tick(&mut e, 30.5);
+    let reminders = of_kind(&outs, NotificationType::FollowUpReminder);
+    assert_eq!(reminders.len(), 2, "the day before and at due time");
+    assert_eq!(reminders[1].created_at, day(30.0));
+    // Reminded and silent for more than 7 days: now forgotten too.
+    assert_eq!(
+        e.entity_counts(TENANT),
+        EntityCounts {
+            conversations: 1,
+            leads: 0,
+            sessions: 0,
+            sellers: 0,
+        }
+    );
+}
+
+#[test]
+fn an_event_for_a_forgotten_conversation_is_too_late_or_starts_afresh() {
+    let mut e = engine();
+    feed(
+        &mut e,
+        &[
+            assigned(1, "c1", t(0.0), 7),
+            received(2, "c1", t(1.0), None, ""),
+            sent(3, "c1", t(2.0), 7, false),
+            received(4, "tick", day(8.0), None, ""),
+        ],
+    );
+    assert!(e.tenants[&TENANT].conversations.get(&"c1".into()).is_none());
+    // Older than the allowed lateness: too late, as it would be with c1 kept.
+    let outs = feed(&mut e, &[received(5, "c1", t(3.0), None, "")]);
+    assert!(matches!(outs[..], [Output::TooLate(_)]), "{outs:?}");
+    // Newer: a new conversation, whose assignment is unknown — the alert goes to the secretaries.
+    let outs = feed(&mut e, &[received(6, "c1", day(8.0), None, "")]);
+    assert!(over_limit(&outs).is_empty());
+    let outs = e.advance_watermark(day(8.0) + chrono::Duration::hours(2));
+    let alert = of_kind(&outs, NotificationType::UnansweredConversation)
+        .into_iter()
+        .find(|n| n.data["conversation_id"] == json!("c1"))
+        .expect("an alert for c1");
+    assert_eq!(
+        alert.audience,
+        Audience::Role {
+            role: Role::Secretary
+        }
+    );
+}
+
+/// A month of traffic for one tenant: a new conversation every 2 hours (a customer message and
+/// a reply by one of four sellers, a lead on every fourth), sessions that time out unended.
+fn month_of_traffic() -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut n = 60_000u128;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    for i in 0..(30 * 12u32) {
+        let at = t(f64::from(i) * 120.0);
+        let conv = format!("m-{i}");
+        let seller = 1 + u64::from(i % 4);
+        events.push(received(next(), &conv, at, Some(seller), "precio"));
+        events.push(sent(
+            next(),
+            &conv,
+            at + chrono::Duration::minutes(3),
+            seller,
+            false,
+        ));
+        if i % 4 == 0 {
+            events.push(lead_created(
+                next(),
+                &format!("lead-{i}"),
+                at + chrono::Duration::minutes(4),
+                LeadSource::Website,
+                Some(seller),
+                Some(&conv),
+                None,
+            ));
+        }
+        events.push(session(next(), "started", &format!("call-{i}"), at));
+    }
+    events
+}
+
+#[test]
+fn a_month_of_traffic_keeps_about_seven_days_of_entities_and_replays_identically() {
+    let events = month_of_traffic();
+    let run = || {
+        let mut e = engine();
+        let mut outs = Vec::new();
+        let mut peak = EntityCounts::default();
+        for x in &events {
+            outs.extend(e.on_event(x));
+            let c = e.entity_counts(TENANT);
+            peak.conversations = peak.conversations.max(c.conversations);
+            peak.leads = peak.leads.max(c.leads);
+            peak.sessions = peak.sessions.max(c.sessions);
+            peak.sellers = peak.sellers.max(c.sellers);
+        }
+        // Every entity kept has its last event recorded, and no more: forgetting finds them all.
+        let tenant = &e.tenants[&TENANT];
+        assert_eq!(
+            tenant.conversation_activity.len(),
+            tenant.conversations.len()
+        );
+        assert_eq!(tenant.lead_activity.len(), tenant.leads.len());
+        (outs, peak, e.entity_counts(TENANT), e.stats())
+    };
+    let (outs, peak, end, stats) = run();
+    assert_eq!(stats.over_limit, 0);
+    // 12 conversations a day for 7 days, plus the minute of pruning lag.
+    assert!(peak.conversations <= 7 * 12 + 2, "{peak:?}");
+    assert!(peak.leads <= 7 * 3 + 2, "{peak:?}");
+    // Sessions time out after 10 minutes and are gone an hour later.
+    assert!(peak.sessions <= 2, "{peak:?}");
+    assert_eq!(peak.sellers, 4);
+    assert!(end.conversations >= 7 * 12 - 1, "{end:?}");
+    // The seller windows still see 7 days of samples: seller 1 answered 3 waits a day.
+    let last = snapshots(&outs)
+        .into_iter()
+        .rev()
+        .find(|m| m.seller_id == 1)
+        .cloned()
+        .unwrap();
+    assert!(
+        (20..=22).contains(&last.response_7d.count),
+        "{}",
+        last.response_7d.count
+    );
+    let (again, ..) = run();
+    assert_eq!(again, outs, "forgetting is a function of the events");
 }
