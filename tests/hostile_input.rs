@@ -361,3 +361,66 @@ fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// The gateway's consumer takes a notification of ~900 KB written straight to Kafka like any
+/// other, skips (and counts) records that are not notifications, and goes on with the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_takes_huge_and_skips_malformed_notifications_and_goes_on() {
+    let ns = Namespace::new("hostile_gateway");
+    let mut vigia = ns.spawn("gateway");
+    let topic = format!("{}.notifications", ns.name);
+    let notification = |title: &str| {
+        json!({"id": uuid::Uuid::new_v4(), "tenant_id": 2, "type": "hot_lead",
+            "priority": "urgent", "audience": {"role": "ceo"}, "title": title, "message": "m",
+            "created_at": ts(now())})
+    };
+    let huge = notification(&quotes(450_000));
+    let after = notification("after");
+    write_raw(&topic, "2", huge.to_string().as_bytes()).await;
+    write_raw(&topic, "2", b"{\"id\": \"not a notification\"").await;
+    write_raw(&topic, "2", &[0xff; 16]).await;
+    write_raw(&topic, "2", after.to_string().as_bytes()).await;
+
+    let token = token(2001, 2, vigia_schemas::Role::Ceo);
+    let listed = || async {
+        let body = reqwest::Client::new()
+            .get(vigia.url("/v1/notifications?limit=10"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("the gateway answers")
+            .text()
+            .await
+            .unwrap();
+        [&huge, &after]
+            .iter()
+            .filter(|n| body.contains(n["id"].as_str().unwrap()))
+            .count()
+    };
+    assert_eq!(
+        eventually(WITHIN, 2, listed).await,
+        2,
+        "log:\n{}",
+        tail(&vigia.log())
+    );
+    assert!(
+        still_running(&mut vigia),
+        "vigia exited:\n{}",
+        tail(&vigia.log())
+    );
+    let metrics = reqwest::get(vigia.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vigia_gateway_notifications_undecodable_total 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("undecodable"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -209,9 +209,7 @@ async fn fields_over_their_length_limit_are_400_naming_the_field() {
     lead["location"] = long(257);
     lead["phone_number"] = long(65);
     let mut user = event(3, TENANT, "user.upserted");
-    for k in ["conversation_id"] {
-        user.as_object_mut().unwrap().remove(k);
-    }
+    user.as_object_mut().unwrap().remove("conversation_id");
     user["user_id"] = json!(7);
     user["role"] = json!("seller");
     user["name"] = long(257);
@@ -268,4 +266,67 @@ async fn fields_over_their_length_limit_are_400_naming_the_field() {
     lead["name"] = json!("ñ".repeat(256));
     let r = post_json(&ingest, &json!([message, lead])).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+}
+
+/// The limits are configurable ([ingest] `max_text_chars`, `max_name_chars`), and the served
+/// JSON Schemas carry the configured ones as `maxLength`.
+#[tokio::test]
+async fn configured_field_limits_apply_and_the_schemas_show_them() {
+    let mut config = config();
+    let limits: Config = serde_json::from_value(json!({"max_text_chars": 10, "max_name_chars": 3}))
+        .expect("the limits are [ingest] keys");
+    config.max_text_chars = limits.max_text_chars;
+    config.max_name_chars = limits.max_name_chars;
+    let (ingest, _registry) = unreachable(config);
+    let mut message = event(1, TENANT, "message.received");
+    message["text"] = json!("x".repeat(11));
+    let r = post_json(&ingest, &message).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    assert_eq!(r.json["errors"][0]["field"], json!("text"));
+    assert!(r.json["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("10 characters"));
+
+    let response = tower::ServiceExt::oneshot(
+        ingest.router(),
+        axum::http::Request::get("/v1/schemas")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    let schemas = &json["schemas"];
+    assert_eq!(
+        schemas["message.received"]["properties"]["text"]["maxLength"],
+        json!(10)
+    );
+    assert_eq!(
+        schemas["lead.created"]["properties"]["name"]["maxLength"],
+        json!(3)
+    );
+    assert_eq!(
+        schemas["lead.created"]["properties"]["phone_number"]["maxLength"],
+        json!(64)
+    );
+}
+
+#[test]
+fn field_limits_come_from_the_environment_too() {
+    let mut config = Config::default();
+    let env = |k: &str| match k {
+        "VIGIA_INGEST_MAX_TEXT_CHARS" => Some("1000".to_string()),
+        "VIGIA_INGEST_MAX_NAME_CHARS" => Some(" 80 ".to_string()),
+        _ => None,
+    };
+    config.apply_env(env).unwrap();
+    assert_eq!((config.max_text_chars, config.max_name_chars), (1000, 80));
+    let e = config
+        .apply_env(|k| (k == "VIGIA_INGEST_MAX_NAME_CHARS").then(|| "many".to_string()))
+        .unwrap_err();
+    assert!(e.to_string().contains("VIGIA_INGEST_MAX_NAME_CHARS"), "{e}");
 }

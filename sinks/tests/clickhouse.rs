@@ -314,24 +314,34 @@ async fn every_row_type_reads_back_as_written() {
         )
     );
 
-    let dl = DeadLetter {
-        stage: "processors".into(),
-        topic: "vigia.events".into(),
-        partition: 1,
-        offset: 99,
-        error: "unknown type".into(),
-        payload: r#"{"tenant_id":42}"#.into(),
-        origin_timestamp: None,
-    };
+    let payload = format!(r#"{{"tenant_id":42,"text":"{}"}}"#, "x".repeat(70_000));
+    let dl = DeadLetter::of_record(
+        "processors",
+        &vigia_schemas::Origin {
+            topic: "vigia.events",
+            partition: 1,
+            offset: 99,
+            timestamp: None,
+            key: None,
+        },
+        vigia_schemas::DeadLetterReason::InvalidEvent,
+        &"unknown type",
+        payload.as_bytes(),
+    );
     let row = DeadLetterRow::new(&dl, 1_772_204_400_000, origin);
     writer.write(&[row.clone(), row]).await.unwrap();
     assert_eq!(
         db.tsv(&format!(
             "SELECT tenant_id, stage, origin_topic, origin_partition, origin_offset, error, \
-             toUnixTimestamp(failed_at) FROM {d}.dead_letters"
+             toUnixTimestamp(failed_at), reason, length(payload), payload_bytes, payload_sha1 \
+             FROM {d}.dead_letters"
         ))
         .await,
-        "42\tprocessors\tvigia.events\t1\t99\tunknown type\t1772204400"
+        format!(
+            "42\tprocessors\tvigia.events\t1\t99\tunknown type\t1772204400\tinvalid_event\t65536\t{}\t{}",
+            payload.len(),
+            dl.payload_sha1.as_deref().unwrap()
+        )
     );
 }
 
