@@ -165,6 +165,7 @@ impl Config {
         if let Some(v) = get("VIGIA_API_KEYS") {
             self.ingest.api_keys = vigia_ingest::parse_api_keys(&v).map_err(|e| anyhow!("{e}"))?;
         }
+        self.ingest.apply_env(&get)?;
         let t = &mut self.processors.defaults;
         if let Some(v) = get("VIGIA_UNANSWERED_AFTER") {
             t.unanswered_after = dur("VIGIA_UNANSWERED_AFTER", &v)?;

@@ -4,8 +4,10 @@
 //! committed offsets; what is delivered again is recognised by the inbox (`insert` returns `None`)
 //! and not pushed again.
 //!
-//! A record that is not a notification is logged, counted and skipped (poison handling and dead
-//! letters belong to the processors; the gateway must never stall on one). An inbox failure is
+//! A record that is not a notification is logged (with its [`vigia_schemas::DeadLetterReason`]),
+//! counted and skipped (poison handling and dead letters belong to the processors; the gateway
+//! must never stall on one). A notification of any size Kafka holds is stored and pushed like
+//! any other. An inbox failure is
 //! retried with backoff, without moving on: nothing is skipped while the database is down.
 
 use std::time::Duration;
@@ -15,7 +17,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::ClientConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use vigia_schemas::Notification;
+use vigia_schemas::{decode_json, Notification, RecordError, SellerMetrics};
 
 use crate::Gateway;
 
@@ -104,13 +106,14 @@ async fn handle(
 ) -> bool {
     let notification = match decode(message.payload()) {
         Ok(n) => n,
-        Err(reason) => {
+        Err(error) => {
             gateway.shared.metrics.undecodable.inc();
             tracing::warn!(
                 topic = message.topic(),
                 partition = message.partition(),
                 offset = message.offset(),
-                reason,
+                reason = %error.reason(),
+                %error,
                 "skipping a record of the notifications topic that is not a notification"
             );
             return true;
@@ -165,17 +168,13 @@ pub(crate) fn spawn_board(
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Ok(message) => {
-                        let decoded = message
-                            .payload()
-                            .ok_or_else(|| "empty record".to_string())
-                            .and_then(|p| serde_json::from_slice::<vigia_schemas::SellerMetrics>(p).map_err(|e| e.to_string()));
-                        match decoded {
+                        match decode_json::<SellerMetrics>(message.payload(), "seller-metrics snapshot") {
                             Ok(snapshot) => {
                                 gateway.apply_seller_metrics(snapshot);
                             }
-                            Err(reason) => {
+                            Err(error) => {
                                 gateway.shared.metrics.undecodable.inc();
-                                tracing::warn!(partition = message.partition(), offset = message.offset(), reason, "skipping a record of the seller-metrics topic that is not a snapshot");
+                                tracing::warn!(partition = message.partition(), offset = message.offset(), reason = %error.reason(), %error, "skipping a record of the seller-metrics topic that is not a snapshot");
                             }
                         }
                     }
@@ -186,9 +185,8 @@ pub(crate) fn spawn_board(
     }))
 }
 
-fn decode(payload: Option<&[u8]>) -> Result<Notification, String> {
-    let payload = payload.ok_or("empty record")?;
-    serde_json::from_slice(payload).map_err(|e| e.to_string())
+fn decode(payload: Option<&[u8]>) -> Result<Notification, RecordError> {
+    decode_json(payload, "notification")
 }
 
 #[cfg(test)]
@@ -197,9 +195,19 @@ mod tests {
 
     #[test]
     fn records_that_are_not_notifications_are_rejected_with_a_reason() {
-        assert_eq!(decode(None).unwrap_err(), "empty record");
+        use vigia_schemas::DeadLetterReason;
+        assert_eq!(
+            decode(None).unwrap_err().reason(),
+            DeadLetterReason::EmptyRecord
+        );
+        assert_eq!(
+            decode(Some(&[0xff])).unwrap_err().reason(),
+            DeadLetterReason::NotUtf8
+        );
         assert!(decode(Some(b"{")).is_err());
-        assert!(decode(Some(br#"{"id":"x"}"#)).is_err());
+        let e = decode(Some(br#"{"id":"x"}"#)).unwrap_err();
+        assert_eq!(e.reason(), DeadLetterReason::InvalidRecord);
+        assert!(e.to_string().starts_with("not a valid notification"), "{e}");
         let ok = br#"{"id":"6f1b3c52-8a4e-5d1f-9b27-3e440c81a95d","tenant_id":1,"type":"hot_lead",
             "priority":"urgent","audience":{"role":"ceo"},"title":"t","message":"m",
             "created_at":"2026-02-27T15:00:00Z"}"#;

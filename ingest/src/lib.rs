@@ -9,7 +9,8 @@
 //!   `400 {"error": "...", "errors": [{"index", "field", "message"}]}` listing every problem of
 //!   every event (`index` = position among the request's events; for NDJSON, among its non-blank
 //!   lines; a line that is not JSON is an error with `field: ""`). `occurred_at` more than
-//!   [`Config::max_future_skew`] ahead of the server clock is such an error. Once every event is
+//!   [`Config::max_future_skew`] ahead of the server clock is such an error, and so is a text
+//!   field longer than its limit (see *Field limits* below). Once every event is
 //!   valid, one whose `tenant_id` is not the key's tenant → `403` with `errors` naming each such
 //!   event by `index` and `event_id`. Request-level problems (body not JSON, no events) are
 //!   `400 {"error": "..."}`; `401`, `413` (body over [`Config::max_body_bytes`], more than
@@ -27,6 +28,26 @@
 //!   because `event_id` makes it idempotent. Nothing is dropped silently.
 //! - `GET /v1/schemas` (no key needed) → `{"event_types": [...], "schemas": {"<type>": <JSON
 //!   Schema>}}`.
+//!
+//! # Field limits
+//!
+//! One event cannot carry megabytes into the pipeline: each text field has a length limit, in
+//! characters (as JSON Schema's `maxLength`, which the served schemas carry). Over it → `400`
+//! naming the field, the limit and the length.
+//!
+//! | field | default | config (`[ingest]`) | environment |
+//! |---|---|---|---|
+//! | `message.received.text`, `lead.follow_up_scheduled.note` | 65 536 | `max_text_chars` | `VIGIA_INGEST_MAX_TEXT_CHARS` |
+//! | `lead.created.name`, `lead.created.location`, `user.upserted.name` | 256 | `max_name_chars` | `VIGIA_INGEST_MAX_NAME_CHARS` |
+//! | `phone_number` | 64 | fixed | |
+//! | `user.upserted.time_zone` | 64 | fixed | |
+//! | entity ids (`conversation_id`, `lead_id`, `session_id`, `client_id`) | 128 bytes | fixed | |
+//! | the request body | 1 MiB | `max_body_bytes` | |
+//! | events per request | 10 000 | `max_events_per_request` | |
+//!
+//! Limits are checked at this door only: the stages behind it take what Kafka holds, and a record
+//! written there by other means, however large, is dead-lettered in bounded form if it cannot be
+//! used — it never stops a stage.
 //!
 //! What it does not: create topics (the binary does, before [`Ingest::new`]), serve `/health` or
 //! `/metrics` (the binary does, using [`Ingest::ready`] and the registry passed to
@@ -56,7 +77,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
-use vigia_schemas::{TenantId, Topics};
+use vigia_schemas::{FieldLimits, TenantId, Topics};
 
 use request::{Batch, Limits, Rejection};
 
@@ -87,6 +108,10 @@ pub struct Config {
     /// How far ahead of the server clock `occurred_at` may be (default 5m); further → 400.
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
+    /// Longest `text` / `note`, in characters (default 65 536); longer → 400.
+    pub max_text_chars: usize,
+    /// Longest name or location, in characters (default 256); longer → 400.
+    pub max_name_chars: usize,
 }
 
 impl Default for Config {
@@ -97,7 +122,35 @@ impl Default for Config {
             max_events_per_request: 10_000,
             produce_timeout: Duration::from_secs(10),
             max_future_skew: Duration::from_secs(5 * 60),
+            max_text_chars: FieldLimits::default().text_chars,
+            max_name_chars: FieldLimits::default().name_chars,
         }
+    }
+}
+
+impl Config {
+    /// The field limits of [`Config::max_text_chars`] and [`Config::max_name_chars`].
+    pub fn field_limits(&self) -> FieldLimits {
+        FieldLimits {
+            text_chars: self.max_text_chars,
+            name_chars: self.max_name_chars,
+        }
+    }
+
+    /// Applies `VIGIA_INGEST_MAX_TEXT_CHARS` and `VIGIA_INGEST_MAX_NAME_CHARS` (`get` reads a
+    /// variable: the process environment, or a test's map).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), IngestError> {
+        for (name, value) in [
+            ("VIGIA_INGEST_MAX_TEXT_CHARS", &mut self.max_text_chars),
+            ("VIGIA_INGEST_MAX_NAME_CHARS", &mut self.max_name_chars),
+        ] {
+            if let Some(v) = get(name) {
+                *value = v.trim().parse().map_err(|e| {
+                    IngestError::Config(format!("{name}={v:?} is not a number of characters: {e}"))
+                })?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -115,6 +168,8 @@ impl fmt::Debug for Config {
             .field("max_events_per_request", &self.max_events_per_request)
             .field("produce_timeout", &self.produce_timeout)
             .field("max_future_skew", &self.max_future_skew)
+            .field("max_text_chars", &self.max_text_chars)
+            .field("max_name_chars", &self.max_name_chars)
             .finish()
     }
 }
@@ -261,9 +316,15 @@ impl Ingest {
         topics: &Topics,
         registry: &mut Registry,
     ) -> Result<Ingest, IngestError> {
-        if config.max_body_bytes == 0 || config.max_events_per_request == 0 {
+        if config.max_body_bytes == 0
+            || config.max_events_per_request == 0
+            || config.max_text_chars == 0
+            || config.max_name_chars == 0
+        {
             return Err(IngestError::Config(
-                "max_body_bytes and max_events_per_request must be at least 1".into(),
+                "max_body_bytes, max_events_per_request, max_text_chars and max_name_chars must \
+                 be at least 1"
+                    .into(),
             ));
         }
         let timeout_ms = config.produce_timeout.as_millis();
@@ -298,13 +359,14 @@ impl Ingest {
 
         let schemas = serde_json::json!({
             "event_types": vigia_schemas::EVENT_TYPES,
-            "schemas": vigia_schemas::event_json_schemas(),
+            "schemas": vigia_schemas::event_json_schemas_with(&config.field_limits()),
         });
         let inner = Inner {
             limits: Limits {
                 max_events: config.max_events_per_request,
                 max_future_skew: config.max_future_skew,
                 max_event_bytes: message_max_bytes.saturating_sub(RECORD_OVERHEAD_BYTES),
+                fields: config.field_limits(),
             },
             config,
             producer,

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
-use vigia_schemas::{Event, TenantId};
+use vigia_schemas::{Event, FieldLimits, TenantId};
 
 /// The API key header (HTTP header names are case-insensitive).
 pub(crate) const API_KEY_HEADER: &str = "x-api-key";
@@ -32,6 +32,8 @@ pub(crate) struct Limits {
     /// Largest canonical JSON of one event that Kafka will take (the producer's
     /// `message.max.bytes` minus room for the key, headers and record overhead).
     pub max_event_bytes: usize,
+    /// Longest text fields.
+    pub fields: FieldLimits,
 }
 
 /// One event ready to produce.
@@ -234,7 +236,7 @@ fn split_events(
 /// Validates a request's events, all-or-nothing.
 ///
 /// Order of checks: every event is validated (schema, then `occurred_at` not beyond
-/// `now + max_future_skew`) and all problems are returned together (400). Only a request whose
+/// `now + max_future_skew` and its text fields within [`Limits::fields`]) and all problems are returned together (400). Only a request whose
 /// events are all valid is checked for tenant (403, naming each foreign event). Then duplicate
 /// `event_id`s within the request are dropped, keeping the first occurrence: Kafka consumers
 /// de-duplicate by `event_id` anyway, so this only saves work; the request's `accepted` count is
@@ -290,7 +292,14 @@ pub(crate) fn parse_events(
                     ),
                 ));
             }
-            Ok(event) => events.push((index, event)),
+            Ok(event) => {
+                let too_long = event.check_lengths(&limits.fields);
+                if too_long.is_empty() {
+                    events.push((index, event));
+                } else {
+                    errors.extend(too_long.into_iter().map(|e| error(&e.field, e.message)));
+                }
+            }
         }
     }
     if !errors.is_empty() {
@@ -357,6 +366,7 @@ mod tests {
             max_events: 5,
             max_future_skew: Duration::from_secs(300),
             max_event_bytes: 10_000,
+            fields: FieldLimits::default(),
         }
     }
 

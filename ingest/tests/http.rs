@@ -192,3 +192,141 @@ async fn schemas_are_served_without_a_key() {
     assert_eq!(json["event_types"], json!(vigia_schemas::EVENT_TYPES));
     assert_eq!(json["schemas"], vigia_schemas::event_json_schemas());
 }
+
+/// Issue 13: one field of one event cannot carry megabytes into the pipeline. Every free-text
+/// field has a length limit (in characters, as JSON Schema's `maxLength` counts); a field over it
+/// is a 400 naming the field and the limit. Before the limits an event with ~900 KB of text was
+/// accepted, and its dead letter, re-escaped, no longer fit a Kafka record.
+#[tokio::test]
+async fn fields_over_their_length_limit_are_400_naming_the_field() {
+    let (ingest, _registry) = unreachable(config());
+    let long = |n: usize| json!("x".repeat(n));
+    let mut message = event(1, TENANT, "message.received");
+    message["text"] = long(65_537);
+    message["phone_number"] = long(65);
+    let mut lead = event(2, TENANT, "lead.created");
+    lead["name"] = long(257);
+    lead["location"] = long(257);
+    lead["phone_number"] = long(65);
+    let mut user = event(3, TENANT, "user.upserted");
+    user.as_object_mut().unwrap().remove("conversation_id");
+    user["user_id"] = json!(7);
+    user["role"] = json!("seller");
+    user["name"] = long(257);
+    user["time_zone"] = long(65);
+    let mut follow_up = event(4, TENANT, "lead.follow_up_scheduled");
+    follow_up.as_object_mut().unwrap().remove("conversation_id");
+    follow_up["lead_id"] = json!("l1");
+    follow_up["seller_id"] = json!(7);
+    follow_up["due_at"] = json!("2026-02-28T15:00:00Z");
+    follow_up["note"] = long(65_537);
+
+    let r = post_json(&ingest, &json!([message, lead, user, follow_up])).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    let errors: Vec<(u64, String, String)> = r.json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["field"].as_str().unwrap().to_string(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let fields: Vec<(u64, &str)> = errors.iter().map(|(i, f, _)| (*i, f.as_str())).collect();
+    assert_eq!(
+        fields,
+        vec![
+            (0, "phone_number"),
+            (0, "text"),
+            (1, "location"),
+            (1, "name"),
+            (1, "phone_number"),
+            (2, "name"),
+            (2, "time_zone"),
+            (3, "note"),
+        ]
+    );
+    assert!(errors[1].2.contains("65536 characters"), "{}", errors[1].2);
+    assert!(errors[3].2.contains("256 characters"), "{}", errors[3].2);
+    // The message says how long it was, not what it was: a refusal stays small.
+    assert!(
+        r.json.to_string().len() < 4096,
+        "{}",
+        r.json.to_string().len()
+    );
+
+    // At the limit, counted in characters (not bytes), the events are valid: they reach Kafka
+    // (which is unreachable here: 503).
+    let mut message = event(5, TENANT, "message.received");
+    message["text"] = json!("ñ".repeat(65_536));
+    let mut lead = event(6, TENANT, "lead.created");
+    lead["name"] = json!("ñ".repeat(256));
+    let r = post_json(&ingest, &json!([message, lead])).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.json);
+}
+
+/// The limits are configurable ([ingest] `max_text_chars`, `max_name_chars`), and the served
+/// JSON Schemas carry the configured ones as `maxLength`.
+#[tokio::test]
+async fn configured_field_limits_apply_and_the_schemas_show_them() {
+    let mut config = config();
+    let limits: Config = serde_json::from_value(json!({"max_text_chars": 10, "max_name_chars": 3}))
+        .expect("the limits are [ingest] keys");
+    config.max_text_chars = limits.max_text_chars;
+    config.max_name_chars = limits.max_name_chars;
+    let (ingest, _registry) = unreachable(config);
+    let mut message = event(1, TENANT, "message.received");
+    message["text"] = json!("x".repeat(11));
+    let r = post_json(&ingest, &message).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    assert_eq!(r.json["errors"][0]["field"], json!("text"));
+    assert!(r.json["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("10 characters"));
+
+    let response = tower::ServiceExt::oneshot(
+        ingest.router(),
+        axum::http::Request::get("/v1/schemas")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    let schemas = &json["schemas"];
+    assert_eq!(
+        schemas["message.received"]["properties"]["text"]["maxLength"],
+        json!(10)
+    );
+    assert_eq!(
+        schemas["lead.created"]["properties"]["name"]["maxLength"],
+        json!(3)
+    );
+    assert_eq!(
+        schemas["lead.created"]["properties"]["phone_number"]["maxLength"],
+        json!(64)
+    );
+}
+
+#[test]
+fn field_limits_come_from_the_environment_too() {
+    let mut config = Config::default();
+    let env = |k: &str| match k {
+        "VIGIA_INGEST_MAX_TEXT_CHARS" => Some("1000".to_string()),
+        "VIGIA_INGEST_MAX_NAME_CHARS" => Some(" 80 ".to_string()),
+        _ => None,
+    };
+    config.apply_env(env).unwrap();
+    assert_eq!((config.max_text_chars, config.max_name_chars), (1000, 80));
+    let e = config
+        .apply_env(|k| (k == "VIGIA_INGEST_MAX_NAME_CHARS").then(|| "many".to_string()))
+        .unwrap_err();
+    assert!(e.to_string().contains("VIGIA_INGEST_MAX_NAME_CHARS"), "{e}");
+}

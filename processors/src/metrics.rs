@@ -19,6 +19,12 @@ pub(crate) struct KindLabel {
     pub kind: &'static str,
 }
 
+/// A [`vigia_schemas::DeadLetterReason`], by its `as_str()`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct PartitionLabel {
     pub partition: i32,
@@ -50,6 +56,10 @@ pub(crate) struct Metrics {
     pub live: Family<PartitionLabel, Gauge>,
     /// Offset commits that failed (retried by the next one).
     pub commit_failures: Counter,
+    /// Dead letters produced, by reason (records and outputs that could not be used).
+    pub dead_letters: Family<ReasonLabel, Counter>,
+    /// Dead letters Kafka refused for good (skipped), by the reason of what they carried.
+    pub dead_letters_lost: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -65,6 +75,8 @@ impl Metrics {
             watermark: Family::default(),
             live: Family::default(),
             commit_failures: Counter::default(),
+            dead_letters: Family::default(),
+            dead_letters_lost: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("vigia_processor");
         r.register(
@@ -109,6 +121,17 @@ impl Metrics {
             "commit_failures",
             "Offset commits that failed",
             m.commit_failures.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Dead letters produced, by reason (empty_record, not_utf8, invalid_event, clock_skew, \
+             too_late, output_too_large, output_refused)",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "dead_letters_lost",
+            "Dead letters Kafka refused for good and that were skipped, by reason",
+            m.dead_letters_lost.clone(),
         );
         m
     }

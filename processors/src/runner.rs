@@ -10,6 +10,18 @@
 //! goes to `dead_letters` as a [`DeadLetter`] (stage `processors`, origin topic/partition/offset,
 //! the reason); the partition moves on — a poison record never stalls it.
 //!
+//! # Errors on one record never stop the stage
+//!
+//! Dead letters are bounded (see [`vigia_schemas::record`]): they always fit a Kafka record. An
+//! output Kafka refuses *for good* — larger than a record (a seller's name of 600 KB in a report
+//! written straight to Kafka), or invalid — is replaced by its dead letter (reason
+//! `output_too_large` / `output_refused`, `topic` = where it was going), which takes its place in
+//! the offset accounting: the offset is committed once the dead letter is acknowledged. A dead
+//! letter Kafka refuses for good (only a broker configured below its size) is counted
+//! (`vigia_processor_dead_letters_lost_total`) and logged. Other delivery errors (broker away) are
+//! retried by the producer for `message.timeout.ms`; if they persist the stage stops without
+//! committing past the output, and a restart re-sends it (same id): nothing is lost.
+//!
 //! An offset is committed (every [`Config::commit_interval`]) only once every output caused before
 //! it has been acknowledged by Kafka (`acks=all`, idempotent producer). With each commit go, as
 //! commit metadata (JSON), the engine's clock watermark and, when everything is acknowledged, the
@@ -89,10 +101,12 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vigia_schemas::{DeadLetter, Event, NotificationType, Topics};
+use vigia_schemas::{
+    dead_letter_key, decode_event, DeadLetter, DeadLetterReason, NotificationType, Origin, Topics,
+};
 
 use crate::engine::{chrono_duration, Output, PartitionEngine};
-use crate::metrics::{KindLabel, Metrics, PartitionLabel};
+use crate::metrics::{KindLabel, Metrics, PartitionLabel, ReasonLabel};
 use crate::{Config, ProcessorError};
 
 /// Timeout of blocking Kafka metadata calls (committed offsets, watermarks, sync commits).
@@ -222,6 +236,7 @@ impl Processors {
             metrics: self.metrics,
             runs: HashMap::new(),
             inflight: FuturesUnordered::new(),
+            redo: VecDeque::new(),
             next_generation: 0,
         };
         let mut tick = tokio::time::interval(self.config.tick);
@@ -245,6 +260,7 @@ impl Processors {
                 while let Ok(r) = rebalances.try_recv() {
                     runner.on_rebalance(r).await?;
                 }
+                runner.resend()?;
                 match step {
                     Step::Stop => return Ok(()),
                     Step::Ack(ack) => runner.on_ack(ack)?,
@@ -273,6 +289,16 @@ impl Processors {
     }
 }
 
+/// What [`Runner::enqueue`] did with a record.
+enum Enqueued {
+    Sent,
+    /// The producer's queue is full: wait for deliveries, then try again.
+    QueueFull,
+    /// Kafka will never take this record (too large, invalid).
+    Refused(DeadLetterReason, KafkaError),
+    Failed(KafkaError),
+}
+
 enum Step {
     Stop,
     Ack(Ack),
@@ -286,7 +312,7 @@ struct Record {
     partition: i32,
     offset: i64,
     key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    payload: Option<Vec<u8>>,
     timestamp: Option<DateTime<Utc>>,
 }
 
@@ -296,7 +322,7 @@ impl Record {
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            payload: m.payload().map(<[u8]>::to_vec),
             timestamp: m
                 .timestamp()
                 .to_millis()
@@ -401,15 +427,29 @@ struct Ack {
     offset: i64,
     kind: &'static str,
     topic: String,
-    result: Result<(), String>,
+    /// The output's event time (a dead letter of it keeps it).
+    time: Option<DateTime<Utc>>,
+    result: Result<(), Undelivered>,
 }
+
+/// An output Kafka did not acknowledge, returned with the error.
+struct Undelivered {
+    error: KafkaError,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// `Outgoing::kind` of a dead letter.
+const DEAD_LETTER: &str = "dead_letter";
 
 /// A record to produce.
 struct Outgoing {
     topic: String,
-    key: String,
+    key: Vec<u8>,
     payload: Vec<u8>,
     kind: &'static str,
+    /// The output's event time, for its dead letter if Kafka refuses it.
+    time: Option<DateTime<Utc>>,
 }
 
 /// The clock watermarks travelling with a committed offset, as the commit's metadata (JSON).
@@ -520,6 +560,9 @@ struct Runner {
     metrics: Metrics,
     runs: HashMap<i32, PartitionRun>,
     inflight: FuturesUnordered<BoxFuture<'static, Ack>>,
+    /// Dead letters of outputs Kafka refused for good, waiting for room in the producer's queue:
+    /// (partition, generation, offset, dead letter). Their offsets are still pending.
+    redo: VecDeque<(i32, u64, i64, Outgoing)>,
     next_generation: u64,
 }
 
@@ -701,10 +744,11 @@ impl Runner {
         }
 
         let before = run.engine.stats();
-        let (outputs, dead): (Vec<Output>, Option<String>) = match decode(&rec.payload) {
-            Err(reason) => {
+        let decoded = decode_event(rec.payload.as_deref());
+        let (outputs, dead): (Vec<Output>, Option<(DeadLetterReason, String)>) = match decoded {
+            Err(error) => {
                 self.metrics.record("undecodable");
-                (Vec::new(), Some(reason))
+                (Vec::new(), Some((error.reason(), error.to_string())))
             }
             Ok(event) => match rec.timestamp {
                 Some(written) if event.occurred_at > written + max_skew => {
@@ -716,7 +760,7 @@ impl Runner {
                         written.to_rfc3339(),
                         humantime_serde::re::humantime::format_duration(self.config.max_clock_skew)
                     );
-                    (Vec::new(), Some(reason))
+                    (Vec::new(), Some((DeadLetterReason::ClockSkew, reason)))
                 }
                 _ => {
                     let out = run.engine.on_event(&event);
@@ -774,8 +818,8 @@ impl Runner {
         }
         let mut outgoing = self.outgoing(advanced, None, rec.partition);
         outgoing.extend(self.outgoing(outputs, Some(&rec), rec.partition));
-        if let Some(reason) = dead {
-            outgoing.push(self.dead_letter(&rec, reason));
+        if let Some((reason, error)) = dead {
+            outgoing.push(self.dead_letter(&rec, reason, &error));
         }
         self.send(rec.partition, generation, rec.offset, outgoing)
             .await
@@ -921,28 +965,135 @@ impl Runner {
     }
 
     fn on_ack(&mut self, ack: Ack) -> Result<(), ProcessorError> {
-        if let Err(reason) = ack.result {
-            return Err(ProcessorError::Delivery {
-                topic: ack.topic,
-                reason,
-            });
+        match ack.result {
+            Ok(()) => {
+                self.metrics
+                    .outputs
+                    .get_or_create(&KindLabel { kind: ack.kind })
+                    .inc();
+            }
+            Err(undelivered) => {
+                let Some(reason) = refused_for_good(&undelivered.error) else {
+                    return Err(ProcessorError::Delivery {
+                        topic: ack.topic,
+                        reason: undelivered.error.to_string(),
+                    });
+                };
+                let refused = Outgoing {
+                    topic: ack.topic,
+                    key: undelivered.key,
+                    payload: undelivered.payload,
+                    kind: ack.kind,
+                    time: ack.time,
+                };
+                // The dead letter takes the output's place: its offset stays pending until the
+                // dead letter is acknowledged.
+                if let Some(letter) = self.refused(
+                    refused,
+                    ack.partition,
+                    ack.offset,
+                    reason,
+                    &undelivered.error,
+                ) {
+                    self.redo
+                        .push_back((ack.partition, ack.generation, ack.offset, letter));
+                    return self.resend();
+                }
+            }
         }
-        self.metrics
-            .outputs
-            .get_or_create(&KindLabel { kind: ack.kind })
-            .inc();
-        let Some(run) = self.runs.get_mut(&ack.partition) else {
-            return Ok(());
+        self.settle(ack.partition, ack.generation, ack.offset);
+        Ok(())
+    }
+
+    /// One output of position `offset` is done with (acknowledged, or given up for good).
+    fn settle(&mut self, partition: i32, generation: u64, offset: i64) {
+        let Some(run) = self.runs.get_mut(&partition) else {
+            return;
         };
-        if run.generation != ack.generation {
-            return Ok(());
+        if run.generation != generation {
+            return;
         }
-        let offset = ack.offset;
         if let Some(entry) = run.pending.iter_mut().find(|(o, _)| *o == offset) {
             entry.1 = entry.1.saturating_sub(1);
         }
         while run.pending.front().is_some_and(|(_, left)| *left == 0) {
             run.pending.pop_front();
+        }
+    }
+
+    /// What replaces an output Kafka refused for good: its dead letter, or nothing when the
+    /// refused record was already a dead letter (counted as lost: bounded dead letters fit any
+    /// broker with a sane `max.message.bytes`).
+    fn refused(
+        &self,
+        o: Outgoing,
+        partition: i32,
+        offset: i64,
+        reason: DeadLetterReason,
+        error: &KafkaError,
+    ) -> Option<Outgoing> {
+        if o.kind == DEAD_LETTER {
+            self.metrics
+                .dead_letters_lost
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc();
+            tracing::error!(
+                partition,
+                offset,
+                bytes = o.payload.len(),
+                %error,
+                "Kafka refused a dead letter for good; skipping it (check the dead_letters \
+                 topic's max.message.bytes)"
+            );
+            return None;
+        }
+        tracing::warn!(
+            partition,
+            offset,
+            topic = %o.topic,
+            kind = o.kind,
+            bytes = o.payload.len(),
+            %error,
+            "Kafka refused an output for good; dead-lettering it"
+        );
+        let letter = DeadLetter::of_output(
+            "processors",
+            &o.topic,
+            (partition, offset),
+            o.time,
+            reason,
+            &format_args!("Kafka refused this {} ({error})", o.kind),
+            &o.payload,
+        );
+        Some(self.letter_outgoing(letter, reason, Some(&o.key)))
+    }
+
+    /// Enqueues the dead letters of refused outputs (their offsets are already counted pending).
+    fn resend(&mut self) -> Result<(), ProcessorError> {
+        while let Some((partition, generation, offset, o)) = self.redo.pop_front() {
+            match self.enqueue(partition, generation, offset, &o) {
+                Enqueued::Sent => {}
+                Enqueued::QueueFull => {
+                    self.redo.push_front((partition, generation, offset, o));
+                    return Ok(());
+                }
+                Enqueued::Refused(reason, e) => {
+                    if let Some(letter) = self.refused(o, partition, offset, reason, &e) {
+                        self.redo
+                            .push_front((partition, generation, offset, letter));
+                    } else {
+                        self.settle(partition, generation, offset);
+                    }
+                }
+                Enqueued::Failed(e) => {
+                    return Err(ProcessorError::Delivery {
+                        topic: o.topic,
+                        reason: e.to_string(),
+                    })
+                }
+            }
         }
         Ok(())
     }
@@ -975,19 +1126,35 @@ impl Runner {
     ) -> Vec<Outgoing> {
         let mut out = Vec::with_capacity(outputs.len());
         for o in outputs {
-            let key = o.tenant_id().to_string();
-            let (topic, payload, kind) = match &o {
-                Output::Notification(n) => (&self.topics.notifications, to_json(n), "notification"),
-                Output::ResponseTime(r) => {
-                    (&self.topics.response_times, to_json(r), "response_time")
-                }
-                Output::LeadScore(l) => (&self.topics.lead_scores, to_json(l), "lead_score"),
-                Output::SellerMetrics(m) => {
-                    (&self.topics.seller_metrics, to_json(m), "seller_metrics")
-                }
+            let key = o.tenant_id().to_string().into_bytes();
+            let (topic, payload, kind, time) = match &o {
+                Output::Notification(n) => (
+                    &self.topics.notifications,
+                    to_json(n),
+                    "notification",
+                    n.created_at,
+                ),
+                Output::ResponseTime(r) => (
+                    &self.topics.response_times,
+                    to_json(r),
+                    "response_time",
+                    r.replied_at,
+                ),
+                Output::LeadScore(l) => (
+                    &self.topics.lead_scores,
+                    to_json(l),
+                    "lead_score",
+                    l.computed_at,
+                ),
+                Output::SellerMetrics(m) => (
+                    &self.topics.seller_metrics,
+                    to_json(m),
+                    "seller_metrics",
+                    m.snapshot_at,
+                ),
                 Output::TooLate(t) => {
                     match rec {
-                        Some(rec) => out.push(self.dead_letter(rec, t.to_string())),
+                        Some(rec) => out.push(self.dead_letter(rec, DeadLetterReason::TooLate, t)),
                         None => {
                             tracing::error!(partition, "too-late output without its record: {t}")
                         }
@@ -1010,30 +1177,49 @@ impl Runner {
                 key,
                 payload,
                 kind,
+                time: Some(time),
             });
         }
         out
     }
 
-    fn dead_letter(&self, rec: &Record, error: String) -> Outgoing {
-        let letter = DeadLetter {
-            stage: "processors".into(),
-            topic: self.topics.events.clone(),
+    /// The dead letter of a consumed record.
+    fn dead_letter(
+        &self,
+        rec: &Record,
+        reason: DeadLetterReason,
+        error: &dyn std::fmt::Display,
+    ) -> Outgoing {
+        let origin = Origin {
+            topic: &self.topics.events,
             partition: rec.partition,
             offset: rec.offset,
-            error,
-            payload: String::from_utf8_lossy(&rec.payload).into_owned(),
-            origin_timestamp: rec.timestamp,
+            timestamp: rec.timestamp,
+            key: rec.key.as_deref(),
         };
+        let payload = rec.payload.as_deref().unwrap_or_default();
+        let letter = DeadLetter::of_record("processors", &origin, reason, error, payload);
+        self.letter_outgoing(letter, reason, rec.key.as_deref())
+    }
+
+    fn letter_outgoing(
+        &self,
+        letter: DeadLetter,
+        reason: DeadLetterReason,
+        key: Option<&[u8]>,
+    ) -> Outgoing {
+        self.metrics
+            .dead_letters
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
         Outgoing {
             topic: self.topics.dead_letters.clone(),
-            key: rec
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default(),
-            payload: to_json(&letter),
-            kind: "dead_letter",
+            key: dead_letter_key(key),
+            payload: letter.to_json().into_bytes(),
+            kind: DEAD_LETTER,
+            time: letter.origin_timestamp,
         }
     }
 
@@ -1055,38 +1241,28 @@ impl Runner {
                 _ => run.pending.push_back((offset, outgoing.len())),
             }
         }
-        for o in outgoing {
+        for mut o in outgoing {
             loop {
-                let record = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        let topic = o.topic.clone();
-                        let kind = o.kind;
-                        self.inflight.push(Box::pin(async move {
-                            let result = match delivery.await {
-                                Ok(Ok(_)) => Ok(()),
-                                Ok(Err((e, _))) => Err(e.to_string()),
-                                Err(_) => Err("the producer was dropped".to_string()),
-                            };
-                            Ack {
-                                partition,
-                                generation,
-                                offset,
-                                kind,
-                                topic,
-                                result,
-                            }
-                        }));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                match self.enqueue(partition, generation, offset, &o) {
+                    Enqueued::Sent => break,
+                    Enqueued::QueueFull => {
                         // Let deliveries make room.
                         match self.inflight.next().await {
                             Some(ack) => self.on_ack(ack)?,
                             None => tokio::time::sleep(Duration::from_millis(10)).await,
                         }
+                        self.resend()?;
                     }
-                    Err((e, _)) => {
+                    Enqueued::Refused(reason, e) => {
+                        match self.refused(o, partition, offset, reason, &e) {
+                            Some(letter) => o = letter,
+                            None => {
+                                self.settle(partition, generation, offset);
+                                break;
+                            }
+                        }
+                    }
+                    Enqueued::Failed(e) => {
                         return Err(ProcessorError::Delivery {
                             topic: o.topic.clone(),
                             reason: e.to_string(),
@@ -1096,6 +1272,50 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// Hands one record to the producer; its delivery report comes back through `inflight`.
+    fn enqueue(&mut self, partition: i32, generation: u64, offset: i64, o: &Outgoing) -> Enqueued {
+        let record = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
+        match self.producer.send_result(record) {
+            Ok(delivery) => {
+                let topic = o.topic.clone();
+                let kind = o.kind;
+                let time = o.time;
+                self.inflight.push(Box::pin(async move {
+                    let result = match delivery.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((error, message))) => Err(Undelivered {
+                            error,
+                            key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        }),
+                        Err(_) => Err(Undelivered {
+                            error: KafkaError::Canceled,
+                            key: Vec::new(),
+                            payload: Vec::new(),
+                        }),
+                    };
+                    Ack {
+                        partition,
+                        generation,
+                        offset,
+                        kind,
+                        topic,
+                        time,
+                        result,
+                    }
+                }));
+                Enqueued::Sent
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Enqueued::QueueFull
+            }
+            Err((e, _)) => match refused_for_good(&e) {
+                Some(reason) => Enqueued::Refused(reason, e),
+                None => Enqueued::Failed(e),
+            },
+        }
     }
 }
 
@@ -1207,13 +1427,21 @@ fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("outputs serialize")
 }
 
-fn decode(payload: &[u8]) -> Result<Event, String> {
-    let text =
-        std::str::from_utf8(payload).map_err(|e| format!("the record is not UTF-8 text: {e}"))?;
-    Event::from_json(text).map_err(|errors| {
-        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        format!("not a valid event: {}", list.join("; "))
-    })
+/// Why Kafka will never take a record, if that is why it refused it: too large, or invalid.
+/// Anything else (broker away, timeout) is transient.
+fn refused_for_good(e: &KafkaError) -> Option<DeadLetterReason> {
+    use RDKafkaErrorCode as Code;
+    match e.rdkafka_error_code()? {
+        Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::MessageBatchTooLarge => {
+            Some(DeadLetterReason::OutputTooLarge)
+        }
+        Code::InvalidMessage
+        | Code::InvalidRecord
+        | Code::InvalidTimestamp
+        | Code::PolicyViolation
+        | Code::BadMessage => Some(DeadLetterReason::OutputRefused),
+        _ => None,
+    }
 }
 
 /// `Processors::run` must be spawnable on a multi-threaded runtime.
@@ -1222,4 +1450,31 @@ fn run_is_send(
     p: Processors,
 ) -> impl std::future::Future<Output = Result<(), ProcessorError>> + Send {
     p.run(CancellationToken::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_of_the_record_itself_are_for_good() {
+        let produce = |code| KafkaError::MessageProduction(code);
+        assert_eq!(
+            refused_for_good(&produce(RDKafkaErrorCode::MessageSizeTooLarge)),
+            Some(DeadLetterReason::OutputTooLarge)
+        );
+        assert_eq!(
+            refused_for_good(&produce(RDKafkaErrorCode::InvalidRecord)),
+            Some(DeadLetterReason::OutputRefused)
+        );
+        for transient in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::NotEnoughReplicas,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+        ] {
+            assert_eq!(refused_for_good(&produce(transient)), None, "{transient:?}");
+        }
+        assert_eq!(refused_for_good(&KafkaError::Canceled), None);
+    }
 }

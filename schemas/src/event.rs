@@ -46,7 +46,7 @@ impl<'de> Deserialize<'de> for EntityId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         match Value::deserialize(d)? {
-            Value::String(s) if !s.is_empty() && s.len() <= 128 => Ok(EntityId(s)),
+            Value::String(s) if !s.is_empty() && s.len() <= ENTITY_ID_BYTES => Ok(EntityId(s)),
             Value::String(_) => Err(D::Error::custom(
                 "must be a non-empty string of at most 128 characters",
             )),
@@ -343,6 +343,50 @@ fn json_type(v: &Value) -> &'static str {
 
 const ENVELOPE: [&str; 4] = ["event_id", "type", "tenant_id", "occurred_at"];
 
+/// Longest `phone_number`, in characters (E.164 needs 16; room for formatting and extensions).
+pub const PHONE_NUMBER_CHARS: usize = 64;
+/// Longest `time_zone`, in characters (IANA names are at most ~32).
+pub const TIME_ZONE_CHARS: usize = 64;
+/// Longest entity id (`conversation_id`, `lead_id`, `session_id`, `client_id`), in bytes.
+pub const ENTITY_ID_BYTES: usize = 128;
+
+/// Length limits of an event's free-text fields, in characters (Unicode scalar values, as JSON
+/// Schema's `maxLength` counts). Ingest refuses an event over them ([`Event::check_lengths`]);
+/// the stages behind it take whatever Kafka holds, so a record written there directly can still
+/// be larger (and is handled: bounded dead letters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldLimits {
+    /// `message.received.text` and `lead.follow_up_scheduled.note` (default 65 536).
+    pub text_chars: usize,
+    /// `lead.created.name`, `lead.created.location` and `user.upserted.name` (default 256).
+    pub name_chars: usize,
+}
+
+impl Default for FieldLimits {
+    fn default() -> Self {
+        FieldLimits {
+            text_chars: 64 * 1024,
+            name_chars: 256,
+        }
+    }
+}
+
+impl FieldLimits {
+    /// Every limited field: (event type, field, limit in characters).
+    fn fields(&self) -> [(&'static str, &'static str, usize); 8] {
+        [
+            ("message.received", "phone_number", PHONE_NUMBER_CHARS),
+            ("message.received", "text", self.text_chars),
+            ("lead.created", "location", self.name_chars),
+            ("lead.created", "name", self.name_chars),
+            ("lead.created", "phone_number", PHONE_NUMBER_CHARS),
+            ("lead.follow_up_scheduled", "note", self.text_chars),
+            ("user.upserted", "name", self.name_chars),
+            ("user.upserted", "time_zone", TIME_ZONE_CHARS),
+        ]
+    }
+}
+
 impl Event {
     /// Parses and validates one event from JSON text.
     pub fn from_json(text: &str) -> Result<Event, Vec<FieldError>> {
@@ -400,6 +444,44 @@ impl Event {
         }
     }
 
+    /// The fields of this event longer than `limits` allow, in field-name order, each error
+    /// saying the limit and the length (never the value: a refusal stays small).
+    pub fn check_lengths(&self, limits: &FieldLimits) -> Vec<FieldError> {
+        let value = |field: &str| -> Option<&str> {
+            match (&self.payload, field) {
+                (Payload::MessageReceived(m), "phone_number") => m.phone_number.as_deref(),
+                (Payload::MessageReceived(m), "text") => m.text.as_deref(),
+                (Payload::LeadCreated(l), "location") => l.location.as_deref(),
+                (Payload::LeadCreated(l), "name") => l.name.as_deref(),
+                (Payload::LeadCreated(l), "phone_number") => l.phone_number.as_deref(),
+                (Payload::LeadFollowUpScheduled(f), "note") => f.note.as_deref(),
+                (Payload::UserUpserted(u), "name") => Some(&u.name),
+                (Payload::UserUpserted(u), "time_zone") => u.time_zone.as_deref(),
+                _ => None,
+            }
+        };
+        let kind = self.kind().as_str();
+        limits
+            .fields()
+            .into_iter()
+            .filter(|(t, _, _)| *t == kind)
+            .filter_map(|(_, field, max)| {
+                let text = value(field)?;
+                // Cheap first: a text of at most `max` bytes has at most `max` characters.
+                if text.len() <= max {
+                    return None;
+                }
+                let chars = text.chars().count();
+                (chars > max).then(|| {
+                    FieldError::new(
+                        field,
+                        format!("must be at most {max} characters, got {chars}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Canonical JSON, as written to Kafka.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an Event always serializes")
@@ -430,6 +512,9 @@ impl Event {
     }
 }
 
+/// Longest value an error message quotes: a refusal (or a dead letter's error) stays small.
+const SHOWN_BYTES: usize = 64;
+
 fn take_field<T: DeserializeOwned>(
     obj: &mut Map<String, Value>,
     name: &str,
@@ -445,7 +530,8 @@ fn take_field<T: DeserializeOwned>(
             Ok(t) => Some(t),
             Err(e) => {
                 let shown = match &v {
-                    Value::String(s) => format!("{s:?}"),
+                    Value::String(s) if s.len() <= SHOWN_BYTES => format!("{s:?}"),
+                    Value::String(s) => format!("a string of {} bytes", s.len()),
                     other => json_type(other).to_string(),
                 };
                 errors.push(FieldError::new(
@@ -529,7 +615,26 @@ fn payload_error(e: &serde_path_to_error::Error<serde_json::Error>) -> FieldErro
         };
         return FieldError::new(at, format!("unknown field ({message})"));
     }
-    FieldError::new(if path == "." { String::new() } else { path }, message)
+    FieldError::new(
+        if path == "." { String::new() } else { path },
+        shorten(message),
+    )
+}
+
+/// Longest message taken from serde, which quotes offending values (an unknown enum variant):
+/// a refusal stays small whatever the value.
+const MESSAGE_BYTES: usize = 512;
+
+fn shorten(mut message: String) -> String {
+    if message.len() > MESSAGE_BYTES {
+        let mut end = MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 fn join_path(path: &str, field: &str) -> String {
@@ -541,8 +646,30 @@ fn join_path(path: &str, field: &str) -> String {
 }
 
 /// The JSON Schema (draft 2020-12) of every event type, keyed by type name: the envelope's fields
-/// plus the type's own, with no other fields allowed. Served at `GET /v1/schemas`.
+/// plus the type's own, with no other fields allowed, and the default [`FieldLimits`] as
+/// `maxLength`. Served at `GET /v1/schemas` (with the configured limits: see
+/// [`event_json_schemas_with`]).
 pub fn event_json_schemas() -> Value {
+    event_json_schemas_with(&FieldLimits::default())
+}
+
+/// [`event_json_schemas`] with `limits` as the text fields' `maxLength`.
+pub fn event_json_schemas_with(limits: &FieldLimits) -> Value {
+    let mut schemas = event_json_schemas_unlimited();
+    for (kind, field, max) in limits.fields() {
+        if let Some(property) = schemas
+            .get_mut(kind)
+            .and_then(|s| s.get_mut("properties"))
+            .and_then(|p| p.get_mut(field))
+            .and_then(Value::as_object_mut)
+        {
+            property.insert("maxLength".into(), Value::from(max));
+        }
+    }
+    schemas
+}
+
+fn event_json_schemas_unlimited() -> Value {
     fn one<T: JsonSchema>(type_name: &str) -> Value {
         let mut schema = serde_json::to_value(schemars::schema_for!(T)).expect("schema is JSON");
         let obj = schema
@@ -722,6 +849,87 @@ mod tests {
             assert_eq!(s[t]["properties"]["type"]["const"], json!(t));
         }
         assert_eq!(s["message.received"]["additionalProperties"], json!(false));
+    }
+
+    #[test]
+    fn lengths_are_checked_in_characters_and_errors_do_not_quote_the_value() {
+        let limits = FieldLimits {
+            text_chars: 4,
+            name_chars: 2,
+        };
+        let v = with(
+            base("message.received"),
+            json!({"conversation_id": "c", "channel": "web", "text": "ññññ"}),
+        );
+        let e = Event::from_value(v).unwrap();
+        assert!(e.check_lengths(&limits).is_empty(), "4 characters, 8 bytes");
+        let v = with(
+            base("lead.created"),
+            json!({"lead_id": "l", "source": "WEBSITE", "name": "abc", "location": "xyz",
+                   "phone_number": "1".repeat(65)}),
+        );
+        let errors = Event::from_value(v).unwrap().check_lengths(&limits);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["location", "name", "phone_number"]);
+        assert_eq!(errors[1].message, "must be at most 2 characters, got 3");
+        assert!(!errors[2].message.contains("111"), "{}", errors[2].message);
+    }
+
+    #[test]
+    fn schemas_carry_the_limits() {
+        let s = event_json_schemas_with(&FieldLimits {
+            text_chars: 10,
+            name_chars: 3,
+        });
+        assert_eq!(
+            s["message.received"]["properties"]["text"]["maxLength"],
+            json!(10)
+        );
+        assert_eq!(
+            s["lead.follow_up_scheduled"]["properties"]["note"]["maxLength"],
+            json!(10)
+        );
+        assert_eq!(
+            s["user.upserted"]["properties"]["name"]["maxLength"],
+            json!(3)
+        );
+        assert_eq!(
+            s["user.upserted"]["properties"]["time_zone"]["maxLength"],
+            json!(64)
+        );
+        assert_eq!(
+            event_json_schemas()["lead.created"]["properties"]["name"]["maxLength"],
+            json!(256)
+        );
+    }
+
+    #[test]
+    fn a_huge_unknown_variant_is_not_quoted_whole() {
+        let v = with(
+            base("message.received"),
+            json!({"conversation_id": "c", "channel": "ñ".repeat(10_000)}),
+        );
+        let errors = Event::from_value(v).unwrap_err();
+        assert_eq!(errors[0].field, "channel");
+        assert!(
+            errors[0].message.len() <= MESSAGE_BYTES + 3,
+            "{}",
+            errors[0].message.len()
+        );
+    }
+
+    #[test]
+    fn a_huge_invalid_value_is_not_quoted_in_its_error() {
+        let mut v = with(base("conversation.closed"), json!({"conversation_id": "c"}));
+        v["event_id"] = json!("\"".repeat(100_000));
+        let errors = Event::from_value(v).unwrap_err();
+        assert_eq!(errors[0].field, "event_id");
+        assert!(errors[0].message.len() < 300, "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("100000 bytes"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

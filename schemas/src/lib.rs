@@ -6,22 +6,31 @@
 //! canonical JSON form (what ingest writes to Kafka), and a JSON Schema for each event type
 //! ([`event_json_schemas`]).
 //!
+//! [`record`]: decoding a consumed Kafka record, and the bounded [`DeadLetter`] of one a stage
+//! cannot use (shared by the processors and the sink).
+//!
 //! What it does not: any I/O. Every stage depends on this crate; it depends on none of them.
 
 mod event;
 mod ids;
 mod output;
+pub mod record;
 mod topics;
 
 pub use event::{
-    event_json_schemas, Channel, ConversationAssigned, ConversationClosed, EntityId, Event,
-    EventKind, FieldError, LeadCreated, LeadFollowUpScheduled, LeadSource, LeadStatus,
-    LeadStatusChanged, MessageReceived, MessageSent, Payload, Role, SessionEnded, SessionRef,
-    SessionResult, TenantId, UserId, UserUpserted, EVENT_TYPES,
+    event_json_schemas, event_json_schemas_with, Channel, ConversationAssigned, ConversationClosed,
+    EntityId, Event, EventKind, FieldError, FieldLimits, LeadCreated, LeadFollowUpScheduled,
+    LeadSource, LeadStatus, LeadStatusChanged, MessageReceived, MessageSent, Payload, Role,
+    SessionEnded, SessionRef, SessionResult, TenantId, UserId, UserUpserted, ENTITY_ID_BYTES,
+    EVENT_TYPES, PHONE_NUMBER_CHARS, TIME_ZONE_CHARS,
 };
 pub use ids::derive_id;
 pub use output::{
     Action, ActivityLevel, Audience, DeadLetter, LeadScore, Notification, NotificationType,
     Priority, ResponseTimeSample, ResponseTimeStats, SellerMetrics, TeamResponseTimes,
+};
+pub use record::{
+    dead_letter_key, decode_event, decode_json, DeadLetterReason, Origin, RecordError,
+    DEAD_LETTER_ERROR_BYTES, DEAD_LETTER_KEY_BYTES, DEAD_LETTER_PAYLOAD_BYTES, MAX_RECORD_BYTES,
 };
 pub use topics::Topics;

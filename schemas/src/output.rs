@@ -256,15 +256,40 @@ pub struct TeamResponseTimes {
 }
 
 /// A record that a stage could not process, kept with its origin so nothing is silently lost.
+/// Bounded whatever the record held (see [`crate::record`]): build one with
+/// [`DeadLetter::of_record`] or [`DeadLetter::of_output`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub stage: String,
+    /// Where the refused record was read; for a refused output, where it was going.
     pub topic: String,
+    /// For a refused output: the consumed position that caused it.
     pub partition: i32,
     pub offset: i64,
+    /// Why, in words (at most [`crate::DEAD_LETTER_ERROR_BYTES`]).
     pub error: String,
-    /// The original payload, as text (lossy if it was not UTF-8).
+    /// The refused payload as text (lossy if it was not UTF-8), its first
+    /// [`crate::DEAD_LETTER_PAYLOAD_BYTES`] only.
     pub payload: String,
+    /// Why, as a label. Absent in dead letters written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::DeadLetterReason>,
+    /// The refused record's tenant, when its payload or key names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<TenantId>,
+    /// Length in bytes of the whole refused payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<u64>,
+    /// SHA-1 (hex) of the whole refused payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_sha1: Option<String>,
+    /// `payload` is only the beginning of the refused payload.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
+    /// The dead letter's own id, for a refused output (which has no offset of its own); absent
+    /// for a consumed record, whose origin identifies it (see [`DeadLetter::row_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Uuid>,
     /// The refused record's own Kafka timestamp. It is the dead letter's time in ClickHouse:
     /// a stage that re-reads the record after a crash writes the same dead letter again, and
     /// only a time taken from the origin (not the wall clock) lets the sink recognise it.

@@ -11,8 +11,10 @@
 //!   `seller_metrics` and `dead_letters` topics in the consumer group [`Config::group_id`],
 //!   batches rows per table (up to [`Config::batch_size`] rows or [`Config::flush_interval`]),
 //!   writes each table's batch with one INSERT (RowBinary), then commits the batch's offsets. Undecodable records go to the
-//!   dead-letter topic (stage `sink`) and are committed past: one bad record never stalls a
-//!   partition.
+//!   dead-letter topic (stage `sink`; bounded, see [`vigia_schemas::record`]) and are committed
+//!   past: one bad record never stalls a partition. A dead letter Kafka refuses for good (only a
+//!   broker configured below its bounded size) is counted (`vigia_sink_dead_letters_lost_total`)
+//!   and skipped; other Kafka errors are retried, never committed past.
 //! - [`ready`], [`server_version`]: probes.
 //!
 //! What it does not: compute anything (the processors do), create Kafka topics (the root binary
@@ -28,10 +30,13 @@
 //!
 //! 1. Every row has a deterministic id: `event_id` for events, the processors' derived `id` for
 //!    outputs, an id derived from the origin for dead letters. Every copy of a record has the
-//!    same id, tenant and event time.
+//!    same id, tenant and event time. Ids are unique *within a tenant* only: `event_id` is the
+//!    tenant's CRM's, and another tenant may send the same one — which must not hide it. So a
+//!    row's identity is (tenant, id).
 //! 2. Before an INSERT, [`Writer::write`] drops in-batch duplicates and asks ClickHouse which of
-//!    the batch's ids it already has — reading only the batch's tenants and event-time range,
-//!    which the tables are sorted by — and inserts only the others, in a single INSERT.
+//!    the batch's (tenant, id) pairs it already has — reading only the batch's tenants and
+//!    event-time range, which the tables are sorted by — and inserts only the others, in a
+//!    single INSERT.
 //! 3. Offsets are committed only after every table of the batch is written. A crash before the
 //!    commit re-reads the batch; its rows are found and skipped. An INSERT that failed
 //!    half-way (one part written, another not) is completed the same way by the retry.

@@ -69,6 +69,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0008", "corrections"),
     migration!("0009", "conversions"),
     migration!("0010", "unanswered_episodes"),
+    migration!("0011", "dead_letter_bounds"),
 ];
 
 const DDL_TIMEOUT: Duration = Duration::from_secs(60);

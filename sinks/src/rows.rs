@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 use vigia_schemas::{
-    derive_id, Audience, DeadLetter, Event, LeadScore, Notification, Payload, ResponseTimeSample,
+    Audience, DeadLetter, Event, LeadScore, Notification, Payload, ResponseTimeSample,
     SellerMetrics,
 };
 
@@ -436,6 +436,12 @@ pub struct DeadLetterRow {
     pub failed_at: u32,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// [`vigia_schemas::DeadLetterReason`] as text; `''` for dead letters written before it.
+    pub reason: String,
+    /// Length of the whole refused payload (`payload` may be its beginning only); 0 if unknown.
+    pub payload_bytes: u64,
+    /// SHA-1 (hex) of the whole refused payload; `''` if unknown.
+    pub payload_sha1: String,
 }
 
 impl DeadLetterRow {
@@ -448,11 +454,9 @@ impl DeadLetterRow {
             .origin_timestamp
             .map(|t| t.timestamp_millis())
             .unwrap_or(record_timestamp_ms);
-        let partition = d.partition.to_string();
-        let offset = d.offset.to_string();
         DeadLetterRow {
-            id: derive_id("dead_letter", &[&d.stage, &d.topic, &partition, &offset]),
-            tenant_id: tenant_of(&d.payload),
+            id: d.row_id(),
+            tenant_id: d.tenant_id.unwrap_or_else(|| tenant_of(&d.payload)),
             stage: d.stage.clone(),
             origin_topic: d.topic.clone(),
             origin_partition: d.partition,
@@ -462,11 +466,16 @@ impl DeadLetterRow {
             failed_at: (at_ms.max(0) / 1000).min(u32::MAX as i64) as u32,
             kafka_partition: origin.partition,
             kafka_offset: origin.offset,
+            reason: d
+                .reason
+                .map_or_else(String::new, |r| r.as_str().to_string()),
+            payload_bytes: d.payload_bytes.unwrap_or(0),
+            payload_sha1: d.payload_sha1.clone().unwrap_or_default(),
         }
     }
 }
 
-/// The `tenant_id` of a refused record, when it is a JSON object that has one.
+/// The `tenant_id` of a refused record from before dead letters named it, when it is a JSON object that has one.
 fn tenant_of(payload: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(payload)
         .ok()
@@ -493,7 +502,7 @@ impl SinkRow for DeadLetterRow {
 mod tests {
     use super::*;
     use serde_json::json;
-    use vigia_schemas::{Action, NotificationType, Priority, Role};
+    use vigia_schemas::{derive_id, Action, NotificationType, Priority, Role};
 
     const ORIGIN: KafkaOrigin = KafkaOrigin {
         partition: 3,
@@ -735,15 +744,12 @@ mod tests {
 
     #[test]
     fn dead_letter_row_id_is_deterministic_from_its_origin() {
-        let d = DeadLetter {
-            stage: "processors".into(),
-            topic: "vigia.events".into(),
-            partition: 1,
-            offset: 10,
-            error: "bad".into(),
-            payload: r#"{"tenant_id": 42, "type": "x"}"#.into(),
-            origin_timestamp: None,
-        };
+        // As written before dead letters carried a reason, hash and tenant.
+        let d: DeadLetter = serde_json::from_value(json!({
+            "stage": "processors", "topic": "vigia.events", "partition": 1, "offset": 10,
+            "error": "bad", "payload": r#"{"tenant_id": 42, "type": "x"}"#,
+        }))
+        .unwrap();
         let a = DeadLetterRow::new(&d, 1_772_204_400_999, ORIGIN);
         let b = DeadLetterRow::new(&d, 1_772_204_400_999, KafkaOrigin::default());
         assert_eq!(a.id, b.id);
@@ -767,5 +773,38 @@ mod tests {
             ..d
         };
         assert_eq!(DeadLetterRow::new(&garbage, 0, ORIGIN).tenant_id, 0);
+    }
+
+    #[test]
+    fn a_bounded_dead_letter_keeps_its_tenant_reason_and_hash() {
+        let payload = format!(r#"{{"tenant_id": 8, "text": "{}"}}"#, "x".repeat(100_000));
+        let origin = vigia_schemas::Origin {
+            topic: "vigia.events",
+            partition: 1,
+            offset: 10,
+            timestamp: DateTime::from_timestamp_millis(1_772_204_000_500),
+            key: Some(b"8"),
+        };
+        let d = DeadLetter::of_record(
+            "processors",
+            &origin,
+            vigia_schemas::DeadLetterReason::TooLate,
+            &"too late",
+            payload.as_bytes(),
+        );
+        let r = DeadLetterRow::new(&d, 0, ORIGIN);
+        assert_eq!(
+            r.tenant_id, 8,
+            "the truncated payload is no JSON: the letter says"
+        );
+        assert_eq!(r.reason, "too_late");
+        assert_eq!(r.payload_bytes, payload.len() as u64);
+        assert_eq!(r.payload_sha1.len(), 40);
+        assert_eq!(r.payload.len(), vigia_schemas::DEAD_LETTER_PAYLOAD_BYTES);
+        // The id is the origin's, as before the bound.
+        assert_eq!(
+            r.id,
+            derive_id("dead_letter", &["processors", "vigia.events", "1", "10"])
+        );
     }
 }

@@ -21,7 +21,8 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vigia_schemas::{
-    DeadLetter, Event, LeadScore, Notification, ResponseTimeSample, SellerMetrics, Topics,
+    dead_letter_key, decode_event, decode_json, DeadLetter, DeadLetterReason, LeadScore,
+    Notification, Origin, RecordError, ResponseTimeSample, SellerMetrics, Topics,
 };
 
 use crate::rows::{
@@ -81,43 +82,33 @@ pub(crate) enum Decoded {
     DeadLetter(DeadLetterRow),
 }
 
-/// Turns one record's bytes into a row, or says why it cannot.
+/// Turns one record's payload into a row, or says why it cannot.
 pub(crate) fn decode(
     source: Source,
-    bytes: &[u8],
+    payload: Option<&[u8]>,
     timestamp_ms: Option<i64>,
     origin: KafkaOrigin,
-) -> Result<Decoded, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-    fn json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, String> {
-        serde_json::from_str(text).map_err(|e| format!("not a valid {what}: {e}"))
-    }
+) -> Result<Decoded, RecordError> {
     Ok(match source {
-        Source::Events => {
-            let event = Event::from_json(text).map_err(|errors| {
-                let fields: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-                format!("not a valid event: {}", fields.join("; "))
-            })?;
-            Decoded::Event(EventRow::new(&event, origin))
-        }
+        Source::Events => Decoded::Event(EventRow::new(&decode_event(payload)?, origin)),
         Source::Notifications => Decoded::Notification(NotificationRow::new(
-            &json::<Notification>(text, "notification")?,
+            &decode_json::<Notification>(payload, "notification")?,
             origin,
         )),
         Source::ResponseTimes => Decoded::ResponseTime(ResponseTimeRow::new(
-            &json::<ResponseTimeSample>(text, "response-time sample")?,
+            &decode_json::<ResponseTimeSample>(payload, "response-time sample")?,
             origin,
         )),
         Source::LeadScores => Decoded::LeadScore(LeadScoreRow::new(
-            &json::<LeadScore>(text, "lead score")?,
+            &decode_json::<LeadScore>(payload, "lead score")?,
             origin,
         )),
         Source::SellerMetrics => Decoded::SellerMetrics(SellerMetricsRow::new(
-            &json::<SellerMetrics>(text, "seller-metrics snapshot")?,
+            &decode_json::<SellerMetrics>(payload, "seller-metrics snapshot")?,
             origin,
         )),
         Source::DeadLetters => Decoded::DeadLetter(DeadLetterRow::new(
-            &json::<DeadLetter>(text, "dead letter")?,
+            &decode_json::<DeadLetter>(payload, "dead letter")?,
             timestamp_ms.unwrap_or(0),
             origin,
         )),
@@ -157,8 +148,8 @@ struct Pending {
     lead_scores: Vec<LeadScoreRow>,
     seller_metrics: Vec<SellerMetricsRow>,
     dead_letter_rows: Vec<DeadLetterRow>,
-    /// Undecodable records, to send to the dead-letter topic: (original key, DeadLetter JSON).
-    to_dead_letter: Vec<(Option<Vec<u8>>, String)>,
+    /// Undecodable records, to send to the dead-letter topic.
+    to_dead_letter: Vec<Letter>,
     /// Next offset to commit per (topic, partition).
     offsets: BTreeMap<(String, i32), i64>,
     /// When the oldest uncommitted record was consumed.
@@ -201,6 +192,18 @@ impl Pending {
     }
 }
 
+/// A dead letter waiting to be sent.
+struct Letter {
+    key: Vec<u8>,
+    json: String,
+    reason: DeadLetterReason,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabel {
     table: String,
@@ -218,7 +221,8 @@ struct Metrics {
     inserted: Family<TableLabel, Counter>,
     skipped: Family<SkipLabels, Counter>,
     write_errors: Family<TableLabel, Counter>,
-    dead_letters: Counter,
+    dead_letters: Family<ReasonLabel, Counter>,
+    dead_letters_lost: Family<ReasonLabel, Counter>,
     commits: Counter,
     commit_errors: Counter,
     paused: Gauge,
@@ -232,7 +236,8 @@ impl Metrics {
             inserted: Family::default(),
             skipped: Family::default(),
             write_errors: Family::default(),
-            dead_letters: Counter::default(),
+            dead_letters: Family::default(),
+            dead_letters_lost: Family::default(),
             commits: Counter::default(),
             commit_errors: Counter::default(),
             paused: Gauge::default(),
@@ -261,8 +266,14 @@ impl Metrics {
         );
         registry.register(
             "vigia_sink_dead_letters",
-            "Undecodable records the sink sent to the dead-letter topic",
+            "Undecodable records the sink sent to the dead-letter topic, by reason",
             m.dead_letters.clone(),
+        );
+        registry.register(
+            "vigia_sink_dead_letters_lost",
+            "Dead letters Kafka refused for good (skipped, only counted and logged), by reason of \
+             the refused record",
+            m.dead_letters_lost.clone(),
         );
         registry.register(
             "vigia_sink_commits",
@@ -558,36 +569,38 @@ impl Sink {
             .insert((topic.to_string(), partition), offset + 1);
         pending.since.get_or_insert_with(Instant::now);
         let origin = KafkaOrigin { partition, offset };
-        let bytes = message.payload().unwrap_or_default();
-        let decoded = match (Source::of(&self.topics, topic), message.payload()) {
-            (None, _) => Err(format!("the sink does not consume topic {topic}")),
-            (Some(_), None) => Err("empty record (no payload)".to_string()),
-            (Some(source), Some(bytes)) => {
-                decode(source, bytes, message.timestamp().to_millis(), origin)
-            }
+        let timestamp_ms = message.timestamp().to_millis();
+        let decoded = match Source::of(&self.topics, topic) {
+            None => Err((
+                DeadLetterReason::UnknownTopic,
+                format!("the sink does not consume topic {topic}"),
+            )),
+            Some(source) => decode(source, message.payload(), timestamp_ms, origin)
+                .map_err(|e| (e.reason(), e.to_string())),
         };
-        match decoded {
-            Ok(row) => pending.push(row),
-            Err(error) => {
-                tracing::warn!(topic, partition, offset, %error, "sink: dead-lettering a record");
-                let letter = DeadLetter {
-                    stage: "sink".into(),
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                    error,
-                    payload: String::from_utf8_lossy(bytes).into_owned(),
-                    origin_timestamp: message
-                        .timestamp()
-                        .to_millis()
-                        .and_then(chrono::DateTime::from_timestamp_millis),
-                };
-                let json = serde_json::to_string(&letter).expect("a DeadLetter serializes");
-                pending
-                    .to_dead_letter
-                    .push((message.key().map(|k| k.to_vec()), json));
-            }
-        }
+        let (reason, error) = match decoded {
+            Ok(row) => return pending.push(row),
+            Err(refused) => refused,
+        };
+        let letter = DeadLetter::of_record(
+            "sink",
+            &Origin {
+                topic,
+                partition,
+                offset,
+                timestamp: timestamp_ms.and_then(chrono::DateTime::from_timestamp_millis),
+                key: message.key(),
+            },
+            reason,
+            &error,
+            message.payload().unwrap_or_default(),
+        );
+        tracing::warn!(topic, partition, offset, %reason, error = %letter.error, "sink: dead-lettering a record");
+        pending.to_dead_letter.push(Letter {
+            key: dead_letter_key(message.key()),
+            json: letter.to_json(),
+            reason,
+        });
     }
 
     /// Sends pending dead letters, writes every table's pending rows, then commits the offsets
@@ -595,14 +608,23 @@ impl Sink {
     async fn flush(&self, pending: &mut Pending, deadline: Instant) -> Flushed {
         let started = Instant::now();
         let mut backoff = Backoff::new();
-        while let Some((key, json)) = pending.to_dead_letter.first() {
-            let mut record = FutureRecord::<[u8], str>::to(&self.topics.dead_letters).payload(json);
-            if let Some(key) = key {
-                record = record.key(key.as_slice());
-            }
+        while let Some(letter) = pending.to_dead_letter.first() {
+            let record = FutureRecord::<[u8], str>::to(&self.topics.dead_letters)
+                .payload(&letter.json)
+                .key(&letter.key);
+            let label = ReasonLabel {
+                reason: letter.reason.as_str(),
+            };
             match self.producer.send(record, Duration::from_secs(1)).await {
                 Ok(_) => {
-                    self.metrics.dead_letters.inc();
+                    self.metrics.dead_letters.get_or_create(&label).inc();
+                    pending.to_dead_letter.remove(0);
+                }
+                // Dead letters are bounded far below Kafka's record limit, so this takes a broker
+                // configured to refuse them: retrying could only stall every partition.
+                Err((e, _)) if refused_for_good(&e) => {
+                    self.metrics.dead_letters_lost.get_or_create(&label).inc();
+                    tracing::error!(error = %e, bytes = letter.json.len(), "sink: Kafka refused a dead letter for good; skipping it (check the dead_letters topic's max.message.bytes)");
                     pending.to_dead_letter.remove(0);
                 }
                 Err((e, _)) => {
@@ -714,6 +736,25 @@ impl Sink {
     }
 }
 
+/// Whether Kafka refused a record for what it is (too large, invalid), so that sending it again
+/// cannot succeed; anything else (broker away, timeout) is worth retrying.
+fn refused_for_good(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::MessageBatchTooLarge
+                | Code::InvalidMessage
+                | Code::InvalidRecord
+                | Code::InvalidTimestamp
+                | Code::PolicyViolation
+                | Code::BadMessage
+        )
+    )
+}
+
 /// Sleeps for the next backoff delay, or returns the error if that would pass `deadline`.
 async fn wait_or_give_up(
     error: SinkError,
@@ -781,7 +822,8 @@ mod tests {
         let e = json!({"event_id": "0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d", "tenant_id": 4,
             "type": "conversation.closed", "occurred_at": "2026-02-27T15:00:00Z",
             "conversation_id": "c"});
-        let Ok(Decoded::Event(r)) = decode(Source::Events, e.to_string().as_bytes(), None, AT)
+        let Ok(Decoded::Event(r)) =
+            decode(Source::Events, Some(e.to_string().as_bytes()), None, AT)
         else {
             panic!("event not decoded")
         };
@@ -801,35 +843,58 @@ mod tests {
         };
         let bytes = serde_json::to_vec(&s).unwrap();
         assert!(matches!(
-            decode(Source::ResponseTimes, &bytes, None, AT),
+            decode(Source::ResponseTimes, Some(&bytes), None, AT),
             Ok(Decoded::ResponseTime(r)) if r.id == s.id
         ));
 
-        let d = DeadLetter {
-            stage: "processors".into(),
-            topic: "t".into(),
-            partition: 0,
-            offset: 1,
-            error: "x".into(),
-            payload: "y".into(),
-            origin_timestamp: None,
-        };
+        let d = DeadLetter::of_record(
+            "processors",
+            &Origin {
+                topic: "t",
+                partition: 0,
+                offset: 1,
+                timestamp: None,
+                key: None,
+            },
+            DeadLetterReason::TooLate,
+            &"x",
+            b"y",
+        );
         let bytes = serde_json::to_vec(&d).unwrap();
         assert!(matches!(
-            decode(Source::DeadLetters, &bytes, Some(5_000), AT),
+            decode(Source::DeadLetters, Some(&bytes), Some(5_000), AT),
             Ok(Decoded::DeadLetter(r)) if r.failed_at == 5
         ));
     }
 
     #[test]
     fn undecodable_records_say_why() {
-        let e = decode(Source::Events, b"{\"type\": \"x\"}", None, AT).unwrap_err();
-        assert!(e.starts_with("not a valid event"), "{e}");
-        assert!(e.contains("event_id"), "{e}");
-        let e = decode(Source::Notifications, b"[]", None, AT).unwrap_err();
-        assert!(e.starts_with("not a valid notification"), "{e}");
-        let e = decode(Source::LeadScores, &[0xff, 0xfe], None, AT).unwrap_err();
-        assert!(e.starts_with("not UTF-8"), "{e}");
+        let e = decode(Source::Events, Some(b"{\"type\": \"x\"}"), None, AT).unwrap_err();
+        assert_eq!(e.reason(), DeadLetterReason::InvalidEvent);
+        assert!(e.to_string().contains("event_id"), "{e}");
+        let e = decode(Source::Notifications, Some(b"[]"), None, AT).unwrap_err();
+        assert!(e.to_string().starts_with("not a valid notification"), "{e}");
+        let e = decode(Source::LeadScores, Some(&[0xff, 0xfe]), None, AT).unwrap_err();
+        assert_eq!(e.reason(), DeadLetterReason::NotUtf8);
+        let e = decode(Source::SellerMetrics, None, None, AT).unwrap_err();
+        assert_eq!(e.reason(), DeadLetterReason::EmptyRecord);
+    }
+
+    #[test]
+    fn only_refusals_of_the_record_itself_are_for_good() {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+        assert!(refused_for_good(&KafkaError::MessageProduction(
+            Code::MessageSizeTooLarge
+        )));
+        assert!(refused_for_good(&KafkaError::MessageProduction(
+            Code::InvalidRecord
+        )));
+        assert!(!refused_for_good(&KafkaError::MessageProduction(
+            Code::MessageTimedOut
+        )));
+        assert!(!refused_for_good(&KafkaError::MessageProduction(
+            Code::BrokerTransportFailure
+        )));
     }
 
     #[test]
@@ -851,7 +916,7 @@ mod tests {
             "type": "conversation.closed", "occurred_at": "2026-02-27T15:00:00Z",
             "conversation_id": "c"});
         for _ in 0..3 {
-            p.push(decode(Source::Events, e.to_string().as_bytes(), None, AT).unwrap());
+            p.push(decode(Source::Events, Some(e.to_string().as_bytes()), None, AT).unwrap());
         }
         assert_eq!((p.largest_table(), p.rows()), (3, 3));
     }

@@ -1,5 +1,5 @@
 //! Writing one batch of rows into one table exactly once: drop in-batch duplicates, ask
-//! ClickHouse which ids it already has, insert the rest in a single INSERT.
+//! ClickHouse which (tenant, id) pairs it already has, insert the rest in a single INSERT.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -23,9 +23,9 @@ const INSERT_END_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct WriteOutcome {
     /// Rows inserted now.
     pub inserted: usize,
-    /// Rows skipped because ClickHouse already had their id (a redelivery).
+    /// Rows skipped because ClickHouse already had their (tenant, id) (a redelivery).
     pub already_stored: usize,
-    /// Rows skipped because an earlier row of the same batch had their id.
+    /// Rows skipped because an earlier row of the same batch had their (tenant, id).
     pub duplicates_in_batch: usize,
 }
 
@@ -40,9 +40,19 @@ pub struct Writer {
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]
-struct IdRow {
+struct StoredKey {
+    tenant_id: u64,
     #[serde(with = "clickhouse::serde::uuid")]
     id: Uuid,
+}
+
+/// What identifies a row: its id *within its tenant*. Ids come from the tenants (an event's
+/// `event_id`) or derive from tenant-scoped causes, so two tenants may share one; keyed by id
+/// alone, one tenant's row would hide another's.
+pub(crate) type RowKey = (u64, Uuid);
+
+fn key<R: SinkRow>(r: &R) -> RowKey {
+    (r.tenant_id(), r.id())
 }
 
 impl Writer {
@@ -56,17 +66,18 @@ impl Writer {
         })
     }
 
-    /// Writes `rows` into `R::TABLE` so that each id ends up in the table exactly once, however
-    /// often this is called with overlapping batches, and whatever a previous call got done
-    /// before it failed.
+    /// Writes `rows` into `R::TABLE` so that each (tenant, id) ends up in the table exactly once,
+    /// however often this is called with overlapping batches, and whatever a previous call got
+    /// done before it failed.
     ///
-    /// 1. Keep the first row of each id.
+    /// 1. Keep the first row of each (tenant, id).
     /// 2. If a previous INSERT of this writer into this table is still running in ClickHouse
     ///    (its client gave up, the server did not), fail with
     ///    [`SinkError::InsertStillRunning`]: its rows are not visible yet, so checking now could
     ///    miss them. Every INSERT of this writer into a table carries the same `query_id`, which
     ///    ClickHouse also refuses to run twice at once.
-    /// 3. Ask which ids already exist, reading only the batch's tenants and time range.
+    /// 3. Ask which (tenant, id) pairs already exist, reading only the batch's tenants and time
+    ///    ranges.
     /// 4. Insert the others in one INSERT.
     ///
     /// An error leaves the table with any subset of the batch; calling again with the same rows
@@ -91,14 +102,14 @@ impl Writer {
         for chunk in unique.chunks(IDS_PER_QUERY) {
             let sql = existing_ids_sql(&self.database, chunk);
             let doing = format!("check which rows of a batch {} already has", R::TABLE);
-            let ids: Vec<IdRow> = self
+            let stored: Vec<StoredKey> = self
                 .timed(
                     &doing,
                     QUERY_TIMEOUT,
                     self.client.query_raw(&sql).fetch_all(),
                 )
                 .await?;
-            existing.extend(ids.into_iter().map(|r| r.id));
+            existing.extend(stored.into_iter().map(|r| (r.tenant_id, r.id)));
         }
         let missing = rows_to_insert(rows, &existing);
         let already_stored = rows.len() - duplicates_in_batch - missing.len();
@@ -164,21 +175,21 @@ impl Writer {
     }
 }
 
-/// The first row of each id, in batch order.
+/// The first row of each (tenant, id), in batch order.
 pub(crate) fn unique_by_id<R: SinkRow>(rows: &[R]) -> Vec<&R> {
     let mut seen = HashSet::with_capacity(rows.len());
-    rows.iter().filter(|r| seen.insert(r.id())).collect()
+    rows.iter().filter(|r| seen.insert(key(*r))).collect()
 }
 
-/// The rows of a batch that still need inserting, given the ids ClickHouse already has: the
-/// first row of each id that is not in `existing`.
+/// The rows of a batch that still need inserting, given the (tenant, id) pairs ClickHouse
+/// already has: the first row of each pair that is not in `existing`.
 pub(crate) fn rows_to_insert<'a, R: SinkRow>(
     rows: &'a [R],
-    existing: &HashSet<Uuid>,
+    existing: &HashSet<RowKey>,
 ) -> Vec<&'a R> {
     unique_by_id(rows)
         .into_iter()
-        .filter(|r| !existing.contains(&r.id()))
+        .filter(|r| !existing.contains(&key(*r)))
         .collect()
 }
 
@@ -186,8 +197,9 @@ pub(crate) fn rows_to_insert<'a, R: SinkRow>(
 /// late event from hours ago does not make it read everything in between.
 const RANGE_GAP_SECS: u32 = 3600;
 
-/// `SELECT id FROM table WHERE (<per tenant: tenant_id = t AND time BETWEEN a AND b OR ...>) AND
-/// id IN (...)`. Every copy of a row has the same tenant and event time, so a stored copy of any
+/// `SELECT tenant_id, id FROM table WHERE (<per tenant: tenant_id = t AND time BETWEEN a AND b
+/// OR ...>) AND id IN (...)`: the caller matches (tenant, id) pairs, since another tenant's row
+/// with one of these ids may be in the ranges too. Every copy of a row has the same tenant and event time, so a stored copy of any
 /// of `rows` is within these ranges; the ranges let ClickHouse read only the parts and granules
 /// of the batch's tenants and times (the tables are sorted by `(tenant_id, time, id)`).
 pub(crate) fn existing_ids_sql<R: SinkRow>(database: &str, rows: &[&R]) -> String {
@@ -226,7 +238,7 @@ pub(crate) fn existing_ids_sql<R: SinkRow>(database: &str, rows: &[&R]) -> Strin
         .join(", ");
     let id = R::ID_COLUMN;
     format!(
-        "SELECT {id} FROM `{database}`.`{table}` WHERE ({ranges}) AND {id} IN ({ids})",
+        "SELECT tenant_id, {id} FROM `{database}`.`{table}` WHERE ({ranges}) AND {id} IN ({ids})",
         table = R::TABLE
     )
 }
@@ -269,16 +281,34 @@ mod tests {
         // The first copy wins: its lineage is kept.
         assert_eq!(unique_by_id(&rows)[0].kafka_offset, 1);
 
-        let existing: HashSet<Uuid> = [Uuid::from_u128(2), Uuid::from_u128(99)].into();
+        let existing: HashSet<RowKey> = [(1, Uuid::from_u128(2)), (1, Uuid::from_u128(99))].into();
         let ids: Vec<Uuid> = rows_to_insert(&rows, &existing)
             .iter()
             .map(|r| r.event_id)
             .collect();
         assert_eq!(ids, vec![Uuid::from_u128(1), Uuid::from_u128(3)]);
 
-        let all: HashSet<Uuid> = (1..=3).map(Uuid::from_u128).collect();
+        let all: HashSet<RowKey> = [(1, 1), (1, 2), (2, 3)]
+            .map(|(t, i)| (t, Uuid::from_u128(i)))
+            .into();
         assert!(rows_to_insert(&rows, &all).is_empty());
+        // The same id stored under another tenant does not count.
+        let elsewhere: HashSet<RowKey> = [(9, Uuid::from_u128(1))].into();
+        assert_eq!(rows_to_insert(&rows, &elsewhere).len(), 3);
         assert!(rows_to_insert::<EventRow>(&[], &HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn one_id_under_two_tenants_is_two_rows() {
+        let rows = vec![row(1, 1, 10), row(1, 2, 10), row(1, 1, 10)];
+        let unique: Vec<u64> = unique_by_id(&rows).iter().map(|r| r.tenant_id).collect();
+        assert_eq!(unique, vec![1, 2]);
+        let existing: HashSet<RowKey> = [(1, Uuid::from_u128(1))].into();
+        let missing: Vec<u64> = rows_to_insert(&rows, &existing)
+            .iter()
+            .map(|r| r.tenant_id)
+            .collect();
+        assert_eq!(missing, vec![2]);
     }
 
     #[test]
@@ -294,7 +324,7 @@ mod tests {
         assert_eq!(
             sql,
             format!(
-                "SELECT event_id FROM `vigia_x`.`events` WHERE \
+                "SELECT tenant_id, event_id FROM `vigia_x`.`events` WHERE \
                  ((tenant_id = 7 AND occurred_at BETWEEN toDateTime(50) AND toDateTime(100)) OR \
                  (tenant_id = 9 AND occurred_at BETWEEN toDateTime(1000) AND toDateTime(1000))) \
                  AND event_id IN ('{}', '{}', '{}', '{}')",

@@ -143,6 +143,39 @@ async fn a_redelivered_or_half_written_batch_is_stored_once() {
     assert_eq!(db.count("events").await, 121);
 }
 
+/// Issue 13: ids are the tenant's own, so one tenant's id never hides another tenant's row: two
+/// tenants' events with one `event_id`, in one batch or in batches that overlap in time, are two
+/// rows; a redelivery of either is still one row per tenant.
+#[tokio::test]
+#[ignore = "needs ClickHouse at VIGIA_CLICKHOUSE_URL (default http://127.0.0.1:8123)"]
+async fn one_id_under_two_tenants_is_two_rows() {
+    let db = TestDb::new();
+    migrate(&db.cfg).await.expect(NEEDS);
+    let writer = Writer::new(&db.cfg).unwrap();
+    let t0 = at("2026-03-01T10:00:00Z");
+    let (of_1, of_2) = (event_row(7, 1, t0), event_row(7, 2, t0));
+
+    // In one batch.
+    let r = writer.write(&[of_1.clone(), of_2.clone()]).await.unwrap();
+    assert_eq!((r.inserted, r.duplicates_in_batch), (2, 0));
+    // Again, with a third tenant's copy and in the other order.
+    let of_3 = event_row(7, 3, t0 + chrono::Duration::seconds(5));
+    let r = writer
+        .write(&[of_3.clone(), of_2.clone(), of_1.clone()])
+        .await
+        .unwrap();
+    assert_eq!((r.inserted, r.already_stored), (1, 2));
+    let rows = db
+        .tsv(&format!(
+            "SELECT tenant_id, count() FROM {}.events WHERE event_id = toUUID('{}') \
+             GROUP BY tenant_id ORDER BY tenant_id",
+            db.name(),
+            of_1.event_id
+        ))
+        .await;
+    assert_eq!(rows, "1\t1\n2\t1\n3\t1");
+}
+
 #[tokio::test]
 #[ignore = "needs ClickHouse at VIGIA_CLICKHOUSE_URL (default http://127.0.0.1:8123)"]
 async fn every_row_type_reads_back_as_written() {
@@ -281,24 +314,34 @@ async fn every_row_type_reads_back_as_written() {
         )
     );
 
-    let dl = DeadLetter {
-        stage: "processors".into(),
-        topic: "vigia.events".into(),
-        partition: 1,
-        offset: 99,
-        error: "unknown type".into(),
-        payload: r#"{"tenant_id":42}"#.into(),
-        origin_timestamp: None,
-    };
+    let payload = format!(r#"{{"tenant_id":42,"text":"{}"}}"#, "x".repeat(70_000));
+    let dl = DeadLetter::of_record(
+        "processors",
+        &vigia_schemas::Origin {
+            topic: "vigia.events",
+            partition: 1,
+            offset: 99,
+            timestamp: None,
+            key: None,
+        },
+        vigia_schemas::DeadLetterReason::InvalidEvent,
+        &"unknown type",
+        payload.as_bytes(),
+    );
     let row = DeadLetterRow::new(&dl, 1_772_204_400_000, origin);
     writer.write(&[row.clone(), row]).await.unwrap();
     assert_eq!(
         db.tsv(&format!(
             "SELECT tenant_id, stage, origin_topic, origin_partition, origin_offset, error, \
-             toUnixTimestamp(failed_at) FROM {d}.dead_letters"
+             toUnixTimestamp(failed_at), reason, length(payload), payload_bytes, payload_sha1 \
+             FROM {d}.dead_letters"
         ))
         .await,
-        "42\tprocessors\tvigia.events\t1\t99\tunknown type\t1772204400"
+        format!(
+            "42\tprocessors\tvigia.events\t1\t99\tunknown type\t1772204400\tinvalid_event\t65536\t{}\t{}",
+            payload.len(),
+            dl.payload_sha1.as_deref().unwrap()
+        )
     );
 }
 
