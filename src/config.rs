@@ -55,6 +55,15 @@ pub struct HttpConfig {
     /// How long graceful shutdown may take before in-flight work is abandoned.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// A connection must send a request's whole header within this time (also how long an idle
+    /// keep-alive connection is kept), or it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request's whole body must arrive within this time of its header.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open connections (HTTP and WebSocket together); the next one is refused with 503.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -62,6 +71,9 @@ impl Default for HttpConfig {
         HttpConfig {
             addr: "127.0.0.1:8000".parse().expect("valid address"),
             shutdown_timeout: Duration::from_secs(15),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 20_000,
         }
     }
 }
@@ -124,6 +136,17 @@ impl Config {
             self.http.addr = v
                 .parse()
                 .map_err(|e| anyhow!("VIGIA_HTTP_ADDR={v:?} is not host:port: {e}"))?;
+        }
+        if let Some(v) = get("VIGIA_HTTP_HEADER_READ_TIMEOUT") {
+            self.http.header_read_timeout = dur("VIGIA_HTTP_HEADER_READ_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("VIGIA_HTTP_BODY_READ_TIMEOUT") {
+            self.http.body_read_timeout = dur("VIGIA_HTTP_BODY_READ_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("VIGIA_HTTP_MAX_CONNECTIONS") {
+            self.http.max_connections = v
+                .parse()
+                .map_err(|e| anyhow!("VIGIA_HTTP_MAX_CONNECTIONS={v:?} is not a count: {e}"))?;
         }
         if let Some(v) = get("VIGIA_KAFKA_BROKERS") {
             self.kafka.brokers = v;

@@ -119,18 +119,315 @@ async fn metrics(State(ops): State<Ops>) -> Response {
         .into_response()
 }
 
+/// What the server allows each connection, and how many at once (`[http]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A request's whole header must arrive within this time of the connection opening or of
+    /// the previous response (so it is also how long an idle keep-alive connection lives).
+    pub header_read_timeout: Duration,
+    /// A request's whole body must arrive within this time of its header.
+    pub body_read_timeout: Duration,
+    /// Open connections, HTTP and upgraded (WebSocket) together; the next one is refused.
+    pub max_connections: usize,
+}
+
+impl From<&crate::config::HttpConfig> for Limits {
+    fn from(c: &crate::config::HttpConfig) -> Self {
+        Limits {
+            header_read_timeout: c.header_read_timeout,
+            body_read_timeout: c.body_read_timeout,
+            max_connections: c.max_connections,
+        }
+    }
+}
+
 /// Serves `app` on `addr` until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn serve(
     addr: std::net::SocketAddr,
     app: Router,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (VIGIA_HTTP_ADDR): {e}"))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
+    serve_on(listener, app, limits, shutdown).await
+}
+
+/// File descriptors kept free of connections: Kafka clients, the inbox database, files.
+const FD_RESERVE: u64 = 512;
+
+/// The connection cap that fits in `open_files_limit` with [`FD_RESERVE`] to spare.
+fn effective_max_connections(configured: usize, _open_files_limit: u64) -> usize {
+    configured
+}
+
+/// [`serve`] on a bound listener.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let _not_enforced_yet = (
+        limits.header_read_timeout,
+        limits.body_read_timeout,
+        effective_max_connections(limits.max_connections, u64::MAX),
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The server's limits against real sockets on loopback.
+
+    use super::*;
+    use axum::body::Bytes;
+    use axum::routing::post;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::time::{timeout, Instant};
+
+    const GENEROUS: Limits = Limits {
+        header_read_timeout: Duration::from_secs(60),
+        body_read_timeout: Duration::from_secs(60),
+        max_connections: 10_000,
+    };
+
+    struct Server {
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.shutdown.cancel();
+        }
+    }
+
+    /// `GET /` answers "ok"; `POST /echo` answers the body's length; `GET /ws` holds a
+    /// WebSocket open until the client leaves.
+    async fn start(limits: Limits) -> Server {
+        async fn hold(ws: axum::extract::ws::WebSocketUpgrade) -> Response {
+            ws.on_upgrade(|mut socket| async move { while socket.recv().await.is_some() {} })
+        }
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route(
+                "/echo",
+                post(|body: Bytes| async move { body.len().to_string() }),
+            )
+            .route("/ws", get(hold));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_on(listener, app, limits, shutdown.clone()));
+        Server { addr, shutdown }
+    }
+
+    /// Reads until the server closes the connection (EOF or reset); what it sent meanwhile.
+    /// `None` if it is still open after `wait`.
+    async fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&got).into()),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// One keep-alive `GET /` on `stream`; the response's head and body.
+    async fn get_ok(stream: &mut TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"ok") {
+            let n = timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("an answer within 5 s")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into()
+    }
+
+    #[tokio::test]
+    async fn connections_that_send_half_a_header_are_closed_after_the_header_timeout() {
+        let server = start(Limits {
+            header_read_timeout: Duration::from_secs(1),
+            ..GENEROUS
+        })
+        .await;
+        // One request, then silence: an idle keep-alive connection is closed after as long.
+        let mut idle = TcpStream::connect(server.addr).await.unwrap();
+        assert!(get_ok(&mut idle).await.starts_with("HTTP/1.1 200"));
+        let started = Instant::now();
+        let mut slow = vec![idle];
+        for i in 0..50 {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            // Half of them send part of a header, the others nothing at all.
+            if i % 2 == 0 {
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nX-Slow: ")
+                    .await
+                    .unwrap();
+            }
+            slow.push(stream);
+        }
+        for (i, stream) in slow.iter_mut().enumerate() {
+            let closed = read_until_closed(stream, Duration::from_secs(5)).await;
+            assert!(
+                closed.is_some(),
+                "connection {i} still open {:?} after it opened",
+                started.elapsed()
+            );
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "closed before the timeout"
+        );
+        // A client that sends its header in time is served.
+        let mut ok = TcpStream::connect(server.addr).await.unwrap();
+        assert!(get_ok(&mut ok).await.starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_trickles_in_is_cut_off_at_the_body_timeout() {
+        let server = start(Limits {
+            body_read_timeout: Duration::from_secs(1),
+            ..GENEROUS
+        })
+        .await;
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let trickle = async {
+            loop {
+                if stream.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if started.elapsed() > Duration::from_secs(6) {
+                    break;
+                }
+            }
+        };
+        let _ = timeout(Duration::from_secs(6), trickle).await;
+        let answer = read_until_closed(&mut stream, Duration::from_millis(500)).await;
+        let answer = answer.expect("the server still waits for the body after 6 s");
+        assert!(
+            answer.is_empty() || !answer.starts_with("HTTP/1.1 200"),
+            "a 1000-byte body at 5 bytes/s was accepted: {answer}"
+        );
+        // A body sent at once is read.
+        let mut ok = TcpStream::connect(server.addr).await.unwrap();
+        ok.write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut ok, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with('3'),
+            "{answer}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_connection_cap_refuses_the_next_connection_until_one_closes() {
+        let server = start(Limits {
+            max_connections: 10,
+            ..GENEROUS
+        })
+        .await;
+        // Ten keep-alive connections, all served and left open.
+        let mut open = Vec::new();
+        for _ in 0..10 {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            assert!(get_ok(&mut stream).await.starts_with("HTTP/1.1 200"));
+            open.push(stream);
+        }
+        let mut eleventh = TcpStream::connect(server.addr).await.unwrap();
+        let _ = eleventh
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await;
+        let answer = read_until_closed(&mut eleventh, Duration::from_secs(5))
+            .await
+            .expect("the 11th connection is closed at once");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+            "the 11th connection was served: {answer}"
+        );
+        // One leaves: there is room again.
+        drop(open.pop());
+        let mut again = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            let _ = stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                .await;
+            let answer = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+            if answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+            {
+                again = answer;
+                break;
+            }
+        }
+        assert!(again.is_some(), "no room after a connection closed");
+    }
+
+    #[tokio::test]
+    async fn websocket_connections_count_against_the_cap_while_open() {
+        let server = start(Limits {
+            max_connections: 2,
+            ..GENEROUS
+        })
+        .await;
+        let url = format!("ws://{}/ws", server.addr);
+        let (first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let (_second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        assert!(
+            tokio_tungstenite::connect_async(&url).await.is_err(),
+            "a third WebSocket past a cap of 2"
+        );
+        drop(first);
+        let mut reconnected = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if tokio_tungstenite::connect_async(&url).await.is_ok() {
+                reconnected = true;
+                break;
+            }
+        }
+        assert!(reconnected, "no room after a WebSocket closed");
+    }
+
+    #[test]
+    fn the_cap_stays_below_the_open_files_limit() {
+        assert_eq!(effective_max_connections(20_000, 1_048_576), 20_000);
+        assert_eq!(
+            effective_max_connections(20_000, 4096),
+            4096 - FD_RESERVE as usize
+        );
+        assert_eq!(effective_max_connections(20_000, 100), 1);
+    }
 }

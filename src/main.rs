@@ -268,7 +268,8 @@ async fn run_stages(config: Config, stages: Stages) -> Result<()> {
     let server = {
         let stop = shutdown.clone();
         let addr = config.http.addr;
-        tokio::spawn(async move { http::serve(addr, app, stop).await })
+        let limits = http::Limits::from(&config.http);
+        tokio::spawn(async move { http::serve(addr, app, limits, stop).await })
     };
 
     // A stage that stops on its own (an error) stops the whole process: a half-running

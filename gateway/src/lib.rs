@@ -114,6 +114,23 @@ pub struct Config {
     /// Per-connection queue of frames waiting to be written; a client that lets it fill up is
     /// disconnected with close reason "too slow".
     pub client_queue: usize,
+    /// If set, a token must carry this `iss` (the identity provider's issuer URL for RS256).
+    pub jwt_issuer: Option<String>,
+    /// If set, a token's `aud` must name this audience (the API's identifier at the provider).
+    pub jwt_audience: Option<String>,
+    /// Longest token lifetime accepted: `exp - iat`, and `exp` from now; longer ones are
+    /// refused (a leaked token is only good for so long).
+    #[serde(with = "humantime_serde")]
+    pub jwt_max_lifetime: Duration,
+    /// Live connections (`/ws` and Socket.IO together) of one user; the next one is refused.
+    pub max_connections_per_user: usize,
+    /// Socket.IO sessions (Engine.IO handshakes) that have not authenticated yet, all clients
+    /// together; past this, new handshakes are refused with 503 until some authenticate or expire.
+    pub max_unauthenticated_sessions: usize,
+    /// A Socket.IO session that has not authenticated (namespace connect with a valid token)
+    /// within this time is closed.
+    #[serde(with = "humantime_serde")]
+    pub socketio_connect_timeout: Duration,
     /// E-mail, Slack and Teams per tenant (`[gateway.channels]`, see [`channels`]).
     pub channels: channels::ChannelsConfig,
 }
@@ -127,6 +144,12 @@ impl Default for Config {
             group_id: "vigia-gateway".to_string(),
             ping_interval: Duration::from_secs(20),
             client_queue: 1024,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_max_lifetime: Duration::from_secs(24 * 3600),
+            max_connections_per_user: 50,
+            max_unauthenticated_sessions: 1000,
+            socketio_connect_timeout: Duration::from_secs(10),
             channels: channels::ChannelsConfig::default(),
         }
     }
@@ -141,6 +164,15 @@ impl std::fmt::Debug for Config {
             .field("group_id", &self.group_id)
             .field("ping_interval", &self.ping_interval)
             .field("client_queue", &self.client_queue)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_max_lifetime", &self.jwt_max_lifetime)
+            .field("max_connections_per_user", &self.max_connections_per_user)
+            .field(
+                "max_unauthenticated_sessions",
+                &self.max_unauthenticated_sessions,
+            )
+            .field("socketio_connect_timeout", &self.socketio_connect_timeout)
             .field("channels", &self.channels)
             .finish()
     }
