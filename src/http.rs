@@ -1,17 +1,27 @@
 //! The HTTP surface every subcommand shares: `/health`, `/health/liveness`, `/health/readiness`
 //! and Prometheus `/metrics`, merged with the stage routers (ingest, gateway) on one port.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::future::BoxFuture;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A named readiness check (Kafka reachable, ClickHouse answers, inbox open…).
@@ -158,26 +168,254 @@ pub async fn serve(
 /// File descriptors kept free of connections: Kafka clients, the inbox database, files.
 const FD_RESERVE: u64 = 512;
 
+/// How often, at most, refused connections are reported in the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What a connection past the cap reads before it is closed.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+    content-length: 36\r\nretry-after: 5\r\nconnection: close\r\n\r\n\
+    too many connections; retry shortly\n";
+
 /// The connection cap that fits in `open_files_limit` with [`FD_RESERVE`] to spare.
-fn effective_max_connections(configured: usize, _open_files_limit: u64) -> usize {
-    configured
+fn effective_max_connections(configured: usize, open_files_limit: u64) -> usize {
+    let room = open_files_limit.saturating_sub(FD_RESERVE).max(1);
+    configured.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
-/// [`serve`] on a bound listener.
+/// Raises the soft limit of open files to the hard one (each connection is one) and returns
+/// the cap of connections that fits in it.
+fn fit_to_open_files_limit(configured: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open files limit; keeping http.max_connections as configured");
+            return configured;
+        }
+    };
+    let cap = effective_max_connections(configured, limit);
+    if cap < configured {
+        tracing::warn!(
+            "http.max_connections is {configured} but this process may open only {limit} files: \
+             serving at most {cap} connections (raise `ulimit -Hn`, or LimitNOFILE in systemd)"
+        );
+    }
+    cap
+}
+
+impl Limits {
+    fn validate(&self) -> anyhow::Result<()> {
+        for (value, key) in [
+            (
+                self.header_read_timeout,
+                "http.header_read_timeout (VIGIA_HTTP_HEADER_READ_TIMEOUT)",
+            ),
+            (
+                self.body_read_timeout,
+                "http.body_read_timeout (VIGIA_HTTP_BODY_READ_TIMEOUT)",
+            ),
+        ] {
+            if value.is_zero() {
+                anyhow::bail!("{key} must be positive, e.g. \"10s\"");
+            }
+        }
+        if self.max_connections == 0 {
+            anyhow::bail!(
+                "http.max_connections (VIGIA_HTTP_MAX_CONNECTIONS) must be at least 1 (default 20000)"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A connection's socket, holding its place under the cap for as long as the socket lives:
+/// through an upgrade too, as the upgraded WebSocket owns it then.
+struct Counted {
+    stream: TcpStream,
+    _place: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// A request body that must be complete by a deadline set when its header arrived (a body
+/// trickling in a byte at a time would otherwise hold its connection for hours).
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct BodyTimedOut(Duration);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within {:?} of its header (http.body_read_timeout)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+impl http_body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut(this.timeout))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// [`serve`] on a bound listener: HTTP/1.1, with upgrades (WebSocket), each connection under
+/// [`Limits`]. Past `max_connections`, a new connection reads a 503 and is closed.
+///
+/// HTTP/1.1 only: HTTP/2 in clear text (prior knowledge) is not what browsers speak, and its
+/// preface has no read timeout in hyper's version detection, so a client sending nothing would
+/// hold its connection forever.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let _not_enforced_yet = (
-        limits.header_read_timeout,
-        limits.body_read_timeout,
-        effective_max_connections(limits.max_connections, u64::MAX),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    limits.validate()?;
+    let max_connections = fit_to_open_files_limit(limits.max_connections);
+    let places = Arc::new(Semaphore::new(max_connections));
+    let body_timeout = limits.body_read_timeout;
+    let app = app.layer(axum::middleware::map_request(
+        move |request: axum::extract::Request| async move {
+            request.map(|inner| {
+                Body::new(DeadlineBody {
+                    inner,
+                    deadline: Box::pin(tokio::time::sleep(body_timeout)),
+                    timeout: body_timeout,
+                })
+            })
+        },
+    ));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    // The timer also starts when a connection opens and after each response, so a client that
+    // sends nothing, or stays idle between requests, is closed after the same time.
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    // Each connection's task holds a receiver: all of them dropped is all drained.
+    let (drained_tx, drained_rx) = tokio::sync::watch::channel(());
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // try again shortly rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            // Not one more socket kept for it: what fits in its send buffer, then closed.
+            let _ = stream.try_write(REFUSAL);
+            drop(stream);
+            refused += 1;
+            if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+                tracing::warn!(
+                    refused,
+                    "refusing connections: {max_connections} are open \
+                     (http.max_connections, VIGIA_HTTP_MAX_CONNECTIONS)"
+                );
+                last_refusal_log = Some(Instant::now());
+                refused = 0;
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(Counted {
+            stream,
+            _place: place,
+        });
+        let connection = http1
+            .serve_connection(io, TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        let drained = drained_rx.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(drained);
+        });
+    }
+    drop(listener);
+    drop(drained_rx);
+    drained_tx.closed().await;
     Ok(())
 }
 

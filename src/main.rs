@@ -110,16 +110,12 @@ async fn main() -> Result<()> {
         } => {
             let role: vigia_schemas::Role = serde_json::from_value(serde_json::json!(role))
                 .context("--role must be one of ceo, manager, seller, secretary, supervisor")?;
-            println!(
-                "{}",
-                vigia_gateway::issue_token(
-                    &config.gateway.jwt_secret,
-                    user,
-                    tenant,
-                    role,
-                    ttl.into()
-                )
-            );
+            // With the configured issuer and audience, and within the maximum lifetime.
+            let token = config
+                .gateway
+                .issue_token(user, tenant, role, ttl.into())
+                .context("cannot mint the token")?;
+            println!("{token}");
             Ok(())
         }
     }
