@@ -23,7 +23,7 @@ done
 token=$(./target/release/vigia token --user 1001 --tenant 1 --role ceo)
 cat <<TXT
 vigia serve is up on http://$VIGIA_HTTP_ADDR (log: .data/serve.log). Where to look:
-  dashboard      http://$VIGIA_HTTP_ADDR/?token=$token   (the CEO's live page; open it in a browser)
+  dashboard      http://$VIGIA_HTTP_ADDR/#token=$token   (the CEO's live page; open it in a browser)
   notifications  printed below as a CEO's WebSocket receives them (ws://$VIGIA_HTTP_ADDR/ws?token=$token)
   inbox (REST)   curl -H "Authorization: Bearer $token" http://$VIGIA_HTTP_ADDR/v1/notifications
   metrics        curl http://$VIGIA_HTTP_ADDR/metrics
@@ -35,5 +35,5 @@ TXT
 echo "report: .data/simulate-report.json"
 # Keep the dashboard up for a look when someone is at the terminal.
 if [[ -t 0 && -z "${NO_WAIT:-}" ]]; then
-  read -r -p "vigia serve is still up (dashboard: http://$VIGIA_HTTP_ADDR/?token=$token); press Enter to stop it. " _
+  read -r -p "vigia serve is still up (dashboard: http://$VIGIA_HTTP_ADDR/#token=$token); press Enter to stop it. " _
 fi

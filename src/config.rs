@@ -55,6 +55,15 @@ pub struct HttpConfig {
     /// How long graceful shutdown may take before in-flight work is abandoned.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// A connection must send a request's whole header within this time (also how long an idle
+    /// keep-alive connection is kept), or it is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request's whole body must arrive within this time of its header.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open connections (HTTP and WebSocket together); the next one is refused with 503.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -62,6 +71,9 @@ impl Default for HttpConfig {
         HttpConfig {
             addr: "127.0.0.1:8000".parse().expect("valid address"),
             shutdown_timeout: Duration::from_secs(15),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 20_000,
         }
     }
 }
@@ -125,6 +137,17 @@ impl Config {
                 .parse()
                 .map_err(|e| anyhow!("VIGIA_HTTP_ADDR={v:?} is not host:port: {e}"))?;
         }
+        if let Some(v) = get("VIGIA_HTTP_HEADER_READ_TIMEOUT") {
+            self.http.header_read_timeout = dur("VIGIA_HTTP_HEADER_READ_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("VIGIA_HTTP_BODY_READ_TIMEOUT") {
+            self.http.body_read_timeout = dur("VIGIA_HTTP_BODY_READ_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("VIGIA_HTTP_MAX_CONNECTIONS") {
+            self.http.max_connections = v
+                .parse()
+                .map_err(|e| anyhow!("VIGIA_HTTP_MAX_CONNECTIONS={v:?} is not a count: {e}"))?;
+        }
         if let Some(v) = get("VIGIA_KAFKA_BROKERS") {
             self.kafka.brokers = v;
         }
@@ -161,6 +184,28 @@ impl Config {
         }
         if let Some(v) = get("VIGIA_JWT_RS256_PUBLIC_KEY") {
             self.gateway.jwt_rs256_public_key = Some(v.into());
+        }
+        if let Some(v) = get("VIGIA_JWT_ISSUER") {
+            self.gateway.jwt_issuer = Some(v);
+        }
+        if let Some(v) = get("VIGIA_JWT_AUDIENCE") {
+            self.gateway.jwt_audience = Some(v);
+        }
+        if let Some(v) = get("VIGIA_JWT_MAX_LIFETIME") {
+            self.gateway.jwt_max_lifetime = dur("VIGIA_JWT_MAX_LIFETIME", &v)?;
+        }
+        if let Some(v) = get("VIGIA_MAX_CONNECTIONS_PER_USER") {
+            self.gateway.max_connections_per_user = v
+                .parse()
+                .map_err(|e| anyhow!("VIGIA_MAX_CONNECTIONS_PER_USER={v:?} is not a count: {e}"))?;
+        }
+        if let Some(v) = get("VIGIA_MAX_UNAUTHENTICATED_SESSIONS") {
+            self.gateway.max_unauthenticated_sessions = v.parse().map_err(|e| {
+                anyhow!("VIGIA_MAX_UNAUTHENTICATED_SESSIONS={v:?} is not a count: {e}")
+            })?;
+        }
+        if let Some(v) = get("VIGIA_SOCKETIO_CONNECT_TIMEOUT") {
+            self.gateway.socketio_connect_timeout = dur("VIGIA_SOCKETIO_CONNECT_TIMEOUT", &v)?;
         }
         if let Some(v) = get("VIGIA_API_KEYS") {
             self.ingest.api_keys = vigia_ingest::parse_api_keys(&v).map_err(|e| anyhow!("{e}"))?;
@@ -302,6 +347,44 @@ mod tests {
         assert!(e.to_string().contains("VIGIA_HOT_LEAD_THRESHOLD"), "{e}");
         let e = c.apply_env(env(&[("VIGIA_HTTP_ADDR", "x")])).unwrap_err();
         assert!(e.to_string().contains("VIGIA_HTTP_ADDR"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_read_from_the_environment() {
+        let mut c = Config::default();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.max_connections, 20_000);
+        c.apply_env(env(&[
+            ("VIGIA_HTTP_HEADER_READ_TIMEOUT", "5s"),
+            ("VIGIA_HTTP_BODY_READ_TIMEOUT", "1m"),
+            ("VIGIA_HTTP_MAX_CONNECTIONS", "30000"),
+            ("VIGIA_MAX_CONNECTIONS_PER_USER", "7"),
+            ("VIGIA_MAX_UNAUTHENTICATED_SESSIONS", "99"),
+            ("VIGIA_SOCKETIO_CONNECT_TIMEOUT", "3s"),
+            ("VIGIA_JWT_ISSUER", "https://idp.example.com/"),
+            ("VIGIA_JWT_AUDIENCE", "vigia-api"),
+            ("VIGIA_JWT_MAX_LIFETIME", "1h"),
+        ]))
+        .unwrap();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.max_connections, 30_000);
+        let g = &c.gateway;
+        assert_eq!(g.max_connections_per_user, 7);
+        assert_eq!(g.max_unauthenticated_sessions, 99);
+        assert_eq!(g.socketio_connect_timeout, Duration::from_secs(3));
+        assert_eq!(g.jwt_issuer.as_deref(), Some("https://idp.example.com/"));
+        assert_eq!(g.jwt_audience.as_deref(), Some("vigia-api"));
+        assert_eq!(g.jwt_max_lifetime, Duration::from_secs(3600));
+        for bad in [
+            "VIGIA_HTTP_MAX_CONNECTIONS",
+            "VIGIA_MAX_CONNECTIONS_PER_USER",
+            "VIGIA_HTTP_HEADER_READ_TIMEOUT",
+            "VIGIA_JWT_MAX_LIFETIME",
+        ] {
+            let e = c.apply_env(env(&[(bad, "lots")])).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -110,16 +110,12 @@ async fn main() -> Result<()> {
         } => {
             let role: vigia_schemas::Role = serde_json::from_value(serde_json::json!(role))
                 .context("--role must be one of ceo, manager, seller, secretary, supervisor")?;
-            println!(
-                "{}",
-                vigia_gateway::issue_token(
-                    &config.gateway.jwt_secret,
-                    user,
-                    tenant,
-                    role,
-                    ttl.into()
-                )
-            );
+            // With the configured issuer and audience, and within the maximum lifetime.
+            let token = config
+                .gateway
+                .issue_token(user, tenant, role, ttl.into())
+                .context("cannot mint the token")?;
+            println!("{token}");
             Ok(())
         }
     }
@@ -268,7 +264,8 @@ async fn run_stages(config: Config, stages: Stages) -> Result<()> {
     let server = {
         let stop = shutdown.clone();
         let addr = config.http.addr;
-        tokio::spawn(async move { http::serve(addr, app, stop).await })
+        let limits = http::Limits::from(&config.http);
+        tokio::spawn(async move { http::serve(addr, app, limits, stop).await })
     };
 
     // A stage that stops on its own (an error) stops the whole process: a half-running

@@ -3,7 +3,8 @@
 //! posted, and without a reload the leaderboard and the KPIs fill in and the bell count rises;
 //! marking read lowers it; a seller signing in sees only their own row and notifications.
 //! Screenshots are saved under `target/test-artifacts/`. The test also measures the time from
-//! posting an event to the page's update (the bell of an alert it causes).
+//! posting an event to the page's update (the bell of an alert it causes). A second test checks
+//! that no token is left in an address the page shows or links to (sign-in link, report links).
 
 mod common;
 
@@ -129,8 +130,8 @@ async fn the_ceo_sees_the_pipeline_live_and_a_seller_only_their_own() {
     let vigia = ns.spawn("serve");
     let (_driver, c) = browser().await;
 
-    // Sign in as the CEO: the token in the URL (also kept for reloads).
-    c.goto(&vigia.url(&format!("/?token={}", token(CEO, 1, Role::Ceo))))
+    // Sign in as the CEO: the token in the URL's fragment (also kept for reloads).
+    c.goto(&vigia.url(&format!("/#token={}", token(CEO, 1, Role::Ceo))))
         .await
         .unwrap();
     wait_js(
@@ -330,7 +331,7 @@ async fn the_ceo_sees_the_pipeline_live_and_a_seller_only_their_own() {
         .click()
         .await
         .unwrap();
-    c.goto(&vigia.url(&format!("/?token={}", token(SELLER_B, 1, Role::Seller))))
+    c.goto(&vigia.url(&format!("/#token={}", token(SELLER_B, 1, Role::Seller))))
         .await
         .unwrap();
     wait_js(
@@ -356,5 +357,163 @@ async fn the_ceo_sees_the_pipeline_live_and_a_seller_only_their_own() {
     assert_eq!(text(&c, "#unread").await, "0", "A's alerts are not B's");
     assert_eq!(text(&c, "#k-unanswered").await, "0");
     screenshot(&c, "dashboard-seller.png").await;
+    c.close().await.unwrap();
+}
+
+/// A daily report for the CEOs of tenant 1, as the processors would send it.
+fn daily_report(day: &str) -> vigia_schemas::Notification {
+    use vigia_schemas::{derive_id, Audience, NotificationType, Priority};
+    vigia_schemas::Notification {
+        id: derive_id("notification/daily_report", &["1", day]),
+        tenant_id: 1,
+        kind: NotificationType::DailyReport,
+        priority: Priority::Low,
+        audience: Audience::Role { role: Role::Ceo },
+        title: format!("Informe diario del {day}"),
+        message: "Ayer: 3 conversaciones".into(),
+        data: json!({"day": day, "time_zone": "UTC", "alerts": {}, "alerts_withdrawn": 0,
+                     "team": {"conversations": 3}, "top_performers": []}),
+        actions: vec![],
+        created_at: chrono::Utc::now(),
+        withdraws: None,
+    }
+}
+
+async fn produce_notification(ns: &Namespace, n: &vigia_schemas::Notification) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    let topic = vigia_schemas::Topics::with_prefix(&format!("{}.", ns.name)).notifications;
+    let payload = serde_json::to_vec(n).unwrap();
+    producer
+        .send(
+            FutureRecord::to(&topic)
+                .key(&n.tenant_id.to_string())
+                .payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+}
+
+/// Whether the browser's current address, or `what`, carries the token.
+fn has_token(url: &str, token: &str) -> bool {
+    let signature = token.rsplit('.').next().unwrap();
+    url.contains("token") || url.contains(signature)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, chromium and chromedriver (scripts/services.sh up)"]
+async fn no_token_is_left_in_an_address_the_dashboard_shows_or_links_to() {
+    let ns = Namespace::new("dashlinks");
+    let vigia = ns.spawn("gateway");
+    produce_notification(&ns, &daily_report("2026-03-02")).await;
+    let (_driver, c) = browser().await;
+    let ceo = token(CEO, 1, Role::Ceo);
+
+    // The sign-in link carries the token in the fragment, which no server sees; once read, it
+    // is gone from the address bar (and so from bookmarks, history and screenshots).
+    c.goto(&vigia.url(&format!("/#token={ceo}"))).await.unwrap();
+    wait_js(
+        &c,
+        "document.getElementById('live').classList.contains('on')",
+        Duration::from_secs(20),
+        "the live connection",
+    )
+    .await;
+    let address = c.current_url().await.unwrap().to_string();
+    assert!(!has_token(&address, &ceo), "{address}");
+
+    // The report link of the daily report: no token in it.
+    let href = wait_js(
+        &c,
+        "document.querySelector('#notifications a') && document.querySelector('#notifications a').href",
+        Duration::from_secs(20),
+        "the daily report's link",
+    )
+    .await;
+    let href = href.as_str().unwrap().to_string();
+    assert!(href.contains("/reports/2026-03-02"), "{href}");
+    assert!(
+        !has_token(&href, &ceo),
+        "the report link carries the token: {href}"
+    );
+    // It opens (in a new tab) with the dashboard's sign-in.
+    let dashboard = c.window().await.unwrap();
+    c.find(Locator::Id("bell"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#notifications a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report_tab = loop {
+        let windows = c.windows().await.unwrap();
+        if let Some(w) = windows.into_iter().find(|w| *w != dashboard) {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "the report did not open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    c.switch_to_window(report_tab).await.unwrap();
+    wait_js(
+        &c,
+        "document.querySelector('h1') && document.querySelector('h1').textContent.includes('Informe diario del 2026-03-02')",
+        Duration::from_secs(10),
+        "the report page",
+    )
+    .await;
+    let address = c.current_url().await.unwrap().to_string();
+    assert!(!has_token(&address, &ceo), "{address}");
+    screenshot(&c, "report-page.png").await;
+    c.close_window().await.unwrap();
+    c.switch_to_window(dashboard).await.unwrap();
+
+    // A report link handed to someone not signed in: the token after `#`, read and removed.
+    js(&c, "localStorage.clear(); return 1").await;
+    c.goto(&vigia.url(&format!("/reports/2026-03-02?lang=en#token={ceo}")))
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.querySelector('h1') && document.querySelector('h1').textContent.includes('Informe diario')",
+        Duration::from_secs(10),
+        "the report page from a #token= link",
+    )
+    .await;
+    assert!(
+        js(&c, "return document.body.innerText.includes('Team totals')")
+            .await
+            .as_bool()
+            .unwrap()
+    );
+    let address = c.current_url().await.unwrap().to_string();
+    assert!(!has_token(&address, &ceo), "{address}");
+
+    // The old form, a token in the query, is not used to sign in, and not left in the address.
+    js(&c, "localStorage.clear(); return 1").await;
+    c.goto(&vigia.url(&format!("/?token={ceo}"))).await.unwrap();
+    wait_js(
+        &c,
+        "!document.getElementById('signin').hidden",
+        Duration::from_secs(10),
+        "the sign-in form",
+    )
+    .await;
+    let address = c.current_url().await.unwrap().to_string();
+    assert!(!has_token(&address, &ceo), "{address}");
+    assert_eq!(
+        js(&c, "return localStorage.getItem('vigia.token')").await,
+        Value::Null
+    );
     c.close().await.unwrap();
 }

@@ -1,5 +1,9 @@
 // Vigía dashboard: KPIs, leaderboard, 24 h response-time chart and the notification center,
 // live over the gateway's /ws. Plain browser JavaScript, no build step.
+// Tokens stay out of the URLs the page shows or links to: a sign-in link carries the token in
+// its fragment (/#token=<jwt>, never sent to a server), removed from the address bar at once;
+// report links carry none (the report page uses this sign-in). Only /ws?token= remains, as the
+// browser's WebSocket cannot send a header.
 "use strict";
 
 const TEXT = {
@@ -15,6 +19,7 @@ const TEXT = {
     notifications: "Notificaciones", read_all: "Marcar todas como leídas", team: "Equipo",
     as_of: "Datos de", level_low: "baja", level_medium: "media", level_high: "alta",
     bad_token: "Token no válido", open_report: "Ver informe", no_notifications: "Sin notificaciones",
+    token_in_query: "El token no va en la dirección (?token=): use un enlace /#token=… o péguelo aquí",
     p90_bound: "Datos antiguos: p90 más alto de un vendedor (el del equipo no es mayor)",
   },
   en: {
@@ -29,6 +34,7 @@ const TEXT = {
     notifications: "Notifications", read_all: "Mark all read", team: "Team",
     as_of: "Figures as of", level_low: "low", level_medium: "medium", level_high: "high",
     bad_token: "Invalid token", open_report: "Open report", no_notifications: "No notifications",
+    token_in_query: "A token does not go in the address (?token=): use a /#token=… link or paste it here",
     p90_bound: "Old figures: the highest seller p90 (the team's is not higher)",
   },
 };
@@ -151,7 +157,7 @@ function renderNotifications() {
     li.append(title, msg);
     if (n.type === "daily_report" && n.data && n.data.day) {
       const a = document.createElement("a");
-      a.href = `/reports/${n.data.day}?token=${encodeURIComponent(state.token)}&lang=${state.lang}`;
+      a.href = `/reports/${encodeURIComponent(n.data.day)}?lang=${state.lang}`;
       a.target = "_blank"; a.textContent = t("open_report");
       li.appendChild(a);
     }
@@ -317,8 +323,11 @@ document.addEventListener("DOMContentLoaded", () => {
     start($("token").value.trim());
   });
   applyLanguage();
-  const fromUrl = new URLSearchParams(location.search).get("token");
-  if (fromUrl) history.replaceState(null, "", "/");
-  const token = fromUrl || localStorage.getItem("vigia.token");
-  if (token) start(token); else signOut();
+  const fromFragment = new URLSearchParams(location.hash.slice(1)).get("token");
+  const inQuery = new URLSearchParams(location.search).has("token");
+  if (fromFragment || inQuery) history.replaceState(null, "", "/");
+  // A token in the query has already reached the server's and proxies' logs: it is not used,
+  // so that such links stop being made.
+  const token = fromFragment || localStorage.getItem("vigia.token");
+  if (token) start(token); else signOut(inQuery ? t("token_in_query") : undefined);
 });

@@ -7,6 +7,17 @@
 //! client cannot choose a weaker scheme (nor pass an HMAC over the public key as RS256). There
 //! is no leeway on `exp`: a token is valid up to its `exp` second, and a live WebSocket is
 //! closed at that moment with reason "token expired".
+//!
+//! Beyond the signature ([`TokenPolicy`]):
+//! - **Lifetime**: a token that lives longer than `jwt_max_lifetime` (default 24 h) is refused:
+//!   its lifetime is `exp - iat` (`iat` taken as now if absent or in the future), so neither a
+//!   far `exp` nor a back-dated `iat` gets a long-lived token in.
+//! - **Issuer and audience**, when configured (`jwt_issuer`, `jwt_audience`): the token must
+//!   carry that `iss`, and an `aud` that is (or, as an array, contains) that audience. With an
+//!   identity provider (RS256), set both: the issuer is the provider's issuer URL (the `iss` of
+//!   its tokens, e.g. `https://login.example.com/`), the audience the identifier the provider
+//!   gives this API (what it puts in `aud`). Without them, any token the provider signs for any
+//!   of its applications would be accepted. `vigia token` puts them in the tokens it mints.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,6 +61,11 @@ pub enum AuthError {
     Malformed(String),
     #[error("invalid token claims: {0}")]
     BadClaims(String),
+    #[error(
+        "token lifetime too long: it is valid for {lifetime_secs} s, this gateway accepts at most \
+         {max_secs} s (gateway.jwt_max_lifetime); ask for a shorter-lived token"
+    )]
+    LifetimeTooLong { lifetime_secs: u64, max_secs: u64 },
 }
 
 impl IntoResponse for AuthError {
@@ -73,6 +89,7 @@ impl IntoResponse for AuthError {
     }
 }
 
+/// The claims read from a token (`iss` and `aud` are checked by the validation itself).
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     #[serde(deserialize_with = "user_id_from_number_or_string")]
@@ -107,29 +124,84 @@ fn parse_role(role: &str) -> Result<Role, AuthError> {
     })
 }
 
-/// Checks tokens: HS256 against the secret, RS256 against an RSA public key, as configured.
+/// The claims of a token this gateway mints.
+#[derive(Serialize)]
+struct IssuedClaims<'a> {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
+/// The longest token lifetime accepted unless configured otherwise.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// What a token must satisfy besides its signature (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// The `iss` required, if any.
+    pub issuer: Option<String>,
+    /// The audience `aud` must name, if any.
+    pub audience: Option<String>,
+    /// The longest lifetime (`exp - iat`) accepted.
+    pub max_lifetime: Duration,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        TokenPolicy {
+            issuer: None,
+            audience: None,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+        }
+    }
+}
+
+/// Checks tokens: HS256 against the secret, RS256 against an RSA public key, as configured,
+/// and the [`TokenPolicy`].
 #[derive(Clone)]
 pub struct TokenVerifier {
     hs256: Option<DecodingKey>,
     rs256: Option<DecodingKey>,
+    policy: TokenPolicy,
 }
 
-fn validation(alg: Algorithm) -> Validation {
+fn validation(alg: Algorithm, policy: &TokenPolicy) -> Validation {
     let mut validation = Validation::new(alg);
     validation.leeway = 0;
-    // We issue no `aud`; a token carrying one is not rejected for it.
-    validation.validate_aud = false;
-    validation.set_required_spec_claims(&["exp"]);
+    let mut required = vec!["exp"];
+    match &policy.audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        // Not configured: a token carrying an `aud` is not refused for it.
+        None => validation.validate_aud = false,
+    }
+    if let Some(issuer) = &policy.issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
     validation
 }
 
 impl TokenVerifier {
-    /// HS256 tokens signed with `secret` (none if `secret` is empty).
+    /// HS256 tokens signed with `secret` (none if `secret` is empty), under the default policy.
     pub fn new(secret: &str) -> Self {
         TokenVerifier {
             hs256: (!secret.is_empty()).then(|| DecodingKey::from_secret(secret.as_bytes())),
             rs256: None,
+            policy: TokenPolicy::default(),
         }
+    }
+
+    /// Checks tokens against `policy` too.
+    pub fn with_policy(mut self, policy: TokenPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Also accepts RS256 tokens signed by the holder of the RSA public key `pem` (PKCS#1 or
@@ -162,24 +234,41 @@ impl TokenVerifier {
             _ => None,
         }
         .ok_or(AuthError::WrongAlgorithm(self.accepted()))?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation(header.alg)).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::WrongAlgorithm(self.accepted())
-                }
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    AuthError::BadClaims(format!("missing claim {claim:?}"))
-                }
-                ErrorKind::InvalidClaimFormat(claim) => {
-                    AuthError::BadClaims(format!("claim {claim:?} has the wrong format"))
-                }
-                ErrorKind::Json(err) if err.is_data() => AuthError::BadClaims(err.to_string()),
-                _ => AuthError::Malformed(e.to_string()),
-            },
-        )?;
+        let validation = validation(header.alg, &self.policy);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidIssuer => AuthError::BadClaims(
+                "the issuer (iss) is not the one this gateway accepts (gateway.jwt_issuer)".into(),
+            ),
+            ErrorKind::InvalidAudience => AuthError::BadClaims(
+                "the audience (aud) does not name this gateway's (gateway.jwt_audience)".into(),
+            ),
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::WrongAlgorithm(self.accepted())
+            }
+            ErrorKind::MissingRequiredClaim(claim) => {
+                AuthError::BadClaims(format!("missing claim {claim:?}"))
+            }
+            ErrorKind::InvalidClaimFormat(claim) => {
+                AuthError::BadClaims(format!("claim {claim:?} has the wrong format"))
+            }
+            ErrorKind::Json(err) if err.is_data() => AuthError::BadClaims(err.to_string()),
+            _ => AuthError::Malformed(e.to_string()),
+        })?;
         let claims = data.claims;
+        let now = jsonwebtoken::get_current_timestamp();
+        let issued = claims.iat.map_or(now, |iat| iat.min(now));
+        let lifetime_secs = claims.exp.saturating_sub(issued);
+        let max_secs = self.policy.max_lifetime.as_secs();
+        if lifetime_secs > max_secs {
+            return Err(AuthError::LifetimeTooLong {
+                lifetime_secs,
+                max_secs,
+            });
+        }
         Ok(Principal {
             viewer: Viewer {
                 tenant_id: claims.tenant_id,
@@ -191,8 +280,9 @@ impl TokenVerifier {
     }
 }
 
-/// Mints an HS256 token for `user_id` of `tenant_id` with `role`, valid for `ttl` from now.
-/// Used by the `vigia token` command and by tests.
+/// Mints an HS256 token for `user_id` of `tenant_id` with `role`, valid for `ttl` from now,
+/// without `iss` or `aud`. Used by tests and benchmarks; `vigia token` uses
+/// [`crate::Config::issue_token`], which follows the configured policy.
 pub fn issue_token(
     secret: &str,
     user_id: u64,
@@ -200,15 +290,32 @@ pub fn issue_token(
     role: Role,
     ttl: Duration,
 ) -> String {
+    issue_token_with(secret, user_id, tenant_id, role, ttl, None, None)
+}
+
+/// [`issue_token`] with an `iss` and an `aud`.
+pub(crate) fn issue_token_with(
+    secret: &str,
+    user_id: u64,
+    tenant_id: u64,
+    role: Role,
+    ttl: Duration,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let claims = Claims {
-        sub: user_id,
-        tenant_id,
-        role: role_name(role).to_string(),
-        exp: (now + ttl).as_secs(),
-        iat: Some(now.as_secs()),
+    let claims = IssuedClaims {
+        claims: Claims {
+            sub: user_id,
+            tenant_id,
+            role: role_name(role).to_string(),
+            exp: (now + ttl).as_secs(),
+            iat: Some(now.as_secs()),
+        },
+        iss: issuer,
+        aud: audience,
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -364,6 +471,98 @@ mod tests {
             v.verify("not-a-jwt"),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_lifetime_counts_from_iat_or_now_whichever_is_earlier() {
+        let hour = 3600;
+        let now = jsonwebtoken::get_current_timestamp();
+        let v = TokenVerifier::new(SECRET).with_policy(TokenPolicy {
+            max_lifetime: Duration::from_secs(2 * hour),
+            ..TokenPolicy::default()
+        });
+        let token = |iat: Option<u64>, exp: u64| {
+            let mut c = serde_json::json!({"sub": 1, "tenant_id": 1, "role": "ceo", "exp": exp});
+            if let Some(iat) = iat {
+                c["iat"] = serde_json::json!(iat);
+            }
+            sign(Algorithm::HS256, &c, SECRET)
+        };
+        for ok in [
+            token(Some(now), now + 2 * hour),
+            token(None, now + 2 * hour - 5),
+            token(Some(now - hour), now + hour),
+        ] {
+            assert!(v.verify(&ok).is_ok());
+        }
+        for (too_long, lifetime) in [
+            (token(Some(now), now + 3 * hour), 3 * hour),
+            (token(None, now + 3 * hour), 3 * hour),
+            (token(Some(now - 2 * hour), now + hour), 3 * hour),
+            // An `iat` in the future does not shorten the lifetime.
+            (token(Some(now + 2 * hour), now + 3 * hour), 3 * hour),
+        ] {
+            assert_eq!(
+                v.verify(&too_long),
+                Err(AuthError::LifetimeTooLong {
+                    lifetime_secs: lifetime,
+                    max_secs: 2 * hour
+                })
+            );
+        }
+        assert!(AuthError::LifetimeTooLong {
+            lifetime_secs: 1,
+            max_secs: 0
+        }
+        .to_string()
+        .contains("jwt_max_lifetime"));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_only_when_configured() {
+        let claims = |extra: serde_json::Value| {
+            let mut c =
+                serde_json::json!({"sub": 1, "tenant_id": 1, "role": "ceo", "exp": in_an_hour()});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            sign(Algorithm::HS256, &c, SECRET)
+        };
+        let open = TokenVerifier::new(SECRET);
+        assert!(open
+            .verify(&claims(serde_json::json!({"iss": "x", "aud": "y"})))
+            .is_ok());
+        let strict = TokenVerifier::new(SECRET).with_policy(TokenPolicy {
+            issuer: Some("idp".into()),
+            audience: Some("api".into()),
+            ..TokenPolicy::default()
+        });
+        assert!(strict
+            .verify(&claims(
+                serde_json::json!({"iss": "idp", "aud": ["x", "api"]})
+            ))
+            .is_ok());
+        for (extra, named) in [
+            (serde_json::json!({"aud": "api"}), "iss"),
+            (serde_json::json!({"iss": "other", "aud": "api"}), "iss"),
+            (serde_json::json!({"iss": "idp"}), "aud"),
+            (serde_json::json!({"iss": "idp", "aud": "other"}), "aud"),
+        ] {
+            match strict.verify(&claims(extra.clone())) {
+                Err(AuthError::BadClaims(m)) => assert!(m.contains(named), "{extra}: {m}"),
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        let minted = issue_token_with(
+            SECRET,
+            1,
+            1,
+            Role::Ceo,
+            Duration::from_secs(60),
+            Some("idp"),
+            Some("api"),
+        );
+        assert!(strict.verify(&minted).is_ok());
     }
 
     #[test]

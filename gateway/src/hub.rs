@@ -5,10 +5,14 @@
 //! has its own bounded queue; the hub only ever `try_send`s, so a connection whose queue is full
 //! is kicked (its `kicked` token is cancelled, the transport closes it with "too slow") and never
 //! delays anybody else.
+//!
+//! The hub also counts each user's live connections ([`Hub::take_place`]): a transport takes a
+//! place before it accepts a connection, so that one user (one token) cannot open connections
+//! without bound.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -45,6 +49,36 @@ struct HubInner {
     tenants: RwLock<HashMap<TenantId, HashMap<ConnectionId, Connection>>>,
     next_id: AtomicU64,
     metrics: Metrics,
+    /// Live connections (and connections being set up) per user.
+    places: Mutex<HashMap<(TenantId, UserId), usize>>,
+}
+
+/// A user's place among their connections; given back when dropped.
+pub(crate) struct UserPlace {
+    hub: Arc<HubInner>,
+    user: (TenantId, UserId),
+}
+
+impl Drop for UserPlace {
+    fn drop(&mut self) {
+        let mut places = self.hub.places.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = places.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                places.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Refusal of one more connection of a user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "too many connections for this user: {max} are open (gateway.max_connections_per_user); \
+     close one (another tab or device) and retry"
+)]
+pub(crate) struct TooManyConnections {
+    pub(crate) max: usize,
 }
 
 #[derive(Clone)]
@@ -92,8 +126,28 @@ impl Hub {
                 tenants: RwLock::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 metrics,
+                places: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// A place for one more connection of `viewer`'s user, unless they have `max` already.
+    pub(crate) fn take_place(
+        &self,
+        viewer: &Viewer,
+        max: usize,
+    ) -> Result<UserPlace, TooManyConnections> {
+        let user = (viewer.tenant_id, viewer.user_id);
+        let mut places = self.inner.places.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = places.entry(user).or_default();
+        if *taken >= max {
+            return Err(TooManyConnections { max });
+        }
+        *taken += 1;
+        Ok(UserPlace {
+            hub: self.inner.clone(),
+            user,
+        })
     }
 
     /// Registers a connection of `viewer` over `transport`, whose preferences are `prefs`,
@@ -367,6 +421,27 @@ mod tests {
         assert_eq!(
             hub.push(stored(1, Audience::User { user_id: 10 }, 1), now()),
             0
+        );
+    }
+
+    #[test]
+    fn a_user_has_at_most_max_places_and_gets_them_back() {
+        let hub = hub();
+        let ana = viewer(1, 10, Role::Seller);
+        let places: Vec<_> = (0..3).map(|_| hub.take_place(&ana, 3).unwrap()).collect();
+        assert_eq!(
+            hub.take_place(&ana, 3).err(),
+            Some(TooManyConnections { max: 3 })
+        );
+        // Another user, or the same id in another tenant, is counted apart.
+        assert!(hub.take_place(&viewer(1, 11, Role::Seller), 3).is_ok());
+        let other_tenant = hub.take_place(&viewer(2, 10, Role::Seller), 3).unwrap();
+        drop(places);
+        assert!(hub.take_place(&ana, 3).is_ok());
+        drop(other_tenant);
+        assert!(
+            hub.inner.places.lock().unwrap().is_empty(),
+            "nothing left behind"
         );
     }
 

@@ -41,6 +41,21 @@
 //! `/health` or `/metrics` (the root binary does, using [`Gateway::ready`] and the registry
 //! passed to [`Gateway::start`]).
 //!
+//! ## Limits
+//! What one client (one token) may cost, whatever it sends:
+//! - at most `max_connections_per_user` live connections per user, `/ws` and Socket.IO together
+//!   (default 50; the next one gets `429` on `/ws`, a `connect_error` on Socket.IO);
+//! - Socket.IO sessions that have not authenticated: at most `max_unauthenticated_sessions` at
+//!   once (default 1,000; the next handshake gets `503`), each closed after
+//!   `socketio_connect_timeout` (default 10 s);
+//! - frames that cost an inbox query are coalesced per connection: an unread count is computed
+//!   at most every 250 ms however often `get_unread_count` comes, and a replay of missed
+//!   notifications (`subscribe_notifications {since}`) runs at most every 5 s;
+//! - tokens valid for longer than `jwt_max_lifetime` (default 24 h) are refused.
+//!
+//! The HTTP server itself (header and body read timeouts, connections in all) is the root
+//! binary's (`src/http.rs`).
+//!
 //! ## Withdrawals
 //! A notification with `withdraws: Some(id)` (e.g. "the conversation was answered") resolves the
 //! notification it names, within the same tenant: that one stops counting as unread for everybody
@@ -82,7 +97,7 @@ use tokio_util::sync::CancellationToken;
 use vigia_schemas::{Notification, Topics};
 
 pub use audience::{can_see, sees_whole_tenant, Viewer};
-pub use auth::{issue_token, AuthError, Principal, TokenVerifier};
+pub use auth::{issue_token, AuthError, Principal, TokenPolicy, TokenVerifier};
 pub use inbox::{Inbox, InboxError, Inserted, OutboxEntry, OutboxRow, StoredNotification};
 pub use preferences::{email_at, should_push, Preferences, QuietHours};
 pub use vigia_schemas::Role;
@@ -114,6 +129,23 @@ pub struct Config {
     /// Per-connection queue of frames waiting to be written; a client that lets it fill up is
     /// disconnected with close reason "too slow".
     pub client_queue: usize,
+    /// If set, a token must carry this `iss` (the identity provider's issuer URL for RS256).
+    pub jwt_issuer: Option<String>,
+    /// If set, a token's `aud` must name this audience (the API's identifier at the provider).
+    pub jwt_audience: Option<String>,
+    /// Longest token lifetime accepted: `exp - iat`, and `exp` from now; longer ones are
+    /// refused (a leaked token is only good for so long).
+    #[serde(with = "humantime_serde")]
+    pub jwt_max_lifetime: Duration,
+    /// Live connections (`/ws` and Socket.IO together) of one user; the next one is refused.
+    pub max_connections_per_user: usize,
+    /// Socket.IO sessions (Engine.IO handshakes) that have not authenticated yet, all clients
+    /// together; past this, new handshakes are refused with 503 until some authenticate or expire.
+    pub max_unauthenticated_sessions: usize,
+    /// A Socket.IO session that has not authenticated (namespace connect with a valid token)
+    /// within this time is closed.
+    #[serde(with = "humantime_serde")]
+    pub socketio_connect_timeout: Duration,
     /// E-mail, Slack and Teams per tenant (`[gateway.channels]`, see [`channels`]).
     pub channels: channels::ChannelsConfig,
 }
@@ -127,6 +159,12 @@ impl Default for Config {
             group_id: "vigia-gateway".to_string(),
             ping_interval: Duration::from_secs(20),
             client_queue: 1024,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_max_lifetime: Duration::from_secs(24 * 3600),
+            max_connections_per_user: 50,
+            max_unauthenticated_sessions: 1000,
+            socketio_connect_timeout: Duration::from_secs(10),
             channels: channels::ChannelsConfig::default(),
         }
     }
@@ -141,14 +179,68 @@ impl std::fmt::Debug for Config {
             .field("group_id", &self.group_id)
             .field("ping_interval", &self.ping_interval)
             .field("client_queue", &self.client_queue)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_max_lifetime", &self.jwt_max_lifetime)
+            .field("max_connections_per_user", &self.max_connections_per_user)
+            .field(
+                "max_unauthenticated_sessions",
+                &self.max_unauthenticated_sessions,
+            )
+            .field("socketio_connect_timeout", &self.socketio_connect_timeout)
             .field("channels", &self.channels)
             .finish()
     }
 }
 
 impl Config {
+    /// What tokens must satisfy besides their signature.
+    pub fn token_policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            max_lifetime: self.jwt_max_lifetime,
+        }
+    }
+
+    /// Mints an HS256 token with `jwt_secret` that this configuration accepts: with its
+    /// `jwt_issuer` and `jwt_audience`, and valid for `ttl` (at most `jwt_max_lifetime`).
+    /// For `vigia token`.
+    pub fn issue_token(
+        &self,
+        user_id: u64,
+        tenant_id: u64,
+        role: Role,
+        ttl: Duration,
+    ) -> Result<String, GatewayError> {
+        if self.jwt_secret.is_empty() {
+            return Err(GatewayError::Config(
+                "gateway.jwt_secret is empty: tokens are minted with the HS256 secret \
+                 (VIGIA_JWT_SECRET); with only an identity provider's key, get tokens from it"
+                    .into(),
+            ));
+        }
+        if ttl > self.jwt_max_lifetime {
+            return Err(GatewayError::Config(format!(
+                "a token valid for {} s would be refused: gateway.jwt_max_lifetime \
+                 (VIGIA_JWT_MAX_LIFETIME) is {} s; ask for a shorter one",
+                ttl.as_secs(),
+                self.jwt_max_lifetime.as_secs()
+            )));
+        }
+        Ok(auth::issue_token_with(
+            &self.jwt_secret,
+            user_id,
+            tenant_id,
+            role,
+            ttl,
+            self.jwt_issuer.as_deref(),
+            self.jwt_audience.as_deref(),
+        ))
+    }
+
     fn token_verifier(&self) -> Result<TokenVerifier, GatewayError> {
-        let verifier = TokenVerifier::new(&self.jwt_secret);
+        let verifier = TokenVerifier::new(&self.jwt_secret).with_policy(self.token_policy());
         let Some(path) = &self.jwt_rs256_public_key else {
             return Ok(verifier);
         };
@@ -189,6 +281,47 @@ impl Config {
             return Err(GatewayError::Config(
                 "gateway.group_id must not be empty (default \"vigia-gateway\")".into(),
             ));
+        }
+        for (value, key) in [
+            (&self.jwt_issuer, "gateway.jwt_issuer (VIGIA_JWT_ISSUER)"),
+            (
+                &self.jwt_audience,
+                "gateway.jwt_audience (VIGIA_JWT_AUDIENCE)",
+            ),
+        ] {
+            if value.as_deref().is_some_and(str::is_empty) {
+                return Err(GatewayError::Config(format!(
+                    "{key} is empty: leave it unset, or set the value tokens must carry"
+                )));
+            }
+        }
+        for (value, key) in [
+            (
+                self.jwt_max_lifetime,
+                "gateway.jwt_max_lifetime (VIGIA_JWT_MAX_LIFETIME), e.g. \"24h\"",
+            ),
+            (
+                self.socketio_connect_timeout,
+                "gateway.socketio_connect_timeout (VIGIA_SOCKETIO_CONNECT_TIMEOUT), e.g. \"10s\"",
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(GatewayError::Config(format!("{key} must be positive")));
+            }
+        }
+        for (value, key) in [
+            (
+                self.max_connections_per_user,
+                "gateway.max_connections_per_user (VIGIA_MAX_CONNECTIONS_PER_USER)",
+            ),
+            (
+                self.max_unauthenticated_sessions,
+                "gateway.max_unauthenticated_sessions (VIGIA_MAX_UNAUTHENTICATED_SESSIONS)",
+            ),
+        ] {
+            if value == 0 {
+                return Err(GatewayError::Config(format!("{key} must be at least 1")));
+            }
         }
         Ok(())
     }
@@ -508,9 +641,61 @@ mod tests {
                 group_id: String::new(),
                 ..base.clone()
             },
+            Config {
+                jwt_issuer: Some(String::new()),
+                ..base.clone()
+            },
+            Config {
+                jwt_audience: Some(String::new()),
+                ..base.clone()
+            },
+            Config {
+                jwt_max_lifetime: Duration::ZERO,
+                ..base.clone()
+            },
+            Config {
+                max_connections_per_user: 0,
+                ..base.clone()
+            },
+            Config {
+                max_unauthenticated_sessions: 0,
+                ..base.clone()
+            },
+            Config {
+                socketio_connect_timeout: Duration::ZERO,
+                ..base.clone()
+            },
         ] {
             assert!(matches!(cfg.validate(), Err(GatewayError::Config(_))));
         }
+    }
+
+    #[test]
+    fn minted_tokens_follow_the_configured_policy() {
+        let cfg = Config {
+            jwt_secret: "s".into(),
+            jwt_issuer: Some("vigia".into()),
+            jwt_audience: Some("vigia-gateway".into()),
+            jwt_max_lifetime: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let verifier = cfg.token_verifier().unwrap();
+        let token = cfg
+            .issue_token(7, 1, Role::Ceo, Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(verifier.verify(&token).unwrap().viewer.user_id, 7);
+        let err = cfg
+            .issue_token(7, 1, Role::Ceo, Duration::from_secs(7200))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("VIGIA_JWT_MAX_LIFETIME"), "{err}");
+        let rs256_only = Config {
+            jwt_secret: String::new(),
+            ..cfg
+        };
+        assert!(rs256_only
+            .issue_token(7, 1, Role::Ceo, Duration::from_secs(60))
+            .is_err());
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //!
 //! A transport implements [`Transport`] (how to write a notification or a count to its socket)
 //! and drives a [`Session`] from its own event loop.
+//!
+//! What a client asks for costs inbox queries, so it is coalesced per connection: counts it
+//! asks for are sent at most once per [`RECOUNT_EVERY`] ([`Session::request_count`]), and
+//! replays at most once per [`crate::throttle::REPLAY_EVERY`] (Socket.IO's
+//! `subscribe_notifications`; on `/ws` a replay is asked for only when connecting).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -124,6 +129,12 @@ impl Session {
         let shared = self.shared.clone();
         let viewer = self.viewer;
         Box::pin(async move { shared.inbox.unread_count(&viewer).await })
+    }
+
+    /// The client asked for its count: it is sent as a stale one is, once due, so that a
+    /// client asking in a loop costs one count query per [`RECOUNT_EVERY`], not one per frame.
+    pub(crate) fn request_count(&mut self) {
+        self.count_stale = true;
     }
 
     /// Sends the unread count.

@@ -4,7 +4,13 @@
 //!
 //! Auth: the JWT in the handshake `auth: {token}`, else `?token=` in the URL, else
 //! `Authorization: Bearer`. A missing or bad token refuses the connection: the client gets
-//! `connect_error` with `{message}` saying why.
+//! `connect_error` with `{message}` saying why; so does a user who already has
+//! `max_connections_per_user` connections (`/ws` and Socket.IO together).
+//!
+//! Sessions that have not authenticated yet (an Engine.IO handshake without a namespace
+//! connect carrying a valid token) cost memory and a task each: at most
+//! `max_unauthenticated_sessions` of them exist at once (past that, a handshake gets `503`), and
+//! each is closed after `socketio_connect_timeout` (10 s by default) unless it authenticates.
 //!
 //! Server → client events (namespace `/`):
 //! - `notification_connected` `{user_id, tenant_id, role, unread_count}` — first.
@@ -20,7 +26,8 @@
 //! Client → server events:
 //! - `subscribe_notifications` with optional `{since: <last sequence seen>}`: replays, oldest
 //!   first, what the user missed after `since` (nothing if absent), then the live ones continue;
-//!   nothing is sent twice.
+//!   nothing is sent twice. A connection replays at most once per 5 s: requests in between are
+//!   coalesced into one replay from the earliest `since`, at the end of those 5 s.
 //! - `mark_notification_read` `{notification_id}` (or the id as a bare string).
 //!
 //! The server disconnects a client that does not read fast enough, when its token expires, and
@@ -30,9 +37,14 @@
 //! until the client has read enough to take it; a client that reads nothing more is closed by
 //! the engine's heartbeat instead (its ping does not fit either).
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
@@ -44,10 +56,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Principal};
-use crate::hub::{Registration, Subscription};
+use crate::hub::{Registration, Subscription, TooManyConnections, UserPlace};
 use crate::inbox::{InboxError, StoredNotification};
 use crate::metrics::TransportKind;
 use crate::session::{next_count, Deliver, PendingCount, Session, Transport};
+use crate::throttle::{Replays, REPLAY_EVERY};
 use crate::Shared;
 
 /// Client events waiting for the connection's task; more than this in flight is abuse.
@@ -69,6 +82,84 @@ enum Control {
 #[derive(Clone)]
 struct Gone(CancellationToken);
 
+/// Why a namespace connect is refused (the `connect_error` message).
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    TooMany(#[from] TooManyConnections),
+}
+
+/// The sessions that have not authenticated yet, all clients together.
+struct Unauthenticated {
+    count: AtomicUsize,
+    max: usize,
+}
+
+/// One unauthenticated session's place: given back when it authenticates, or when the session
+/// ends (the Engine.IO session keeps its handshake request's extensions, and this with them).
+struct Unauthed {
+    sessions: Arc<Unauthenticated>,
+    given_back: AtomicBool,
+}
+
+impl Unauthenticated {
+    fn admit(self: &Arc<Self>) -> Option<Arc<Unauthed>> {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Arc::new(Unauthed {
+            sessions: self.clone(),
+            given_back: AtomicBool::new(false),
+        }))
+    }
+}
+
+impl Unauthed {
+    fn give_back(&self) {
+        if !self.given_back.swap(true, Ordering::AcqRel) {
+            self.sessions.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Unauthed {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
+/// Admits an Engine.IO handshake (a request without `sid`) only while fewer than
+/// `max_unauthenticated_sessions` sessions wait to authenticate.
+async fn admit_handshakes(
+    State(sessions): State<Arc<Unauthenticated>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let opens_a_session = !request
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| pair.starts_with("sid="));
+    if opens_a_session {
+        let Some(place) = sessions.admit() else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "5")],
+                "too many Socket.IO sessions wait to authenticate \
+                 (gateway.max_unauthenticated_sessions); retry shortly",
+            )
+                .into_response();
+        };
+        request.extensions_mut().insert(place);
+    }
+    next.run(request).await
+}
+
 /// Builds the Socket.IO server: its routes (`/socket.io` and `/socket.io/`) and its handle.
 pub(crate) fn build(shared: Arc<Shared>) -> (axum::Router, SocketIo) {
     let cfg = &shared.cfg;
@@ -79,14 +170,26 @@ pub(crate) fn build(shared: Arc<Shared>) -> (axum::Router, SocketIo) {
         .max_buffer_size(cfg.client_queue)
         // Client events are tiny.
         .max_payload(64 * 1024)
+        .connect_timeout(cfg.socketio_connect_timeout)
         .build_svc();
+    let unauthenticated = Arc::new(Unauthenticated {
+        count: AtomicUsize::new(0),
+        max: cfg.max_unauthenticated_sessions,
+    });
     let auth_shared = shared.clone();
     let authenticate = move |s: SocketRef, TryData(auth): TryData<Value>| {
         let shared = auth_shared.clone();
         async move {
             let principal = authenticate(&shared, &s, auth.ok().as_ref())?;
+            let place = shared
+                .hub
+                .take_place(&principal.viewer, shared.cfg.max_connections_per_user)?;
+            if let Some(unauthed) = s.req_parts().extensions.get::<Arc<Unauthed>>() {
+                unauthed.give_back();
+            }
             s.extensions.insert(principal);
-            Ok::<(), AuthError>(())
+            s.extensions.insert(Arc::new(place));
+            Ok::<(), Refused>(())
         }
     };
     let on_connect = move |s: SocketRef| {
@@ -96,7 +199,11 @@ pub(crate) fn build(shared: Arc<Shared>) -> (axum::Router, SocketIo) {
     io.ns("/", on_connect.with(authenticate));
     let routes = axum::Router::new()
         .route_service("/socket.io", svc.clone())
-        .route_service("/socket.io/", svc);
+        .route_service("/socket.io/", svc)
+        .layer(axum::middleware::from_fn_with_state(
+            unauthenticated,
+            admit_handshakes,
+        ));
     (routes, io)
 }
 
@@ -154,8 +261,11 @@ fn percent_decode(v: &str) -> String {
 }
 
 async fn connected(shared: Arc<Shared>, s: SocketRef) {
-    let Some(principal) = s.extensions.get::<Principal>() else {
-        // The middleware always inserts it; without it there is nobody to serve.
+    let (Some(principal), Some(place)) = (
+        s.extensions.get::<Principal>(),
+        s.extensions.remove::<Arc<UserPlace>>(),
+    ) else {
+        // The middleware always inserts them; without them there is nobody to serve.
         let _ = s.disconnect();
         return;
     };
@@ -260,6 +370,7 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 .unwrap_or(Duration::ZERO);
         let mut control_rx = control_rx;
         let mut counting: Option<PendingCount> = None;
+        let mut replays = Replays::new(REPLAY_EVERY);
         let end = loop {
             let step = tokio::select! {
                 biased;
@@ -278,9 +389,17 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                         Err(conn.inbox_failed(e))
                     }
                 },
+                // A replay held back (see Replays) is due.
+                _ = sleep_until(replays.due_at().unwrap_or_else(Instant::now)),
+                    if replays.due_at().is_some() => {
+                    match replays.take_due(Instant::now()) {
+                        Some(after) => replay(&mut session, &mut conn, after).await,
+                        None => Ok(()),
+                    }
+                }
                 control = control_rx.recv() => match control {
                     None => Err(End::Gone),
-                    Some(control) => handle(&mut session, &mut conn, control).await,
+                    Some(control) => handle(&mut session, &mut conn, &mut replays, control).await,
                 },
                 outbound = rx.recv() => match outbound {
                     None => Err(End::Closing("server shutting down")),
@@ -299,6 +418,7 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
             }
         };
         drop::<Registration>(registration);
+        drop::<Arc<UserPlace>>(place);
         // Past this, a client that took nothing more was closed by the heartbeat; a shutting
         // down server does not wait that long.
         let give_up = if shared.shutdown.is_cancelled() {
@@ -370,17 +490,28 @@ fn notification_id_of(data: &Value) -> Option<Uuid> {
     Uuid::parse_str(id).ok()
 }
 
+/// Replays what the user missed after `after`; the count follows (coalesced).
+async fn replay(session: &mut Session, conn: &mut SocketTransport, after: i64) -> Result<(), End> {
+    session.replay(after, conn).await?;
+    session.request_count();
+    Ok(())
+}
+
 async fn handle(
     session: &mut Session,
     conn: &mut SocketTransport,
+    replays: &mut Replays,
     control: Control,
 ) -> Result<(), End> {
     match control {
         Control::Subscribe { since } => {
-            if let Some(after) = since {
-                session.replay(after, conn).await?;
+            match since.and_then(|since| replays.request(since, Instant::now())) {
+                Some(after) => replay(session, conn, after).await?,
+                // Without `since`, or held back: the count (coalesced too) says the request
+                // was heard.
+                None => session.request_count(),
             }
-            session.send_unread_count(conn).await
+            Ok(())
         }
         Control::MarkRead { notification_id } => match session.mark_read(notification_id).await {
             Ok(Some(count)) => {

@@ -1,5 +1,7 @@
 //! At most one metrics push per tenant per interval; what comes in between is coalesced (the
-//! latest values win) and sent when the interval is over. Pure: the caller passes the time.
+//! latest values win) and sent when the interval is over. And at most one replay of missed
+//! notifications per connection per [`REPLAY_EVERY`] ([`Replays`]). Pure: the caller passes
+//! the time.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -79,6 +81,59 @@ impl<T> Throttle<T> {
     }
 }
 
+/// A connection replays missed notifications at most this often; requests in between are
+/// coalesced into one replay, from the earliest sequence asked for, when the interval is over.
+pub(crate) const REPLAY_EVERY: Duration = Duration::from_secs(5);
+
+/// The replays one connection asked for (`subscribe_notifications {since}`). A replay reads
+/// the inbox from `since` on, so a client asking in a loop would keep the database busy.
+pub(crate) struct Replays {
+    every: Duration,
+    last: Option<Instant>,
+    /// The earliest `since` asked for while one was not allowed.
+    pending: Option<i64>,
+}
+
+impl Replays {
+    pub(crate) fn new(every: Duration) -> Self {
+        Replays {
+            every,
+            last: None,
+            pending: None,
+        }
+    }
+
+    /// A replay after `since` is asked for: `Some(since)` to replay now, or `None` when it is
+    /// kept for [`Replays::due_at`].
+    pub(crate) fn request(&mut self, since: i64, now: Instant) -> Option<i64> {
+        let allowed = self.last.is_none_or(|last| now >= last + self.every);
+        if allowed && self.pending.is_none() {
+            self.last = Some(now);
+            return Some(since);
+        }
+        self.pending = Some(self.pending.map_or(since, |p| p.min(since)));
+        None
+    }
+
+    /// When the coalesced replay is due, if one is kept.
+    pub(crate) fn due_at(&self) -> Option<Instant> {
+        self.pending?;
+        Some(
+            self.last
+                .map_or_else(Instant::now, |last| last + self.every),
+        )
+    }
+
+    /// The coalesced replay, if one is kept and due at `now`.
+    pub(crate) fn take_due(&mut self, now: Instant) -> Option<i64> {
+        if now < self.due_at()? {
+            return None;
+        }
+        self.last = Some(now);
+        self.pending.take()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +178,27 @@ mod tests {
         // The flush task is late; a newer value arrives after the window.
         assert_eq!(throttle.offer(1, 3, ms(1200)), Decision::Coalesced);
         assert_eq!(throttle.take_due(1, ms(1250)), Some(3));
+    }
+
+    #[test]
+    fn replays_in_a_burst_are_coalesced_into_one_from_the_earliest_sequence() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut replays = Replays::new(Duration::from_secs(5));
+        assert_eq!(replays.due_at(), None);
+        assert_eq!(replays.request(40, s(0)), Some(40), "the first at once");
+        for since in [30, 10, 20] {
+            assert_eq!(replays.request(since, s(1)), None);
+        }
+        assert_eq!(replays.due_at(), Some(s(5)));
+        assert_eq!(replays.take_due(s(4)), None, "not yet");
+        assert_eq!(replays.take_due(s(5)), Some(10), "one, from the earliest");
+        assert_eq!(replays.take_due(s(6)), None);
+        // The coalesced replay started a new interval.
+        assert_eq!(replays.request(50, s(7)), None);
+        assert_eq!(replays.take_due(s(10)), Some(50));
+        // Quiet for an interval: at once again.
+        assert_eq!(replays.request(60, s(16)), Some(60));
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //!
 //! - `GET /` — the dashboard (one page; its script and styles under `/assets/`, built into the
 //!   binary with `include_str!`: no CDN and no Node step at run time; the chart library, uPlot,
-//!   is vendored from npm in `gateway/assets/vendor/`). Sign-in is a JWT (pasted, or `/?token=`),
-//!   kept in the browser's local storage. The page reads the REST API
+//!   is vendored from npm in `gateway/assets/vendor/`). Sign-in is a JWT, pasted or in a link's
+//!   fragment (`/#token=<jwt>`: a fragment is never sent to a server, so it reaches no log and no
+//!   `Referer`; the page removes it from the address bar), kept in the browser's local storage.
+//!   A token in the query (`/?token=`) is not used. The page reads the REST API
 //!   (`/v1/metrics/*`, `/v1/notifications*`) and stays live over `/ws`.
 //! - `GET /v1/reports/{date}` — the daily report about local day `date` (`YYYY-MM-DD`) as JSON:
 //!   the `daily_report` notification the processors sent at 08:00 the next day.
 //! - `GET /reports/{date}` — the same report as an HTML page (`?lang=en` for English), for the
-//!   links in e-mails and the dashboard; the token comes as `Authorization: Bearer` or
-//!   `?token=`.
+//!   dashboard's links. With `Authorization: Bearer`, the report; without, a loader page
+//!   (`/assets/report.js`) that takes the token from the link's fragment (`#token=<jwt>`) or the
+//!   dashboard's sign-in and fetches the report with the header. A link to a report carries no
+//!   token, so it can be shared; `?token=` is refused (`400`). Reports are served with
+//!   `Cache-Control: no-store` and `Referrer-Policy: no-referrer`.
 //!
 //! Reports are read from the inbox, so a user sees the reports addressed to them (CEO and
 //! managers), and a report is found by its deterministic id (tenant, day).
@@ -32,6 +37,14 @@ const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 const UPLOT_JS: &str = include_str!("../assets/vendor/uPlot.iife.min.js");
 const UPLOT_CSS: &str = include_str!("../assets/vendor/uPlot.min.css");
+const REPORT_JS: &str = include_str!("../assets/report.js");
+const REPORT_LOADER: &str = include_str!("../assets/report.html");
+
+/// A report is the tenant's figures: not kept in caches, and its address not passed on.
+const PRIVATE: [(header::HeaderName, &str); 2] = [
+    (header::CACHE_CONTROL, "no-store"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
 
 pub(crate) async fn index() -> Html<&'static str> {
     Html(INDEX)
@@ -43,6 +56,7 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
         "uPlot.iife.min.js" => (UPLOT_JS, "text/javascript; charset=utf-8"),
         "uPlot.min.css" => (UPLOT_CSS, "text/css; charset=utf-8"),
+        "report.js" => (REPORT_JS, "text/javascript; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     (
@@ -57,19 +71,14 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ReportParams {
+    /// Only to refuse it: see `report_html`.
     token: Option<String>,
     lang: Option<String>,
 }
 
-fn viewer(
-    shared: &Shared,
-    headers: &HeaderMap,
-    query_token: Option<&str>,
-) -> Result<Viewer, AuthError> {
-    let token = match bearer_token(headers) {
-        Some(t) => t?,
-        None => query_token.ok_or(AuthError::MissingToken)?,
-    };
+/// The caller, from `Authorization: Bearer`.
+fn viewer(shared: &Shared, headers: &HeaderMap) -> Result<Viewer, AuthError> {
+    let token = bearer_token(headers).ok_or(AuthError::MissingToken)??;
     Ok(shared.verifier.verify(token)?.viewer)
 }
 
@@ -121,7 +130,7 @@ pub(crate) async fn report_json(
     headers: HeaderMap,
     Path(date): Path<String>,
 ) -> Response {
-    let v = match viewer(&shared, &headers, None) {
+    let v = match viewer(&shared, &headers) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -138,13 +147,28 @@ pub(crate) async fn report_html(
     Path(date): Path<String>,
     Query(params): Query<ReportParams>,
 ) -> Response {
-    let v = match viewer(&shared, &headers, params.token.as_deref()) {
+    if params.token.is_some() {
+        return (
+            StatusCode::BAD_REQUEST,
+            PRIVATE,
+            Json(json!({"error": format!(
+                "a token in the URL's query is refused: URLs end up in logs, history and \
+                 Referer headers. Send `Authorization: Bearer <jwt>`, or put the token in the \
+                 link's fragment: /reports/{date}#token=<jwt>"
+            )})),
+        )
+            .into_response();
+    }
+    if bearer_token(&headers).is_none() {
+        return (PRIVATE, Html(REPORT_LOADER)).into_response();
+    }
+    let v = match viewer(&shared, &headers) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
     let english = params.lang.as_deref() == Some("en");
     match find_report(&shared, &v, &date).await {
-        Ok(Some(r)) => Html(render_report(&r, english)).into_response(),
+        Ok(Some(r)) => (PRIVATE, Html(render_report(&r, english))).into_response(),
         Ok(None) => not_found(&date),
         Err(response) => response,
     }

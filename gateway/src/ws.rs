@@ -1,6 +1,7 @@
 //! The plain WebSocket transport, `GET /ws` (protocol in [`crate::protocol`]).
 //!
-//! The token is checked before the upgrade (a bad one gets `401` with the reason). Each
+//! The token is checked before the upgrade (a bad one gets `401` with the reason), and so is the
+//! user's number of connections (past `max_connections_per_user`, `429` with the reason). Each
 //! connection is one task: it registers with the hub first, then sends `connection_established`,
 //! `unread_count` and, with `?since=N`, everything visible after sequence N; live notifications
 //! queued meanwhile are forwarded afterwards, skipping those already replayed, so nothing is
@@ -12,8 +13,9 @@ use std::time::{Duration, SystemTime};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
@@ -22,7 +24,7 @@ use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{bearer_token, AuthError, Principal};
-use crate::hub::{Outbound, Registration, Subscription};
+use crate::hub::{Outbound, Registration, Subscription, UserPlace};
 use crate::inbox::{InboxError, StoredNotification};
 use crate::metrics::TransportKind;
 use crate::protocol::{parse_client_frame, ClientFrame, CloseReason, ServerFrame};
@@ -66,6 +68,25 @@ pub(crate) async fn upgrade(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
+    // Held for as long as the connection lives (dropped with the upgrade if it fails).
+    let place = match shared
+        .hub
+        .take_place(&principal.viewer, shared.cfg.max_connections_per_user)
+    {
+        Ok(place) => place,
+        Err(e) => {
+            tracing::debug!(
+                tenant_id = principal.viewer.tenant_id,
+                user_id = principal.viewer.user_id,
+                "websocket refused: {e}"
+            );
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(serde_json::json!({ "error": e.to_string() })),
+            )
+                .into_response();
+        }
+    };
     let since = params.since.map(|s| s.max(0));
     // tungstenite's default buffers (128 KiB each way, the read one allocated up front) would
     // cost ~150 KB per idle connection; clients send tiny frames and every frame sent is
@@ -74,7 +95,10 @@ pub(crate) async fn upgrade(
         .read_buffer_size(CONNECTION_BUFFER)
         .write_buffer_size(CONNECTION_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| run(socket, shared, principal, since))
+        .on_upgrade(move |socket| async move {
+            run(socket, shared, principal, since).await;
+            drop::<UserPlace>(place);
+        })
 }
 
 /// How a connection ended: the client left, or the server closes it for a reason.
@@ -251,7 +275,8 @@ impl Connection {
                     }
                     Some(Ok(Message::Text(text))) => match parse_client_frame(&text) {
                         Ok(ClientFrame::Pong) => last_pong = Instant::now(),
-                        Ok(ClientFrame::GetUnreadCount) => session.send_unread_count(self).await?,
+                        // Coalesced: answered once due (see RECOUNT_EVERY).
+                        Ok(ClientFrame::GetUnreadCount) => session.request_count(),
                         Ok(ClientFrame::MarkRead { notification_id }) => {
                             match session.mark_read(notification_id).await {
                                 Ok(Some(count)) => self.send_unread_count(count).await?,

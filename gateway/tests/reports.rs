@@ -51,7 +51,7 @@ async fn a_report_is_served_as_json_and_html_to_its_tenants_ceo_only() {
     assert_eq!(v["report"]["team"]["conversations"], 3);
     assert_eq!(v["title"], "Informe diario del 2026-03-02");
 
-    let (status, html) = get(&gw, &format!("/reports/2026-03-02?token={ceo}"), None).await;
+    let (status, html) = get(&gw, "/reports/2026-03-02", Some(&ceo)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         html.contains("<h1>Informe diario del 2026-03-02</h1>"),
@@ -59,12 +59,7 @@ async fn a_report_is_served_as_json_and_html_to_its_tenants_ceo_only() {
     );
     assert!(html.contains("<td>Ana</td>"));
     assert!(html.contains("<tr><th>hot_lead</th><td>2</td></tr>"));
-    let (_, english) = get(
-        &gw,
-        &format!("/reports/2026-03-02?token={ceo}&lang=en"),
-        None,
-    )
-    .await;
+    let (_, english) = get(&gw, "/reports/2026-03-02?lang=en", Some(&ceo)).await;
     assert!(english.contains("Top performers"));
 
     // A manager sees it; a seller, another tenant's CEO and a day without report do not.
@@ -91,9 +86,58 @@ async fn a_report_is_served_as_json_and_html_to_its_tenants_ceo_only() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("\"field\":\"date\""), "{body}");
     assert_eq!(
-        get(&gw, "/reports/2026-03-02", None).await.0,
+        get(&gw, "/reports/2026-03-02", Some("garbage")).await.0,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn report_pages_take_no_token_in_the_url() {
+    // A URL gets shared, bookmarked, logged by proxies and sent as Referer: a report link
+    // carries no token. Without `Authorization`, the page is a loader that takes the token from
+    // the URL's fragment (`#token=`, never sent to any server) or the dashboard's sign-in, and
+    // fetches the report with the header.
+    let gw = TestGateway::start().await;
+    gw.gateway.deliver(report(1, "2026-03-02")).await.unwrap();
+    let ceo = gw.token(1, 1, Role::Ceo);
+
+    let r = reqwest::get(gw.url(&format!("/reports/2026-03-02?token={ceo}")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("#token="), "says what to do instead: {body}");
+    assert!(!body.contains("Informe diario"), "{body}");
+
+    let r = reqwest::get(gw.url("/reports/2026-03-02?lang=en"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let loader = r.text().await.unwrap();
+    assert!(
+        loader.contains("<script src=\"/assets/report.js\"></script>"),
+        "{loader}"
+    );
+    assert!(
+        !loader.contains("Informe diario"),
+        "no data without a token"
+    );
+    let (status, script) = get(&gw, "/assets/report.js", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(script.contains("location.hash"), "{script}");
+
+    // With the header, the report itself, not to be cached or leak its URL either.
+    let r = reqwest::Client::new()
+        .get(gw.url("/reports/2026-03-02"))
+        .bearer_auth(&ceo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert!(r.text().await.unwrap().contains("Informe diario"));
 }
 
 #[tokio::test]

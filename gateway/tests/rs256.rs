@@ -166,3 +166,57 @@ async fn a_missing_or_bad_key_file_is_a_clear_start_up_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_an_identity_provider_issuer_and_audience_are_checked() {
+    // As configured for an identity provider: its public key, its issuer URL, and the audience
+    // it puts in the tokens it issues for this API.
+    let keys = TempDir::new();
+    let (provider, provider_pub) = key_pair(&keys.0, "provider");
+    let gw = TestGateway::start_with(move |cfg| {
+        cfg.jwt_secret = String::new();
+        cfg.jwt_rs256_public_key = Some(provider_pub);
+        cfg.jwt_issuer = Some("https://idp.example.com/".into());
+        cfg.jwt_audience = Some("vigia-api".into());
+    })
+    .await;
+    let with = |iss: Option<&str>, aud: Option<Value>| {
+        let mut c = claims(10, 1);
+        if let Some(iss) = iss {
+            c["iss"] = json!(iss);
+        }
+        if let Some(aud) = aud {
+            c["aud"] = aud;
+        }
+        rs256(&provider, &c)
+    };
+    let issuer = Some("https://idp.example.com/");
+    for aud in [json!("vigia-api"), json!(["other-api", "vigia-api"])] {
+        assert_eq!(
+            count(&gw, &with(issuer, Some(aud.clone()))).await.0,
+            StatusCode::OK,
+            "aud {aud}"
+        );
+    }
+    for (token, claim) in [
+        (with(None, Some(json!("vigia-api"))), "iss"),
+        (
+            with(Some("https://evil.example.com/"), Some(json!("vigia-api"))),
+            "iss",
+        ),
+        (with(issuer, None), "aud"),
+        (with(issuer, Some(json!("other-api"))), "aud"),
+    ] {
+        let (status, body) = count(&gw, &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(claim), "{claim}: {error}");
+    }
+    // /ws too.
+    let wrong = with(Some("https://evil.example.com/"), Some(json!("vigia-api")));
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?token={wrong}", gw.addr))
+            .await
+            .is_err()
+    );
+}

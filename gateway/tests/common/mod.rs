@@ -2,6 +2,7 @@
 //! inbox, WebSocket clients, notifications.
 #![allow(dead_code)]
 
+pub mod eio;
 pub mod smtp;
 
 use std::net::SocketAddr;
