@@ -1,4 +1,4 @@
-//! The notification gateway (SPEC §5): it consumes the `notifications` topic, keeps every
+//! The notification gateway (contract §5): it consumes the `notifications` topic, keeps every
 //! notification in a persistent inbox, and pushes each one the moment it arrives to the WebSocket
 //! clients allowed to see it.
 //!

@@ -8,7 +8,7 @@
 //!   It is the inbox's count when sent, so during a burst it may already include notifications
 //!   whose frames are still on their way; the last one is always right.
 //! - `{"type":"notification","sequence":17,"read":false,"withdrawn":false,"notification":{…}}` —
-//!   `notification` is the SPEC §4 JSON; `sequence` is the inbox's arrival order: reconnect with
+//!   `notification` is the contract §4.1 JSON; `sequence` is the inbox's arrival order: reconnect with
 //!   `/ws?since=<last sequence seen>` to receive, before live ones, what you missed.
 //! - `{"type":"metrics", …}` — the fields of the tenant's live metrics of the tenant, to CEO/manager only, at
 //!   most once per second per tenant (the latest values win).

@@ -1,4 +1,4 @@
-//! The REST inbox (SPEC §5 "REST fallback"), authenticated by `Authorization: Bearer <jwt>`.
+//! The REST inbox (contract §5.5), authenticated by `Authorization: Bearer <jwt>`.
 //!
 //! - `GET /v1/notifications?limit=50&before=<sequence>` → `{"notifications": [{"sequence", "read",
 //!   "withdrawn", "notification"}…], "next_before": <sequence>|null}`, newest first; pass
