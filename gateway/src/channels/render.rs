@@ -457,6 +457,150 @@ pub(crate) mod tests {
         );
     }
 
+    /// Seller names a hostile CRM user could type: a disguised link (Markdown and Slack forms),
+    /// Slack mentions, and every emphasis and code mark of Slack mrkdwn and Teams Markdown.
+    const HOSTILE_NAMES: &[&str] = &[
+        "[Reautentique](https://evil.example)",
+        "<https://evil.example|Reautentique>",
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "*urgente*",
+        "**urgente**",
+        "_pagar ya_",
+        "~tachado~",
+        "`código`",
+        "# Título",
+    ];
+
+    fn hostile(name: &str) -> Notification {
+        Notification {
+            title: format!("{name}: tiempo de respuesta alto"),
+            message: format!("El tiempo medio de respuesta de {name} es 12 min."),
+            data: json!({
+                "seller_name": name,
+                "top_performers": [{"name": name}],
+            }),
+            ..alert()
+        }
+    }
+
+    /// Every string of a Slack payload with whether Slack interprets markup in it: text objects
+    /// of type `mrkdwn`, and the top-level `text` unless the payload says `"mrkdwn": false`
+    /// (then only its `<…>` control sequences, which must be escaped). `plain_text` is literal.
+    fn slack_texts(p: &Value) -> Vec<(bool, String)> {
+        fn walk(v: &Value, out: &mut Vec<(bool, String)>) {
+            match v {
+                Value::Object(o) => {
+                    if let (Some(kind), Some(Value::String(t))) = (o.get("type"), o.get("text")) {
+                        out.push((kind == "mrkdwn", t.clone()));
+                    }
+                    for v in o.values() {
+                        walk(v, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        let top = p["text"].as_str().unwrap_or_default().to_string();
+        out.push((p["mrkdwn"] != json!(false), top));
+        walk(&p["blocks"], &mut out);
+        out
+    }
+
+    #[test]
+    fn slack_shows_hostile_names_as_text() {
+        for name in HOSTILE_NAMES {
+            let p = slack_payload(&hostile(name));
+            let texts = slack_texts(&p);
+            for (markup, text) in &texts {
+                assert!(
+                    !(*markup && text.contains(name)),
+                    "{name}: Slack interprets markup in {text:?}"
+                );
+                assert!(
+                    !(*markup && text.contains("evil.example")),
+                    "{name}: Slack would link {text:?}"
+                );
+            }
+            // `<` opens links and mentions even where emphasis is off.
+            assert!(
+                !p["text"].as_str().unwrap().contains('<'),
+                "{name}: {}",
+                p["text"]
+            );
+            // Shown as written: literally, in plain text, in the message and the details.
+            let plain: Vec<&String> = texts.iter().filter(|(m, _)| !m).map(|(_, t)| t).collect();
+            assert!(
+                plain.iter().any(|t| t.contains(&hostile(name).message)),
+                "{name}: message not shown as written in {plain:?}"
+            );
+            assert!(
+                plain
+                    .iter()
+                    .any(|t| t.contains(&format!("top_performers.1.name: {name}"))),
+                "{name}: details not shown as written in {plain:?}"
+            );
+        }
+    }
+
+    /// Every string of a Teams payload with whether Teams renders it as Markdown: `TextBlock`
+    /// text and `Fact` titles and values do; `TextRun`s of a `RichTextBlock` and the summary
+    /// do not.
+    fn teams_texts(p: &Value) -> Vec<(bool, String)> {
+        fn walk(v: &Value, out: &mut Vec<(bool, String)>) {
+            match v {
+                Value::Object(o) => {
+                    let kind = o.get("type").and_then(Value::as_str);
+                    match (kind, o.get("text")) {
+                        (Some("TextBlock"), Some(Value::String(t))) => out.push((true, t.clone())),
+                        (Some("TextRun"), Some(Value::String(t))) => out.push((false, t.clone())),
+                        _ => {}
+                    }
+                    if let Some(Value::Array(facts)) = o.get("facts") {
+                        for f in facts {
+                            for k in ["title", "value"] {
+                                out.push((true, f[k].as_str().unwrap_or_default().into()));
+                            }
+                        }
+                    }
+                    for v in o.values() {
+                        walk(v, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&p["attachments"], &mut out);
+        out
+    }
+
+    #[test]
+    fn teams_shows_hostile_names_as_text() {
+        for name in HOSTILE_NAMES {
+            let n = hostile(name);
+            let p = teams_payload(&n);
+            let texts = teams_texts(&p);
+            for (markdown, text) in &texts {
+                assert!(
+                    !(*markdown && (text.contains(name) || text.contains("evil.example"))),
+                    "{name}: Teams renders Markdown in {text:?}"
+                );
+            }
+            let plain: Vec<&String> = texts.iter().filter(|(m, _)| !m).map(|(_, t)| t).collect();
+            for shown in [&n.title, &n.message, &name.to_string()] {
+                assert!(
+                    plain.iter().any(|t| t.contains(shown.as_str())),
+                    "{name}: {shown:?} not shown as written in {plain:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn teams_payload_shape() {
         let n = alert();
