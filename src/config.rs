@@ -1,5 +1,5 @@
 //! One typed configuration for every subcommand: a TOML file (`--config` or `VIGIA_CONFIG`),
-//! then the `VIGIA_*` environment variables of SPEC §7 over it. Defaults work on loopback.
+//! then the `VIGIA_*` environment variables of contract §7.2 over it. Defaults work on loopback.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -303,6 +303,146 @@ mod tests {
         assert!(toml::from_str::<Config>("[kafka]\nbrokerz = \"x\"\n").is_err());
     }
 
+    /// A typo in any section is an error naming the key, never a setting silently ignored.
+    #[test]
+    fn a_typo_in_every_section_is_refused_naming_the_key() {
+        let email =
+            "host = \"smtp.example.com\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n";
+        let cases: Vec<(&str, &str, String)> = vec![
+            ("top level", "data_dirr", "data_dirr = \"x\"\n".into()),
+            (
+                "[http]",
+                "adress",
+                "[http]\nadress = \"127.0.0.1:1\"\n".into(),
+            ),
+            ("[kafka]", "brokerz", "[kafka]\nbrokerz = \"x\"\n".into()),
+            (
+                "[ingest]",
+                "max_body_byte",
+                "[ingest]\nmax_body_byte = 1\n".into(),
+            ),
+            (
+                "[processors]",
+                "watermark_dealy",
+                "[processors]\nwatermark_dealy = \"1s\"\n".into(),
+            ),
+            (
+                "[processors.defaults]",
+                "unanswered_afterr",
+                "[processors.defaults]\nunanswered_afterr = \"1h\"\n".into(),
+            ),
+            (
+                "[processors.tenants.N]",
+                "hot_lead_treshold",
+                "[processors.tenants.7]\nhot_lead_treshold = 0.9\n".into(),
+            ),
+            (
+                "[clickhouse]",
+                "pasword",
+                "[clickhouse]\npasword = \"x\"\n".into(),
+            ),
+            (
+                "[gateway]",
+                "jwt_secrett",
+                "[gateway]\njwt_secrett = \"x\"\n".into(),
+            ),
+            (
+                "[gateway.channels]",
+                "timout",
+                "[gateway.channels]\ntimout = \"5s\"\n".into(),
+            ),
+            (
+                "[gateway.channels.retry]",
+                "max_atempts",
+                "[gateway.channels.retry]\nmax_atempts = 3\n".into(),
+            ),
+            (
+                "[gateway.channels.tenants.N]",
+                "slack_webhook",
+                "[gateway.channels.tenants.7]\nslack_webhook = [\"https://h.example/x\"]\n".into(),
+            ),
+            (
+                "[gateway.channels.tenants.N.email]",
+                "portt",
+                format!("[gateway.channels.tenants.7.email]\n{email}portt = 25\n"),
+            ),
+            (
+                "[gateway.channels.tenants.N.email.users]",
+                "rol",
+                format!(
+                    "[gateway.channels.tenants.7.email]\n{email}\
+                     [gateway.channels.tenants.7.email.users]\n\
+                     1001 = {{ address = \"c@example.com\", rol = \"ceo\" }}\n"
+                ),
+            ),
+        ];
+        for (section, typo, text) in cases {
+            match toml::from_str::<Config>(&text) {
+                Ok(_) => panic!("{section}: the typo `{typo}` was silently ignored"),
+                Err(e) => assert!(
+                    e.to_string().contains(&format!("unknown field `{typo}`")),
+                    "{section}: the error does not name `{typo}`: {e}"
+                ),
+            }
+        }
+    }
+
+    fn load_text(name: &str, text: &str) -> Result<Config> {
+        let dir = std::env::temp_dir().join(format!("vigia-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vigia.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(Some(&path));
+        std::fs::remove_dir_all(&dir).ok();
+        loaded
+    }
+
+    /// A value written in the file is the operator's choice, even when it equals the crate's
+    /// default; only values left unset get the derived defaults.
+    #[test]
+    fn values_set_to_their_default_are_kept_and_unset_ones_derived() {
+        let c = load_text(
+            "explicit",
+            "[kafka]\ntopic_prefix = \"t1.\"\n\
+             [processors]\ngroup_id = \"vigia-processors\"\n\
+             [clickhouse]\ngroup_id = \"vigia-sink\"\n\
+             [gateway]\ngroup_id = \"vigia-gateway\"\n\
+             database_url = \"sqlite://gateway.db?mode=rwc\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.processors.group_id, "vigia-processors");
+        assert_eq!(c.clickhouse.group_id, "vigia-sink");
+        assert_eq!(c.gateway.group_id, "vigia-gateway");
+        assert_eq!(c.gateway.database_url, "sqlite://gateway.db?mode=rwc");
+        let c = load_text(
+            "unset",
+            "data_dir = \"/tmp/d\"\n[kafka]\ntopic_prefix = \"t1.\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.processors.group_id, "t1.processors");
+        assert_eq!(c.clickhouse.group_id, "t1.sink");
+        assert_eq!(c.gateway.group_id, "t1.gateway");
+        assert_eq!(
+            c.gateway.database_url,
+            "sqlite:///tmp/d/gateway.db?mode=rwc"
+        );
+    }
+
+    /// The whole path a user sees: `vigia --config file` names the file and the key.
+    #[test]
+    fn a_typo_in_the_file_names_the_file_and_the_key() {
+        let dir = std::env::temp_dir().join(format!("vigia-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vigia.toml");
+        std::fs::write(&path, "[gateway]\nping_intervall = \"5s\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            e.contains("vigia.toml") && e.contains("ping_intervall"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_inbox_defaults_to_sqlite_in_the_data_dir() {
         let mut c = Config {
@@ -347,17 +487,108 @@ mod tests {
         }
     }
 
+    /// A deployment reachable from outside loopback, with real-looking secrets.
+    fn public() -> Config {
+        let mut c = Config::default();
+        c.http.addr = "0.0.0.0:8000".parse().unwrap();
+        c.gateway.jwt_secret = "Zq3v9LkP0sX2mN7bR4tY8wE1uI6oA5dF".into();
+        c.ingest.api_keys = vigia_ingest::parse_api_keys("kq83JdPq02=1").unwrap();
+        c
+    }
+
+    #[test]
+    fn a_public_deployment_with_real_secrets_starts() {
+        public().fill_defaults().unwrap();
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_outside_loopback() {
+        let mut c = public();
+        c.gateway.jwt_secret = "x".repeat(31);
+        let e = c.fill_defaults().unwrap_err().to_string();
+        assert!(
+            e.contains("VIGIA_JWT_SECRET") && e.contains("32") && e.contains("openssl rand"),
+            "{e}"
+        );
+        // 32 bytes is enough; loopback development may use anything.
+        let mut c = public();
+        c.gateway.jwt_secret = "y".repeat(32);
+        c.fill_defaults().unwrap();
+        let mut c = Config::default();
+        c.gateway.jwt_secret = "s".into();
+        c.fill_defaults().unwrap();
+    }
+
+    /// Every example value of `VIGIA_JWT_SECRET` and `VIGIA_API_KEYS` the repository ships
+    /// (README, docker/.env.example, the development defaults).
+    fn shipped_examples(var: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for text in [
+            include_str!("../docker/.env.example"),
+            include_str!("../docker/compose.yaml"),
+            include_str!("../docker/README.md"),
+            include_str!("../README.md"),
+        ] {
+            for line in text.lines() {
+                if let Some(value) = line.trim().strip_prefix(&format!("{var}=")) {
+                    found.push(value.trim().to_string());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn example_jwt_secrets_are_refused_outside_loopback() {
+        let mut examples = shipped_examples("VIGIA_JWT_SECRET");
+        assert!(
+            !examples.is_empty(),
+            "docker/.env.example has an example secret"
+        );
+        examples.push(DEV_JWT_SECRET.to_string());
+        for example in examples {
+            let mut c = public();
+            c.gateway.jwt_secret = example.clone();
+            let e = c.fill_defaults().unwrap_err().to_string();
+            assert!(
+                e.contains("VIGIA_JWT_SECRET") && e.contains("example"),
+                "{example}: {e}"
+            );
+            assert!(!e.contains(&example), "the error repeats the secret: {e}");
+        }
+    }
+
+    #[test]
+    fn example_api_keys_are_refused_outside_loopback() {
+        let mut examples = shipped_examples("VIGIA_API_KEYS");
+        assert!(!examples.is_empty(), "docker/.env.example has example keys");
+        examples.push(DEV_API_KEYS.to_string());
+        for example in examples {
+            for (key, tenant) in vigia_ingest::parse_api_keys(&example).unwrap() {
+                let mut c = public();
+                // Among real keys too: one known key is one tenant open to anybody.
+                c.ingest.api_keys.insert(key.clone(), tenant);
+                let e = c.fill_defaults().unwrap_err().to_string();
+                assert!(
+                    e.contains("VIGIA_API_KEYS") && e.contains("example"),
+                    "{key}: {e}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn development_secrets_only_on_loopback() {
         let mut c = Config::default();
         c.http.addr = "0.0.0.0:8000".parse().unwrap();
         let e = c.fill_defaults().unwrap_err();
         assert!(e.to_string().contains("VIGIA_JWT_SECRET"), "{e}");
-        c.gateway.jwt_secret = "s".into();
+        let secret = "a-production-secret-of-32-bytes!!";
+        c.gateway.jwt_secret = secret.into();
         let e = c.fill_defaults().unwrap_err();
         assert!(e.to_string().contains("VIGIA_API_KEYS"), "{e}");
         c.ingest.api_keys = vigia_ingest::parse_api_keys("k=1").unwrap();
         c.fill_defaults().unwrap();
-        assert_eq!(c.gateway.jwt_secret, "s");
+        assert_eq!(c.gateway.jwt_secret, secret);
     }
 }
