@@ -14,16 +14,38 @@ use serde::Deserialize;
 /// On any other address a missing secret is a start-up error.
 pub const DEV_JWT_SECRET: &str = "vigia-dev-secret-change-me";
 /// Used when no `VIGIA_API_KEYS` is configured: one key per demo tenant.
-/// The gateway crate's own default (relative to the working directory); the binary puts the inbox
-/// in the data directory instead.
-const GATEWAY_DEFAULT_DB: &str = "sqlite://gateway.db?mode=rwc";
 pub const DEV_API_KEYS: &str = "dev-key-1=1,dev-key-2=2,dev-key-3=3";
+
+/// The shortest `VIGIA_JWT_SECRET` accepted outside loopback: HS256 is as strong as its key,
+/// and 32 random bytes is the hash's own size.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// JWT secrets published in this repository (the development default, `docker/.env.example`):
+/// anyone can sign tokens with them, so they are refused outside loopback.
+const EXAMPLE_JWT_SECRETS: &[&str] = &[DEV_JWT_SECRET, "change-me-to-a-long-random-string"];
+/// API keys published in this repository (the development defaults, `docker/.env.example`).
+const EXAMPLE_API_KEYS: &[&str] = &[
+    "dev-key-1",
+    "dev-key-2",
+    "dev-key-3",
+    "change-me-key-1",
+    "change-me-key-2",
+];
+/// What `docker/.env.example` marks every placeholder with.
+const PLACEHOLDER_MARK: &str = "change-me";
+
+fn is_example_secret(value: &str, examples: &[&str]) -> bool {
+    let value = value.trim();
+    examples.contains(&value) || value.to_ascii_lowercase().contains(PLACEHOLDER_MARK)
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where local state lives (the SQLite inbox by default).
     pub data_dir: PathBuf,
+    /// Which of the settings with a derived default the file or the environment set.
+    #[serde(skip)]
+    explicit: Explicit,
     pub http: HttpConfig,
     pub kafka: KafkaConfig,
     pub ingest: vigia_ingest::Config,
@@ -36,6 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from(".data"),
+            explicit: Explicit::default(),
             http: HttpConfig::default(),
             kafka: KafkaConfig::default(),
             ingest: vigia_ingest::Config::default(),
@@ -44,6 +67,31 @@ impl Default for Config {
             gateway: vigia_gateway::Config::default(),
         }
     }
+}
+
+/// The settings whose default is derived from others (consumer groups from the topic prefix,
+/// the inbox from the data directory), as the file and the environment gave them: `None` when
+/// unset. A value set equal to a crate's default is still the operator's choice and is kept.
+/// Read from the same TOML as [`Config`] (which refuses unknown keys; this ignores the rest).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct Explicit {
+    processors: ExplicitGroup,
+    clickhouse: ExplicitGroup,
+    gateway: ExplicitGateway,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct ExplicitGroup {
+    group_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct ExplicitGateway {
+    group_id: Option<String>,
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,8 +149,11 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str::<Config>(&text)
-                    .with_context(|| format!("invalid config file {}", path.display()))?
+                let mut config = toml::from_str::<Config>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?;
+                config.explicit = toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?;
+                config
             }
             None => Config::default(),
         };
@@ -149,7 +200,8 @@ impl Config {
             self.clickhouse.password = v;
         }
         if let Some(v) = get("VIGIA_DATABASE_URL") {
-            self.gateway.database_url = v;
+            self.gateway.database_url = v.clone();
+            self.explicit.gateway.database_url = Some(v);
         }
         if let Some(v) = get("VIGIA_JWT_SECRET") {
             self.gateway.jwt_secret = v;
@@ -191,28 +243,34 @@ impl Config {
         // Consumer groups belong to a deployment like its topics do: two deployments (or tests)
         // sharing a broker must not share groups, or they would steal each other's partitions.
         let prefix = &self.kafka.topic_prefix;
-        for (group, default, stage) in [
+        let explicit = &self.explicit;
+        for (group, set, stage) in [
             (
                 &mut self.processors.group_id,
-                vigia_processors::Config::default().group_id,
+                &explicit.processors.group_id,
                 "processors",
             ),
             (
                 &mut self.clickhouse.group_id,
-                vigia_sinks::Config::default().group_id,
+                &explicit.clickhouse.group_id,
                 "sink",
             ),
             (
                 &mut self.gateway.group_id,
-                vigia_gateway::Config::default().group_id,
+                &explicit.gateway.group_id,
                 "gateway",
             ),
         ] {
-            if *group == default {
+            if set.is_none() {
                 *group = format!("{prefix}{stage}");
             }
         }
-        if self.gateway.database_url.is_empty() || self.gateway.database_url == GATEWAY_DEFAULT_DB {
+        if explicit
+            .gateway
+            .database_url
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
             self.gateway.database_url =
                 format!("sqlite://{}/gateway.db?mode=rwc", self.data_dir.display());
         }
@@ -239,6 +297,50 @@ impl Config {
             tracing::warn!("VIGIA_API_KEYS is not set: using the development keys {DEV_API_KEYS} (loopback only)");
             self.ingest.api_keys =
                 vigia_ingest::parse_api_keys(DEV_API_KEYS).expect("dev keys parse");
+        }
+        if !loopback {
+            self.refuse_weak_secrets()?;
+        }
+        Ok(())
+    }
+
+    /// Outside loopback, secrets must be secret: a JWT secret of at least
+    /// [`MIN_JWT_SECRET_BYTES`] that is not an example published in this repository, and no
+    /// published example API key. Errors never repeat a secret.
+    fn refuse_weak_secrets(&self) -> Result<()> {
+        let addr = self.http.addr;
+        let secret = &self.gateway.jwt_secret;
+        // Empty: RS256 only (checked above).
+        if !secret.is_empty() {
+            if is_example_secret(secret, EXAMPLE_JWT_SECRETS) {
+                return Err(anyhow!(
+                    "VIGIA_JWT_SECRET (gateway.jwt_secret) is an example value published in \
+                     Vigía's repository, so anyone could sign tokens with it, and {addr} is not \
+                     a loopback address: set a secret of your own, e.g. `openssl rand -hex 32`"
+                ));
+            }
+            if secret.len() < MIN_JWT_SECRET_BYTES {
+                return Err(anyhow!(
+                    "VIGIA_JWT_SECRET (gateway.jwt_secret) is {} bytes long and {addr} is not a \
+                     loopback address: use at least {MIN_JWT_SECRET_BYTES} random bytes, e.g. \
+                     `openssl rand -hex 32`",
+                    secret.len()
+                ));
+            }
+        }
+        let mut examples: Vec<(&String, &u64)> = self
+            .ingest
+            .api_keys
+            .iter()
+            .filter(|(key, _)| is_example_secret(key, EXAMPLE_API_KEYS))
+            .collect();
+        examples.sort();
+        if let Some((key, tenant)) = examples.first() {
+            return Err(anyhow!(
+                "VIGIA_API_KEYS (ingest.api_keys) holds the key {key:?} of tenant {tenant}, an \
+                 example value published in Vigía's repository, and {addr} is not a loopback \
+                 address: give each CRM a key of your own, e.g. `openssl rand -hex 24`"
+            ));
         }
         Ok(())
     }

@@ -93,9 +93,10 @@ use metrics::Metrics;
 /// Live metrics are pushed at most this often per tenant.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The gateway's section of the configuration (`[gateway]` in the root binary's TOML).
+/// The gateway's section of the configuration (`[gateway]` in the root binary's TOML). Unknown
+/// keys are refused, like in every other section: a typo must not be a setting silently ignored.
 #[derive(Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HMAC secret of the HS256 JWTs. Required unless `jwt_rs256_public_key` is set.
     pub jwt_secret: String,
