@@ -224,10 +224,10 @@ pub(crate) async fn metrics_sellers(
     use crate::board::Window;
     let window = match Window::parse(params.window.as_deref().unwrap_or("today")) {
         Ok(w) => w,
-        Err(message) => {
+        Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"errors": [{"field": "window", "message": message}]})),
+                Json(json!({"errors": [{"field": "window", "message": e.to_string()}]})),
             )
                 .into_response()
         }

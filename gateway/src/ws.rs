@@ -267,7 +267,7 @@ impl Connection {
                                 }
                             }
                         }
-                        Err(message) => self.send_error(message).await?,
+                        Err(e) => self.send_error(e.to_string()).await?,
                     },
                 },
             }
