@@ -642,8 +642,8 @@ pub(crate) mod tests {
                 .map(|r| r["text"].as_str().unwrap().to_string())
                 .collect()
         };
-        assert_eq!(runs(0), [n.title.clone()]);
-        assert_eq!(runs(1), [n.message.clone()]);
+        assert_eq!(runs(0), vec![n.title.clone()]);
+        assert_eq!(runs(1), vec![n.message.clone()]);
         let body = card["body"].as_array().unwrap();
         assert!((2..body.len()).any(|i| runs(i) == ["seller_name: ", "Ana"]));
         assert_eq!(body.len(), 2 + data_lines(&n.data).len() + 1);
