@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The ClickHouse tables and analyst queries of Vigía on *current* ClickHouse.
 
-ClickHouse 18.16 is what runs locally (and in the end-to-end tests); SPEC §6 also promises current
+ClickHouse 18.16 is what runs locally (and in the end-to-end tests); contract §6 (docs/contract.md) also promises current
 releases. This script embeds current ClickHouse through the `chdb` package (run it through
 scripts/chdb-check.sh, which provides a cached virtualenv) and:
 

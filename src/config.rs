@@ -1,5 +1,5 @@
 //! One typed configuration for every subcommand: a TOML file (`--config` or `VIGIA_CONFIG`),
-//! then the `VIGIA_*` environment variables of SPEC §7 over it. Defaults work on loopback.
+//! then the `VIGIA_*` environment variables of contract §7.2 over it. Defaults work on loopback.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,16 +14,38 @@ use serde::Deserialize;
 /// On any other address a missing secret is a start-up error.
 pub const DEV_JWT_SECRET: &str = "vigia-dev-secret-change-me";
 /// Used when no `VIGIA_API_KEYS` is configured: one key per demo tenant.
-/// The gateway crate's own default (relative to the working directory); the binary puts the inbox
-/// in the data directory instead.
-const GATEWAY_DEFAULT_DB: &str = "sqlite://gateway.db?mode=rwc";
 pub const DEV_API_KEYS: &str = "dev-key-1=1,dev-key-2=2,dev-key-3=3";
+
+/// The shortest `VIGIA_JWT_SECRET` accepted outside loopback: HS256 is as strong as its key,
+/// and 32 random bytes is the hash's own size.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// JWT secrets published in this repository (the development default, `docker/.env.example`):
+/// anyone can sign tokens with them, so they are refused outside loopback.
+const EXAMPLE_JWT_SECRETS: &[&str] = &[DEV_JWT_SECRET, "change-me-to-a-long-random-string"];
+/// API keys published in this repository (the development defaults, `docker/.env.example`).
+const EXAMPLE_API_KEYS: &[&str] = &[
+    "dev-key-1",
+    "dev-key-2",
+    "dev-key-3",
+    "change-me-key-1",
+    "change-me-key-2",
+];
+/// What `docker/.env.example` marks every placeholder with.
+const PLACEHOLDER_MARK: &str = "change-me";
+
+fn is_example_secret(value: &str, examples: &[&str]) -> bool {
+    let value = value.trim();
+    examples.contains(&value) || value.to_ascii_lowercase().contains(PLACEHOLDER_MARK)
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where local state lives (the SQLite inbox by default).
     pub data_dir: PathBuf,
+    /// Which of the settings with a derived default the file or the environment set.
+    #[serde(skip)]
+    explicit: Explicit,
     pub http: HttpConfig,
     pub kafka: KafkaConfig,
     pub ingest: vigia_ingest::Config,
@@ -36,6 +58,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from(".data"),
+            explicit: Explicit::default(),
             http: HttpConfig::default(),
             kafka: KafkaConfig::default(),
             ingest: vigia_ingest::Config::default(),
@@ -44,6 +67,31 @@ impl Default for Config {
             gateway: vigia_gateway::Config::default(),
         }
     }
+}
+
+/// The settings whose default is derived from others (consumer groups from the topic prefix,
+/// the inbox from the data directory), as the file and the environment gave them: `None` when
+/// unset. A value set equal to a crate's default is still the operator's choice and is kept.
+/// Read from the same TOML as [`Config`] (which refuses unknown keys; this ignores the rest).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct Explicit {
+    processors: ExplicitGroup,
+    clickhouse: ExplicitGroup,
+    gateway: ExplicitGateway,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct ExplicitGroup {
+    group_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct ExplicitGateway {
+    group_id: Option<String>,
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,8 +161,11 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
-                toml::from_str::<Config>(&text)
-                    .with_context(|| format!("invalid config file {}", path.display()))?
+                let mut config = toml::from_str::<Config>(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?;
+                config.explicit = toml::from_str(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?;
+                config
             }
             None => Config::default(),
         };
@@ -177,7 +228,8 @@ impl Config {
             self.clickhouse.password = v;
         }
         if let Some(v) = get("VIGIA_DATABASE_URL") {
-            self.gateway.database_url = v;
+            self.gateway.database_url = v.clone();
+            self.explicit.gateway.database_url = Some(v);
         }
         if let Some(v) = get("VIGIA_JWT_SECRET") {
             self.gateway.jwt_secret = v;
@@ -242,28 +294,34 @@ impl Config {
         // Consumer groups belong to a deployment like its topics do: two deployments (or tests)
         // sharing a broker must not share groups, or they would steal each other's partitions.
         let prefix = &self.kafka.topic_prefix;
-        for (group, default, stage) in [
+        let explicit = &self.explicit;
+        for (group, set, stage) in [
             (
                 &mut self.processors.group_id,
-                vigia_processors::Config::default().group_id,
+                &explicit.processors.group_id,
                 "processors",
             ),
             (
                 &mut self.clickhouse.group_id,
-                vigia_sinks::Config::default().group_id,
+                &explicit.clickhouse.group_id,
                 "sink",
             ),
             (
                 &mut self.gateway.group_id,
-                vigia_gateway::Config::default().group_id,
+                &explicit.gateway.group_id,
                 "gateway",
             ),
         ] {
-            if *group == default {
+            if set.is_none() {
                 *group = format!("{prefix}{stage}");
             }
         }
-        if self.gateway.database_url.is_empty() || self.gateway.database_url == GATEWAY_DEFAULT_DB {
+        if explicit
+            .gateway
+            .database_url
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
             self.gateway.database_url =
                 format!("sqlite://{}/gateway.db?mode=rwc", self.data_dir.display());
         }
@@ -290,6 +348,50 @@ impl Config {
             tracing::warn!("VIGIA_API_KEYS is not set: using the development keys {DEV_API_KEYS} (loopback only)");
             self.ingest.api_keys =
                 vigia_ingest::parse_api_keys(DEV_API_KEYS).expect("dev keys parse");
+        }
+        if !loopback {
+            self.refuse_weak_secrets()?;
+        }
+        Ok(())
+    }
+
+    /// Outside loopback, secrets must be secret: a JWT secret of at least
+    /// [`MIN_JWT_SECRET_BYTES`] that is not an example published in this repository, and no
+    /// published example API key. Errors never repeat a secret.
+    fn refuse_weak_secrets(&self) -> Result<()> {
+        let addr = self.http.addr;
+        let secret = &self.gateway.jwt_secret;
+        // Empty: RS256 only (checked above).
+        if !secret.is_empty() {
+            if is_example_secret(secret, EXAMPLE_JWT_SECRETS) {
+                return Err(anyhow!(
+                    "VIGIA_JWT_SECRET (gateway.jwt_secret) is an example value published in \
+                     Vigía's repository, so anyone could sign tokens with it, and {addr} is not \
+                     a loopback address: set a secret of your own, e.g. `openssl rand -hex 32`"
+                ));
+            }
+            if secret.len() < MIN_JWT_SECRET_BYTES {
+                return Err(anyhow!(
+                    "VIGIA_JWT_SECRET (gateway.jwt_secret) is {} bytes long and {addr} is not a \
+                     loopback address: use at least {MIN_JWT_SECRET_BYTES} random bytes, e.g. \
+                     `openssl rand -hex 32`",
+                    secret.len()
+                ));
+            }
+        }
+        let mut examples: Vec<(&String, &u64)> = self
+            .ingest
+            .api_keys
+            .iter()
+            .filter(|(key, _)| is_example_secret(key, EXAMPLE_API_KEYS))
+            .collect();
+        examples.sort();
+        if let Some((key, tenant)) = examples.first() {
+            return Err(anyhow!(
+                "VIGIA_API_KEYS (ingest.api_keys) holds the key {key:?} of tenant {tenant}, an \
+                 example value published in Vigía's repository, and {addr} is not a loopback \
+                 address: give each CRM a key of your own, e.g. `openssl rand -hex 24`"
+            ));
         }
         Ok(())
     }
@@ -392,6 +494,146 @@ mod tests {
         assert!(toml::from_str::<Config>("[kafka]\nbrokerz = \"x\"\n").is_err());
     }
 
+    /// A typo in any section is an error naming the key, never a setting silently ignored.
+    #[test]
+    fn a_typo_in_every_section_is_refused_naming_the_key() {
+        let email =
+            "host = \"smtp.example.com\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n";
+        let cases: Vec<(&str, &str, String)> = vec![
+            ("top level", "data_dirr", "data_dirr = \"x\"\n".into()),
+            (
+                "[http]",
+                "adress",
+                "[http]\nadress = \"127.0.0.1:1\"\n".into(),
+            ),
+            ("[kafka]", "brokerz", "[kafka]\nbrokerz = \"x\"\n".into()),
+            (
+                "[ingest]",
+                "max_body_byte",
+                "[ingest]\nmax_body_byte = 1\n".into(),
+            ),
+            (
+                "[processors]",
+                "watermark_dealy",
+                "[processors]\nwatermark_dealy = \"1s\"\n".into(),
+            ),
+            (
+                "[processors.defaults]",
+                "unanswered_afterr",
+                "[processors.defaults]\nunanswered_afterr = \"1h\"\n".into(),
+            ),
+            (
+                "[processors.tenants.N]",
+                "hot_lead_treshold",
+                "[processors.tenants.7]\nhot_lead_treshold = 0.9\n".into(),
+            ),
+            (
+                "[clickhouse]",
+                "pasword",
+                "[clickhouse]\npasword = \"x\"\n".into(),
+            ),
+            (
+                "[gateway]",
+                "jwt_secrett",
+                "[gateway]\njwt_secrett = \"x\"\n".into(),
+            ),
+            (
+                "[gateway.channels]",
+                "timout",
+                "[gateway.channels]\ntimout = \"5s\"\n".into(),
+            ),
+            (
+                "[gateway.channels.retry]",
+                "max_atempts",
+                "[gateway.channels.retry]\nmax_atempts = 3\n".into(),
+            ),
+            (
+                "[gateway.channels.tenants.N]",
+                "slack_webhook",
+                "[gateway.channels.tenants.7]\nslack_webhook = [\"https://h.example/x\"]\n".into(),
+            ),
+            (
+                "[gateway.channels.tenants.N.email]",
+                "portt",
+                format!("[gateway.channels.tenants.7.email]\n{email}portt = 25\n"),
+            ),
+            (
+                "[gateway.channels.tenants.N.email.users]",
+                "rol",
+                format!(
+                    "[gateway.channels.tenants.7.email]\n{email}\
+                     [gateway.channels.tenants.7.email.users]\n\
+                     1001 = {{ address = \"c@example.com\", rol = \"ceo\" }}\n"
+                ),
+            ),
+        ];
+        for (section, typo, text) in cases {
+            match toml::from_str::<Config>(&text) {
+                Ok(_) => panic!("{section}: the typo `{typo}` was silently ignored"),
+                Err(e) => assert!(
+                    e.to_string().contains(&format!("unknown field `{typo}`")),
+                    "{section}: the error does not name `{typo}`: {e}"
+                ),
+            }
+        }
+    }
+
+    fn load_text(name: &str, text: &str) -> Result<Config> {
+        let dir = std::env::temp_dir().join(format!("vigia-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vigia.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(Some(&path));
+        std::fs::remove_dir_all(&dir).ok();
+        loaded
+    }
+
+    /// A value written in the file is the operator's choice, even when it equals the crate's
+    /// default; only values left unset get the derived defaults.
+    #[test]
+    fn values_set_to_their_default_are_kept_and_unset_ones_derived() {
+        let c = load_text(
+            "explicit",
+            "[kafka]\ntopic_prefix = \"t1.\"\n\
+             [processors]\ngroup_id = \"vigia-processors\"\n\
+             [clickhouse]\ngroup_id = \"vigia-sink\"\n\
+             [gateway]\ngroup_id = \"vigia-gateway\"\n\
+             database_url = \"sqlite://gateway.db?mode=rwc\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.processors.group_id, "vigia-processors");
+        assert_eq!(c.clickhouse.group_id, "vigia-sink");
+        assert_eq!(c.gateway.group_id, "vigia-gateway");
+        assert_eq!(c.gateway.database_url, "sqlite://gateway.db?mode=rwc");
+        let c = load_text(
+            "unset",
+            "data_dir = \"/tmp/d\"\n[kafka]\ntopic_prefix = \"t1.\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.processors.group_id, "t1.processors");
+        assert_eq!(c.clickhouse.group_id, "t1.sink");
+        assert_eq!(c.gateway.group_id, "t1.gateway");
+        assert_eq!(
+            c.gateway.database_url,
+            "sqlite:///tmp/d/gateway.db?mode=rwc"
+        );
+    }
+
+    /// The whole path a user sees: `vigia --config file` names the file and the key.
+    #[test]
+    fn a_typo_in_the_file_names_the_file_and_the_key() {
+        let dir = std::env::temp_dir().join(format!("vigia-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vigia.toml");
+        std::fs::write(&path, "[gateway]\nping_intervall = \"5s\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            e.contains("vigia.toml") && e.contains("ping_intervall"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_inbox_defaults_to_sqlite_in_the_data_dir() {
         let mut c = Config {
@@ -436,17 +678,108 @@ mod tests {
         }
     }
 
+    /// A deployment reachable from outside loopback, with real-looking secrets.
+    fn public() -> Config {
+        let mut c = Config::default();
+        c.http.addr = "0.0.0.0:8000".parse().unwrap();
+        c.gateway.jwt_secret = "Zq3v9LkP0sX2mN7bR4tY8wE1uI6oA5dF".into();
+        c.ingest.api_keys = vigia_ingest::parse_api_keys("kq83JdPq02=1").unwrap();
+        c
+    }
+
+    #[test]
+    fn a_public_deployment_with_real_secrets_starts() {
+        public().fill_defaults().unwrap();
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused_outside_loopback() {
+        let mut c = public();
+        c.gateway.jwt_secret = "x".repeat(31);
+        let e = c.fill_defaults().unwrap_err().to_string();
+        assert!(
+            e.contains("VIGIA_JWT_SECRET") && e.contains("32") && e.contains("openssl rand"),
+            "{e}"
+        );
+        // 32 bytes is enough; loopback development may use anything.
+        let mut c = public();
+        c.gateway.jwt_secret = "y".repeat(32);
+        c.fill_defaults().unwrap();
+        let mut c = Config::default();
+        c.gateway.jwt_secret = "s".into();
+        c.fill_defaults().unwrap();
+    }
+
+    /// Every example value of `VIGIA_JWT_SECRET` and `VIGIA_API_KEYS` the repository ships
+    /// (README, docker/.env.example, the development defaults).
+    fn shipped_examples(var: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for text in [
+            include_str!("../docker/.env.example"),
+            include_str!("../docker/compose.yaml"),
+            include_str!("../docker/README.md"),
+            include_str!("../README.md"),
+        ] {
+            for line in text.lines() {
+                if let Some(value) = line.trim().strip_prefix(&format!("{var}=")) {
+                    found.push(value.trim().to_string());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn example_jwt_secrets_are_refused_outside_loopback() {
+        let mut examples = shipped_examples("VIGIA_JWT_SECRET");
+        assert!(
+            !examples.is_empty(),
+            "docker/.env.example has an example secret"
+        );
+        examples.push(DEV_JWT_SECRET.to_string());
+        for example in examples {
+            let mut c = public();
+            c.gateway.jwt_secret = example.clone();
+            let e = c.fill_defaults().unwrap_err().to_string();
+            assert!(
+                e.contains("VIGIA_JWT_SECRET") && e.contains("example"),
+                "{example}: {e}"
+            );
+            assert!(!e.contains(&example), "the error repeats the secret: {e}");
+        }
+    }
+
+    #[test]
+    fn example_api_keys_are_refused_outside_loopback() {
+        let mut examples = shipped_examples("VIGIA_API_KEYS");
+        assert!(!examples.is_empty(), "docker/.env.example has example keys");
+        examples.push(DEV_API_KEYS.to_string());
+        for example in examples {
+            for (key, tenant) in vigia_ingest::parse_api_keys(&example).unwrap() {
+                let mut c = public();
+                // Among real keys too: one known key is one tenant open to anybody.
+                c.ingest.api_keys.insert(key.clone(), tenant);
+                let e = c.fill_defaults().unwrap_err().to_string();
+                assert!(
+                    e.contains("VIGIA_API_KEYS") && e.contains("example"),
+                    "{key}: {e}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn development_secrets_only_on_loopback() {
         let mut c = Config::default();
         c.http.addr = "0.0.0.0:8000".parse().unwrap();
         let e = c.fill_defaults().unwrap_err();
         assert!(e.to_string().contains("VIGIA_JWT_SECRET"), "{e}");
-        c.gateway.jwt_secret = "s".into();
+        let secret = "a-production-secret-of-32-bytes!!";
+        c.gateway.jwt_secret = secret.into();
         let e = c.fill_defaults().unwrap_err();
         assert!(e.to_string().contains("VIGIA_API_KEYS"), "{e}");
         c.ingest.api_keys = vigia_ingest::parse_api_keys("k=1").unwrap();
         c.fill_defaults().unwrap();
-        assert_eq!(c.gateway.jwt_secret, "s");
+        assert_eq!(c.gateway.jwt_secret, secret);
     }
 }

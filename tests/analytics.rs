@@ -1,7 +1,7 @@
 //! The analyst queries of `docs/analytics.md`, end to end: the simulator's fixed-seed traffic goes
 //! through `vigia serve` into ClickHouse 18.16, every ```sql block of the doc runs on it, and each
 //! answer is compared with figures computed here, independently, from the same NDJSON events (the
-//! rules re-implemented from SPEC §3 and the processors' documented semantics). Then the tables
+//! rules re-implemented from contract §3 and the processors' documented semantics). Then the tables
 //! are dumped and replayed on current ClickHouse (chdb, `scripts/chdb-check.sh`), which must give
 //! the same answers.
 //!
@@ -290,7 +290,7 @@ fn traffic() -> Vec<Value> {
 // The independent model
 
 /// One answered wait: the first customer message after the last reply or close, to the first
-/// non-automated reply at or after it (SPEC §3, conversations.rs).
+/// non-automated reply at or after it (contract §3.2, conversations.rs).
 #[derive(Debug, Clone)]
 struct Pair {
     conv: String,
@@ -609,9 +609,9 @@ struct Hot {
     notified: bool,
 }
 
-/// The buying signals of the simulator's customer lines, read by hand from SPEC §3's "intent
-/// (keywords in the customer's messages, es/en)" and the concepts of `scoring.rs` (price, quote,
-/// buy, availability, financing, visit, discount).
+/// The buying signals of the simulator's customer lines, read by hand from contract §3.3's intent
+/// component (buying signals in the customer's messages, Spanish or English) and the concepts of
+/// `scoring.rs` (price, quote, buy, availability, financing, visit, discount).
 fn intent_signals(text: &str) -> Vec<&'static str> {
     match text {
         "¿Cuál es el precio del plan anual?" | "Hi, how much is the premium plan?" => {

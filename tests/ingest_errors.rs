@@ -1,4 +1,4 @@
-//! Bad requests get the SPEC §2 errors and write nothing; a broker outage is a 503 with
+//! Bad requests get the contract §2.4 errors and write nothing; a broker outage is a 503 with
 //! Retry-After, never a silent drop.
 
 mod common;

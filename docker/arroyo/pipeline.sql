@@ -12,7 +12,7 @@
 -- for longer than this starts again from zero. Arroyo's default is one day.
 SET updating_ttl = '7 days';
 
--- The events topic (SPEC §2): one flat JSON object per event, as ingest writes it (ids are
+-- The events topic (contract §2): one flat JSON object per event, as ingest writes it (ids are
 -- strings). Only the fields the queries use, every one nullable, as each event type has only
 -- some of them. Event time is `occurred_at`, the watermark trails it by 5 minutes, so windows
 -- take events up to 5 minutes late and drop what comes after their window closed (the

@@ -1,4 +1,4 @@
-//! Who may see a notification (SPEC §5). The same rule, written in SQL, selects what the inbox
+//! Who may see a notification (contract §5.2). The same rule, written in SQL, selects what the inbox
 //! counts and lists for a user (see `inbox.rs`); the integration tests check that both agree.
 
 use vigia_schemas::{Audience, Role, TenantId, UserId};

@@ -124,6 +124,11 @@ fn parse_role(role: &str) -> Result<Role, AuthError> {
     })
 }
 
+/// The identity provider's key given for RS256 is not an RSA public key in PEM.
+#[derive(Debug, thiserror::Error)]
+#[error("not an RSA public key in PEM format: {0}")]
+pub struct InvalidRsaKey(#[source] jsonwebtoken::errors::Error);
+
 /// The claims of a token this gateway mints.
 #[derive(Serialize)]
 struct IssuedClaims<'a> {
@@ -206,10 +211,8 @@ impl TokenVerifier {
 
     /// Also accepts RS256 tokens signed by the holder of the RSA public key `pem` (PKCS#1 or
     /// SPKI PEM).
-    pub fn with_rs256_public_key(mut self, pem: &[u8]) -> Result<Self, String> {
-        let key = DecodingKey::from_rsa_pem(pem)
-            .map_err(|e| format!("not an RSA public key in PEM format: {e}"))?;
-        self.rs256 = Some(key);
+    pub fn with_rs256_public_key(mut self, pem: &[u8]) -> Result<Self, InvalidRsaKey> {
+        self.rs256 = Some(DecodingKey::from_rsa_pem(pem).map_err(InvalidRsaKey)?);
         Ok(self)
     }
 

@@ -53,6 +53,11 @@ use vigia_schemas::{
 /// an alert that no snapshot has superseded (a seller without snapshots).
 pub const UNANSWERED_RELOAD: Duration = Duration::days(7);
 
+/// A window name that is none of `1h`, `today`, `7d`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("window must be 1h, today or 7d, not {0:?}")]
+pub struct UnknownWindow(pub String);
+
 /// The response-time window a view shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
@@ -63,12 +68,12 @@ pub enum Window {
 
 impl Window {
     /// `1h`, `today` or `7d`.
-    pub fn parse(s: &str) -> Result<Window, String> {
+    pub fn parse(s: &str) -> Result<Window, UnknownWindow> {
         match s {
             "1h" => Ok(Window::LastHour),
             "today" => Ok(Window::Today),
             "7d" => Ok(Window::LastWeek),
-            other => Err(format!("window must be 1h, today or 7d, not {other:?}")),
+            other => Err(UnknownWindow(other.to_string())),
         }
     }
 
@@ -913,6 +918,9 @@ mod tests {
     #[test]
     fn windows_parse_or_say_what_is_allowed() {
         assert_eq!(Window::parse("today"), Ok(Window::Today));
-        assert!(Window::parse("2h").unwrap_err().contains("1h, today or 7d"));
+        assert!(Window::parse("2h")
+            .unwrap_err()
+            .to_string()
+            .contains("1h, today or 7d"));
     }
 }

@@ -1,4 +1,4 @@
-//! The notification gateway (SPEC §5): it consumes the `notifications` topic, keeps every
+//! The notification gateway (contract §5): it consumes the `notifications` topic, keeps every
 //! notification in a persistent inbox, and pushes each one the moment it arrives to the WebSocket
 //! clients allowed to see it.
 //!
@@ -108,9 +108,10 @@ use metrics::Metrics;
 /// Live metrics are pushed at most this often per tenant.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The gateway's section of the configuration (`[gateway]` in the root binary's TOML).
+/// The gateway's section of the configuration (`[gateway]` in the root binary's TOML). Unknown
+/// keys are refused, like in every other section: a typo must not be a setting silently ignored.
 #[derive(Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HMAC secret of the HS256 JWTs. Required unless `jwt_rs256_public_key` is set.
     pub jwt_secret: String,

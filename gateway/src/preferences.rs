@@ -1,4 +1,4 @@
-//! Per-user notification preferences (SPEC §5) and the pure rule that applies them at push time,
+//! Per-user notification preferences (contract §5.6) and the pure rule that applies them at push time,
 //! [`should_push`].
 //!
 //! A user who never saved preferences gets their role's defaults ([`Preferences::for_role`]).
@@ -88,7 +88,7 @@ pub struct Preferences {
 }
 
 impl Preferences {
-    /// The defaults of a role (SPEC §5): CEO/manager every type from low priority; seller
+    /// The defaults of a role (contract §5.6): CEO/manager every type from low priority; seller
     /// unanswered conversations, hot leads and follow-up reminders from medium; secretary
     /// unanswered conversations from high; supervisor session timeouts from medium. Every day,
     /// no quiet hours, UTC, push on, e-mail off.

@@ -8,7 +8,7 @@
 //!   It is the inbox's count when sent, so during a burst it may already include notifications
 //!   whose frames are still on their way; the last one is always right.
 //! - `{"type":"notification","sequence":17,"read":false,"withdrawn":false,"notification":{…}}` —
-//!   `notification` is the SPEC §4 JSON; `sequence` is the inbox's arrival order: reconnect with
+//!   `notification` is the contract §4.1 JSON; `sequence` is the inbox's arrival order: reconnect with
 //!   `/ws?since=<last sequence seen>` to receive, before live ones, what you missed.
 //! - `{"type":"metrics", …}` — the fields of the tenant's live metrics of the tenant, to CEO/manager only, at
 //!   most once per second per tenant (the latest values win).
@@ -76,14 +76,27 @@ pub enum ClientFrame {
     GetUnreadCount,
 }
 
-/// Parses a client text frame; the error is the message of the `error` frame to answer with.
-pub fn parse_client_frame(text: &str) -> Result<ClientFrame, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+/// Why a client frame was not understood; its `Display` is the message of the `error` frame
+/// answered.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(#[from] serde_json::Error),
+    #[error("every message needs a string \"type\": pong, mark_read or get_unread_count")]
+    MissingType,
+    #[error("unknown message type {0:?}: expected pong, mark_read or get_unread_count")]
+    UnknownType(String),
+    #[error("mark_read needs \"notification_id\": the notification's uuid")]
+    MissingNotificationId,
+    #[error("mark_read: notification_id {0:?} is not a uuid")]
+    NotAUuid(String),
+}
+
+/// Parses a client text frame.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: serde_json::Value = serde_json::from_str(text)?;
     let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {
-        return Err(
-            "every message needs a string \"type\": pong, mark_read or get_unread_count".into(),
-        );
+        return Err(FrameError::MissingType);
     };
     match kind {
         "pong" => Ok(ClientFrame::Pong),
@@ -92,14 +105,12 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, String> {
             let id = value
                 .get("notification_id")
                 .and_then(|v| v.as_str())
-                .ok_or("mark_read needs \"notification_id\": the notification's uuid")?;
-            let notification_id = Uuid::parse_str(id)
-                .map_err(|_| format!("mark_read: notification_id {id:?} is not a uuid"))?;
+                .ok_or(FrameError::MissingNotificationId)?;
+            let notification_id =
+                Uuid::parse_str(id).map_err(|_| FrameError::NotAUuid(id.to_string()))?;
             Ok(ClientFrame::MarkRead { notification_id })
         }
-        other => Err(format!(
-            "unknown message type {other:?}: expected pong, mark_read or get_unread_count"
-        )),
+        other => Err(FrameError::UnknownType(other.to_string())),
     }
 }
 
@@ -143,25 +154,26 @@ mod tests {
     #[test]
     fn client_frames_parse() {
         assert_eq!(
-            parse_client_frame(r#"{"type":"pong"}"#),
-            Ok(ClientFrame::Pong)
+            parse_client_frame(r#"{"type":"pong"}"#).unwrap(),
+            ClientFrame::Pong
         );
         assert_eq!(
-            parse_client_frame(r#"{"type":"get_unread_count","extra":1}"#),
-            Ok(ClientFrame::GetUnreadCount)
+            parse_client_frame(r#"{"type":"get_unread_count","extra":1}"#).unwrap(),
+            ClientFrame::GetUnreadCount
         );
         let id = Uuid::new_v4();
         assert_eq!(
-            parse_client_frame(&json!({"type": "mark_read", "notification_id": id}).to_string()),
-            Ok(ClientFrame::MarkRead {
+            parse_client_frame(&json!({"type": "mark_read", "notification_id": id}).to_string())
+                .unwrap(),
+            ClientFrame::MarkRead {
                 notification_id: id
-            })
+            }
         );
     }
 
     #[test]
     fn bad_client_frames_get_a_helpful_message() {
-        let err = |text: &str| parse_client_frame(text).unwrap_err();
+        let err = |text: &str| parse_client_frame(text).unwrap_err().to_string();
         assert!(err("nope").starts_with("invalid JSON"));
         assert!(err(r#"{"kind":"pong"}"#).contains("\"type\""));
         assert!(err(r#"{"type":"subscribe"}"#).contains("unknown message type \"subscribe\""));

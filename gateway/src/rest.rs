@@ -1,4 +1,4 @@
-//! The REST inbox (SPEC §5 "REST fallback"), authenticated by `Authorization: Bearer <jwt>`.
+//! The REST inbox (contract §5.5), authenticated by `Authorization: Bearer <jwt>`.
 //!
 //! - `GET /v1/notifications?limit=50&before=<sequence>` → `{"notifications": [{"sequence", "read",
 //!   "withdrawn", "notification"}…], "next_before": <sequence>|null}`, newest first; pass
@@ -224,10 +224,10 @@ pub(crate) async fn metrics_sellers(
     use crate::board::Window;
     let window = match Window::parse(params.window.as_deref().unwrap_or("today")) {
         Ok(w) => w,
-        Err(message) => {
+        Err(e) => {
             return (
                 StatusCode::BAD_REQUEST,
-                Json(json!({"errors": [{"field": "window", "message": message}]})),
+                Json(json!({"errors": [{"field": "window", "message": e.to_string()}]})),
             )
                 .into_response()
         }

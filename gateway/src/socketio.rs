@@ -1,4 +1,4 @@
-//! Socket.IO v4 at `/socket.io/` (SPEC §5), for front ends using `socket.io-client`; WebSocket
+//! Socket.IO v4 at `/socket.io/` (contract §5.4), for front ends using `socket.io-client`; WebSocket
 //! and HTTP long-polling transports (Engine.IO v4, via `socketioxide`). Same audience rules,
 //! preferences, hub fan-out and catch-up as `/ws` (both drive a [`Session`]).
 //!
@@ -14,7 +14,7 @@
 //!
 //! Server → client events (namespace `/`):
 //! - `notification_connected` `{user_id, tenant_id, role, unread_count}` — first.
-//! - `new_notification` — the SPEC §4 notification JSON plus `sequence` (inbox arrival order),
+//! - `new_notification` — the contract §4.1 notification JSON plus `sequence` (inbox arrival order),
 //!   `read` and `withdrawn`. Live ones flow from the connection on (muted ones excepted, see
 //!   [`crate::preferences`]); missed ones after `subscribe_notifications {since}`.
 //! - `notification_count_update` `{count}` — after changes (new notification, read elsewhere),

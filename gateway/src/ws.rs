@@ -292,7 +292,7 @@ impl Connection {
                                 }
                             }
                         }
-                        Err(message) => self.send_error(message).await?,
+                        Err(e) => self.send_error(e.to_string()).await?,
                     },
                 },
             }

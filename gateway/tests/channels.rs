@@ -333,7 +333,7 @@ async fn email_slack_and_teams_receive_the_notification() {
     let blocks = slack_alert["blocks"].as_array().unwrap();
     assert_eq!(blocks[0]["type"], "header");
     assert_eq!(blocks[0]["text"]["text"], alert.title.as_str());
-    assert_eq!(blocks[1]["text"]["type"], "mrkdwn");
+    assert_eq!(blocks[1]["text"]["type"], "plain_text");
     assert_eq!(blocks.last().unwrap()["type"], "context");
 
     // Teams: a message with one Adaptive Card + id.
@@ -350,12 +350,16 @@ async fn email_slack_and_teams_receive_the_notification() {
     );
     let card = &attachment["content"];
     assert_eq!(card["type"], "AdaptiveCard");
-    assert_eq!(card["body"][0]["text"], report.title.as_str());
-    assert_eq!(card["body"][1]["text"], report.message.as_str());
-    assert!(card["body"][2]["facts"]
-        .as_array()
-        .unwrap()
-        .contains(&json!({"title": "team.conversations", "value": "12"})));
+    assert_eq!(card["body"][0]["inlines"][0]["text"], report.title.as_str());
+    assert_eq!(
+        card["body"][1]["inlines"][0]["text"],
+        report.message.as_str()
+    );
+    assert!(card["body"].as_array().unwrap().iter().any(|b| b["inlines"]
+        == json!([
+            {"type": "TextRun", "text": "team.conversations: ", "weight": "Bolder"},
+            {"type": "TextRun", "text": "12"}
+        ])));
 
     // A receiver may have the message a moment before its sender records it.
     for (channel, sent) in [("email", 4), ("slack", 2), ("teams", 2)] {

@@ -1,4 +1,4 @@
-//! HTTP ingest (SPEC §2): `POST /v1/events` validates CRM events and writes them durably to the
+//! HTTP ingest (contract §2.4): `POST /v1/events` validates CRM events and writes them durably to the
 //! Kafka `events` topic; `GET /v1/schemas` serves their JSON Schemas.
 //!
 //! What it does:

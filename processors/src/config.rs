@@ -1,4 +1,4 @@
-//! Configuration: per-tenant rule thresholds (SPEC §3, defaults in brackets there) and the
+//! Configuration: per-tenant rule thresholds (contract §3, defaults in brackets there) and the
 //! runner's timing.
 //!
 //! TOML shape (embedded by the root binary under `[processors]`):

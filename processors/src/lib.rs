@@ -1,4 +1,4 @@
-//! The stream processors (SPEC §3): CRM events in, in event time, derived facts and
+//! The stream processors (contract §3): CRM events in, in event time, derived facts and
 //! notifications out.
 //!
 //! What it does:

@@ -1163,7 +1163,11 @@ impl Runner {
                 }
                 Output::OverLimit(refused) => {
                     match rec {
-                        Some(rec) => out.push(self.dead_letter(rec, refused.to_string())),
+                        Some(rec) => out.push(self.dead_letter(
+                            rec,
+                            DeadLetterReason::OverTenantLimit,
+                            refused,
+                        )),
                         None => tracing::error!(
                             partition,
                             "over-limit output without its record: {refused}"

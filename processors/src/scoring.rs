@@ -1,4 +1,4 @@
-//! The hot-lead score (SPEC §3), as a pure function of plain inputs.
+//! The hot-lead score (contract §3.3), as a pure function of plain inputs.
 //!
 //! Nothing here knows about Kafka, the engine's state or Vigía's event types, so the same code can
 //! be exported as a UDF (e.g. to Arroyo) or called from SQL tooling. Weights:

@@ -1,5 +1,5 @@
 //! Every human-readable text the processors put in notifications, per language. Spanish is the
-//! default (SPEC §4); English is here so a tenant can choose it (`language = "en"`). The
+//! default (contract §4.1); English is here so a tenant can choose it (`language = "en"`). The
 //! notification's `data` carries the facts, so a front end may also render its own texts.
 
 use std::time::Duration;
@@ -180,7 +180,7 @@ pub fn session_resumed(lang: Language, client: &str) -> Text {
     }
 }
 
-/// What a performance alert is about (SPEC §3).
+/// What a performance alert is about (contract §3.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PerformanceCondition {
     /// Mean response time today above the tenant's `alert_mean_response`.

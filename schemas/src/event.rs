@@ -1,4 +1,4 @@
-//! Incoming CRM events (SPEC §2): the envelope, one struct per type, strict validation.
+//! Incoming CRM events (contract §2): the envelope, one struct per type, strict validation.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -298,9 +298,9 @@ impl EventKind {
     }
 }
 
-/// One validated CRM event: the envelope of SPEC §2 plus its typed payload.
+/// One validated CRM event: the envelope of contract §2.1 plus its typed payload.
 ///
-/// Serializes to the flat JSON of the SPEC (`{"event_id":…, "type":…, "tenant_id":…,
+/// Serializes to the flat JSON of contract §2.1 (`{"event_id":…, "type":…, "tenant_id":…,
 /// "occurred_at":…, <payload fields>}`), which is also what ingest writes to Kafka.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {

@@ -1,5 +1,5 @@
-//! The shared vocabulary of Vigía: the events that come in (SPEC §2), the facts and notifications
-//! that come out (SPEC §3–4), the deterministic ids that make outputs idempotent, and the names of
+//! The shared vocabulary of Vigía: the events that come in (contract §2), the facts and notifications
+//! that come out (contract §3–4), the deterministic ids that make outputs idempotent, and the names of
 //! the Kafka topics between the stages.
 //!
 //! What it does: strict, field-naming validation of incoming events ([`Event::from_json`]), their

@@ -1,4 +1,4 @@
-//! What the processors emit: notifications (SPEC §4) and facts for analysts (SPEC §6).
+//! What the processors emit: notifications (contract §4.1) and facts for analysts (contract §4.2–4.5, §6).
 //!
 //! Every output carries a deterministic `id` derived from its cause (see [`crate::derive_id`]) and
 //! timestamps taken from event time, never from the wall clock, so that reprocessing the same
@@ -33,7 +33,7 @@ impl NotificationType {
         }
     }
 
-    /// The SPEC §4 priority of each type.
+    /// The contract §4.1 priority of each type.
     pub fn default_priority(self) -> Priority {
         match self {
             NotificationType::UnansweredConversation => Priority::High,
@@ -73,7 +73,7 @@ pub struct Action {
     pub params: serde_json::Value,
 }
 
-/// A notification for a person (SPEC §4).
+/// A notification for a person (contract §4.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// Deterministic from the cause: the same cause never notifies twice.
@@ -154,7 +154,7 @@ pub struct LeadScore {
     pub status_change: Option<LeadStatus>,
 }
 
-/// Response-time statistics of one seller over one window (SPEC §3). Percentiles use the
+/// Response-time statistics of one seller over one window (contract §3.6). Percentiles use the
 /// nearest-rank method: the p-th percentile of `n` sorted samples is the `ceil(p/100 · n)`-th.
 /// Empty windows have `count = 0` and no statistics.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

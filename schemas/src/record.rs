@@ -51,6 +51,9 @@ pub enum DeadLetterReason {
     /// An event older than the allowed lateness behind its tenant's event time: stored in
     /// `events` for analysts, applied to no rule.
     TooLate,
+    /// An event that would add a conversation, lead, session or seller beyond its tenant's
+    /// limit: stored in `events` for analysts, applied to no rule.
+    OverTenantLimit,
     /// An output larger than Kafka takes in one record.
     OutputTooLarge,
     /// An output Kafka refused for good for another reason (invalid record, policy).
@@ -67,6 +70,7 @@ impl DeadLetterReason {
             DeadLetterReason::UnknownTopic => "unknown_topic",
             DeadLetterReason::ClockSkew => "clock_skew",
             DeadLetterReason::TooLate => "too_late",
+            DeadLetterReason::OverTenantLimit => "over_tenant_limit",
             DeadLetterReason::OutputTooLarge => "output_too_large",
             DeadLetterReason::OutputRefused => "output_refused",
         }

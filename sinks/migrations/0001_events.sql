@@ -1,4 +1,4 @@
--- Raw CRM events (SPEC §2): one row per distinct event_id, as ingest accepted them.
+-- Raw CRM events (contract §2): one row per distinct event_id, as ingest accepted them.
 -- Written by the sink from the `events` topic. A duplicate delivery never adds a row.
 -- Always filter on tenant_id, and on occurred_at where you can: the table is sorted by
 -- (tenant_id, occurred_at) and partitioned by month of occurred_at.

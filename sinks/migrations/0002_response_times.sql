@@ -1,4 +1,4 @@
--- Response times (SPEC §3): one row per customer wait that a seller answered, i.e. the time from
+-- Response times (contract §3.2): one row per customer wait that a seller answered, i.e. the time from
 -- the customer message that started the wait to the seller's first non-automated reply.
 -- Computed by the processors (ResponseTimeSample) and written by the sink exactly once per id.
 CREATE TABLE IF NOT EXISTS {db}.response_times

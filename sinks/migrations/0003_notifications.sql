@@ -1,4 +1,4 @@
--- Notifications (SPEC §4) as the processors emitted them, one row per notification id.
+-- Notifications (contract §4.1) as the processors emitted them, one row per notification id.
 -- An update that withdraws an earlier notification (e.g. the conversation was answered) is its own
 -- row, whose `withdraws` names the notification it withdraws.
 CREATE TABLE IF NOT EXISTS {db}.notifications

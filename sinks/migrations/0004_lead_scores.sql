@@ -1,4 +1,4 @@
--- Hot-lead scores (SPEC §3): one row each time an event changed a lead's score, with the score's
+-- Hot-lead scores (contract §3.3): one row each time an event changed a lead's score, with the score's
 -- components (score = sum of the components, capped at 1).
 CREATE TABLE IF NOT EXISTS {db}.lead_scores
 (

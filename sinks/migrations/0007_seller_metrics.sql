@@ -1,4 +1,4 @@
--- Seller metrics snapshots (SPEC §3): the processors emit one for each seller whose metrics
+-- Seller metrics snapshots (contract §3.6): the processors emit one for each seller whose metrics
 -- changed, at the minute boundaries of the tenant's event time. Rows are facts, never updated:
 -- the current metrics of a seller are those of its latest snapshot, e.g.
 --   SELECT seller_id, argMax(productivity_score, snapshot_at_ms) AS score,

@@ -1,4 +1,4 @@
--- Late corrections (SPEC §2: events may arrive late; results must be right in event time).
+-- Late corrections (contract §2.5, §3.9: events may arrive late; results must be right in event time).
 --
 -- When a late event changes a wait that already produced a response-time sample, the processors
 -- send a *retraction*: a row with the same fields as the sample (same seller, same replied_at,

@@ -5,7 +5,7 @@
 -- deadline) plus, when the wait ended later, a withdrawal naming it (`withdraws` = the alert's
 -- id; `data.state` = `resolved` when a seller answered, `closed` when the conversation was
 -- closed; `data.resolved_at` = when). A withdrawal with state `corrected` means a late event
--- showed the alert was wrong (SPEC §2, 0008_corrections.sql): such an alert is not an episode.
+-- showed the alert was wrong (contract §3.9, 0008_corrections.sql): such an alert is not an episode.
 -- A view, not a table: it is always in step with `notifications`, late corrections included,
 -- and needs nothing that 18.16 lacks. Filter on `tenant_id` and `deadline` when querying it.
 CREATE VIEW IF NOT EXISTS {db}.unanswered_episodes AS

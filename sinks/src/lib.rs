@@ -1,4 +1,4 @@
-//! The ClickHouse sink (SPEC §6): Kafka topics → ClickHouse tables, each record exactly once,
+//! The ClickHouse sink (contract §6): Kafka topics → ClickHouse tables, each record exactly once,
 //! and the versioned migrations that create those tables.
 //!
 //! What it does:

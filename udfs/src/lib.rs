@@ -87,7 +87,7 @@ pub fn signal_count(intent_mask: i64) -> u32 {
     (intent_mask & ((1 << SIGNALS.len()) - 1)).count_ones()
 }
 
-/// The hot-lead score (SPEC §3) of one lead, from its inputs as SQL columns:
+/// The hot-lead score (contract §3.3) of one lead, from its inputs as SQL columns:
 ///
 /// - `source`: the lead's source (`META_ADS`, `REFERRAL`, `WEBSITE`, …; NULL: unknown, 0).
 /// - `customer_messages`: messages the customer sent in the lead's conversation (more than 5

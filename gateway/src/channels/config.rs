@@ -298,7 +298,7 @@ impl ChannelsConfig {
             ] {
                 for (i, url) in urls.iter().enumerate() {
                     if let Err(why) = check_webhook_url(url) {
-                        problem(format!("{at}.{field}[{i}]"), &why);
+                        problem(format!("{at}.{field}[{i}]"), &why.to_string());
                     }
                     // One webhook, one worker: the same URL twice would be sent everything twice.
                     if let Some(first) = urls[..i].iter().position(|u| u.trim() == url.trim()) {
@@ -377,16 +377,29 @@ fn validate_email(at: &str, email: &EmailChannel, problem: &mut impl FnMut(Strin
     }
 }
 
+/// Why a webhook URL is refused.
+#[derive(Debug, thiserror::Error)]
+enum WebhookUrlError {
+    #[error("not a URL ({0})")]
+    NotAUrl(String),
+    #[error("not a URL (no host)")]
+    NoHost,
+    #[error("must be https (plain http only to a loopback address)")]
+    PlainHttp,
+    #[error("not an http(s) URL (scheme {0:?})")]
+    Scheme(String),
+}
+
 /// A webhook URL must be absolute `https` (or `http` to a loopback address, for tests and local
 /// relays): the URL is a credential, it must not cross a network in clear text.
-fn check_webhook_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
-    let host = parsed.host_str().ok_or("not a URL (no host)")?;
+fn check_webhook_url(url: &str) -> Result<(), WebhookUrlError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| WebhookUrlError::NotAUrl(e.to_string()))?;
+    let host = parsed.host_str().ok_or(WebhookUrlError::NoHost)?;
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if is_loopback_host(host) => Ok(()),
-        "http" => Err("must be https (plain http only to a loopback address)".into()),
-        other => Err(format!("not an http(s) URL (scheme {other:?})")),
+        "http" => Err(WebhookUrlError::PlainHttp),
+        other => Err(WebhookUrlError::Scheme(other.to_string())),
     }
 }
 

@@ -166,7 +166,7 @@ impl Worker {
         let n = match &d.notification {
             Ok(n) => n,
             Err(why) => {
-                let reason = format!("the stored notification does not decode: {why}");
+                let reason = why.to_string();
                 tracing::error!(channel = %self.label, delivery = id, "{reason}");
                 return self.give_up(shutdown, id, attempt, reason).await;
             }

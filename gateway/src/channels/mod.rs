@@ -71,7 +71,11 @@
 //!   shown in the message's footer. Slack and Teams themselves do not dedupe.
 //! - **Texts**: the notification's own title and message (Spanish by default, produced by the
 //!   processors), with a Spanish footer; `data` is rendered generically as key/value lines
-//!   (plain text and an HTML table in the e-mail, a section in Slack, a FactSet in Teams).
+//!   (plain text and an HTML table in the e-mail, a section in Slack, lines in Teams). Text from
+//!   CRM data is shown as written: HTML-escaped in the e-mail; in Slack only in `plain_text`
+//!   objects (and the top-level `text` with `"mrkdwn": false` and `&`, `<`, `>` escaped); in
+//!   Teams only in `TextRun`s, which are not Markdown. So a seller named
+//!   `[Reautentique](https://evil.example)` or `<!channel>` is neither a link nor a mention.
 //! - **Metrics**: `vigia_gateway_channel_attempts_total{channel="email|slack|teams",
 //!   outcome="sent|retry|failed"}`, `vigia_gateway_channel_queued_total{channel}` and
 //!   `vigia_gateway_channel_duplicates_total{channel}`.

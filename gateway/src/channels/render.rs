@@ -215,82 +215,103 @@ pub fn email_html(n: &Notification) -> String {
     html
 }
 
-/// Slack mrkdwn: `&`, `<` and `>` must be escaped, the rest is shown as written.
+/// Slack's control characters: `<` opens links (`<https://…|text>`) and mentions (`<!channel>`,
+/// `<@U123>`), so `&`, `<` and `>` become entities, which Slack shows as the characters.
 fn slack_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-/// A Slack incoming-webhook payload: `text` (what notifications and old clients show) and
-/// Block Kit `blocks` (header, message, details, context with the id), plus
-/// [`WEBHOOK_ID_FIELD`].
+/// A Slack text object shown as written: `plain_text` has no emphasis, links, mentions or
+/// emoji codes, so CRM data (a seller named `[Reautentique](https://evil.example)` or
+/// `<!channel>`) is never read as markup. mrkdwn has no escape for `*`, `_`, `~` or `` ` ``,
+/// which is why no CRM text goes into one.
+fn slack_plain(text: String) -> Value {
+    json!({"type": "plain_text", "text": text, "emoji": false})
+}
+
+/// A Slack incoming-webhook payload: `text` (what notifications and old clients show; with
+/// `"mrkdwn": false` and Slack's control characters escaped) and Block Kit `blocks` (header,
+/// message, details, context with the id), every one `plain_text`, plus [`WEBHOOK_ID_FIELD`].
 pub fn slack_payload(n: &Notification) -> Value {
     let text = truncate(
-        &format!("*{}*\n{}", slack_escape(&n.title), slack_escape(&n.message)),
+        &slack_escape(&format!("{}\n{}", n.title, n.message)),
         SLACK_SECTION_CHARS,
     );
     let mut blocks = vec![
-        json!({
-            "type": "header",
-            "text": {"type": "plain_text", "text": truncate(&n.title, SLACK_HEADER_CHARS), "emoji": true}
-        }),
-        json!({
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&n.message), SLACK_SECTION_CHARS)}
-        }),
+        json!({"type": "header", "text": slack_plain(truncate(&n.title, SLACK_HEADER_CHARS))}),
+        json!({"type": "section", "text": slack_plain(truncate(&n.message, SLACK_SECTION_CHARS))}),
     ];
     let lines = data_lines(&n.data);
     if !lines.is_empty() {
         let details = lines
             .iter()
-            .map(|(k, v)| format!("*{}:* {}", slack_escape(k), slack_escape(v)))
+            .map(|(k, v)| format!("{k}: {v}"))
             .collect::<Vec<_>>()
             .join("\n");
         blocks.push(json!({
             "type": "section",
-            "text": {"type": "mrkdwn", "text": truncate(&details, SLACK_SECTION_CHARS)}
+            "text": slack_plain(truncate(&details, SLACK_SECTION_CHARS))
         }));
     }
     blocks.push(json!({
         "type": "context",
-        "elements": [{"type": "mrkdwn", "text": format!("{} · ID `{}`", slack_escape(&footer(n)), n.id)}]
+        "elements": [slack_plain(format!("{} · ID {}", footer(n), n.id))]
     }));
     json!({
         "text": text,
+        "mrkdwn": false,
         "blocks": blocks,
         WEBHOOK_ID_FIELD: n.id,
     })
 }
 
+/// Adaptive Card text shown as written: a `RichTextBlock` of `TextRun`s, which Teams does not
+/// read as Markdown (a `TextBlock` or a `FactSet` would render `[text](url)` as a link and
+/// `**…**`, `_…_` as emphasis, and Teams has no reliable escape).
+fn teams_text(runs: Vec<Value>) -> Value {
+    json!({"type": "RichTextBlock", "inlines": runs})
+}
+
+fn teams_run(text: &str) -> Value {
+    json!({"type": "TextRun", "text": text})
+}
+
 /// A Teams webhook payload: a message with one Adaptive Card (accepted by Teams Workflows
-/// webhooks and by legacy incoming webhooks), plus [`WEBHOOK_ID_FIELD`].
+/// webhooks and by legacy incoming webhooks), plus [`WEBHOOK_ID_FIELD`]. Every text from the
+/// notification is a `TextRun` (see [`teams_text`]).
 pub fn teams_payload(n: &Notification) -> Value {
     let mut body = vec![
-        json!({"type": "TextBlock", "text": n.title, "weight": "Bolder", "size": "Medium", "wrap": true}),
-        json!({"type": "TextBlock", "text": n.message, "wrap": true}),
+        teams_text(vec![json!({
+            "type": "TextRun", "text": n.title, "weight": "Bolder", "size": "Medium"
+        })]),
+        teams_text(vec![teams_run(&n.message)]),
     ];
     let lines = data_lines(&n.data);
-    if !lines.is_empty() {
-        let mut facts: Vec<Value> = lines
-            .iter()
-            .take(TEAMS_MAX_FACTS)
-            .map(|(k, v)| json!({"title": k, "value": v}))
-            .collect();
-        if lines.len() > TEAMS_MAX_FACTS {
-            facts.push(
-                json!({"title": "…", "value": format!("{} más", lines.len() - TEAMS_MAX_FACTS)}),
-            );
+    let shown = lines.len().min(TEAMS_MAX_FACTS);
+    for (i, (k, v)) in lines.iter().take(TEAMS_MAX_FACTS).enumerate() {
+        let mut line = teams_text(vec![
+            json!({"type": "TextRun", "text": format!("{k}: "), "weight": "Bolder"}),
+            teams_run(v),
+        ]);
+        if i > 0 {
+            line["spacing"] = json!("None");
         }
-        body.push(json!({"type": "FactSet", "facts": facts}));
+        body.push(line);
     }
-    body.push(json!({
-        "type": "TextBlock",
+    if lines.len() > shown {
+        body.push(teams_text(vec![teams_run(&format!(
+            "… {} más",
+            lines.len() - shown
+        ))]));
+    }
+    body.push(teams_text(vec![json!({
+        "type": "TextRun",
         "text": format!("{} · ID {}", footer(n), n.id),
         "isSubtle": true,
-        "size": "Small",
-        "wrap": true
-    }));
+        "size": "Small"
+    })]));
     json!({
         "type": "message",
         "summary": n.title,
@@ -415,21 +436,20 @@ pub(crate) mod tests {
         assert_eq!(p[WEBHOOK_ID_FIELD], json!(n.id));
         let text = p["text"].as_str().unwrap();
         assert!(
-            text.starts_with("*Ana: tiempo de respuesta alto &lt;hoy&gt;*\n"),
+            text.starts_with("Ana: tiempo de respuesta alto &lt;hoy&gt;\n"),
             "{text}"
         );
+        assert_eq!(p["mrkdwn"], json!(false));
         let blocks = p["blocks"].as_array().unwrap();
         assert_eq!(blocks[0]["type"], "header");
         assert_eq!(blocks[0]["text"]["type"], "plain_text");
         assert_eq!(blocks[0]["text"]["text"], n.title);
-        assert_eq!(
-            blocks[1]["text"]["text"],
-            "El tiempo medio de respuesta de Ana es 12 min &amp; sube."
-        );
+        assert_eq!(blocks[1]["text"]["type"], "plain_text");
+        assert_eq!(blocks[1]["text"]["text"], n.message);
         assert!(blocks[2]["text"]["text"]
             .as_str()
             .unwrap()
-            .contains("*seller_name:* Ana"));
+            .contains("seller_name: Ana\n"));
         let context = blocks.last().unwrap();
         assert_eq!(context["type"], "context");
         assert!(context["elements"][0]["text"]
@@ -457,6 +477,150 @@ pub(crate) mod tests {
         );
     }
 
+    /// Seller names a hostile CRM user could type: a disguised link (Markdown and Slack forms),
+    /// Slack mentions, and every emphasis and code mark of Slack mrkdwn and Teams Markdown.
+    const HOSTILE_NAMES: &[&str] = &[
+        "[Reautentique](https://evil.example)",
+        "<https://evil.example|Reautentique>",
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "*urgente*",
+        "**urgente**",
+        "_pagar ya_",
+        "~tachado~",
+        "`código`",
+        "# Título",
+    ];
+
+    fn hostile(name: &str) -> Notification {
+        Notification {
+            title: format!("{name}: tiempo de respuesta alto"),
+            message: format!("El tiempo medio de respuesta de {name} es 12 min."),
+            data: json!({
+                "seller_name": name,
+                "top_performers": [{"name": name}],
+            }),
+            ..alert()
+        }
+    }
+
+    /// Every string of a Slack payload with whether Slack interprets markup in it: text objects
+    /// of type `mrkdwn`, and the top-level `text` unless the payload says `"mrkdwn": false`
+    /// (then only its `<…>` control sequences, which must be escaped). `plain_text` is literal.
+    fn slack_texts(p: &Value) -> Vec<(bool, String)> {
+        fn walk(v: &Value, out: &mut Vec<(bool, String)>) {
+            match v {
+                Value::Object(o) => {
+                    if let (Some(kind), Some(Value::String(t))) = (o.get("type"), o.get("text")) {
+                        out.push((kind == "mrkdwn", t.clone()));
+                    }
+                    for v in o.values() {
+                        walk(v, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        let top = p["text"].as_str().unwrap_or_default().to_string();
+        out.push((p["mrkdwn"] != json!(false), top));
+        walk(&p["blocks"], &mut out);
+        out
+    }
+
+    #[test]
+    fn slack_shows_hostile_names_as_text() {
+        for name in HOSTILE_NAMES {
+            let p = slack_payload(&hostile(name));
+            let texts = slack_texts(&p);
+            for (markup, text) in &texts {
+                assert!(
+                    !(*markup && text.contains(name)),
+                    "{name}: Slack interprets markup in {text:?}"
+                );
+                assert!(
+                    !(*markup && text.contains("evil.example")),
+                    "{name}: Slack would link {text:?}"
+                );
+            }
+            // `<` opens links and mentions even where emphasis is off.
+            assert!(
+                !p["text"].as_str().unwrap().contains('<'),
+                "{name}: {}",
+                p["text"]
+            );
+            // Shown as written: literally, in plain text, in the message and the details.
+            let plain: Vec<&String> = texts.iter().filter(|(m, _)| !m).map(|(_, t)| t).collect();
+            assert!(
+                plain.iter().any(|t| t.contains(&hostile(name).message)),
+                "{name}: message not shown as written in {plain:?}"
+            );
+            assert!(
+                plain
+                    .iter()
+                    .any(|t| t.contains(&format!("top_performers.1.name: {name}"))),
+                "{name}: details not shown as written in {plain:?}"
+            );
+        }
+    }
+
+    /// Every string of a Teams payload with whether Teams renders it as Markdown: `TextBlock`
+    /// text and `Fact` titles and values do; `TextRun`s of a `RichTextBlock` and the summary
+    /// do not.
+    fn teams_texts(p: &Value) -> Vec<(bool, String)> {
+        fn walk(v: &Value, out: &mut Vec<(bool, String)>) {
+            match v {
+                Value::Object(o) => {
+                    let kind = o.get("type").and_then(Value::as_str);
+                    match (kind, o.get("text")) {
+                        (Some("TextBlock"), Some(Value::String(t))) => out.push((true, t.clone())),
+                        (Some("TextRun"), Some(Value::String(t))) => out.push((false, t.clone())),
+                        _ => {}
+                    }
+                    if let Some(Value::Array(facts)) = o.get("facts") {
+                        for f in facts {
+                            for k in ["title", "value"] {
+                                out.push((true, f[k].as_str().unwrap_or_default().into()));
+                            }
+                        }
+                    }
+                    for v in o.values() {
+                        walk(v, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&p["attachments"], &mut out);
+        out
+    }
+
+    #[test]
+    fn teams_shows_hostile_names_as_text() {
+        for name in HOSTILE_NAMES {
+            let n = hostile(name);
+            let p = teams_payload(&n);
+            let texts = teams_texts(&p);
+            for (markdown, text) in &texts {
+                assert!(
+                    !(*markdown && (text.contains(name) || text.contains("evil.example"))),
+                    "{name}: Teams renders Markdown in {text:?}"
+                );
+            }
+            let plain: Vec<&String> = texts.iter().filter(|(m, _)| !m).map(|(_, t)| t).collect();
+            for shown in [&n.title, &n.message, &name.to_string()] {
+                assert!(
+                    plain.iter().any(|t| t.contains(shown.as_str())),
+                    "{name}: {shown:?} not shown as written in {plain:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn teams_payload_shape() {
         let n = alert();
@@ -470,16 +634,29 @@ pub(crate) mod tests {
         );
         let card = &att["content"];
         assert_eq!(card["type"], "AdaptiveCard");
-        assert_eq!(card["body"][0]["text"], n.title);
-        assert_eq!(card["body"][1]["text"], n.message);
-        assert_eq!(card["body"][2]["type"], "FactSet");
-        assert!(card["body"][2]["facts"]
-            .as_array()
-            .unwrap()
-            .contains(&json!({"title": "seller_name", "value": "Ana"})));
-        assert!(card["body"][3]["text"]
-            .as_str()
-            .unwrap()
-            .contains(&n.id.to_string()));
+        let runs = |i: usize| -> Vec<String> {
+            card["body"][i]["inlines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["text"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(runs(0), vec![n.title.clone()]);
+        assert_eq!(runs(1), vec![n.message.clone()]);
+        let body = card["body"].as_array().unwrap();
+        assert!((2..body.len()).any(|i| runs(i) == ["seller_name: ", "Ana"]));
+        assert_eq!(body.len(), 2 + data_lines(&n.data).len() + 1);
+        assert!(runs(body.len() - 1)[0].contains(&n.id.to_string()));
+        // Long data: at most TEAMS_MAX_FACTS lines and a count of the rest.
+        let big: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("k{i:03}"), json!(i))).collect();
+        let p = teams_payload(&Notification {
+            data: Value::Object(big),
+            ..n
+        });
+        let body = p["attachments"][0]["content"]["body"].as_array().unwrap();
+        assert_eq!(body.len(), 2 + TEAMS_MAX_FACTS + 1 + 1);
+        assert_eq!(body[2 + TEAMS_MAX_FACTS]["inlines"][0]["text"], "… 40 más");
     }
 }

@@ -38,8 +38,14 @@ pub struct DueDelivery {
     /// Attempts made so far.
     pub attempts: u32,
     /// The notification, or why its stored form does not decode.
-    pub notification: Result<Notification, String>,
+    pub notification: Result<Notification, UndecodableNotification>,
 }
+
+/// A stored notification whose JSON does not decode any more (damaged, or written by an
+/// incompatible version): its deliveries are given up, never retried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the stored notification does not decode: {0}")]
+pub struct UndecodableNotification(std::sync::Arc<serde_json::Error>);
 
 /// One row, as [`Inbox::outbox`] lists them (tests and operators).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -209,7 +215,8 @@ impl Inbox {
             id: row.try_get("id")?,
             recipient: row.try_get("recipient")?,
             attempts: count(attempts),
-            notification: serde_json::from_str(&payload).map_err(|e| e.to_string()),
+            notification: serde_json::from_str(&payload)
+                .map_err(|e| UndecodableNotification(std::sync::Arc::new(e))),
         }))
     }
 

@@ -1,4 +1,4 @@
-//! Response time and unanswered conversations (SPEC §3).
+//! Response time and unanswered conversations (contract §3.2).
 //!
 //! A **wait** starts with the first customer message (`message.received`) after the last seller
 //! reply (or close, or ever); later customer messages do not restart it. It ends at the first

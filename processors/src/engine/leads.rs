@@ -1,4 +1,4 @@
-//! Hot leads and follow-up reminders (SPEC §3).
+//! Hot leads and follow-up reminders (contract §3.3, §3.4).
 //!
 //! **Hot lead.** A lead's score ([`crate::scoring`]) is recomputed, and emitted as a
 //! [`LeadScore`], on its `lead.created`, on each `lead.status_changed`, and on each customer

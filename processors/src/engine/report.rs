@@ -1,4 +1,4 @@
-//! The daily report (SPEC §3): at 08:00 tenant time, yesterday's team totals, its top
+//! The daily report (contract §3.8): at 08:00 tenant time, yesterday's team totals, its top
 //! performers and a summary of the alerts, as one `daily_report` notification to the CEO.
 //!
 //! - **When**: a deadline at 08:00 local time of each day, scheduled from the tenant's first

@@ -1,4 +1,4 @@
-//! Seller metrics, rank and performance alerts (SPEC §3).
+//! Seller metrics, rank and performance alerts (contract §3.6, §3.7).
 //!
 //! # Metrics
 //!

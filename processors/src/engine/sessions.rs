@@ -1,4 +1,4 @@
-//! Call-center session timeout (SPEC §3).
+//! Call-center session timeout (contract §3.5).
 //!
 //! `session.started` and `session.heartbeat` keep a session alive until `last beat +
 //! session_timeout`. When a watermark reaches that deadline the client goes back to the queue:
