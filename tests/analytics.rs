@@ -54,6 +54,9 @@ const RANGE: (&str, &str) = ("2026-02-23T00:00:00Z", "2026-03-09T00:00:00Z");
 // ---------------------------------------------------------------------------------------------
 // The events
 
+/// How far back the seller metrics keep leads (`retention::SELLER_WINDOWS`).
+const SELLER_WINDOWS_MS: i64 = 7 * 24 * 3600 * 1000;
+
 #[derive(Debug, Clone)]
 struct Ev {
     id: String,
@@ -1128,9 +1131,28 @@ fn check(n: usize, rows: &Rows, m: &Model, t: u64) -> Result<(), String> {
                 // A snapshot at minute B reflects the events applied before the watermark
                 // (newest event time − 1 s) reached B: in order, those before B + 1 s.
                 let before = as_of + WATERMARK_DELAY_MS;
+                // The engine keeps a lead while it had an event within the seller windows (7
+                // days: processors/src/engine/retention.rs); the week-old traffic's leads are
+                // forgotten by the main traffic's snapshots. A lead's events: its `lead.*` and
+                // the customer messages of the conversation its `lead.created` names.
+                let kept_since = as_of - SELLER_WINDOWS_MS;
+                let touched = |lead: &Ev| {
+                    let conv = lead.s("conversation_id");
+                    tenant_evs().any(|e| {
+                        e.ms < before
+                            && e.ms >= kept_since
+                            && ((e.ty.starts_with("lead.") && e.s("lead_id") == lead.s("lead_id"))
+                                || (e.ty == "message.received"
+                                    && !conv.is_empty()
+                                    && e.s("conversation_id") == conv))
+                    })
+                };
                 let leads: Vec<&str> = tenant_evs()
                     .filter(|e| {
-                        e.ty == "lead.created" && e.u("seller_id") == seller && e.ms < before
+                        e.ty == "lead.created"
+                            && e.u("seller_id") == seller
+                            && e.ms < before
+                            && touched(e)
                     })
                     .map(|e| e.s("lead_id"))
                     .collect();

@@ -330,4 +330,13 @@ document.addEventListener("DOMContentLoaded", () => {
   // so that such links stop being made.
   const token = fromFragment || localStorage.getItem("vigia.token");
   if (token) start(token); else signOut(inQuery ? t("token_in_query") : undefined);
+  // A sign-in link opened in a tab already showing the dashboard changes only the fragment (no
+  // page load): sign in with its token from a fresh page, so nothing of the previous user stays.
+  window.addEventListener("hashchange", () => {
+    const next = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (!next) return;
+    localStorage.setItem("vigia.token", next);
+    history.replaceState(null, "", "/");
+    location.reload();
+  });
 });

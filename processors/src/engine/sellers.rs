@@ -23,8 +23,9 @@
 //!   in `(at − 7 d, at]` — by a reply (answered, counted for the replier) or by a close (not
 //!   answered, counted for the conversation's seller) — or one still open and overdue at `at`
 //!   (not answered). Waits still open within their deadline are not counted yet.
-//! - **Leads** — leads whose `lead.created` was seen, by seller (the lead's, else its
-//!   conversation's): generated, converted (status now `converted`), conversion rate.
+//! - **Leads** — leads whose `lead.created` was seen and that are still kept (an event within
+//!   the last 7 days, or a pending follow-up: [`super::retention`]), by seller (the lead's, else
+//!   its conversation's): generated, converted (status now `converted`), conversion rate.
 //! - **Activity level** — messages handled in `(at − 1 h, at]` (customer messages in the seller's
 //!   conversations + the seller's non-automated messages): `low` below [`ACTIVITY_MEDIUM`],
 //!   `high` from [`ACTIVITY_HIGH`], `medium` between.
