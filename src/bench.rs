@@ -1007,7 +1007,7 @@ impl GatewayReport {
             "## Gateway: fan-out to {conns} WebSocket clients\n\n\
              Reproduce: `{command}`\n\n\
              Measured {date} on this machine ({cores} cores), gateway and clients on the same \
-             cores, broker: the local tansu. Latency = frame received by the client − \
+             cores, broker: the local Apache Kafka. Latency = frame received by the client − \
              `created_at` stamped when the notification was produced to Kafka (includes the \
              Kafka hop and the inbox write).\n\n\
              | figure | p50 | p99 |\n|---|---|---|\n\

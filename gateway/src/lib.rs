@@ -479,18 +479,36 @@ impl Gateway {
     /// to see it. Returns whether it was new. The path of every record the consumer reads.
     #[doc(hidden)]
     pub async fn deliver(&self, notification: Notification) -> Result<bool, GatewayError> {
-        let shared = &self.shared;
         // Stored with its deliveries outside the browser (e-mail, Slack, Teams) in one
         // transaction: a replayed record queues nothing again.
-        let Some(inserted) = shared.channels.store(&notification).await?.inserted else {
+        let stored = self.shared.channels.store(&notification).await?;
+        Ok(self.after_store(notification, stored.inserted))
+    }
+
+    /// [`Gateway::deliver`] of each of `batch`, stored in one inbox transaction (all or none),
+    /// pushed in order; whether each was new.
+    #[doc(hidden)]
+    pub async fn deliver_many(&self, batch: Vec<Notification>) -> Result<Vec<bool>, GatewayError> {
+        let stored = self.shared.channels.store_many(&batch).await?;
+        Ok(batch
+            .into_iter()
+            .zip(stored)
+            .map(|(n, s)| self.after_store(n, s.inserted))
+            .collect())
+    }
+
+    /// Counts, notes and pushes a notification just stored (`inserted`: `None` if it was not new).
+    fn after_store(&self, notification: Notification, inserted: Option<Inserted>) -> bool {
+        let shared = &self.shared;
+        let Some(inserted) = inserted else {
             shared.metrics.duplicates.inc();
-            return Ok(false);
+            return false;
         };
         shared.metrics.stored.inc();
         self.note_unanswered(&notification);
         if inserted.already_withdrawn {
             // Its withdrawal came first: clients already know it is over.
-            return Ok(true);
+            return true;
         }
         let age = (Utc::now() - notification.created_at)
             .num_milliseconds()
@@ -504,7 +522,7 @@ impl Gateway {
             notification,
         };
         shared.hub.push(Arc::new(stored), Utc::now());
-        Ok(true)
+        true
     }
 
     /// Puts a seller-metrics snapshot on the board; if it is the seller's newest, pushes the

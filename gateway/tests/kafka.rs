@@ -1,7 +1,7 @@
 //! The Kafka path: records of the notifications topic reach WebSocket clients through the
 //! gateway's consumer; garbage is skipped; a restarted gateway resumes from committed offsets.
 //!
-//! Needs a broker: `VIGIA_TEST_KAFKA_BROKERS` (default 127.0.0.1:9092, e.g. tansu). Run with
+//! Needs a broker: `VIGIA_TEST_KAFKA_BROKERS` (default 127.0.0.1:9092, the local Apache Kafka). Run with
 //! `cargo test -p vigia-gateway --test kafka -- --ignored`.
 
 mod common;
@@ -291,4 +291,118 @@ async fn the_metrics_board_is_read_from_kafka_and_rebuilt_after_a_restart() {
         gw.shutdown.cancel();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// A backlog on the notifications topic is stored in batches (one inbox transaction per batch of
+/// records already fetched): every notification once, in topic order, withdrawals applied; a
+/// notification the inbox cannot hold (tenant id out of its range) makes its batch fall back to
+/// one by one and is skipped alone; garbage in between is counted and skipped.
+#[tokio::test]
+#[ignore = "needs a Kafka broker at VIGIA_TEST_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn a_backlog_is_stored_in_batches_once_and_in_order_and_a_bad_notification_is_skipped_alone()
+{
+    let topics = create_topics().await;
+    let producer: FutureProducer = kafka_config().set("linger.ms", "20").create().unwrap();
+    let total = 3000;
+    let mut expected = Vec::new();
+    let mut targets = std::collections::HashSet::new();
+    let mut sends = Vec::new();
+    for i in 0..total {
+        let payload = if i == 1500 {
+            let mut bad = to_user(1, 10);
+            bad.tenant_id = u64::MAX;
+            serde_json::to_vec(&bad).unwrap()
+        } else if i == 700 {
+            b"not a notification".to_vec()
+        } else if i % 10 == 9 {
+            // A withdrawal of the notification just before.
+            let mut w = to_user(1, 10);
+            w.withdraws = Some(*expected.last().unwrap());
+            targets.insert(*expected.last().unwrap());
+            expected.push(w.id);
+            serde_json::to_vec(&w).unwrap()
+        } else {
+            let n = to_user(1, 10);
+            expected.push(n.id);
+            serde_json::to_vec(&n).unwrap()
+        };
+        let producer = producer.clone();
+        let topic = topics.notifications.clone();
+        sends.push(tokio::spawn(async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key("1").payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+        }));
+        // Records must keep their order on the partition: wait for each batch of sends.
+        if sends.len() == 100 {
+            for s in sends.drain(..) {
+                s.await.unwrap().unwrap();
+            }
+        }
+    }
+    for s in sends {
+        s.await.unwrap().unwrap();
+    }
+    // A duplicate of the first, after everything.
+    let mut first = to_user(1, 10);
+    first.id = expected[0];
+    produce(
+        &producer,
+        &topics.notifications,
+        &serde_json::to_vec(&first).unwrap(),
+    )
+    .await;
+
+    let dir = TempDir::new();
+    let cfg = Config {
+        jwt_secret: SECRET.into(),
+        database_url: dir.sqlite_url(),
+        group_id: format!("gwtest-{}", Uuid::new_v4().simple()),
+        ..Config::default()
+    };
+    let gw = Running::start(cfg, &topics).await;
+    gw.wait_for(
+        "vigia_gateway_notifications_stored_total",
+        expected.len() as f64,
+    )
+    .await;
+    gw.wait_for("vigia_gateway_notifications_duplicate_total", 1.0)
+        .await;
+    // The garbage record and the notification out of range.
+    assert_eq!(
+        gw.metric("vigia_gateway_notifications_undecodable_total"),
+        2.0
+    );
+    assert_eq!(
+        gw.metric("vigia_gateway_notifications_stored_total"),
+        expected.len() as f64
+    );
+    let inbox = gw.gateway.inbox();
+    let viewer = vigia_gateway::Viewer {
+        tenant_id: 1,
+        user_id: 10,
+        role: Role::Seller,
+    };
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = inbox.since(&viewer, after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.sequence;
+        stored.extend(page.iter().map(|s| (s.notification.id, s.withdrawn)));
+    }
+    assert_eq!(
+        stored.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        expected,
+        "every notification once, in topic order"
+    );
+    // Exactly the notifications a withdrawal named are withdrawn.
+    for (id, withdrawn) in &stored {
+        assert_eq!(*withdrawn, targets.contains(id), "{id}");
+    }
+    gw.shutdown.cancel();
 }

@@ -1,4 +1,4 @@
-//! Ingest against a real Kafka (tansu) at `VIGIA_KAFKA_BROKERS` (default 127.0.0.1:9092).
+//! Ingest against a real Kafka at `VIGIA_KAFKA_BROKERS` (default 127.0.0.1:9092).
 //! Ignored by default; run with `cargo test -p vigia-ingest --test kafka -- --ignored`.
 
 mod common;

@@ -74,8 +74,8 @@
 //! What transactions would add — committing outputs and offsets atomically — is replaced by
 //! idempotence; the price is possible duplicate deliveries (same ids) after a crash.
 //!
-//! **Brokers that drop commit metadata** (Apache Kafka keeps it; tansu 0.6, the stand-in broker
-//! of earlier versions, answered OffsetFetch with empty metadata) lose the restore step. Then, after a restart, notifications the wall clock fired for waits still
+//! **Brokers that drop commit metadata** (Apache Kafka keeps it; some Kafka-protocol stand-ins,
+//! such as tansu 0.6, answer OffsetFetch with empty metadata) lose the restore step. Then, after a restart, notifications the wall clock fired for waits still
 //! open are fired again (same ids) when the replay reaches them — by the log time of a later
 //! record, or by the clock once live — and later replies still withdraw them. What can be lost is
 //! narrow: a reply that occurred before the deadline but reached the processors after the wall

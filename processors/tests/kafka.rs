@@ -1,4 +1,4 @@
-//! The processors against a real Kafka API broker (tansu locally): `VIGIA_KAFKA_BROKERS`
+//! The processors against a real Kafka broker (the local Apache Kafka): `VIGIA_KAFKA_BROKERS`
 //! (default 127.0.0.1:9092). Each test uses its own topic prefix and consumer group, so tests and
 //! runs do not see each other. Without a broker these tests fail (creating the topics fails),
 //! saying so. Ignored by default; run with
@@ -67,7 +67,7 @@ async fn create_topics(topics: &Topics) {
     let results = admin.create_topics(&new, &opts).await.unwrap_or_else(|e| {
         panic!(
             "cannot create topics on the Kafka broker at {} ({e}); start one (bash \
-             scripts/services.sh up tansu) or set VIGIA_KAFKA_BROKERS",
+             scripts/services.sh up kafka) or set VIGIA_KAFKA_BROKERS",
             brokers()
         )
     });
@@ -405,8 +405,8 @@ async fn an_unanswered_conversation_is_notified_at_its_deadline_on_an_idle_strea
     stop.cancel();
     handle.await.unwrap();
     collector.close().await;
-    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
-    // local broker starts empty at each `services.sh up` anyway.
+    // Topics are left in place for a look after a failure (each test has its own prefix);
+    // the local broker's data lives under .data/ of the clone.
 }
 
 /// What the engine gives for `events`, by id: fed in production order (each tenant's events are
@@ -573,8 +573,8 @@ async fn after_a_crash_and_a_restart_nothing_is_lost_and_no_new_id_appears() {
     }
     // After the clean stop, the restart re-sends nothing caused by records before the committed
     // offset. The only possible repeats are notifications the wall clock fired for waits still
-    // open: the committed offset carries the clock watermark in its metadata, which tansu does
-    // not keep (Kafka does), so the replay cannot know they were delivered.
+    // open: the committed offset carries the clock watermark in its metadata (Apache Kafka keeps
+    // it), but a wait fired after the last commit cannot be known delivered.
     let after: Vec<Uuid> = ids(&seen[before_clean_restart..]);
     let earlier: HashSet<Uuid> = ids(&seen[..before_clean_restart]).into_iter().collect();
     let resent: Vec<&Seen> = seen[before_clean_restart..]
@@ -596,8 +596,8 @@ async fn after_a_crash_and_a_restart_nothing_is_lost_and_no_new_id_appears() {
     assert!(!after.is_empty());
     assert!(of(&seen, &topics.dead_letters).is_empty());
     collector.close().await;
-    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
-    // local broker starts empty at each `services.sh up` anyway.
+    // Topics are left in place for a look after a failure (each test has its own prefix);
+    // the local broker's data lives under .data/ of the clone.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -671,8 +671,8 @@ async fn two_instances_give_the_outputs_of_one() {
         assert_eq!(s.value, expected[&id]);
     }
     collector.close().await;
-    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
-    // local broker starts empty at each `services.sh up` anyway.
+    // Topics are left in place for a look after a failure (each test has its own prefix);
+    // the local broker's data lives under .data/ of the clone.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

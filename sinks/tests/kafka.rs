@@ -1,4 +1,4 @@
-//! The sink end to end: Kafka (tansu) at `VIGIA_KAFKA_BROKERS` (default 127.0.0.1:9092) →
+//! The sink end to end: Kafka at `VIGIA_KAFKA_BROKERS` (default 127.0.0.1:9092) →
 //! ClickHouse at `VIGIA_CLICKHOUSE_URL`, with unique topics and database per test.
 //! Ignored by default; run with `cargo test -p vigia-sinks --test kafka -- --ignored`.
 
@@ -230,8 +230,8 @@ async fn records_reach_clickhouse_once_across_duplicates_restarts_and_replays() 
     assert_eq!(db.count_and_unique("events", "event_id").await, (61, 61));
     assert_eq!(db.count_and_unique("notifications", "id").await, (1, 1));
     assert_eq!(db.count_and_unique("dead_letters", "id").await, (1, 1));
-    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
-    // local broker starts empty at each `services.sh up` anyway.
+    // Topics are left in place for a look after a failure (each test has its own prefix);
+    // the local broker's data lives under .data/ of the clone.
 }
 
 /// Whether `group` has committed, on every partition of `topic` that holds records, the
@@ -369,8 +369,8 @@ async fn a_clickhouse_outage_pauses_consumption_and_loses_nothing() {
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
-    // local broker starts empty at each `services.sh up` anyway.
+    // Topics are left in place for a look after a failure (each test has its own prefix);
+    // the local broker's data lives under .data/ of the clone.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,6 +433,6 @@ async fn members_joining_and_leaving_the_group_write_each_row_once() {
     stop_b.cancel();
     b.await.unwrap().unwrap();
     assert_eq!(db.count_and_unique("events", "event_id").await, (600, 600));
-    // Topics are left in place: deleting topics can wedge tansu 0.6 (see README); the
-    // local broker starts empty at each `services.sh up` anyway.
+    // Topics are left in place for a look after a failure (each test has its own prefix);
+    // the local broker's data lives under .data/ of the clone.
 }

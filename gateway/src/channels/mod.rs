@@ -388,16 +388,50 @@ impl Dispatcher {
         let planned = self.plan(n, now).await?;
         let entries: Vec<OutboxEntry> = planned.iter().map(|(_, e)| e.clone()).collect();
         let inserted = self.inner.inbox.insert_with_deliveries(n, &entries).await?;
+        Ok(self.stored(n, &planned, inserted, now))
+    }
+
+    /// [`Dispatcher::store`] of each of `batch`, in one inbox transaction (all or none).
+    pub async fn store_many(&self, batch: &[Notification]) -> Result<Vec<Stored>, InboxError> {
+        let now = Utc::now();
+        let mut plans = Vec::with_capacity(batch.len());
+        for n in batch {
+            let planned = self.plan(n, now).await?;
+            let entries: Vec<OutboxEntry> = planned.iter().map(|(_, e)| e.clone()).collect();
+            plans.push((planned, entries));
+        }
+        let items: Vec<(&Notification, &[OutboxEntry])> = batch
+            .iter()
+            .zip(&plans)
+            .map(|(n, (_, entries))| (n, entries.as_slice()))
+            .collect();
+        let inserted = self.inner.inbox.insert_many_with_deliveries(&items).await?;
+        Ok(batch
+            .iter()
+            .zip(plans)
+            .zip(inserted)
+            .map(|((n, (planned, _)), inserted)| self.stored(n, &planned, inserted, now))
+            .collect())
+    }
+
+    /// Counts what was stored and wakes the channels that have new work.
+    fn stored(
+        &self,
+        n: &Notification,
+        planned: &[(ChannelKind, OutboxEntry)],
+        inserted: Option<Inserted>,
+        now: DateTime<Utc>,
+    ) -> Stored {
         let mut dispatched = Dispatched::default();
         match inserted {
             None => {
-                for (kind, _) in &planned {
+                for (kind, _) in planned {
                     self.inner.metrics.duplicate(*kind);
                 }
                 dispatched.duplicates = planned.len();
             }
             Some(i) if i.deliveries > 0 => {
-                for (kind, entry) in &planned {
+                for (kind, entry) in planned {
                     self.inner.metrics.queued(*kind, 1);
                     if entry.not_before > now {
                         dispatched.deferred += 1;
@@ -416,10 +450,10 @@ impl Dispatcher {
             }
             Some(_) => {}
         }
-        Ok(Stored {
+        Stored {
             inserted,
             dispatched,
-        })
+        }
     }
 
     /// Where `n` goes outside the browser, decided at `now` (module docs): one entry per

@@ -155,8 +155,8 @@ pub struct Record {
 /// The records of partition 0 of `topic`, from the beginning: waits until `expected` arrived
 /// (panicking after 20s), then keeps listening for [`QUIET`] to catch any extra one.
 ///
-/// It does not stop at the high watermark because tansu 0.6 reports it as the base offset of the
-/// last batch + 1, which undercounts multi-record batches.
+/// It does not stop at the high watermark: listening on for [`QUIET`] is what catches a record
+/// written twice.
 pub fn read_records(brokers: &str, topic: &str, expected: usize) -> Vec<Record> {
     let consumer: BaseConsumer = kafka_config(brokers)
         .set("group.id", format!("test-{}", Uuid::new_v4()))
