@@ -16,7 +16,7 @@ which=("$@")
 for bench in "${which[@]}"; do
     echo "=== bench $bench ($(date -u +%H:%M:%S))"
     case $bench in
-    pipeline) "$vigia" bench pipeline --rates 1000,2500,5000,8000 --all-rates --warmup 90s --step 60s --idle-step 5m ;;
+    pipeline) "$vigia" bench pipeline --rates 1000,2500,5000 --all-rates --warmup 90s --step 60s --idle-step 5m ;;
     sink) "$vigia" bench sink --events 200000 ;;
     transactions) "$vigia" bench transactions --rate 1000 --duration 60s --commit-interval 100ms,1s --burst 200000 ;;
     gateway) "$vigia" bench gateway --connections 10000 --broadcasts 20 --broadcast-every 1s --singles 1000 --single-every 5ms ;;
