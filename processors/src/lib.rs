@@ -15,6 +15,9 @@
 //!   State is bounded per tenant ([`engine::retention`]): conversations, leads, sessions and
 //!   sellers are forgotten once they can no longer matter, and an event that would add one
 //!   beyond the tenant's limit is refused ([`Output::OverLimit`], dead-lettered).
+//! - [`recovery`]: the recovery decision as pure logic — on a partition's assignment, which
+//!   engine to run (held, from a checkpoint, or fresh), where to start consuming, when replay ends
+//!   and outputs are produced again; the runner carries it out with Kafka calls.
 //! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
 //! - `runner` (cargo feature `runner`, on by default): the Kafka I/O around the engine — consume
 //!   `events` in a consumer group, recover by deterministic replay, advance the watermark with
@@ -34,6 +37,7 @@ pub mod config;
 pub mod engine;
 #[cfg(feature = "runner")]
 mod metrics;
+pub mod recovery;
 #[cfg(feature = "runner")]
 pub mod runner;
 pub mod scoring;
