@@ -18,6 +18,9 @@
 //! - [`recovery`]: the recovery decision as pure logic — on a partition's assignment, which
 //!   engine to run (held, from a checkpoint, or fresh), where to start consuming, when replay ends
 //!   and outputs are produced again; the runner carries it out with Kafka calls.
+//! - [`checkpoint`]: a checkpoint's bytes as Kafka records — split into pieces under the record
+//!   limit, each with a header (partition, offset, state version, clock), and joined back with
+//!   checks. Not yet written or read by the runner.
 //! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
 //! - `runner` (cargo feature `runner`, on by default): the Kafka I/O around the engine — consume
 //!   `events` in a consumer group, recover by deterministic replay, advance the watermark with
@@ -33,6 +36,7 @@
 //! What it does not: create topics (the binary does), serve HTTP, or write to ClickHouse (the
 //! sinks do).
 
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 #[cfg(feature = "runner")]
