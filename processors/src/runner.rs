@@ -726,7 +726,9 @@ impl Runner {
 
         run.next_offset = rec.offset + 1;
         let after = run.replay.after_record(run.next_offset);
-        advanced.extend(run.restore(after.restore));
+        // Restored on catching up: produced even when this record's outputs are not — the last
+        // record before the committed offset can be the one that reaches the high-water mark.
+        let caught_up = run.restore(after.restore);
         if after.became_live {
             tracing::info!(
                 partition = rec.partition,
@@ -751,8 +753,12 @@ impl Runner {
 
         if !producing {
             self.metrics.replayed.inc();
-            return Ok(());
+            // The committed clock watermark's outputs: fired before, perhaps not delivered (same
+            // ids). They belong at the committed offset, which is `next` here.
+            let outgoing = self.outgoing(caught_up, None, rec.partition);
+            return self.send(rec.partition, generation, next, outgoing).await;
         }
+        advanced.extend(caught_up);
         let mut outgoing = self.outgoing(advanced, None, rec.partition);
         outgoing.extend(self.outgoing(outputs, Some(&rec), rec.partition));
         if let Some((reason, error)) = dead {
