@@ -596,7 +596,7 @@ impl Runner {
                 offsets,
                 // Checkpoints are not written yet: every engine not held is a full replay.
                 checkpoints: &[],
-                state_version: 0,
+                state_version: crate::engine::snapshot::STATE_VERSION,
             });
             match plan.anomaly {
                 Some(CommittedAnomaly::BeyondEnd { committed, high }) => tracing::warn!(
