@@ -15,6 +15,12 @@
 //!   State is bounded per tenant ([`engine::retention`]): conversations, leads, sessions and
 //!   sellers are forgotten once they can no longer matter, and an event that would add one
 //!   beyond the tenant's limit is refused ([`Output::OverLimit`], dead-lettered).
+//! - [`recovery`]: the recovery decision as pure logic — on a partition's assignment, which
+//!   engine to run (held, from a checkpoint, or fresh), where to start consuming, when replay ends
+//!   and outputs are produced again; the runner carries it out with Kafka calls.
+//! - [`checkpoint`]: a checkpoint's bytes as Kafka records — split into pieces under the record
+//!   limit, each with a header (partition, offset, state version, clock), and joined back with
+//!   checks. Not yet written or read by the runner.
 //! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
 //! - `runner` (cargo feature `runner`, on by default): the Kafka I/O around the engine — consume
 //!   `events` in a consumer group, recover by deterministic replay, advance the watermark with
@@ -65,10 +71,12 @@
 //! identically, so checkpoint and offsets need not be written atomically (keep two checkpoints
 //! per partition and load the latest at or before the committed offset).
 
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 #[cfg(feature = "runner")]
 mod metrics;
+pub mod recovery;
 #[cfg(feature = "runner")]
 pub mod runner;
 pub mod scoring;

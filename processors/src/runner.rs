@@ -54,6 +54,9 @@
 //! instead of replaying (records another owner handled meanwhile are re-applied, their outputs
 //! suppressed up to the new `C`, as above).
 //!
+//! These decisions are made by [`crate::recovery`] (pure, unit-tested); this module reads the
+//! facts they need from Kafka and carries them out.
+//!
 //! # Why no Kafka transactions are needed
 //!
 //! Results after a crash are those of a run without it because:
@@ -107,6 +110,10 @@ use vigia_schemas::{
 
 use crate::engine::{chrono_duration, Output, PartitionEngine};
 use crate::metrics::{KindLabel, Metrics, PartitionLabel, ReasonLabel};
+use crate::recovery::{
+    self, Assignment, CommittedAnomaly, EngineSource, HeldEngine, PartitionOffsets, Replay, Seek,
+    WatermarkStep, Watermarks,
+};
 use crate::{Config, ProcessorError};
 
 /// Timeout of blocking Kafka metadata calls (committed offsets, watermarks, sync commits).
@@ -452,30 +459,14 @@ struct Outgoing {
     time: Option<DateTime<Utc>>,
 }
 
-/// The clock watermarks travelling with a committed offset, as the commit's metadata (JSON).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Watermarks {
-    /// Every output the clock fired up to here was acknowledged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    delivered_watermark: Option<DateTime<Utc>>,
-    /// The clock watermark (fired up to here; committed before firing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    clock_watermark: Option<DateTime<Utc>>,
-}
-
 /// One owned (or kept) partition.
 struct PartitionRun {
     /// Distinguishes this engine's acks from those of an engine it replaced.
     generation: u64,
     owned: bool,
     engine: PartitionEngine,
-    /// The group's committed offset at assignment: outputs of records before it are suppressed.
-    committed: Option<i64>,
-    /// The watermarks committed with `committed`, to restore when replay reaches it.
-    restore: Option<Watermarks>,
-    /// The high-water mark at assignment: replay until here, then live.
-    high_water: i64,
-    live: bool,
+    /// Where replay ends and outputs resume; when the partition is live.
+    replay: Replay,
     /// Offset of the next record to process.
     next_offset: i64,
     /// Positions with outputs not all acknowledged: (offset, outputs left), in order. Outputs of a
@@ -495,10 +486,7 @@ impl PartitionRun {
             generation,
             owned: true,
             engine,
-            committed: None,
-            restore: None,
-            high_water: start,
-            live: false,
+            replay: Replay::new(start),
             next_offset: start,
             pending: VecDeque::new(),
             log_time: None,
@@ -514,39 +502,18 @@ impl PartitionRun {
             .map_or(self.next_offset, |(offset, _)| *offset)
     }
 
-    /// The watermarks to commit with [`Self::committable`]. The delivered watermark is only known
-    /// when every output is acknowledged (then the committed offset is exactly the engine's
-    /// position): it is the clock watermark, but before any deadline still pending, so that a
-    /// restore suppresses only what this engine fired and Kafka acknowledged.
+    /// The watermarks to commit with [`Self::committable`] (see [`Watermarks::to_commit`]).
     fn watermarks(&self) -> Watermarks {
-        let clock = self.engine.clock_watermark();
-        let quiet = self.pending.is_empty();
-        let delivered = clock
-            .filter(|_| quiet)
-            .map(|c| match self.engine.next_deadline() {
-                Some(d) if d <= c => d - chrono::Duration::nanoseconds(1),
-                _ => c,
-            });
-        Watermarks {
-            delivered_watermark: delivered,
-            clock_watermark: clock,
-        }
+        Watermarks::to_commit(
+            self.engine.clock_watermark(),
+            self.pending.is_empty(),
+            self.engine.next_deadline(),
+        )
     }
 
-    /// Applies the committed watermarks once replay reaches the committed offset; returns the
-    /// outputs to produce.
-    fn restore_now(&mut self) -> Vec<Output> {
-        let Some(w) = self.restore.take() else {
-            return Vec::new();
-        };
-        if let Some(d) = w.delivered_watermark {
-            // Delivered before: suppressed.
-            let _ = self.engine.advance_watermark(d);
-        }
-        match w.clock_watermark {
-            Some(c) => self.engine.advance_watermark(c),
-            None => Vec::new(),
-        }
+    /// Restores `watermarks` if the recovery decision says so; returns the outputs to produce.
+    fn restore(&mut self, watermarks: Option<Watermarks>) -> Vec<Output> {
+        watermarks.map_or_else(Vec::new, |w| w.restore(&mut self.engine))
     }
 }
 
@@ -564,14 +531,6 @@ struct Runner {
     /// (partition, generation, offset, dead letter). Their offsets are still pending.
     redo: VecDeque<(i32, u64, i64, Outgoing)>,
     next_generation: u64,
-}
-
-#[derive(Clone, Copy)]
-struct PartitionOffsets {
-    committed: Option<i64>,
-    watermarks: Watermarks,
-    low: i64,
-    high: i64,
 }
 
 impl Runner {
@@ -611,13 +570,8 @@ impl Runner {
     ) -> Result<(), ProcessorError> {
         // Engines kept for partitions that went elsewhere are no longer useful.
         let wanted: Vec<i32> = assigned.iter().map(|(p, _)| *p).collect();
-        let dropped: Vec<i32> = self
-            .runs
-            .iter()
-            .filter(|(p, run)| !run.owned && !wanted.contains(p))
-            .map(|(p, _)| *p)
-            .collect();
-        for p in dropped {
+        let held = self.runs.iter().map(|(p, run)| (*p, run.owned));
+        for p in recovery::stale_engines(held, &wanted) {
             self.runs.remove(&p);
             self.set_position(p, None);
         }
@@ -631,80 +585,68 @@ impl Runner {
         )
         .await?;
         for (p, start) in assigned {
-            let PartitionOffsets {
-                committed,
-                watermarks,
-                low,
-                high,
-            } = offsets[&p];
-            let committed = match committed {
-                Some(c) if c > high => {
-                    tracing::warn!(
-                        partition = p,
-                        "committed offset {c} is beyond the end of the partition ({high}): was \
-                         the topic recreated? Ignoring it"
-                    );
-                    None
-                }
-                Some(c) if c < low => {
-                    tracing::warn!(
-                        partition = p,
-                        "records {c}..{low} were deleted by retention before being processed"
-                    );
-                    Some(c)
-                }
-                c => c,
-            };
-            let resumed = matches!(
-                (start, self.runs.get(&p)),
-                (Some(o), Some(run)) if !run.owned && run.next_offset == o
-            );
-            if !resumed {
-                if start.is_some() {
-                    // Started from a kept engine's position, but that engine is gone: replay.
-                    seek_to_beginning(self.consumer.clone(), self.topics.events.clone(), p).await?;
-                }
-                self.next_generation += 1;
-                let engine = PartitionEngine::new(self.config.clone());
-                self.runs
-                    .insert(p, PartitionRun::new(self.next_generation, engine, low));
+            let offsets = offsets[&p];
+            let plan = recovery::plan_assignment(&Assignment {
+                start,
+                held: self.runs.get(&p).map(|run| HeldEngine {
+                    owned: run.owned,
+                    next_offset: run.next_offset,
+                    clock_watermark: run.engine.clock_watermark(),
+                }),
+                offsets,
+                // Checkpoints are not written yet: every engine not held is a full replay.
+                checkpoints: &[],
+                state_version: crate::engine::snapshot::STATE_VERSION,
+            });
+            match plan.anomaly {
+                Some(CommittedAnomaly::BeyondEnd { committed, high }) => tracing::warn!(
+                    partition = p,
+                    "committed offset {committed} is beyond the end of the partition ({high}): \
+                     was the topic recreated? Ignoring it"
+                ),
+                Some(CommittedAnomaly::Deleted { committed, low }) => tracing::warn!(
+                    partition = p,
+                    "records {committed}..{low} were deleted by retention before being processed"
+                ),
+                None => {}
             }
+            if let Some(to) = plan.seek {
+                seek(self.consumer.clone(), self.topics.events.clone(), p, to).await?;
+            }
+            let resumed = match plan.engine {
+                EngineSource::Resume => true,
+                EngineSource::Fresh(_) => {
+                    self.next_generation += 1;
+                    let engine = PartitionEngine::new(self.config.clone());
+                    self.runs.insert(
+                        p,
+                        PartitionRun::new(self.next_generation, engine, plan.next_offset),
+                    );
+                    false
+                }
+                EngineSource::Checkpoint(_) => unreachable!("no checkpoints are offered"),
+            };
             let run = self.runs.get_mut(&p).expect("inserted or kept above");
             run.owned = true;
-            run.committed = committed;
-            run.last_commit = committed.map(|c| (c, watermarks));
-            run.high_water = high;
-            run.live = run.next_offset >= high;
-            run.restore = None;
-            let mut produce_now = Vec::new();
-            let behind = run
-                .engine
-                .clock_watermark()
-                .is_none_or(|have| watermarks.clock_watermark.is_some_and(|c| have < c));
-            if behind {
-                if committed.is_none_or(|c| run.next_offset <= c) {
-                    run.restore = Some(watermarks);
-                    if committed.is_none_or(|c| run.next_offset == c) || run.live {
-                        produce_now = run.restore_now();
-                    }
-                } else if let Some(c) = watermarks.clock_watermark {
-                    // Resumed ahead of the committed offset: what the other owner delivered
-                    // cannot be told apart from ours; produce (same ids, at worst again).
-                    produce_now = run.engine.advance_watermark(c);
-                }
-            }
+            run.replay = plan.replay;
+            run.last_commit = plan.committed.map(|c| (c, offsets.watermarks));
+            let produce_now = match plan.watermarks_now {
+                WatermarkStep::Nothing => Vec::new(),
+                WatermarkStep::Restore(w) => w.restore(&mut run.engine),
+                WatermarkStep::Advance(c) => run.engine.advance_watermark(c),
+            };
             tracing::info!(
                 partition = p,
                 from = run.next_offset,
-                committed = ?committed,
-                committed_watermarks = ?watermarks,
-                high_water = high,
+                committed = ?plan.committed,
+                committed_watermarks = ?offsets.watermarks,
+                high_water = offsets.high,
                 resumed,
                 "partition assigned"
             );
             let generation = run.generation;
             let next = run.next_offset;
-            let live = run.live;
+            let live = run.replay.live();
             self.metrics
                 .live
                 .get_or_create(&PartitionLabel { partition: p })
@@ -726,12 +668,9 @@ impl Runner {
         if !run.owned || rec.offset < run.next_offset {
             return Ok(());
         }
-        let producing = run.committed.is_none_or(|c| rec.offset >= c);
-        let mut advanced = if producing {
-            run.restore_now()
-        } else {
-            Vec::new()
-        };
+        let step = run.replay.before_record(rec.offset);
+        let producing = step.producing;
+        let mut advanced = run.restore(step.restore);
         // The clock, as recorded in the log: when this record was written, the wall clock was at
         // least its timestamp, so deadlines up to `timestamp - delay` were due before it — live
         // and in any replay alike. This makes what the clock fired before each record a function
@@ -786,11 +725,11 @@ impl Runner {
         };
 
         run.next_offset = rec.offset + 1;
-        if !run.live && run.next_offset >= run.high_water {
-            run.live = true;
-            if run.committed.is_none_or(|c| run.next_offset >= c) {
-                advanced.extend(run.restore_now());
-            }
+        let after = run.replay.after_record(run.next_offset);
+        // Restored on catching up: produced even when this record's outputs are not — the last
+        // record before the committed offset can be the one that reaches the high-water mark.
+        let caught_up = run.restore(after.restore);
+        if after.became_live {
             tracing::info!(
                 partition = rec.partition,
                 offset = rec.offset,
@@ -803,7 +742,7 @@ impl Runner {
                 })
                 .set(1);
         }
-        if !run.live {
+        if !run.replay.live() {
             if let Some(max) = run.engine.max_event_time() {
                 set_watermark(&self.metrics, rec.partition, max - delay);
             }
@@ -814,8 +753,12 @@ impl Runner {
 
         if !producing {
             self.metrics.replayed.inc();
-            return Ok(());
+            // The committed clock watermark's outputs: fired before, perhaps not delivered (same
+            // ids). They belong at the committed offset, which is `next` here.
+            let outgoing = self.outgoing(caught_up, None, rec.partition);
+            return self.send(rec.partition, generation, next, outgoing).await;
         }
+        advanced.extend(caught_up);
         let mut outgoing = self.outgoing(advanced, None, rec.partition);
         outgoing.extend(self.outgoing(outputs, Some(&rec), rec.partition));
         if let Some((reason, error)) = dead {
@@ -832,7 +775,7 @@ impl Runner {
         let mut live: Vec<i32> = self
             .runs
             .iter()
-            .filter(|(_, run)| run.owned && run.live)
+            .filter(|(_, run)| run.owned && run.replay.live())
             .map(|(p, _)| *p)
             .collect();
         live.sort_unstable();
@@ -922,7 +865,7 @@ impl Runner {
                 continue;
             }
             let offset = run.committable();
-            if run.committed.is_some_and(|c| offset < c) {
+            if !run.replay.may_commit(offset) {
                 continue; // still replaying what was delivered before
             }
             let watermarks = run.watermarks();
@@ -1370,10 +1313,7 @@ fn read_offsets(
         let (low, high) = consumer.fetch_watermarks(topic, p, KAFKA_TIMEOUT)?;
         let (c, watermarks) = match committed.find_partition(topic, p) {
             Some(e) => match e.offset() {
-                Offset::Offset(o) => (
-                    Some(o),
-                    serde_json::from_str::<Watermarks>(e.metadata()).unwrap_or_default(),
-                ),
+                Offset::Offset(o) => (Some(o), Watermarks::from_metadata(e.metadata())),
                 _ => (None, Watermarks::default()),
             },
             None => (None, Watermarks::default()),
@@ -1391,21 +1331,25 @@ fn read_offsets(
     Ok(out)
 }
 
-/// Rewinds a partition whose kept engine is gone, for a full replay.
-async fn seek_to_beginning(
+/// Repositions a partition where its new engine starts (the rebalance callback started it at a
+/// kept engine's position, which is gone).
+async fn seek(
     consumer: Arc<StreamConsumer<RunnerContext>>,
     topic: String,
     partition: i32,
+    to: Seek,
 ) -> Result<(), ProcessorError> {
-    tokio::task::spawn_blocking(move || {
-        consumer.seek(&topic, partition, Offset::Beginning, KAFKA_TIMEOUT)
-    })
-    .await
-    .expect("seek does not panic")
-    .map_err(|source| ProcessorError::Kafka {
-        context: format!("cannot rewind partition {partition} for replay"),
-        source,
-    })
+    let offset = match to {
+        Seek::Beginning => Offset::Beginning,
+        Seek::Offset(o) => Offset::Offset(o),
+    };
+    tokio::task::spawn_blocking(move || consumer.seek(&topic, partition, offset, KAFKA_TIMEOUT))
+        .await
+        .expect("seek does not panic")
+        .map_err(|source| ProcessorError::Kafka {
+            context: format!("cannot rewind partition {partition} for replay"),
+            source,
+        })
 }
 
 fn add_commit(
@@ -1417,7 +1361,7 @@ fn add_commit(
 ) {
     let mut e = tpl.add_partition(topic, partition);
     let _ = e.set_offset(Offset::Offset(offset));
-    e.set_metadata(serde_json::to_string(&watermarks).expect("metadata serializes"));
+    e.set_metadata(watermarks.to_metadata());
 }
 
 fn set_watermark(metrics: &Metrics, partition: i32, watermark: DateTime<Utc>) {

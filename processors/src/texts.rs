@@ -181,7 +181,9 @@ pub fn session_resumed(lang: Language, client: &str) -> Text {
 }
 
 /// What a performance alert is about (contract §3.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum PerformanceCondition {
     /// Mean response time today above the tenant's `alert_mean_response`.
     SlowResponse,

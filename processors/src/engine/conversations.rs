@@ -73,7 +73,7 @@ use crate::texts::{self, Resolution};
 /// A remembered event: (event time, event id).
 type Key = (DateTime<Utc>, Uuid);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Conversations {
     map: BTreeMap<EntityId, Conversation>,
     /// (event time, conversation) of every remembered message and close, for forgetting them.
@@ -81,20 +81,24 @@ pub(crate) struct Conversations {
 }
 
 /// One conversation's state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Conversation {
     /// The assigned seller and the event time of the assignment.
     seller: Option<(UserId, DateTime<Utc>)>,
     wait: Option<Wait>,
     /// Recent customer messages.
+    #[serde(with = "super::snapshot::pairs")]
     customers: BTreeMap<Key, Customer>,
     /// Recent replies (non-automated).
+    #[serde(with = "super::snapshot::pairs")]
     replies: BTreeMap<Key, Reply>,
     /// Recent closes, with what each ended.
+    #[serde(with = "super::snapshot::pairs")]
     closes: BTreeMap<Key, Option<Ended>>,
     /// Features for the lead rules.
     pub customer_messages: u32,
     pub last_customer_message_at: Option<DateTime<Utc>>,
+    #[serde(with = "super::snapshot::signal_set")]
     pub intent_signals: BTreeSet<&'static str>,
     /// Leads whose `lead.created` named this conversation.
     pub leads: BTreeSet<EntityId>,
@@ -107,7 +111,7 @@ pub(crate) struct Conversation {
 }
 
 /// A wait that ended (by a reply or a close), for the seller metrics.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct EndedWait {
     /// A correction: the metrics must forget this wait (ended as described), counted earlier.
     pub retracted: bool,
@@ -121,14 +125,14 @@ pub(crate) struct EndedWait {
     pub answered: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Customer {
     channel: Channel,
     /// Whether this message is (or was) the start of a wait.
     started_wait: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Reply {
     seller: UserId,
     /// The wait this reply ended, if any (it ends at most one).
@@ -137,7 +141,7 @@ struct Reply {
 
 /// What a reply or close ended and what was emitted for it, kept so that a late event can
 /// correct it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Ended {
     /// The customer message that started the wait.
     starter: Key,
@@ -151,7 +155,7 @@ struct Ended {
     metrics_seller: Option<UserId>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Wait {
     /// The customer message that started it.
     starter: Uuid,
@@ -161,7 +165,7 @@ struct Wait {
     fired: Option<Fired>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Fired {
     notification_id: Uuid,
     audience: Audience,

@@ -49,7 +49,7 @@ use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring::{self, ScoreInputs};
 use crate::texts;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Leads {
     map: BTreeMap<EntityId, Lead>,
     /// Status changes of leads whose `lead.created` is not seen yet, not scored yet:
@@ -57,7 +57,7 @@ pub(crate) struct Leads {
     unscored: BTreeMap<EntityId, Vec<(DateTime<Utc>, Uuid, LeadStatus)>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Lead {
     /// From `lead.created`; `None` until it is seen.
     created: Option<Created>,
@@ -67,7 +67,7 @@ struct Lead {
     follow_up: Option<FollowUp>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Created {
     at: DateTime<Utc>,
     source: LeadSource,
@@ -89,7 +89,7 @@ impl Created {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct FollowUp {
     /// The `lead.follow_up_scheduled` event.
     event_id: Uuid,
@@ -102,7 +102,9 @@ struct FollowUp {
 }
 
 /// Which of a follow-up's two reminders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub(crate) enum FollowUpStage {
     Before,
     Due,

@@ -48,6 +48,9 @@
 //! new rule adds a module, its `DeadlineKey` variant if it has
 //! deadlines, and a line in `TenantState::apply` / `TenantState::fire`.
 //!
+//! The whole state serializes ([`snapshot`]): a snapshot restored into a new engine continues
+//! exactly as the engine it was taken of, for checkpoints.
+//!
 //! Every output's id is derived from its cause ([`vigia_schemas::derive_id`]) and every timestamp
 //! in it is event time, so the same events give the same outputs byte for byte.
 
@@ -57,6 +60,7 @@ pub mod report;
 pub mod retention;
 pub mod sellers;
 pub mod sessions;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -147,7 +151,7 @@ impl std::fmt::Display for TooLate {
 }
 
 /// Counters of what the engine did with the events it was given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineStats {
     pub applied: u64,
     pub duplicates: u64,
@@ -315,7 +319,9 @@ pub(crate) fn chrono_duration(d: std::time::Duration) -> chrono::Duration {
 
 /// What a pending deadline is for. Ordered, so that deadlines at the same instant fire in a
 /// deterministic order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub(crate) enum DeadlineKey {
     Unanswered(EntityId),
     FollowUp(EntityId, leads::FollowUpStage),
@@ -325,7 +331,7 @@ pub(crate) enum DeadlineKey {
 }
 
 /// A tenant's pending deadlines, earliest first.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Deadlines {
     set: BTreeSet<(DateTime<Utc>, DeadlineKey)>,
 }
@@ -369,11 +375,32 @@ pub(crate) struct Ctx<'a> {
     pub corrected_alerts: &'a mut BTreeMap<Uuid, DateTime<Utc>>,
 }
 
-/// Event ids already applied, forgettable by event time.
-#[derive(Debug, Default)]
+/// Event ids already applied, forgettable by event time. A snapshot holds the time-ordered list
+/// only (the map is rebuilt from it), so it does not depend on hash order.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(
+    from = "Vec<(DateTime<Utc>, Uuid)>",
+    into = "Vec<(DateTime<Utc>, Uuid)>"
+)]
 struct Dedup {
     ids: HashMap<Uuid, DateTime<Utc>>,
     by_time: BTreeSet<(DateTime<Utc>, Uuid)>,
+}
+
+impl From<Vec<(DateTime<Utc>, Uuid)>> for Dedup {
+    fn from(seen: Vec<(DateTime<Utc>, Uuid)>) -> Self {
+        let mut d = Dedup::default();
+        for (at, id) in seen {
+            d.insert(id, at);
+        }
+        d
+    }
+}
+
+impl From<Dedup> for Vec<(DateTime<Utc>, Uuid)> {
+    fn from(d: Dedup) -> Self {
+        d.by_time.into_iter().collect()
+    }
 }
 
 impl Dedup {
@@ -402,7 +429,7 @@ const DEDUP_MARGIN_SECONDS: i64 = 3600;
 /// Event-time interval between two prunings of a tenant's remembered history.
 const PRUNE_EVERY_SECONDS: i64 = 60;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct TenantState {
     id: TenantId,
     th: Thresholds,

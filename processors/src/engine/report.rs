@@ -40,18 +40,20 @@ pub const REPORT_HOUR: u32 = 8;
 /// Sellers listed as top performers.
 pub const TOP_PERFORMERS: usize = 3;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct DayCounts {
     messages_in: u32,
     messages_out: u32,
     conversations: BTreeSet<EntityId>,
     /// Notifications fired, by type, and withdrawals.
+    #[serde(with = "super::snapshot::alert_counts")]
     alerts: BTreeMap<&'static str, u32>,
     withdrawn: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Reports {
+    #[serde(with = "super::snapshot::tz")]
     tz: Tz,
     /// The day whose 08:00 report is scheduled.
     scheduled: Option<NaiveDate>,

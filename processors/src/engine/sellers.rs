@@ -104,26 +104,29 @@ const WEIGHT_CONVERSION: f64 = 0.25;
 const WEIGHT_VOLUME: f64 = 0.15;
 
 /// Time-ordered facts of one seller, keyed by (event time, id) so late arrivals sort in place.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct SellerLog {
     /// Response seconds by (reply time, starting customer message).
+    #[serde(with = "super::snapshot::pairs")]
     samples: BTreeMap<(DateTime<Utc>, Uuid), f64>,
     /// Ended waits by (end time, starting customer message): answered or not.
+    #[serde(with = "super::snapshot::pairs")]
     waits: BTreeMap<(DateTime<Utc>, Uuid), bool>,
     /// Messages handled, by (event time, event id).
     messages: BTreeSet<(DateTime<Utc>, Uuid)>,
 }
 
 /// What the latest `user.upserted` of a user said.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct UserInfo {
     at: DateTime<Utc>,
     name: String,
     ranked: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sellers {
+    #[serde(with = "super::snapshot::tz")]
     tz: Tz,
     logs: BTreeMap<UserId, SellerLog>,
     users: BTreeMap<UserId, UserInfo>,

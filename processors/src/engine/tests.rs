@@ -2816,3 +2816,100 @@ fn a_month_of_traffic_keeps_about_seven_days_of_entities_and_replays_identically
     let (again, ..) = run();
     assert_eq!(again, outs, "forgetting is a function of the events");
 }
+
+// ---------------------------------------------------------------- snapshots (checkpoints)
+
+/// An output as the runner would produce it: the record's JSON; the dead-lettered kinds (not
+/// serializable themselves) by their full debug form.
+fn wire(o: &Output) -> String {
+    match o {
+        Output::Notification(n) => serde_json::to_string(n).unwrap(),
+        Output::ResponseTime(r) => serde_json::to_string(r).unwrap(),
+        Output::LeadScore(l) => serde_json::to_string(l).unwrap(),
+        Output::SellerMetrics(m) => serde_json::to_string(m).unwrap(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Feeds `events` (positions `from..` of the stream) like the runner does: every fifth position
+/// the clock watermark advances first, to a while behind the event (as log time would).
+fn drive(e: &mut PartitionEngine, events: &[Event], from: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        if (from + i) % 5 == 4 {
+            let clock = event.occurred_at - chrono::Duration::minutes(3);
+            out.extend(e.advance_watermark(clock).iter().map(wire));
+        }
+        out.extend(e.on_event(event).iter().map(wire));
+    }
+    out
+}
+
+#[test]
+fn a_snapshot_restored_mid_stream_gives_the_same_outputs_byte_for_byte() {
+    let mut c = config();
+    c.watermark_delay = Duration::from_secs(30);
+    c.defaults.allowed_lateness = Duration::from_secs(7200);
+    let config = Arc::new(c);
+    // One seed, two cuts: each run drives ~10k events (the debug build makes more slow).
+    for seed in [1u64] {
+        let mut rng = Rng(0x5EED_C4EC_B017_0001_u64 ^ seed);
+        let events = workload(&mut rng, 1);
+        let end = events.iter().map(|e| e.occurred_at).max().unwrap() + chrono::Duration::days(2);
+        let mut straight = PartitionEngine::new(config.clone());
+        let mut expected = drive(&mut straight, &events, 0);
+        expected.extend(straight.advance_watermark(end).iter().map(wire));
+        assert!(expected.len() > 100, "a stream worth checkpointing");
+
+        let n = events.len();
+        for cut in [n / 3, 2 * n / 3] {
+            let mut first = PartitionEngine::new(config.clone());
+            let mut got = drive(&mut first, &events[..cut], 0);
+            let bytes = first.snapshot();
+            drop(first);
+            let mut restored = PartitionEngine::restore(config.clone(), &bytes).unwrap();
+            let again = String::from_utf8(restored.snapshot()).unwrap();
+            let once = String::from_utf8(bytes.clone()).unwrap();
+            if let Some(at) = once.bytes().zip(again.bytes()).position(|(a, b)| a != b) {
+                let from = at.saturating_sub(300);
+                panic!(
+                    "a snapshot is a function of the state; differs at {at}:\n{}\n---\n{}",
+                    &once[from..(at + 100).min(once.len())],
+                    &again[from..(at + 100).min(again.len())]
+                );
+            }
+            assert_eq!(once.len(), again.len());
+            got.extend(drive(&mut restored, &events[cut..], cut));
+            got.extend(restored.advance_watermark(end).iter().map(wire));
+            assert_eq!(got, expected, "seed {seed}, restored at {cut} of {n}");
+            assert_eq!(restored.stats(), straight.stats());
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_of_another_version_or_configuration_is_refused() {
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "precio")]);
+    let bytes = e.snapshot();
+    assert!(PartitionEngine::restore(Arc::new(config()), &bytes).is_ok());
+
+    let other = engine_with(|c| c.defaults.allowed_lateness = Duration::from_secs(1));
+    assert!(matches!(
+        PartitionEngine::restore(other.config.clone(), &bytes),
+        Err(snapshot::SnapshotError::Config)
+    ));
+
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    v["state_version"] = json!(snapshot::STATE_VERSION + 1);
+    assert!(matches!(
+        PartitionEngine::restore(Arc::new(config()), &serde_json::to_vec(&v).unwrap()),
+        Err(snapshot::SnapshotError::Version { .. })
+    ));
+    for bad in [&b""[..], b"{}", &bytes[..bytes.len() / 2]] {
+        assert!(matches!(
+            PartitionEngine::restore(Arc::new(config()), bad),
+            Err(snapshot::SnapshotError::Decode(_))
+        ));
+    }
+}
