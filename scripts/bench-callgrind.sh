@@ -24,7 +24,9 @@ nice -n 19 valgrind --tool=callgrind --toggle-collect='*processors_full_pass*' \
   >"$REPORT" 2>"$OUT_DIR/valgrind.log"
 EVENTS=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["events"])' "$REPORT")
 HASH=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["outputs_hash"])' "$REPORT")
-IR=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+# Whole output first, then grep: an early-exiting reader would make pipefail kill the script.
+callgrind_annotate "$PROFILE" >"$OUT_DIR/annotate.txt" 2>/dev/null
+IR=$(grep -m1 'PROGRAM TOTALS' "$OUT_DIR/annotate.txt" | awk '{gsub(",", "", $1); print $1}')
 echo "events: $EVENTS"
 echo "outputs hash: $HASH"
 echo "instructions (Ir) in the full pass: $IR"
