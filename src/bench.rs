@@ -495,7 +495,7 @@ async fn drop_clickhouse_database(config: &Config, name: &str) -> Result<()> {
 }
 
 fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
-    use vigia_processors::{Output, PartitionEngine};
+    use vigia_processors::PartitionEngine;
     use vigia_schemas::Event;
 
     let stream = args.stream()?;
@@ -519,38 +519,12 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
         args.repeat
     );
 
-    // One pass as the runner does it: decode, advance the clock watermark, apply, serialise.
-    let full_pass = |records: &[(DateTime<Utc>, Vec<u8>)]| -> Result<(f64, usize, u64)> {
-        let mut engine = PartitionEngine::new(engine_config.clone());
-        let (mut outputs, mut bytes) = (0usize, 0u64);
-        let mut serialise = |out: Vec<Output>| {
-            for o in out {
-                let payload = match &o {
-                    Output::Notification(n) => serde_json::to_vec(n),
-                    Output::ResponseTime(r) => serde_json::to_vec(r),
-                    Output::LeadScore(l) => serde_json::to_vec(l),
-                    Output::SellerMetrics(m) => serde_json::to_vec(m),
-                    Output::TooLate(t) => Ok(t.to_string().into_bytes()),
-                    Output::OverLimit(o) => Ok(o.to_string().into_bytes()),
-                };
-                bytes += payload.map_or(0, |p| p.len() as u64);
-                outputs += 1;
-            }
-        };
-        let mut log_time: Option<DateTime<Utc>> = None;
-        let started = Instant::now();
-        for (at, payload) in records {
-            if log_time.is_none_or(|t| *at > t) {
-                log_time = Some(*at);
-                serialise(engine.advance_watermark(*at - delay));
-            }
-            let text = std::str::from_utf8(payload)?;
-            let event = Event::from_json(text)
-                .map_err(|e| anyhow::anyhow!("the simulator made an invalid event: {e:?}"))?;
-            serialise(engine.on_event(&event));
-        }
-        Ok((started.elapsed().as_secs_f64(), outputs, bytes))
-    };
+    // The hash of every output, in order, from a pass outside the timed ones: an optimisation
+    // must leave it unchanged (the same work, done faster).
+    let hash = outputs_hash(&engine_config, delay, &records)?;
+    eprintln!("outputs hash (FNV-1a 64 of every output in order): {hash:016x}");
+    let full_pass =
+        |records: &[(DateTime<Utc>, Vec<u8>)]| processors_full_pass(&engine_config, delay, records);
     // The engine alone, on events decoded beforehand.
     let decoded: Vec<(DateTime<Utc>, Event)> = records
         .iter()
@@ -613,6 +587,7 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
     let engine = median(&mut engine_rates);
     let json = json!({
         "events": records.len(), "outputs": outputs, "output_bytes": bytes,
+        "outputs_hash": format!("{hash:016x}"),
         "runs": args.repeat,
         "events_per_second_full": {"median": full, "min": full_min, "max": full_max},
         "events_per_second_engine": {"median": engine, "min": engine_min, "max": engine_max},
@@ -637,7 +612,8 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
          stream ({events} events with its duplicates, out-of-order and late deliveries) is \
          decoded and validated from JSON as the runner does it, applied to one \
          `PartitionEngine` with the clock watermark advancing with the delivery times, and \
-         every output serialised ({outputs} outputs, {mib:.1} MiB). Median of {runs} runs \
+         every output serialised ({outputs} outputs, {mib:.1} MiB; FNV-1a 64 hash of all of them \
+         in order `{hash:016x}`). Median of {runs} runs \
          (min–max in brackets).\n\n\
          | pass | events/s per core |\n|---|---|\n\
          | decode + rules + serialise outputs | **{full:.0}** ({full_min:.0}–{full_max:.0}) |\n\
@@ -652,6 +628,98 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
     );
     write_section(&args.out, "processors", &markdown)?;
     eprintln!("wrote the processors section of {}", args.out.display());
+    Ok(())
+}
+
+/// One output as the runner serialises it into its record's payload.
+fn serialise_output(o: &vigia_processors::Output) -> serde_json::Result<Vec<u8>> {
+    use vigia_processors::Output;
+    match o {
+        Output::Notification(n) => serde_json::to_vec(n),
+        Output::ResponseTime(r) => serde_json::to_vec(r),
+        Output::LeadScore(l) => serde_json::to_vec(l),
+        Output::SellerMetrics(m) => serde_json::to_vec(m),
+        Output::TooLate(t) => Ok(t.to_string().into_bytes()),
+        Output::OverLimit(o) => Ok(o.to_string().into_bytes()),
+    }
+}
+
+/// One pass as the runner does it: decode, advance the clock watermark, apply, serialise.
+/// Returns its seconds, outputs and output bytes. Not inlined, so that
+/// `scripts/bench-callgrind.sh` can count the instructions of this pass alone
+/// (`--toggle-collect`), without the simulator that made the stream.
+#[inline(never)]
+fn processors_full_pass(
+    engine_config: &Arc<vigia_processors::Config>,
+    delay: chrono::Duration,
+    records: &[(DateTime<Utc>, Vec<u8>)],
+) -> Result<(f64, usize, u64)> {
+    let (mut outputs, mut bytes) = (0usize, 0u64);
+    let started = Instant::now();
+    apply_stream(engine_config, delay, records, |o| {
+        bytes += serialise_output(o).map_or(0, |p| p.len() as u64);
+        outputs += 1;
+    })?;
+    Ok((started.elapsed().as_secs_f64(), outputs, bytes))
+}
+
+/// The FNV-1a 64 hash of every output of the stream, in order: its kind and its serialised
+/// bytes (length-prefixed). Written out here rather than taken from a crate so that the figure
+/// in BENCHMARKS.md stays comparable across versions of anything.
+fn outputs_hash(
+    engine_config: &Arc<vigia_processors::Config>,
+    delay: chrono::Duration,
+    records: &[(DateTime<Utc>, Vec<u8>)],
+) -> Result<u64> {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    let mut failed = None;
+    apply_stream(engine_config, delay, records, |o| {
+        match serialise_output(o) {
+            Ok(payload) => {
+                feed(o.kind().as_bytes());
+                feed(&(payload.len() as u64).to_le_bytes());
+                feed(&payload);
+            }
+            Err(e) => failed = Some(e),
+        }
+    })?;
+    if let Some(e) = failed {
+        bail!("an output did not serialise: {e}");
+    }
+    Ok(hash)
+}
+
+/// Decodes every record as the runner does, advances the clock watermark with the delivery
+/// times and applies the event to one fresh engine, handing every output to `each`.
+fn apply_stream(
+    engine_config: &Arc<vigia_processors::Config>,
+    delay: chrono::Duration,
+    records: &[(DateTime<Utc>, Vec<u8>)],
+    mut each: impl FnMut(&vigia_processors::Output),
+) -> Result<()> {
+    use vigia_processors::PartitionEngine;
+    use vigia_schemas::Event;
+    let mut engine = PartitionEngine::new(engine_config.clone());
+    let mut log_time: Option<DateTime<Utc>> = None;
+    for (at, payload) in records {
+        if log_time.is_none_or(|t| *at > t) {
+            log_time = Some(*at);
+            engine
+                .advance_watermark(*at - delay)
+                .iter()
+                .for_each(&mut each);
+        }
+        let text = std::str::from_utf8(payload)?;
+        let event = Event::from_json(text)
+            .map_err(|e| anyhow::anyhow!("the simulator made an invalid event: {e:?}"))?;
+        engine.on_event(&event).iter().for_each(&mut each);
+    }
     Ok(())
 }
 
