@@ -200,8 +200,8 @@ impl NodeScript {
     }
 }
 
-/// A CEO on Socket.IO (`tests/node/socketio-burst.mjs`) sent `total` notifications of 32 KB as
-/// fast as the gateway takes them, its client not reading for `pause` after connecting; returns
+/// A CEO on Socket.IO (`tests/node/socketio-burst.mjs`) sent `total` notifications of 32 KB (500
+/// a second to a client that reads, as fast as the gateway takes them to a frozen one), its client not reading for `pause` after connecting; returns
 /// whether the script printed READY, how it ended, and its output.
 async fn burst_to_a_socket_io_ceo(
     gw: &TestGateway,
@@ -223,11 +223,18 @@ async fn burst_to_a_socket_io_ceo(
     let ready = node.ready().await;
     if ready {
         let blob = "x".repeat(32 * 1024);
+        // A client that reads gets a fast but steady burst (500 frames of 32 KB a second, far
+        // past RECOUNT_EVERY): as fast as the gateway takes them, a GC pause of the node client
+        // alone could fill its 32-frame queue and drop it. A frozen tab gets them unpaced.
+        let mut pace = tokio::time::interval(Duration::from_millis(2));
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for i in 0..total {
             let mut n = to_role(1, Role::Ceo);
             n.data = serde_json::json!({ "blob": blob });
             gw.gateway.deliver(n).await.unwrap();
-            if i % 100 == 0 {
+            if pause.is_zero() {
+                pace.tick().await;
+            } else if i % 100 == 0 {
                 tokio::task::yield_now().await;
             }
         }
