@@ -401,16 +401,7 @@ async fn a_failing_broker_cluster_loses_nothing_and_counts_nothing_twice() {
     ]);
 
     // The processors' outputs, net of corrections, as an untouched deployment's.
-    let group = format!("{prefix}processors");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !committed_to_end(&group, &events_topic) {
-        assert!(
-            Instant::now() < deadline,
-            "the processors never caught up; log:\n{}",
-            process.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_processors_caught_up(&prefix, &process, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = Net::of(&read_outputs(&prefix));
     let acknowledged: Vec<Value> = events

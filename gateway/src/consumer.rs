@@ -129,15 +129,21 @@ async fn handle_batch(
     batch: &[OwnedMessage],
     shutdown: &CancellationToken,
 ) -> usize {
-    let notifications: Vec<Notification> =
+    let mut notifications: Vec<Notification> =
         batch.iter().filter_map(|m| decoded(gateway, m)).collect();
     if notifications.len() > 1 {
-        match gateway.deliver_many(notifications.clone()).await {
+        let count = notifications.len();
+        match gateway.deliver_many(notifications).await {
             Ok(_) => return batch.len(),
             Err(e) => {
-                tracing::warn!(error = %e, notifications = notifications.len(), "cannot store a batch of notifications; storing them one by one")
+                tracing::warn!(error = %e, notifications = count, "cannot store a batch of notifications; storing them one by one")
             }
         }
+        // Rare: decoded again rather than cloned for every batch (already counted above).
+        notifications = batch
+            .iter()
+            .filter_map(|m| decode(m.payload()).ok())
+            .collect();
     }
     for (i, n) in notifications.into_iter().enumerate() {
         if !handle(gateway, n, shutdown).await {

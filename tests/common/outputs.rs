@@ -149,6 +149,22 @@ pub fn committed_to_end(group: &str, topic: &str) -> bool {
     })
 }
 
+/// Waits until the processors' group (`<prefix>processors`) has committed the end of every
+/// `<prefix>events` partition; panics with `process`'s log after `within`.
+pub async fn wait_processors_caught_up(prefix: &str, process: &Vigia, within: Duration) {
+    let group = format!("{prefix}processors");
+    let events_topic = format!("{prefix}events");
+    let deadline = Instant::now() + within;
+    while !committed_to_end(&group, &events_topic) {
+        assert!(
+            Instant::now() < deadline,
+            "the processors never caught up; log:\n{}",
+            process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub fn total_output_records(prefix: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -216,17 +232,8 @@ pub async fn run(
     // Done when the processors' group has committed the end of every events partition (a
     // restarted member first waits out the killed one's session, then replays), and the outputs
     // have not grown for 3 s since.
-    let group = format!("{prefix}processors");
-    let events_topic = format!("{prefix}events");
     let deadline = Instant::now() + Duration::from_secs(240);
-    while !committed_to_end(&group, &events_topic) {
-        assert!(
-            Instant::now() < deadline,
-            "the processors never caught up; log:\n{}",
-            process.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_processors_caught_up(&prefix, &process, Duration::from_secs(240)).await;
     let mut last = (total_output_records(&prefix), Instant::now());
     while last.1.elapsed() < Duration::from_secs(3) {
         assert!(
