@@ -38,7 +38,7 @@ failed=()
 while read -r dir name executable; do
     package=vigia-$(basename "$dir")
     [[ $dir == "$PWD" ]] && package=vigia
-    echo "=== $package --test $name"
+    echo "=== $package --test $name (at $((SECONDS / 60))m$((SECONDS % 60))s)"
     # As `cargo test` runs it: from the package's directory. Each end-to-end test runs its own
     # vigia processes; two at a time suit a 2-core machine.
     if ! (cd "$dir" && "$executable" --include-ignored --test-threads=2 "$@" </dev/null); then
@@ -50,4 +50,4 @@ if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}" >&2
     exit 1
 fi
-echo "all tests passed"
+echo "all tests passed in $((SECONDS / 60))m$((SECONDS % 60))s"
