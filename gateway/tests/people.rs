@@ -303,6 +303,55 @@ async fn the_rest_directory_shows_a_tenant_its_own_people_by_role() {
     assert_eq!(anonymous.status(), 401);
 }
 
+/// The report page names its top performers by the directory (the tenant's own), escaped;
+/// one without a name anywhere by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_page_names_top_performers_from_the_directory() {
+    use vigia_schemas::{derive_id, Audience, NotificationType, Priority};
+    let gw = TestGateway::start().await;
+    let day = "2026-03-02";
+    let report = vigia_schemas::Notification {
+        id: derive_id("notification/daily_report", &["1", day]),
+        tenant_id: 1,
+        kind: NotificationType::DailyReport,
+        priority: Priority::Low,
+        audience: Audience::Role { role: Role::Ceo },
+        title: format!("Informe diario del {day}"),
+        message: "Ayer".into(),
+        data: json!({"day": day, "time_zone": "UTC", "team": {}, "alerts": {},
+                     "top_performers": [{"seller_id": 1010, "productivity_score": 9.0},
+                                        {"seller_id": 1011, "productivity_score": 8.0}]}),
+        actions: vec![],
+        created_at: Utc::now(),
+        withdraws: None,
+    };
+    gw.gateway.deliver(report).await.unwrap();
+    let inbox = gw.gateway.inbox();
+    inbox
+        .upsert_person(&upsert(1, 1010, "Ana <b>López</b>", at(0)))
+        .await
+        .unwrap();
+    inbox
+        .upsert_person(&upsert(2, 1011, "Intrusa", at(0)))
+        .await
+        .unwrap();
+    let html = reqwest::Client::new()
+        .get(gw.url(&format!("/reports/{day}")))
+        .bearer_auth(gw.token(1, 1001, Role::Ceo))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("<td>1</td><td>Ana &lt;b&gt;López&lt;/b&gt;</td>"),
+        "{html}"
+    );
+    assert!(html.contains("<td>2</td><td>#1011</td>"), "{html}");
+    assert!(!html.contains("Intrusa") && !html.contains("<b>"), "{html}");
+}
+
 fn brokers() -> String {
     std::env::var("VIGIA_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
