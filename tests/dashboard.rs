@@ -5,6 +5,8 @@
 //! Screenshots are saved under `target/test-artifacts/`. The test also measures the time from
 //! posting an event to the page's update (the bell of an alert it causes). A second test checks
 //! that no token is left in an address the page shows or links to (sign-in link, report links).
+//! A third that people are named, not numbered (leaderboard, bell, header), by the names of
+//! their tenant only, escaped, renamed live, and by id when no name was ever seen.
 
 mod common;
 
@@ -515,5 +517,188 @@ async fn no_token_is_left_in_an_address_the_dashboard_shows_or_links_to() {
         js(&c, "return localStorage.getItem('vigia.token')").await,
         Value::Null
     );
+    c.close().await.unwrap();
+}
+
+/// The name of a seller in `#leaderboard` (its second cell), or null without a row.
+fn leaderboard_name(seller: u64) -> String {
+    format!(
+        "(() => {{ const tr = document.querySelector('#leaderboard tbody tr[data-seller=\"{seller}\"]'); \
+         return tr ? tr.children[1].textContent : null; }})()"
+    )
+}
+
+/// The texts of the bell's "about whom" lines.
+const BELL_WHO: &str =
+    "[...document.querySelectorAll('#notifications .who')].map(e => e.textContent)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka, ClickHouse, chromium and chromedriver (scripts/services.sh up)"]
+async fn people_are_named_escaped_renamed_and_by_id_without_a_name() {
+    // Markup in a name must stay text: if it became an element, its handler would set the flag.
+    const HOSTILE: &str = "<img src=x onerror=\"window.__pwned=1\">Ana";
+    let ns = Namespace::new("dashnames").env("VIGIA_UNANSWERED_AFTER", "5s");
+    let vigia = ns.spawn("serve");
+    let (_driver, c) = browser().await;
+    let t0 = now() - chrono::Duration::minutes(3);
+    let s = chrono::Duration::seconds;
+    // Another tenant names its own user 1011; tenant 1 never names B: B stays "#1011" there.
+    post_ok(
+        &vigia,
+        2,
+        &json!([event(
+            "user.upserted",
+            2,
+            t0,
+            json!({"user_id": SELLER_B, "name": "Intrusa", "role": "seller"})
+        )]),
+    )
+    .await;
+
+    c.goto(&vigia.url(&format!("/#token={}", token(CEO, 1, Role::Ceo))))
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.getElementById('live').classList.contains('on')",
+        Duration::from_secs(20),
+        "the live connection",
+    )
+    .await;
+    assert!(
+        text(&c, "#who").await.contains(&format!("ceo #{CEO}")),
+        "no name yet: the id"
+    );
+    js(&c, "window.__vigiaPageId = Math.random(); return 1").await;
+    let page_id = js(&c, "return window.__vigiaPageId").await;
+
+    let events = json!([
+        event(
+            "user.upserted",
+            1,
+            t0,
+            json!({"user_id": CEO, "name": "Carla Directora", "role": "ceo"})
+        ),
+        event(
+            "user.upserted",
+            1,
+            t0,
+            json!({"user_id": SELLER_A, "name": HOSTILE, "role": "seller"})
+        ),
+        received("a1", SELLER_A, t0),
+        sent("a1", SELLER_A, t0 + s(20)),
+        received("b1", SELLER_B, t0 + s(30)),
+        sent("b1", SELLER_B, t0 + s(90)),
+        // Left waiting past the (compressed) threshold: an alert about each seller.
+        received("a2", SELLER_A, t0 + s(100)),
+        received("b2", SELLER_B, t0 + s(130)),
+        received("a3", SELLER_A, now() - s(1)),
+    ]);
+    post_ok(&vigia, 1, &events).await;
+
+    // The leaderboard: A by name (the markup as text), B by id.
+    wait_js(
+        &c,
+        &format!("{} === {}", leaderboard_name(SELLER_A), json!(HOSTILE)),
+        Duration::from_secs(40),
+        "A's name on the leaderboard",
+    )
+    .await;
+    assert_eq!(
+        js(&c, &format!("return {}", leaderboard_name(SELLER_B))).await,
+        json!(format!("#{SELLER_B}")),
+        "no name in tenant 1 for B: the id, never tenant 2's name"
+    );
+    // The header: the CEO's own name.
+    wait_js(
+        &c,
+        "document.getElementById('who').textContent.includes('Carla Directora')",
+        Duration::from_secs(20),
+        "the CEO's name in the header",
+    )
+    .await;
+    // The bell: each alert says whom it is about.
+    c.find(Locator::Id("bell"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        &format!(
+            "{BELL_WHO}.includes({}) && {BELL_WHO}.includes({})",
+            json!(format!("Vendedor: {HOSTILE}")),
+            json!(format!("Vendedor: #{SELLER_B}"))
+        ),
+        Duration::from_secs(30),
+        "the bell naming A and B",
+    )
+    .await;
+    // Nothing of the name became markup anywhere on the page.
+    assert_eq!(
+        js(&c, "return document.querySelectorAll('img').length").await,
+        json!(0)
+    );
+    assert_eq!(
+        js(&c, "return window.__pwned === undefined").await,
+        json!(true)
+    );
+    assert!(!js(&c, "return document.body.innerText")
+        .await
+        .as_str()
+        .unwrap()
+        .contains("Intrusa"));
+    screenshot(&c, "dashboard-names.png").await;
+
+    // A rename, later in event time: shown without a reload, on the leaderboard and the bell.
+    post_ok(
+        &vigia,
+        1,
+        &json!([event(
+            "user.upserted",
+            1,
+            now(),
+            json!({"user_id": SELLER_A, "name": "Ana María", "role": "seller"})
+        )]),
+    )
+    .await;
+    wait_js(
+        &c,
+        &format!(
+            "{} === 'Ana María' && {BELL_WHO}.includes('Vendedor: Ana María')",
+            leaderboard_name(SELLER_A)
+        ),
+        Duration::from_secs(40),
+        "the new name",
+    )
+    .await;
+    assert_eq!(
+        js(&c, "return window.__vigiaPageId").await,
+        page_id,
+        "no reload"
+    );
+    assert_eq!(
+        js(&c, "return window.__pwned === undefined").await,
+        json!(true)
+    );
+
+    // A seller sees their own name in the header.
+    c.find(Locator::Id("signout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.goto(&vigia.url(&format!("/#token={}", token(SELLER_A, 1, Role::Seller))))
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.getElementById('who').textContent.includes('Ana María')",
+        Duration::from_secs(20),
+        "the seller's own name",
+    )
+    .await;
     c.close().await.unwrap();
 }

@@ -21,6 +21,7 @@ const TEXT = {
     bad_token: "Token no válido", open_report: "Ver informe", no_notifications: "Sin notificaciones",
     token_in_query: "El token no va en la dirección (?token=): use un enlace /#token=… o péguelo aquí",
     p90_bound: "Datos antiguos: p90 más alto de un vendedor (el del equipo no es mayor)",
+    about_seller: "Vendedor", about_agent: "Agente",
   },
   en: {
     offline: "offline", live: "live", signout: "Sign out", signin_title: "Sign in",
@@ -36,18 +37,66 @@ const TEXT = {
     bad_token: "Invalid token", open_report: "Open report", no_notifications: "No notifications",
     token_in_query: "A token does not go in the address (?token=): use a /#token=… link or paste it here",
     p90_bound: "Old figures: the highest seller p90 (the team's is not higher)",
+    about_seller: "Seller", about_agent: "Agent",
   },
 };
 
 const state = {
   token: null, claims: null, lang: localStorage.getItem("vigia.lang") || "es",
   ws: null, lastSequence: null, notifications: new Map(), sellers: [], kpis: null,
-  chart: null, updates: 0, retry: 0,
+  chart: null, updates: 0, retry: 0, series: null,
+  // The people directory (GET /v1/people): user id -> name. Ids asked for since the last read.
+  people: new Map(), peopleAsked: new Set(), peopleTimer: null, peopleSoon: null, peopleAt: 0,
 };
 
 const $ = (id) => document.getElementById(id);
 const t = (key) => TEXT[state.lang][key] || key;
 const wholeTenant = () => ["ceo", "manager"].includes(state.claims && state.claims.role);
+const seesDirectory = () => ["ceo", "manager", "supervisor"].includes(state.claims && state.claims.role);
+
+// A person as the page shows them: their name from the directory, else their id. Always set
+// with textContent (names come from the CRM and may hold markup).
+const personName = (id) => state.people.get(Number(id)) || `#${id}`;
+
+// How often the directory is read again: the most a rename takes to show.
+const PEOPLE_REFRESH_MS = 15000;
+
+// Reads the people directory and, if a name changed, shows it everywhere.
+async function loadPeople() {
+  state.peopleAt = Date.now();
+  const answer = await api("/v1/people");
+  const next = new Map(answer.people.map((p) => [Number(p.user_id), p.name]));
+  const changed = next.size !== state.people.size || [...next].some(([id, name]) => state.people.get(id) !== name);
+  state.people = next;
+  state.peopleAsked.clear();
+  if (changed) {
+    document.body.dataset.peopleVersion = String(Number(document.body.dataset.peopleVersion || 0) + 1);
+    renderWho(); renderLeaderboard(); renderNotifications();
+    if (state.series) renderChart(state.series);
+  }
+}
+
+// Someone the page shows is not in the directory yet: read it again soon (once per id, at
+// most every 5 s; the periodic read covers names that come later).
+function askPeople(ids) {
+  if (!seesDirectory() || !state.token) return;
+  const fresh = ids.map(Number).filter((id) => !state.people.has(id) && !state.peopleAsked.has(id));
+  if (fresh.length === 0 || state.peopleSoon) return;
+  fresh.forEach((id) => state.peopleAsked.add(id));
+  const wait = Math.max(300, state.peopleAt + 5000 - Date.now());
+  state.peopleSoon = setTimeout(() => {
+    state.peopleSoon = null;
+    loadPeople().catch((e) => console.warn(e));
+  }, wait);
+}
+
+function renderWho() {
+  if (!state.claims) return;
+  const c = state.claims;
+  const name = state.people.get(c.sub);
+  $("who").textContent = name ? `${name} · ${c.role} · tenant ${c.tenant_id}` : `${c.role} #${c.sub} · tenant ${c.tenant_id}`;
+  $("who").title = name ? `#${c.sub}` : "";
+}
 
 function decodeClaims(token) {
   const part = token.split(".")[1];
@@ -71,7 +120,7 @@ function applyLanguage() {
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
   $("lang").textContent = state.lang === "es" ? "EN" : "ES";
   renderLive(state.ws && state.ws.readyState === WebSocket.OPEN);
-  renderKpis(); renderLeaderboard(); renderNotifications();
+  renderWho(); renderKpis(); renderLeaderboard(); renderNotifications();
 }
 
 const fmtSeconds = (s) => (s === null || s === undefined) ? "—" : `${Math.round(s)} s`;
@@ -120,18 +169,29 @@ function renderLeaderboard() {
     tr.dataset.seller = String(s.seller_id);
     if (before.has(tr.dataset.seller) && before.get(tr.dataset.seller) !== i) tr.className = "moved";
     const cells = [
-      s.position || i + 1, `#${s.seller_id}`, s.productivity_score.toFixed(1),
+      s.position || i + 1, personName(s.seller_id), s.productivity_score.toFixed(1),
       t(`level_${s.activity_level}`), fmtSeconds(s.response_today.mean_seconds),
       s.conversations_unanswered, fmtPct(s.conversion_rate),
     ];
     cells.forEach((value, j) => {
       const td = document.createElement("td");
       td.textContent = value;
+      if (j === 1) { td.className = "person"; td.title = `#${s.seller_id}`; }
       if (j === 3) td.className = `level-${s.activity_level}`;
       tr.appendChild(td);
     });
     return tr;
   }));
+  askPeople(state.sellers.map((s) => s.seller_id));
+}
+
+// The person a notification is about (a seller's conversation or lead, a call-center agent),
+// unless it is the reader.
+function aboutWhom(n) {
+  const d = n.data || {};
+  if (d.seller_id !== undefined && d.seller_id !== null) return ["about_seller", d.seller_id];
+  if (d.agent_id !== undefined && d.agent_id !== null) return ["about_agent", d.agent_id];
+  return null;
 }
 
 function renderNotifications() {
@@ -155,6 +215,14 @@ function renderNotifications() {
     msg.className = "msg";
     msg.textContent = `${n.message} · ${new Date(n.created_at).toLocaleString(state.lang)}`;
     li.append(title, msg);
+    const about = aboutWhom(n);
+    if (about && Number(about[1]) !== state.claims.sub) {
+      const who = document.createElement("div");
+      who.className = "who";
+      who.dataset.user = String(about[1]);
+      who.textContent = `${t(about[0])}: ${personName(about[1])}`;
+      li.appendChild(who);
+    }
     if (n.type === "daily_report" && n.data && n.data.day) {
       const a = document.createElement("a");
       a.href = `/reports/${encodeURIComponent(n.data.day)}?lang=${state.lang}`;
@@ -164,6 +232,7 @@ function renderNotifications() {
     li.addEventListener("click", () => markRead(n.id));
     return li;
   }));
+  askPeople(items.map((item) => aboutWhom(item.notification)).filter(Boolean).map((a) => a[1]));
 }
 
 function setUnread(count) {
@@ -179,6 +248,7 @@ function renderLive(on) {
 function renderChart(series) {
   const el = $("chart");
   if (!series.buckets.length || typeof uPlot === "undefined") { el.textContent = "—"; return; }
+  state.series = series;
   const sellers = Object.keys(series.sellers);
   const data = [series.buckets, series.team, ...sellers.map((s) => series.sellers[s])];
   const palette = ["#0b6bcb", "#e67e22", "#2e7d32", "#8e44ad", "#c62828", "#16a085", "#7f8c8d"];
@@ -187,7 +257,7 @@ function renderChart(series) {
     series: [
       {},
       { label: t("team"), stroke: "#1d2430", width: 3, spanGaps: true, points: { show: true, size: 7 } },
-      ...sellers.map((s, i) => ({ label: `#${s}`, stroke: palette[i % palette.length], width: 1.5, spanGaps: true, points: { show: true, size: 5 } })),
+      ...sellers.map((s, i) => ({ label: personName(s), stroke: palette[i % palette.length], width: 1.5, spanGaps: true, points: { show: true, size: 5 } })),
     ],
     axes: [{}, { label: "s" }],
   };
@@ -285,12 +355,15 @@ async function start(token) {
   }
   state.token = token;
   localStorage.setItem("vigia.token", token);
-  $("who").textContent = `${state.claims.role} #${state.claims.sub} · tenant ${state.claims.tenant_id}`;
+  renderWho();
   $("signin").hidden = true;
   $("app").hidden = false;
   document.body.dataset.role = state.claims.role;
   try {
-    await Promise.all([loadMetrics(), loadInbox()]);
+    // Names are a nicety: without them the page shows ids, and reads them again later.
+    clearInterval(state.peopleTimer);
+    state.peopleTimer = setInterval(() => { loadPeople().catch((e) => console.warn(e)); }, PEOPLE_REFRESH_MS);
+    await Promise.all([loadPeople().catch((e) => console.warn(e)), loadMetrics(), loadInbox()]);
   } catch (e) {
     console.warn(e);
     if (!state.token) return;
@@ -300,6 +373,9 @@ async function start(token) {
 
 function signOut(message) {
   state.token = null;
+  clearInterval(state.peopleTimer); clearTimeout(state.peopleSoon);
+  state.peopleTimer = null; state.peopleSoon = null;
+  state.people = new Map(); state.peopleAsked.clear();
   localStorage.removeItem("vigia.token");
   if (state.ws) state.ws.close();
   state.ws = null;

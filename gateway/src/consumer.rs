@@ -35,7 +35,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A consumer of `group_id` that commits only what the caller commits, from the earliest offset
 /// when the group has none, waiting at most `fetch_wait_ms` for a fetch.
-fn consumer_config(base: &ClientConfig, group_id: &str, fetch_wait_ms: u32) -> ClientConfig {
+pub(crate) fn consumer_config(
+    base: &ClientConfig,
+    group_id: &str,
+    fetch_wait_ms: u32,
+) -> ClientConfig {
     let mut config = base.clone();
     config
         .set("group.id", group_id)

@@ -17,7 +17,9 @@ use crate::audience::{role_name, sees_whole_tenant, Viewer};
 use crate::preferences::{known_fields_only, Preferences};
 
 mod outbox;
+mod people;
 pub use outbox::{DueDelivery, OutboxEntry, OutboxRow};
+pub use people::{Person, PersonUpsert};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

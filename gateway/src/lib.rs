@@ -34,8 +34,12 @@
 //!   daily reports) also goes out by Slack and Teams, and by e-mail to fixed addresses and to
 //!   the users of the tenant's address book whose preferences ask for it; through a durable
 //!   outbox in the inbox database, with retries, never blocking.
+//! - **People** ([`people`]): each user's name and role from the CRM's `user.upserted` events
+//!   (read from the `events` topic), kept in the inbox database for every instance;
+//!   `GET /v1/people`, so that the dashboard names people instead of showing ids.
 //! - **Kafka consumers** of the `notifications` topic (decode, insert if new with its channel
-//!   deliveries, push if new, commit) and of the `seller_metrics` topic (the board).
+//!   deliveries, push if new, commit), of the `seller_metrics` topic (the board) and of the
+//!   `events` topic (its `user.upserted` only: the people directory).
 //!
 //! What it does not: produce notifications or compute metrics (the processors do); serve
 //! `/health` or `/metrics` (the root binary does, using [`Gateway::ready`] and the registry
@@ -79,6 +83,7 @@ mod consumer;
 mod hub;
 mod inbox;
 mod metrics;
+pub mod people;
 pub mod preferences;
 pub mod protocol;
 mod rest;
@@ -98,7 +103,9 @@ use vigia_schemas::{Notification, Topics};
 
 pub use audience::{can_see, sees_whole_tenant, Viewer};
 pub use auth::{issue_token, AuthError, Principal, TokenPolicy, TokenVerifier};
-pub use inbox::{Inbox, InboxError, Inserted, OutboxEntry, OutboxRow, StoredNotification};
+pub use inbox::{
+    Inbox, InboxError, Inserted, OutboxEntry, OutboxRow, Person, PersonUpsert, StoredNotification,
+};
 pub use preferences::{email_at, should_push, Preferences, QuietHours};
 pub use vigia_schemas::Role;
 
@@ -365,7 +372,9 @@ pub struct Gateway {
 
 impl Gateway {
     /// Connects to the inbox database and applies its migrations, registers the gateway's metrics,
-    /// and spawns the consumer of `topics.notifications` (group `cfg.group_id`). The consumer and
+    /// and spawns the consumer of `topics.notifications` (group `cfg.group_id`), the board's of
+    /// `topics.seller_metrics` and the people directory's of `topics.events` (group
+    /// `<group_id>-people`). The consumer and
     /// every live connection stop when `shutdown` is cancelled (connections get close code 1001).
     pub async fn start(
         cfg: Config,
@@ -387,6 +396,14 @@ impl Gateway {
             kafka,
             &topics.seller_metrics,
             &gateway.shared.cfg.group_id,
+            shutdown.clone(),
+        )?;
+        people::spawn(
+            gateway.shared.inbox.clone(),
+            kafka,
+            &topics.events,
+            &gateway.shared.cfg.group_id,
+            registry,
             shutdown,
         )?;
         Ok(gateway)
@@ -456,6 +473,7 @@ impl Gateway {
             .route("/v1/metrics/tenant", get(rest::metrics_tenant))
             .route("/v1/metrics/sellers", get(rest::metrics_sellers))
             .route("/v1/metrics/series", get(rest::metrics_series))
+            .route("/v1/people", get(people::list))
             .route("/v1/reports/{date}", get(web::report_json))
             .route("/reports/{date}", get(web::report_html))
             .route("/", get(web::index))

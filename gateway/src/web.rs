@@ -19,6 +19,7 @@
 //! Reports are read from the inbox, so a user sees the reports addressed to them (CEO and
 //! managers), and a report is found by its deterministic id (tenant, day).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -27,6 +28,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use vigia_schemas::UserId;
 
 use crate::audience::Viewer;
 use crate::auth::{bearer_token, AuthError};
@@ -168,9 +170,24 @@ pub(crate) async fn report_html(
     };
     let english = params.lang.as_deref() == Some("en");
     match find_report(&shared, &v, &date).await {
-        Ok(Some(r)) => (PRIVATE, Html(render_report(&r, english))).into_response(),
+        Ok(Some(r)) => {
+            let names = names_for(&shared, &v).await;
+            (PRIVATE, Html(render_report(&r, english, &names))).into_response()
+        }
         Ok(None) => not_found(&date),
         Err(response) => response,
+    }
+}
+
+/// The names `v` may see (see [`crate::people`]); none if the directory cannot be read (the
+/// report then names people as it was written).
+async fn names_for(shared: &Shared, v: &Viewer) -> HashMap<UserId, String> {
+    match crate::people::visible_people(&shared.inbox, v).await {
+        Ok(people) => people.into_iter().map(|p| (p.user_id, p.name)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the people directory for a report");
+            HashMap::new()
+        }
     }
 }
 
@@ -194,8 +211,10 @@ fn pct(v: &Value) -> String {
         .map_or("—".into(), |x| format!("{:.0} %", x * 100.0))
 }
 
-/// The report page: team totals, top performers, alerts.
-pub(crate) fn render_report(r: &Value, english: bool) -> String {
+/// The report page: team totals, top performers, alerts. A top performer is named by the
+/// directory (`names`: their current name), else by the name the report was written with, else
+/// by id.
+pub(crate) fn render_report(r: &Value, english: bool, names: &HashMap<UserId, String>) -> String {
     let t = |es: &'static str, en: &'static str| if english { en } else { es };
     let rep = &r["report"];
     let team = &rep["team"];
@@ -256,8 +275,10 @@ pub(crate) fn render_report(r: &Value, english: bool) -> String {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let name = p["name"]
-                .as_str()
+            let current = p["seller_id"].as_u64().and_then(|id| names.get(&id));
+            let name = current
+                .map(String::as_str)
+                .or_else(|| p["name"].as_str())
                 .map(escape)
                 .unwrap_or_else(|| format!("#{}", p["seller_id"]));
             format!(
@@ -317,7 +338,7 @@ mod tests {
               "top_performers": [{"seller_id": 7, "name": "Ana <3", "productivity_score": 8.25,
                                   "waits_answered": 2, "response": {"mean_seconds": 120.0}}],
               "alerts": {"unanswered_conversation": 1}}});
-        let es = render_report(&r, false);
+        let es = render_report(&r, false, &HashMap::new());
         assert!(es.contains("<h1>Informe diario del 2026-03-02</h1>"));
         assert!(es.contains("Ayer: &lt;b&gt;"), "escaped");
         assert!(es.contains("<tr><th>Conversaciones</th><td>3</td></tr>"));
@@ -327,7 +348,27 @@ mod tests {
                 || es.contains("<td>Ana &lt;3</td><td>8.3</td>")
         );
         assert!(es.contains("<tr><th>unanswered_conversation</th><td>1</td></tr>"));
-        let en = render_report(&r, true);
+        let en = render_report(&r, true, &HashMap::new());
         assert!(en.contains("Team totals") && en.contains("lang=\"en\""));
+    }
+
+    #[test]
+    fn top_performers_are_named_by_the_directory_first_escaped_and_by_id_last() {
+        let r = json!({"title": "t", "message": "m", "report": {"top_performers": [
+            {"seller_id": 7, "name": "Ana", "productivity_score": 9.0},
+            {"seller_id": 8, "productivity_score": 8.0},
+            {"seller_id": 9, "productivity_score": 7.0}]}});
+        let names = HashMap::from([
+            (7, "Ana María".to_string()),
+            (8, "<script>alert(1)</script>".to_string()),
+        ]);
+        let page = render_report(&r, false, &names);
+        assert!(page.contains("<td>1</td><td>Ana María</td>"), "{page}");
+        assert!(
+            page.contains("<td>2</td><td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"),
+            "{page}"
+        );
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("<td>3</td><td>#9</td>"), "{page}");
     }
 }
