@@ -315,6 +315,8 @@ pub struct Inbox {
     pool: AnyPool,
     dialect: Dialect,
     url: std::sync::Arc<str>,
+    /// Whether stores take the insert lock (always, but for the benchmark that measures it).
+    serialised: bool,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -440,6 +442,7 @@ impl Inbox {
             pool,
             dialect,
             url: url.into(),
+            serialised: true,
         })
     }
 
@@ -506,7 +509,7 @@ impl Inbox {
     /// commit order is sequence order), held until it commits or rolls back.
     async fn begin_store(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, InboxError> {
         let mut tx = self.pool.begin().await?;
-        if self.dialect == Dialect::Postgres {
+        if self.dialect == Dialect::Postgres && self.serialised {
             sqlx::query(INSERT_LOCK).execute(&mut *tx).await?;
         }
         Ok(tx)
@@ -549,6 +552,14 @@ impl Inbox {
         let mut tx = self.begin_store().await?;
         let inserted = self.insert_in(&mut tx, n, &[]).await?;
         Ok(PendingStore { tx, inserted })
+    }
+
+    /// This inbox without the insert lock: sequences may then become visible out of order.
+    /// Only for `examples/inbox_writers.rs`, which measures what the lock costs.
+    #[doc(hidden)]
+    pub fn without_insert_lock(mut self) -> Inbox {
+        self.serialised = false;
+        self
     }
 
     /// The newest sequence stored (0 if none).

@@ -35,7 +35,8 @@
 //!   the users of the tenant's address book whose preferences ask for it; through a durable
 //!   outbox in the inbox database, with retries, never blocking.
 //! - **Kafka consumers** of the `notifications` topic (decode, insert if new with its channel
-//!   deliveries, push if new, commit) and of the `seller_metrics` topic (the board).
+//!   deliveries and the topic's new positions, push in sequence order what this instance has not
+//!   pushed yet) and of the `seller_metrics` topic (the board).
 //!
 //! What it does not: produce notifications or compute metrics (the processors do); serve
 //! `/health` or `/metrics` (the root binary does, using [`Gateway::ready`] and the registry
@@ -403,10 +404,13 @@ fn valid_instance_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// How long a starting instance waits for another to release the SQLite inbox.
+const SQLITE_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Holds the SQLite inbox for this instance (see "Several gateway instances"); `None` for
 /// PostgreSQL and in-memory SQLite. Released when `shutdown` is cancelled, so that a gateway
 /// restarted in the same process can take it.
-fn lock_sqlite_inbox(
+async fn lock_sqlite_inbox(
     url: &str,
     shutdown: &CancellationToken,
 ) -> Result<Option<Arc<std::fs::File>>, GatewayError> {
@@ -423,16 +427,23 @@ fn lock_sqlite_inbox(
         .write(true)
         .open(&path)
         .map_err(|e| GatewayError::Config(format!("cannot open {}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(GatewayError::SqliteInUse(path.display().to_string()))
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(GatewayError::Config(format!(
-                "cannot lock {}: {e}",
-                path.display()
-            )))
+    // An instance on its way out (a restart) lets go within moments: wait that long.
+    let deadline = std::time::Instant::now() + SQLITE_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(GatewayError::SqliteInUse(path.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(GatewayError::Config(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
+            }
         }
     }
     let file = Arc::new(file);
@@ -566,7 +577,7 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         cfg.validate()?;
         let verifier = cfg.token_verifier()?;
-        let sqlite_lock = lock_sqlite_inbox(&cfg.database_url, &shutdown)?;
+        let sqlite_lock = lock_sqlite_inbox(&cfg.database_url, &shutdown).await?;
         let inbox = Inbox::connect(&cfg.database_url).await?;
         let metrics = Metrics::register(registry);
         // "Unanswered now" between snapshots: the alerts that reached the gateway before this

@@ -482,6 +482,7 @@ async fn a_hung_channel_delays_neither_storing_nor_other_channels_and_loses_noth
     ]);
     let mut cfg = fast_config(&[(42, slack_and_teams())]);
     cfg.timeout = Duration::from_secs(30);
+    cfg.lease = Duration::from_secs(31);
     let (d, shutdown) = start(cfg, &db.inbox, &fakes).await;
     for i in 0..10u128 {
         let stored = d
