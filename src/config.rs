@@ -259,6 +259,15 @@ impl Config {
         if let Some(v) = get("VIGIA_SOCKETIO_CONNECT_TIMEOUT") {
             self.gateway.socketio_connect_timeout = dur("VIGIA_SOCKETIO_CONNECT_TIMEOUT", &v)?;
         }
+        if let Some(v) = get("VIGIA_GATEWAY_INSTANCE_ID") {
+            self.gateway.instance_id = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = get("VIGIA_CHANNELS_LEASE") {
+            self.gateway.channels.lease = dur("VIGIA_CHANNELS_LEASE", &v)?;
+        }
+        if let Some(v) = get("VIGIA_CHANNELS_KEEP_SENT") {
+            self.gateway.channels.keep_sent = dur("VIGIA_CHANNELS_KEEP_SENT", &v)?;
+        }
         if let Some(v) = get("VIGIA_API_KEYS") {
             self.ingest.api_keys = vigia_ingest::parse_api_keys(&v).map_err(|e| anyhow!("{e}"))?;
         }
@@ -466,6 +475,9 @@ mod tests {
             ("VIGIA_JWT_ISSUER", "https://idp.example.com/"),
             ("VIGIA_JWT_AUDIENCE", "vigia-api"),
             ("VIGIA_JWT_MAX_LIFETIME", "1h"),
+            ("VIGIA_GATEWAY_INSTANCE_ID", "gateway-2"),
+            ("VIGIA_CHANNELS_LEASE", "2m"),
+            ("VIGIA_CHANNELS_KEEP_SENT", "30d"),
         ]))
         .unwrap();
         assert_eq!(c.http.header_read_timeout, Duration::from_secs(5));
@@ -478,7 +490,12 @@ mod tests {
         assert_eq!(g.jwt_issuer.as_deref(), Some("https://idp.example.com/"));
         assert_eq!(g.jwt_audience.as_deref(), Some("vigia-api"));
         assert_eq!(g.jwt_max_lifetime, Duration::from_secs(3600));
+        assert_eq!(g.instance_id.as_deref(), Some("gateway-2"));
+        assert_eq!(g.channels.lease, Duration::from_secs(120));
+        assert_eq!(g.channels.keep_sent, Duration::from_secs(30 * 24 * 3600));
         for bad in [
+            "VIGIA_CHANNELS_LEASE",
+            "VIGIA_CHANNELS_KEEP_SENT",
             "VIGIA_HTTP_MAX_CONNECTIONS",
             "VIGIA_MAX_CONNECTIONS_PER_USER",
             "VIGIA_HTTP_HEADER_READ_TIMEOUT",

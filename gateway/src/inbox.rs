@@ -5,6 +5,34 @@
 //! What a user sees is decided by the audience rules of [`crate::can_see`], written here in SQL
 //! (`visible!`). Read state is a per-user watermark ("read all" and "clear" move it, O(1)) plus
 //! one row per notification read individually above it.
+//!
+//! ## Sequences without gaps, with several writers
+//!
+//! A client resumes with "everything after sequence N" (`?since=N`), N being the highest
+//! sequence it saw. That is only right if no notification with a sequence below N can become
+//! visible after N did. With one writer that holds; with several gateway instances inserting
+//! into one PostgreSQL inbox it does not: the identity column hands out sequences when rows are
+//! inserted, not when they commit, so instance A can take 41, instance B 42, B commit, a client
+//! see 42, and A commit 41 afterwards — a client resuming after 42 never gets 41.
+//!
+//! Chosen: **store transactions are serialised** by a transaction-scoped advisory lock
+//! (`pg_advisory_xact_lock`, [`Inbox::store`]), taken before the first insert and released by
+//! the commit. A sequence is then only handed out while every smaller one is committed or
+//! rolled back, so commit order is sequence order and any snapshot holds a prefix of the
+//! sequences: `since`, `list` and the live pushes (which follow the inbox's order,
+//! `crate::cluster`) need nothing more. The cost: instances store one batch at a time (each
+//! batch is one transaction of up to 500 notifications; measured in BENCHMARKS.md). Two batches
+//! that share notifications can no longer deadlock either (each would wait on the other's
+//! uncommitted insert of the same id).
+//!
+//! Not chosen: a visibility horizon (store `pg_current_xact_id()` with each row and serve only
+//! rows of transactions older than `pg_snapshot_xmin(pg_current_snapshot())`). It lets writers
+//! run in parallel, but every reader must filter on it, and any long transaction on the
+//! database (a vacuum, a report, an idle-in-transaction session) holds every live push and
+//! replay back until it ends.
+//!
+//! SQLite has one writer at a time anyway (and serves one gateway instance only: `crate::lib`
+//! refuses a second through a lock file).
 
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
@@ -14,6 +42,7 @@ use uuid::Uuid;
 use vigia_schemas::{Audience, Notification};
 
 use crate::audience::{role_name, sees_whole_tenant, Viewer};
+use crate::cluster::Signal;
 use crate::preferences::{known_fields_only, Preferences};
 
 mod outbox;
@@ -78,6 +107,39 @@ pub struct Inserted {
     pub deliveries: usize,
 }
 
+/// Where to read a partition of the notifications topic on: the offset after the last record
+/// stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaPosition {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset of the next record to read.
+    pub next_offset: i64,
+}
+
+/// The outcome of [`Inbox::store`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// Per notification of the batch: `None` if it was stored already.
+    pub inserted: Vec<Option<Inserted>>,
+    /// The newest sequence in the inbox when the batch committed: every notification up to it
+    /// is committed (or never will be), so an instance may push up to here without a gap.
+    pub through: i64,
+}
+
+/// A store whose transaction is still open (see [`Inbox::store_uncommitted`]).
+#[doc(hidden)]
+pub struct PendingStore {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    pub inserted: Option<Inserted>,
+}
+
+impl PendingStore {
+    pub async fn commit(self) -> Result<(), InboxError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
     Sqlite,
@@ -97,6 +159,7 @@ struct Statements {
     get_preferences: &'static str,
     put_preferences: &'static str,
     recent_of_type: &'static str,
+    tail: &'static str,
 }
 
 // Parameters shared by every per-user statement: $1 tenant id, $2 1 if the viewer sees the whole
@@ -104,6 +167,19 @@ struct Statements {
 macro_rules! visible {
     () => {
         "n.tenant_id = $1 AND ($2 = 1 OR n.audience_user_id = $3 OR n.audience_role = $4)"
+    };
+}
+
+macro_rules! tail_withdrawn {
+    () => {
+        "CAST(CASE WHEN withdrawn_at IS NULL THEN 0 ELSE 1 END AS BIGINT) AS is_withdrawn"
+    };
+}
+
+// $1 after, $2 through, $3 limit.
+macro_rules! tail_range {
+    () => {
+        "WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
     };
 }
 
@@ -150,6 +226,7 @@ const SQLITE: Statements = Statements {
                       SET preferences = excluded.preferences, updated_at = excluded.updated_at",
     recent_of_type: "SELECT seq, payload FROM notifications WHERE type = $1 AND created_at >= $2 \
                      ORDER BY seq",
+    tail: concat!("SELECT seq, payload, ", tail_withdrawn!(), " FROM notifications ", tail_range!()),
 };
 
 const POSTGRES: Statements = Statements {
@@ -175,7 +252,31 @@ const POSTGRES: Statements = Statements {
                       DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at",
     recent_of_type: "SELECT seq, payload::text AS payload FROM notifications \
                      WHERE type = $1 AND created_at >= $2::timestamptz ORDER BY seq",
+    tail: concat!(
+        "SELECT seq, payload::text AS payload, ",
+        tail_withdrawn!(),
+        " FROM notifications ",
+        tail_range!()
+    ),
 };
+
+/// Serialises the store transactions of every instance on a PostgreSQL inbox (module docs). Any
+/// fixed key: the inbox's database holds nothing else taking advisory locks.
+const INSERT_LOCK: &str = "SELECT pg_advisory_xact_lock(5089071865290)";
+const NOTIFY: &str = "SELECT pg_notify('vigia_gateway', $1)";
+/// The channel of [`Signal`]s between instances.
+pub(crate) const SIGNAL_CHANNEL: &str = "vigia_gateway";
+const MAX_SEQ: &str = "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM notifications";
+const UPSERT_OFFSET_POSTGRES: &str =
+    "INSERT INTO inbox_offsets (topic, kafka_partition, next_offset) VALUES ($1, $2, $3) \
+     ON CONFLICT (topic, kafka_partition) DO UPDATE \
+     SET next_offset = GREATEST(inbox_offsets.next_offset, excluded.next_offset)";
+const UPSERT_OFFSET_SQLITE: &str =
+    "INSERT INTO inbox_offsets (topic, kafka_partition, next_offset) VALUES ($1, $2, $3) \
+     ON CONFLICT (topic, kafka_partition) DO UPDATE \
+     SET next_offset = MAX(inbox_offsets.next_offset, excluded.next_offset)";
+const SELECT_OFFSETS: &str =
+    "SELECT kafka_partition, next_offset FROM inbox_offsets WHERE topic = $1";
 
 const UNREAD_COUNT: &str = concat!(
     "SELECT COUNT(*) AS unread FROM notifications n \
@@ -215,6 +316,9 @@ const PRUNE_READS: &str = "DELETE FROM notification_reads WHERE tenant_id = $1 A
 pub struct Inbox {
     pool: AnyPool,
     dialect: Dialect,
+    url: std::sync::Arc<str>,
+    /// Whether stores take the insert lock (always, but for the benchmark that measures it).
+    serialised: bool,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -246,6 +350,12 @@ pub(crate) fn redact_url(url: &str) -> String {
         },
         None => url.to_string(),
     }
+}
+
+/// The lock file that keeps a second gateway instance off the SQLite inbox of `url` (`None`:
+/// not a SQLite file).
+pub(crate) fn sqlite_lock_file(url: &str) -> Option<std::path::PathBuf> {
+    sqlite_file(url).map(|f| std::path::PathBuf::from(format!("{f}.lock")))
 }
 
 /// The file of a `sqlite:` URL, if it names one.
@@ -330,7 +440,12 @@ impl Inbox {
             Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Inbox { pool, dialect })
+        Ok(Inbox {
+            pool,
+            dialect,
+            url: url.into(),
+            serialised: true,
+        })
     }
 
     fn sql(&self) -> &'static Statements {
@@ -359,10 +474,8 @@ impl Inbox {
         n: &Notification,
         deliveries: &[OutboxEntry],
     ) -> Result<Option<Inserted>, InboxError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = self.insert_in(&mut tx, n, deliveries).await?;
-        tx.commit().await?;
-        Ok(inserted)
+        let mut batch = self.store(&[(n, deliveries)], &[]).await?;
+        Ok(batch.inserted.pop().flatten())
     }
 
     /// [`Inbox::insert_with_deliveries`] of each of `batch`, in order, in one transaction: all or
@@ -372,13 +485,161 @@ impl Inbox {
         &self,
         batch: &[(&Notification, &[OutboxEntry])],
     ) -> Result<Vec<Option<Inserted>>, InboxError> {
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
+        Ok(self.store(batch, &[]).await?.inserted)
+    }
+
+    /// Stores `batch` as [`Inbox::insert_many_with_deliveries`] does and, in the same
+    /// transaction, advances the stored Kafka positions to `offsets` (never backwards): what is
+    /// stored and where to read on are one commit. Also tells where the inbox is complete up to
+    /// ([`StoredBatch::through`]).
+    pub async fn store(
+        &self,
+        batch: &[(&Notification, &[OutboxEntry])],
+        offsets: &[KafkaPosition],
+    ) -> Result<StoredBatch, InboxError> {
+        let mut tx = self.begin_store().await?;
+        let mut inserted = Vec::with_capacity(batch.len());
         for (n, deliveries) in batch {
-            out.push(self.insert_in(&mut tx, n, deliveries).await?);
+            inserted.push(self.insert_in(&mut tx, n, deliveries).await?);
         }
+        let through = self.finish_store(&mut tx, &inserted, offsets).await?;
         tx.commit().await?;
+        Ok(StoredBatch { inserted, through })
+    }
+
+    /// A store transaction. On PostgreSQL it first takes the inbox's insert lock (module docs:
+    /// commit order is sequence order), held until it commits or rolls back.
+    async fn begin_store(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, InboxError> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres && self.serialised {
+            sqlx::query(INSERT_LOCK).execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
+    /// The end of a store transaction: the Kafka positions, a `stored` signal to the other
+    /// instances (sent by PostgreSQL at commit), and the newest sequence.
+    async fn finish_store(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        inserted: &[Option<Inserted>],
+        offsets: &[KafkaPosition],
+    ) -> Result<i64, InboxError> {
+        let upsert = match self.dialect {
+            Dialect::Sqlite => UPSERT_OFFSET_SQLITE,
+            Dialect::Postgres => UPSERT_OFFSET_POSTGRES,
+        };
+        for p in offsets {
+            sqlx::query(upsert)
+                .bind(p.topic.clone())
+                .bind(p.partition)
+                .bind(p.next_offset)
+                .execute(&mut **tx)
+                .await?;
+        }
+        if self.dialect == Dialect::Postgres && inserted.iter().any(Option::is_some) {
+            sqlx::query(NOTIFY)
+                .bind(Signal::Stored.to_payload())
+                .execute(&mut **tx)
+                .await?;
+        }
+        let row = sqlx::query(MAX_SEQ).fetch_one(&mut **tx).await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    /// Stores `n` and keeps the transaction open: for tests that must order commits by hand
+    /// (the gap-free `since` test). Commit with [`PendingStore::commit`].
+    #[doc(hidden)]
+    pub async fn store_uncommitted(&self, n: &Notification) -> Result<PendingStore, InboxError> {
+        let mut tx = self.begin_store().await?;
+        let inserted = self.insert_in(&mut tx, n, &[]).await?;
+        Ok(PendingStore { tx, inserted })
+    }
+
+    /// This inbox without the insert lock: sequences may then become visible out of order.
+    /// Only for `examples/inbox_writers.rs`, which measures what the lock costs.
+    #[doc(hidden)]
+    pub fn without_insert_lock(mut self) -> Inbox {
+        self.serialised = false;
+        self
+    }
+
+    /// The newest sequence stored (0 if none).
+    pub async fn max_sequence(&self) -> Result<i64, InboxError> {
+        let row = sqlx::query(MAX_SEQ).fetch_one(&self.pool).await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    /// Up to `limit` notifications, all tenants, with sequence in `(after, through]`, oldest
+    /// first, and whether each is withdrawn: what this instance has not pushed yet.
+    pub(crate) async fn tail(
+        &self,
+        after: i64,
+        through: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Notification, bool)>, InboxError> {
+        let rows = sqlx::query(self.sql().tail)
+            .bind(after)
+            .bind(through)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let sequence: i64 = row.try_get("seq")?;
+            let payload: String = row.try_get("payload")?;
+            let withdrawn: i64 = row.try_get("is_withdrawn")?;
+            match serde_json::from_str(&payload) {
+                Ok(n) => out.push((sequence, n, withdrawn != 0)),
+                Err(e) => {
+                    tracing::warn!(sequence, error = %e, "not pushing a stored notification that does not decode")
+                }
+            }
+        }
         Ok(out)
+    }
+
+    /// The stored Kafka positions of `topic`: partition → offset of the next record to read.
+    pub async fn kafka_positions(
+        &self,
+        topic: &str,
+    ) -> Result<std::collections::HashMap<i32, i64>, InboxError> {
+        let rows = sqlx::query(SELECT_OFFSETS)
+            .bind(topic.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kafka_partition")?, r.try_get("next_offset")?)))
+            .collect()
+    }
+
+    /// Advances the stored Kafka positions alone (records that were no notification).
+    pub(crate) async fn store_positions(
+        &self,
+        offsets: &[KafkaPosition],
+    ) -> Result<(), InboxError> {
+        Ok(self.store(&[], offsets).await.map(drop)?)
+    }
+
+    /// Tells the other instances on this database (PostgreSQL `NOTIFY`; nothing on SQLite).
+    pub(crate) async fn signal(&self, signal: &Signal) -> Result<(), InboxError> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query(NOTIFY)
+                .bind(signal.to_payload())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the inbox is PostgreSQL (shared by instances) rather than SQLite.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    /// The database URL (the PostgreSQL listener opens its own connection).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     async fn insert_in(

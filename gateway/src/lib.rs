@@ -38,8 +38,9 @@
 //!   (read from the `events` topic), kept in the inbox database for every instance;
 //!   `GET /v1/people`, so that the dashboard names people instead of showing ids.
 //! - **Kafka consumers** of the `notifications` topic (decode, insert if new with its channel
-//!   deliveries, push if new, commit), of the `seller_metrics` topic (the board) and of the
-//!   `events` topic (its `user.upserted` only: the people directory).
+//!   deliveries and the topic's new positions, push in sequence order what this instance has not
+//!   pushed yet), of the `seller_metrics` topic (the board) and of the `events` topic (its
+//!   `user.upserted` only: the people directory).
 //!
 //! What it does not: produce notifications or compute metrics (the processors do); serve
 //! `/health` or `/metrics` (the root binary does, using [`Gateway::ready`] and the registry
@@ -69,16 +70,37 @@
 //! already resolved and is not pushed.
 //!
 //! ## Several gateway instances
-//! One consumer group (`group_id`) splits the topic's partitions between instances; each instance
-//! pushes only what it consumes. Until a fan-out between instances exists, run one gateway
-//! instance (or give each instance its own inbox database and its own `group_id`). Two
-//! instances on one database would also both work the channel outbox and could send a delivery
-//! twice.
+//! Any number of instances may share one **PostgreSQL** inbox behind any load balancer (no
+//! stickiness needed beyond a connection's life). Each instance reads every notification from
+//! Kafka (it assigns itself every partition: no group splits them) and stores it if new (the
+//! first instance wins); each pushes every notification to its own clients once, in the
+//! inbox's sequence order, whoever stored it (`cluster.rs`); `since`, unread counts, mark-read
+//! and preferences are the database's, so any instance answers alike, and a read or a
+//! preference change on one instance reaches the user's sockets on the others (PostgreSQL
+//! `LISTEN`/`NOTIFY`). Sequences are gap-free under concurrent writers (`inbox.rs`). The
+//! channel outbox is leased row by row: a delivery goes out from one instance, and is taken
+//! over after its lease if that instance dies (`channels`).
+//!
+//! Where to read Kafka from is the inbox's, not a consumer group's: the offsets after the last
+//! stored records are advanced in the transaction that stores them (`consumer.rs`), so an
+//! instance restarted with the same or a new `instance_id`, or a new instance, reads on from
+//! where the inbox is complete — it misses nothing, and what it reads again is recognised and
+//! not pushed again (an instance pushes only sequences above the inbox's newest at its start).
+//! Offsets are also committed to the consumer group `<group_id>.<instance_id>`, for lag
+//! monitoring only.
+//!
+//! `instance_id` (`VIGIA_GATEWAY_INSTANCE_ID`) names the instance in logs, in that group and in
+//! the outbox leases; default: `$HOSTNAME` (a container's name), else a random one.
+//!
+//! **SQLite** serves one instance: a second gateway started on the same SQLite file is refused
+//! (the first holds an exclusive lock on `<file>.lock` for as long as it runs; the operating
+//! system releases it when the process ends, even by `kill -9`).
 
 mod audience;
 pub mod auth;
 pub mod board;
 pub mod channels;
+mod cluster;
 mod consumer;
 mod hub;
 mod inbox;
@@ -104,13 +126,26 @@ use vigia_schemas::{Notification, Topics};
 pub use audience::{can_see, sees_whole_tenant, Viewer};
 pub use auth::{issue_token, AuthError, Principal, TokenPolicy, TokenVerifier};
 pub use inbox::{
-    Inbox, InboxError, Inserted, OutboxEntry, OutboxRow, Person, PersonUpsert, StoredNotification,
+    Inbox, InboxError, Inserted, KafkaPosition, OutboxEntry, OutboxRow, PendingStore, Person,
+    PersonUpsert, StoredBatch, StoredNotification,
 };
 pub use preferences::{email_at, should_push, Preferences, QuietHours};
 pub use vigia_schemas::Role;
 
 use hub::Hub;
 use metrics::Metrics;
+
+/// The notifications of a batch this instance stored itself, with their sequences.
+fn in_hand(
+    batch: Vec<Notification>,
+    inserted: &[Option<Inserted>],
+) -> Vec<(i64, Notification, bool)> {
+    batch
+        .into_iter()
+        .zip(inserted)
+        .filter_map(|(n, i)| i.map(|i| (i.sequence, n, i.already_withdrawn)))
+        .collect()
+}
 
 /// Live metrics are pushed at most this often per tenant.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
@@ -128,8 +163,13 @@ pub struct Config {
     /// `sqlite://<path>?mode=rwc` or `postgres://user:pass@host/db`. The root binary sets the
     /// default to a file in its data directory.
     pub database_url: String,
-    /// Kafka consumer group of the notifications consumer.
+    /// Prefix of the Kafka consumer groups: the notifications consumer commits to
+    /// `<group_id>.<instance_id>` (for lag monitoring: where to read is the inbox's, see
+    /// "Several gateway instances").
     pub group_id: String,
+    /// This instance's name (`VIGIA_GATEWAY_INSTANCE_ID`): letters, digits, `.`, `_`, `-`.
+    /// Default: `$HOSTNAME`, else random.
+    pub instance_id: Option<String>,
     /// How often the server sends `{"type":"ping"}`; a client silent (no `pong`) for two
     /// intervals is disconnected.
     #[serde(with = "humantime_serde")]
@@ -165,6 +205,7 @@ impl Default for Config {
             jwt_rs256_public_key: None,
             database_url: "sqlite://gateway.db?mode=rwc".to_string(),
             group_id: "vigia-gateway".to_string(),
+            instance_id: None,
             ping_interval: Duration::from_secs(20),
             client_queue: 1024,
             jwt_issuer: None,
@@ -185,6 +226,7 @@ impl std::fmt::Debug for Config {
             .field("jwt_rs256_public_key", &self.jwt_rs256_public_key)
             .field("database_url", &inbox::redact_url(&self.database_url))
             .field("group_id", &self.group_id)
+            .field("instance_id", &self.instance_id)
             .field("ping_interval", &self.ping_interval)
             .field("client_queue", &self.client_queue)
             .field("jwt_issuer", &self.jwt_issuer)
@@ -247,6 +289,23 @@ impl Config {
         ))
     }
 
+    /// The configured `instance_id`, else `$HOSTNAME` if it is a valid one, else random.
+    fn resolved_instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .or_else(|| {
+                std::env::var("HOSTNAME")
+                    .ok()
+                    .filter(|h| valid_instance_id(h))
+            })
+            .unwrap_or_else(|| {
+                format!(
+                    "gateway-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                )
+            })
+    }
+
     fn token_verifier(&self) -> Result<TokenVerifier, GatewayError> {
         let verifier = TokenVerifier::new(&self.jwt_secret).with_policy(self.token_policy());
         let Some(path) = &self.jwt_rs256_public_key else {
@@ -289,6 +348,14 @@ impl Config {
             return Err(GatewayError::Config(
                 "gateway.group_id must not be empty (default \"vigia-gateway\")".into(),
             ));
+        }
+        if let Some(id) = &self.instance_id {
+            if !valid_instance_id(id) {
+                return Err(GatewayError::Config(format!(
+                    "gateway.instance_id (VIGIA_GATEWAY_INSTANCE_ID) {id:?} must be 1 to 64 \
+                     letters, digits, '.', '_' or '-' (e.g. \"gateway-1\"), or unset"
+                )));
+            }
         }
         for (value, key) in [
             (&self.jwt_issuer, "gateway.jwt_issuer (VIGIA_JWT_ISSUER)"),
@@ -335,8 +402,74 @@ impl Config {
     }
 }
 
+fn valid_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// How long a starting instance waits for another to release the SQLite inbox.
+const SQLITE_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Holds the SQLite inbox for this instance (see "Several gateway instances"); `None` for
+/// PostgreSQL and in-memory SQLite. Released when `shutdown` is cancelled, so that a gateway
+/// restarted in the same process can take it.
+async fn lock_sqlite_inbox(
+    url: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<std::fs::File>>, GatewayError> {
+    let Some(path) = inbox::sqlite_lock_file(url) else {
+        return Ok(None);
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| GatewayError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| GatewayError::Config(format!("cannot open {}: {e}", path.display())))?;
+    // An instance on its way out (a restart) lets go within moments: wait that long.
+    let deadline = std::time::Instant::now() + SQLITE_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(GatewayError::SqliteInUse(path.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(GatewayError::Config(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    let file = Arc::new(file);
+    let held = file.clone();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let _ = held.unlock();
+    });
+    Ok(Some(file))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    #[error(
+        "another gateway instance is using this SQLite inbox (it holds {0}): SQLite serves one \
+         instance only. Stop the other instance, give this one its own VIGIA_DATA_DIR (or \
+         VIGIA_DATABASE_URL), or run several instances on one PostgreSQL inbox \
+         (VIGIA_DATABASE_URL=postgres://…)"
+    )]
+    SqliteInUse(String),
     #[error("invalid gateway configuration: {0}")]
     Config(String),
     #[error(transparent)]
@@ -359,6 +492,44 @@ pub(crate) struct Shared {
     pub(crate) board: std::sync::Mutex<board::Board>,
     /// Notifications that also go out by e-mail, Slack or Teams.
     pub(crate) channels: channels::Dispatcher,
+    /// This instance's name (see "Several gateway instances").
+    pub(crate) instance_id: String,
+    /// Unique per process: the `origin` of this instance's signals.
+    pub(crate) origin: String,
+    /// What has been pushed to this instance's clients (`cluster.rs`).
+    pub(crate) pushed: tokio::sync::Mutex<cluster::Pushed>,
+    /// The SQLite inbox's lock, held while this instance runs.
+    _sqlite_lock: Option<Arc<std::fs::File>>,
+}
+
+impl Shared {
+    /// `v`'s read state changed: their other connections here (all but `except`) and on the
+    /// other instances recount.
+    pub(crate) async fn read_state_changed(&self, v: &Viewer, except: Option<hub::ConnectionId>) {
+        self.hub.unread_changed(v.tenant_id, v.user_id, except);
+        let signal = cluster::Signal::Read {
+            tenant_id: v.tenant_id,
+            user_id: v.user_id,
+            origin: self.origin.clone(),
+        };
+        if let Err(e) = self.inbox.signal(&signal).await {
+            tracing::warn!(error = %e, "cannot tell the other instances that a read state changed");
+        }
+    }
+
+    /// `v` saved `prefs`: their connections here and on the other instances apply them.
+    pub(crate) async fn preferences_changed(&self, v: &Viewer, prefs: Preferences) {
+        self.hub.set_preferences(v.tenant_id, v.user_id, prefs);
+        let signal = cluster::Signal::Preferences {
+            tenant_id: v.tenant_id,
+            user_id: v.user_id,
+            role: v.role,
+            origin: self.origin.clone(),
+        };
+        if let Err(e) = self.inbox.signal(&signal).await {
+            tracing::warn!(error = %e, "cannot tell the other instances that preferences changed");
+        }
+    }
 }
 
 /// A running gateway: the inbox, the hub of live connections and (from [`Gateway::start`]) the
@@ -372,10 +543,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Connects to the inbox database and applies its migrations, registers the gateway's metrics,
-    /// and spawns the consumer of `topics.notifications` (group `cfg.group_id`), the board's of
-    /// `topics.seller_metrics` and the people directory's of `topics.events` (group
-    /// `<group_id>-people`). The consumer and
-    /// every live connection stop when `shutdown` is cancelled (connections get close code 1001).
+    /// and spawns the consumer of `topics.notifications` (see "Several gateway instances"), the
+    /// board's of `topics.seller_metrics` and the people directory's of `topics.events` (group
+    /// `<group_id>-people`, shared by the instances). The consumers and every live connection stop
+    /// when `shutdown` is cancelled (connections get close code 1001).
     pub async fn start(
         cfg: Config,
         kafka: &rdkafka::ClientConfig,
@@ -389,6 +560,7 @@ impl Gateway {
             kafka,
             &topics.notifications,
             &gateway.shared.cfg.group_id,
+            &gateway.shared.instance_id,
             shutdown.clone(),
         )?;
         consumer::spawn_board(
@@ -419,6 +591,7 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         cfg.validate()?;
         let verifier = cfg.token_verifier()?;
+        let sqlite_lock = lock_sqlite_inbox(&cfg.database_url, &shutdown).await?;
         let inbox = Inbox::connect(&cfg.database_url).await?;
         let metrics = Metrics::register(registry);
         // "Unanswered now" between snapshots: the alerts that reached the gateway before this
@@ -434,6 +607,10 @@ impl Gateway {
         {
             board.note_unanswered(&n);
         }
+        // Clients that connect from now on get what is older through `since`.
+        let pushed = cluster::Pushed {
+            through: inbox.max_sequence().await?,
+        };
         // Last: it spawns the channel workers, which resume the outbox at once.
         let channels = channels::Dispatcher::start(
             cfg.channels.clone(),
@@ -446,6 +623,16 @@ impl Gateway {
             channels::ChannelsError::Inbox(e) => GatewayError::Inbox(e),
             other => GatewayError::Config(other.to_string()),
         })?;
+        let instance_id = cfg.resolved_instance_id();
+        let origin = format!(
+            "{instance_id}.{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        tracing::info!(
+            instance_id,
+            shared_inbox = inbox.is_shared(),
+            "gateway instance starting"
+        );
         let shared = Shared {
             metrics_throttle: std::sync::Mutex::new(throttle::Throttle::new(METRICS_INTERVAL)),
             verifier,
@@ -456,10 +643,19 @@ impl Gateway {
             shutdown,
             board: std::sync::Mutex::new(board),
             channels,
+            instance_id,
+            origin,
+            pushed: tokio::sync::Mutex::new(pushed),
+            _sqlite_lock: sqlite_lock,
         };
         let shared = Arc::new(shared);
         let (socketio, _io) = socketio::build(shared.clone());
-        Ok(Gateway { shared, socketio })
+        let gateway = Gateway { shared, socketio };
+        tokio::spawn(gateway.clone().catch_up_every_second());
+        if gateway.shared.inbox.is_shared() {
+            tokio::spawn(gateway.clone().listen());
+        }
+        Ok(gateway)
     }
 
     /// `/ws`, `/socket.io/`, `/v1/notifications*` and `/v1/preferences`, ready to be merged
@@ -493,40 +689,110 @@ impl Gateway {
         self.shared.inbox.ping().await
     }
 
-    /// Stores `notification` if its id is new and, if so, pushes it to the connections allowed
-    /// to see it. Returns whether it was new. The path of every record the consumer reads.
+    /// Stores `notification` if its id is new and pushes, in sequence order, everything stored
+    /// up to it not pushed yet (it included, whichever instance stored it) to the connections
+    /// allowed to see it. Returns whether it was new. Tests' way in.
     #[doc(hidden)]
     pub async fn deliver(&self, notification: Notification) -> Result<bool, GatewayError> {
         // Stored with its deliveries outside the browser (e-mail, Slack, Teams) in one
         // transaction: a replayed record queues nothing again.
         let stored = self.shared.channels.store(&notification).await?;
-        Ok(self.after_store(notification, stored.inserted))
+        let new = self.count_stored(stored.inserted.is_some());
+        let in_hand = in_hand(vec![notification], &[stored.inserted]);
+        self.push_stored(stored.through, in_hand).await;
+        Ok(new)
     }
 
-    /// [`Gateway::deliver`] of each of `batch`, stored in one inbox transaction (all or none),
-    /// pushed in order; whether each was new.
-    #[doc(hidden)]
-    pub async fn deliver_many(&self, batch: Vec<Notification>) -> Result<Vec<bool>, GatewayError> {
-        let stored = self.shared.channels.store_many(&batch).await?;
-        Ok(batch
-            .into_iter()
-            .zip(stored)
-            .map(|(n, s)| self.after_store(n, s.inserted))
-            .collect())
+    /// [`Gateway::deliver`] of each of `batch`, stored in one inbox transaction (all or none)
+    /// that also advances the stored Kafka positions to `offsets`; whether each was new.
+    pub(crate) async fn deliver_many(
+        &self,
+        batch: Vec<Notification>,
+        offsets: &[KafkaPosition],
+    ) -> Result<Vec<bool>, GatewayError> {
+        let stored = self.shared.channels.store_many(&batch, offsets).await?;
+        let through = stored.last().map_or(0, |s| s.through);
+        let inserted: Vec<Option<Inserted>> = stored.iter().map(|s| s.inserted).collect();
+        let new = inserted
+            .iter()
+            .map(|i| self.count_stored(i.is_some()))
+            .collect();
+        self.push_stored(through, in_hand(batch, &inserted)).await;
+        Ok(new)
     }
 
-    /// Counts, notes and pushes a notification just stored (`inserted`: `None` if it was not new).
-    fn after_store(&self, notification: Notification, inserted: Option<Inserted>) -> bool {
+    /// [`Gateway::push_through`] after a store: a failure is not the store's (it is committed);
+    /// the catch-up pushes the rest.
+    async fn push_stored(&self, through: i64, in_hand: Vec<(i64, Notification, bool)>) {
+        if let Err(e) = self.push_through(through, in_hand).await {
+            tracing::warn!(error = %e, "cannot read the inbox to push what is new; will retry");
+        }
+    }
+
+    fn count_stored(&self, new: bool) -> bool {
+        if new {
+            self.shared.metrics.stored.inc();
+        } else {
+            self.shared.metrics.duplicates.inc();
+        }
+        new
+    }
+
+    /// Pushes every notification with a sequence up to `through` that this instance has not
+    /// pushed yet, in sequence order (`cluster.rs`): those of `in_hand` as they are, the others
+    /// read from the inbox. On an inbox error nothing more is marked pushed (the next call, or
+    /// the catch-up every second, pushes the rest).
+    async fn push_through(
+        &self,
+        through: i64,
+        in_hand: Vec<(i64, Notification, bool)>,
+    ) -> Result<(), InboxError> {
+        const PAGE: u32 = 500;
+        let mut pushed = self.shared.pushed.lock().await;
+        let sequences: Vec<i64> = in_hand.iter().map(|(s, _, _)| *s).collect();
+        match pushed.plan(through, &sequences) {
+            cluster::Plan::Nothing => return Ok(()),
+            cluster::Plan::InHand => {
+                let mut in_hand = in_hand;
+                in_hand.sort_by_key(|(s, _, _)| *s);
+                for (sequence, n, withdrawn) in in_hand {
+                    if sequence > pushed.through && sequence <= through {
+                        self.push_one(sequence, n, withdrawn);
+                    }
+                }
+            }
+            cluster::Plan::Read => {
+                let mut held: std::collections::HashMap<i64, (Notification, bool)> =
+                    in_hand.into_iter().map(|(s, n, w)| (s, (n, w))).collect();
+                loop {
+                    let page = self
+                        .shared
+                        .inbox
+                        .tail(pushed.through, through, PAGE)
+                        .await?;
+                    let full = page.len() == PAGE as usize;
+                    for (sequence, n, withdrawn) in page {
+                        let (n, withdrawn) = held.remove(&sequence).unwrap_or((n, withdrawn));
+                        self.push_one(sequence, n, withdrawn);
+                        pushed.through = sequence;
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+        }
+        pushed.through = through;
+        Ok(())
+    }
+
+    /// Notes and pushes one notification of the inbox (not if it is withdrawn already: its
+    /// withdrawal came first, clients know it is over).
+    fn push_one(&self, sequence: i64, notification: Notification, withdrawn: bool) {
         let shared = &self.shared;
-        let Some(inserted) = inserted else {
-            shared.metrics.duplicates.inc();
-            return false;
-        };
-        shared.metrics.stored.inc();
         self.note_unanswered(&notification);
-        if inserted.already_withdrawn {
-            // Its withdrawal came first: clients already know it is over.
-            return true;
+        if withdrawn {
+            return;
         }
         let age = (Utc::now() - notification.created_at)
             .num_milliseconds()
@@ -534,13 +800,118 @@ impl Gateway {
             / 1000.0;
         shared.metrics.push_age_seconds.observe(age);
         let stored = StoredNotification {
-            sequence: inserted.sequence,
+            sequence,
             read: notification.withdraws.is_some(),
             withdrawn: false,
             notification,
         };
         shared.hub.push(Arc::new(stored), Utc::now());
-        true
+    }
+
+    /// Pushes whatever the inbox holds beyond what was pushed: what other instances stored
+    /// while their signal was lost, or what a failed push left.
+    async fn catch_up(&self) -> Result<(), InboxError> {
+        let through = self.shared.inbox.max_sequence().await?;
+        self.push_through(through, vec![]).await
+    }
+
+    async fn catch_up_every_second(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.catch_up().await {
+                        tracing::warn!(error = %e, "cannot read the inbox to push what is new; will retry");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Follows the other instances' [`cluster::Signal`]s (PostgreSQL `LISTEN`), reconnecting
+    /// after a failure; after a reconnection every connection recounts (read signals may have
+    /// been lost).
+    async fn listen(self) {
+        use sqlx::postgres::PgListener;
+        let shared = &self.shared;
+        let mut backoff = Duration::from_millis(200);
+        while !shared.shutdown.is_cancelled() {
+            let connected = async {
+                let mut listener = PgListener::connect(shared.inbox.url()).await?;
+                listener.listen(inbox::SIGNAL_CHANNEL).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let mut listener = tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                l = connected => match l {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot listen to the other gateway instances; will retry");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            backoff = Duration::from_millis(200);
+            shared.hub.all_counts_changed();
+            loop {
+                let received = tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    r = listener.try_recv() => r,
+                };
+                match received {
+                    Ok(Some(n)) => self.on_signal(n.payload()).await,
+                    Ok(None) => {
+                        // Reconnecting: what was signalled meanwhile is lost.
+                        tracing::warn!("lost the connection listening to the other gateway instances; reconnecting");
+                        shared.hub.all_counts_changed();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening to the other gateway instances failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_signal(&self, payload: &str) {
+        let shared = &self.shared;
+        match cluster::Signal::parse(payload) {
+            Some(cluster::Signal::Stored) => {
+                if let Err(e) = self.catch_up().await {
+                    tracing::warn!(error = %e, "cannot read the inbox to push what is new; will retry");
+                }
+            }
+            Some(cluster::Signal::Read {
+                tenant_id,
+                user_id,
+                origin,
+            }) if origin != shared.origin => shared.hub.unread_changed(tenant_id, user_id, None),
+            Some(cluster::Signal::Preferences {
+                tenant_id,
+                user_id,
+                role,
+                origin,
+            }) if origin != shared.origin => {
+                let viewer = Viewer {
+                    tenant_id,
+                    user_id,
+                    role,
+                };
+                match shared.inbox.preferences(&viewer).await {
+                    Ok(prefs) => shared.hub.set_preferences(tenant_id, user_id, prefs),
+                    Err(e) => {
+                        tracing::warn!(error = %e, tenant_id, user_id, "cannot reload preferences changed on another instance")
+                    }
+                }
+            }
+            Some(_) => {}
+            None => tracing::debug!(payload, "ignoring a signal this version does not know"),
+        }
     }
 
     /// Puts a seller-metrics snapshot on the board; if it is the seller's newest, pushes the

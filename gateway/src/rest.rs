@@ -131,9 +131,7 @@ pub(crate) async fn read_one(
         )
             .into_response());
     }
-    shared
-        .hub
-        .unread_changed(viewer.tenant_id, viewer.user_id, None);
+    shared.read_state_changed(&viewer, None).await;
     count_response(&shared, &viewer).await
 }
 
@@ -142,9 +140,7 @@ pub(crate) async fn read_all(
     Caller(viewer): Caller,
 ) -> Result<Response, Unavailable> {
     shared.inbox.mark_all_read(&viewer).await?;
-    shared
-        .hub
-        .unread_changed(viewer.tenant_id, viewer.user_id, None);
+    shared.read_state_changed(&viewer, None).await;
     count_response(&shared, &viewer).await
 }
 
@@ -153,9 +149,7 @@ pub(crate) async fn clear(
     Caller(viewer): Caller,
 ) -> Result<Response, Unavailable> {
     shared.inbox.clear(&viewer).await?;
-    shared
-        .hub
-        .unread_changed(viewer.tenant_id, viewer.user_id, None);
+    shared.read_state_changed(&viewer, None).await;
     count_response(&shared, &viewer).await
 }
 
@@ -190,9 +184,7 @@ pub(crate) async fn put_preferences(
         }
     };
     shared.inbox.set_preferences(&viewer, &prefs).await?;
-    shared
-        .hub
-        .set_preferences(viewer.tenant_id, viewer.user_id, prefs.clone());
+    shared.preferences_changed(&viewer, prefs.clone()).await;
     Ok(Json(prefs.to_json()).into_response())
 }
 

@@ -231,11 +231,9 @@ impl Session {
         if !self.shared.inbox.mark_read(&self.viewer, id).await? {
             return Ok(None);
         }
-        self.shared.hub.unread_changed(
-            self.viewer.tenant_id,
-            self.viewer.user_id,
-            Some(self.connection_id),
-        );
+        self.shared
+            .read_state_changed(&self.viewer, Some(self.connection_id))
+            .await;
         self.unread_count().await.map(Some)
     }
 }

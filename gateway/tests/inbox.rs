@@ -64,53 +64,46 @@ async fn exercise_outbox(inbox: &Inbox, tenant_id: u64) {
     assert_eq!(inbox.outbox(tenant_id).await.unwrap().len(), 3);
 
     // E-mail: only the due one; any recipient.
-    let due = inbox
-        .outbox_next_due(tenant_id, "email", None, now)
-        .await
-        .unwrap()
-        .expect("one due");
+    let lease = std::time::Duration::from_secs(60);
+    let claim = |channel: &'static str, recipient: Option<&'static str>, at| {
+        inbox.outbox_claim_due(tenant_id, channel, recipient, at, "me", lease)
+    };
+    let due = claim("email", None, now).await.unwrap().expect("one due");
     assert_eq!(due.recipient, "ceo@example.com");
     assert_eq!(due.attempts, 0);
     assert_eq!(due.notification.as_ref().unwrap(), &n);
     // A webhook's worker takes only its own recipient.
-    assert!(inbox
-        .outbox_next_due(tenant_id, "slack", Some("hook-2"), now)
-        .await
-        .unwrap()
-        .is_none());
-    let hook = inbox
-        .outbox_next_due(tenant_id, "slack", Some("hook-1"), now)
+    assert!(claim("slack", Some("hook-2"), now).await.unwrap().is_none());
+    let hook = claim("slack", Some("hook-1"), now)
         .await
         .unwrap()
         .expect("the hook's");
-    // A failed attempt moves it later; then it is sent.
+    // Leased: nobody takes it again meanwhile.
+    assert!(claim("slack", Some("hook-1"), now).await.unwrap().is_none());
+    // A failed attempt moves it later (and ends the lease); then it is sent.
     let retry_at = now + Duration::seconds(30);
-    inbox
-        .outbox_mark_retry(hook.id, 1, retry_at, "HTTP 503")
-        .await
-        .unwrap();
     assert!(inbox
-        .outbox_next_due(tenant_id, "slack", Some("hook-1"), now)
+        .outbox_mark_retry(hook.id, "me", 1, retry_at, "HTTP 503")
         .await
-        .unwrap()
-        .is_none());
+        .unwrap());
+    assert!(claim("slack", Some("hook-1"), now).await.unwrap().is_none());
     let next = inbox
         .outbox_next_time(tenant_id, "slack", Some("hook-1"))
         .await
         .unwrap()
         .expect("pending");
     assert_eq!(next.timestamp_millis(), retry_at.timestamp_millis());
-    let hook = inbox
-        .outbox_next_due(tenant_id, "slack", Some("hook-1"), retry_at)
+    let hook = claim("slack", Some("hook-1"), retry_at)
         .await
         .unwrap()
         .expect("due again");
     assert_eq!(hook.attempts, 1);
-    inbox.outbox_mark_sent(hook.id, 2).await.unwrap();
-    inbox
-        .outbox_mark_failed(due.id, 1, "550 no such user")
+    assert!(!inbox.outbox_mark_sent(hook.id, "not-me", 2).await.unwrap());
+    assert!(inbox.outbox_mark_sent(hook.id, "me", 2).await.unwrap());
+    assert!(inbox
+        .outbox_mark_failed(due.id, "me", 1, "550 no such user")
         .await
-        .unwrap();
+        .unwrap());
     assert_eq!(
         inbox
             .outbox_next_time(tenant_id, "email", None)
@@ -155,6 +148,86 @@ async fn exercise_outbox(inbox: &Inbox, tenant_id: u64) {
     assert!(pending.contains(&(tenant_id, "email".into(), "gerente@example.com".into(), 1)));
     assert!(!pending.iter().any(|p| p.0 == tenant_id && p.1 == "slack"));
 
+    // An instance that dies holding a lease: the row is taken over once the lease is over, and
+    // the dead holder's outcome no longer counts.
+    let mut m = to_role(tenant_id, Role::Ceo);
+    m.kind = NotificationType::PerformanceAlert;
+    inbox
+        .insert_with_deliveries(&m, &[entry("teams", "hook-9", now)])
+        .await
+        .unwrap();
+    let short = std::time::Duration::from_millis(500);
+    let take = |owner: &'static str, at| {
+        inbox.outbox_claim_due(tenant_id, "teams", Some("hook-9"), at, owner, short)
+    };
+    let dying = take("dies", now).await.unwrap().expect("due");
+    assert!(take("survivor", now + Duration::milliseconds(499))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        inbox
+            .outbox_next_time(tenant_id, "teams", Some("hook-9"))
+            .await
+            .unwrap()
+            .map(|t| t.timestamp_millis()),
+        Some(now.timestamp_millis() + 500),
+        "due again when the lease ends"
+    );
+    let taken = take("survivor", now + Duration::milliseconds(500))
+        .await
+        .unwrap()
+        .expect("taken over");
+    assert_eq!(taken.id, dying.id);
+    assert!(!inbox.outbox_mark_sent(dying.id, "dies", 1).await.unwrap());
+    assert!(inbox
+        .outbox_mark_sent(taken.id, "survivor", 1)
+        .await
+        .unwrap());
+    // Released without an outcome (shutdown mid-attempt): due again at once.
+    let mut r = to_role(tenant_id, Role::Ceo);
+    r.kind = NotificationType::PerformanceAlert;
+    inbox
+        .insert_with_deliveries(&r, &[entry("teams", "hook-8", now)])
+        .await
+        .unwrap();
+    let held = inbox
+        .outbox_claim_due(tenant_id, "teams", Some("hook-8"), now, "a", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    inbox.outbox_release(held.id, "a").await.unwrap();
+    assert!(inbox
+        .outbox_claim_due(tenant_id, "teams", Some("hook-8"), now, "b", lease)
+        .await
+        .unwrap()
+        .is_some());
+
+    // Sent rows are deleted once older than the retention; failed and pending ones stay.
+    let sent_before =
+        |rows: &[vigia_gateway::OutboxRow]| rows.iter().filter(|r| r.state == "sent").count();
+    assert_eq!(sent_before(&inbox.outbox(tenant_id).await.unwrap()), 2);
+    inbox
+        .outbox_delete_sent_before(now - Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent_before(&inbox.outbox(tenant_id).await.unwrap()),
+        2,
+        "recent: kept"
+    );
+    assert!(
+        inbox
+            .outbox_delete_sent_before(Utc::now() + Duration::seconds(1))
+            .await
+            .unwrap()
+            >= 2
+    );
+    let left = inbox.outbox(tenant_id).await.unwrap();
+    assert_eq!(sent_before(&left), 0);
+    assert!(left.iter().any(|r| r.state == "failed"));
+    assert!(left.iter().any(|r| r.state == "pending"));
+
     // A notification whose withdrawal came first queues nothing.
     let mut original = to_role(tenant_id, Role::Ceo);
     original.kind = NotificationType::PerformanceAlert;
@@ -168,7 +241,12 @@ async fn exercise_outbox(inbox: &Inbox, tenant_id: u64) {
         .unwrap();
     assert!(late.already_withdrawn);
     assert_eq!(late.deliveries, 0);
-    assert_eq!(inbox.outbox(tenant_id).await.unwrap().len(), 3);
+    assert!(!inbox
+        .outbox(tenant_id)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.notification_id == original.id));
 
     // The recent notifications of a type, by creation time, in arrival order.
     let mut old = to_user(tenant_id, 10);
@@ -439,6 +517,50 @@ async fn inbox_on_postgres() {
         return;
     };
     exercise(&url).await;
+}
+
+/// Two writers on one PostgreSQL inbox, the lower sequence committed after the higher one: a
+/// reader that resumes after the highest sequence it saw must still get the lower one. (Without
+/// the inbox's insert lock the second writer commits at once, the reader sees only the higher
+/// sequence and, resuming after it, never the lower: this test fails.)
+#[tokio::test]
+async fn since_has_no_gap_when_a_lower_sequence_commits_last() {
+    let Ok(url) = std::env::var("VIGIA_TEST_POSTGRES_URL") else {
+        println!("skipped: set VIGIA_TEST_POSTGRES_URL=postgres://user:pass@host:port/db to run");
+        return;
+    };
+    let (first_writer, second_writer, reader) = (
+        Inbox::connect(&url).await.unwrap(),
+        Inbox::connect(&url).await.unwrap(),
+        Inbox::connect(&url).await.unwrap(),
+    );
+    let tenant_id = fresh_tenant();
+    let ceo = viewer(tenant_id, 1, Role::Ceo);
+    let (lower, higher) = (to_user(tenant_id, 10), to_user(tenant_id, 11));
+    // The first writer takes its sequence and does not commit yet.
+    let pending = first_writer.store_uncommitted(&lower).await.unwrap();
+    let lower_seq = pending.inserted.expect("new").sequence;
+    let second = tokio::spawn(async move { second_writer.insert(&higher).await });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "the second writer waits for the first to commit"
+    );
+    // A client reads what is visible now and remembers the highest sequence it saw.
+    let seen_first = reader.since(&ceo, 0, 100).await.unwrap();
+    let cursor = seen_first.iter().map(|s| s.sequence).max().unwrap_or(0);
+    pending.commit().await.unwrap();
+    let higher_seq = second.await.unwrap().unwrap().expect("new").sequence;
+    assert!(higher_seq > lower_seq);
+    // It resumes after that sequence.
+    let seen_after = reader.since(&ceo, cursor, 100).await.unwrap();
+    let mut seen: Vec<i64> = seen_first
+        .iter()
+        .chain(&seen_after)
+        .map(|s| s.sequence)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec![lower_seq, higher_seq], "no gap, nothing twice");
 }
 
 #[tokio::test]

@@ -28,6 +28,15 @@ pub struct ChannelsConfig {
     pub timeout: Duration,
     /// Retries of failed attempts.
     pub retry: RetryConfig,
+    /// How long an instance holds a delivery it attempts (`VIGIA_CHANNELS_LEASE`); if it dies
+    /// meanwhile, another instance takes the delivery over once this is over. Longer than
+    /// `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long `sent` deliveries are kept as the record of what went out
+    /// (`VIGIA_CHANNELS_KEEP_SENT`); older ones are deleted. `failed` ones are kept.
+    #[serde(with = "humantime_serde")]
+    pub keep_sent: Duration,
 }
 
 impl Default for ChannelsConfig {
@@ -36,6 +45,8 @@ impl Default for ChannelsConfig {
             tenants: BTreeMap::new(),
             timeout: Duration::from_secs(15),
             retry: RetryConfig::default(),
+            lease: Duration::from_secs(60),
+            keep_sent: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -253,6 +264,22 @@ impl ChannelsConfig {
             problem(
                 format!("{SECTION}.timeout"),
                 "must be positive, e.g. \"15s\"",
+            );
+        }
+        if self.lease <= self.timeout {
+            problem(
+                format!("{SECTION}.lease (VIGIA_CHANNELS_LEASE)"),
+                &format!(
+                    "must be longer than {SECTION}.timeout ({:?}): a delivery still being \
+                     attempted could be taken over and sent twice (default 60s)",
+                    self.timeout
+                ),
+            );
+        }
+        if self.keep_sent.is_zero() {
+            problem(
+                format!("{SECTION}.keep_sent (VIGIA_CHANNELS_KEEP_SENT)"),
+                "must be positive, e.g. \"7d\"",
             );
         }
         let retry = &self.retry;

@@ -15,8 +15,9 @@ use super::metrics::{ChannelMetrics, Outcome};
 use super::ChannelKind;
 use crate::inbox::{DueDelivery, Inbox, InboxError};
 
-/// Longest a worker sleeps without looking at the outbox (a safety net: new deliveries wake it).
-const IDLE_POLL: Duration = Duration::from_secs(30);
+/// Longest a worker sleeps without looking at the outbox (a safety net: new deliveries wake it;
+/// those stored by another instance are found this way).
+const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Waits after a database error, doubling up to `MAX_DB_BACKOFF`.
 const DB_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_DB_BACKOFF: Duration = Duration::from_secs(5);
@@ -68,6 +69,10 @@ pub(crate) trait Deliver: Send + Sync + 'static {
 pub(crate) struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryConfig,
+    /// How long a delivery being attempted is held (see `inbox/outbox.rs`).
+    pub(crate) lease: Duration,
+    /// This dispatcher's name on the leases it holds: unique per running dispatcher.
+    pub(crate) owner: Arc<str>,
 }
 
 /// The deliveries one worker takes: its tenant's, of its channel, to its recipient (a webhook)
@@ -98,11 +103,13 @@ impl Worker {
         while !shutdown.is_cancelled() {
             let due = self
                 .inbox
-                .outbox_next_due(
+                .outbox_claim_due(
                     sel.tenant,
                     sel.kind.as_str(),
                     sel.recipient.as_deref(),
                     Utc::now(),
+                    &self.settings.owner,
+                    self.settings.lease,
                 )
                 .await;
             let wait = match due {
@@ -173,7 +180,12 @@ impl Worker {
         };
         let result = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return false,
+            _ = shutdown.cancelled() => {
+                // Interrupted: left for the next start (or another instance) at once, not
+                // after the lease. Best effort: the lease ends anyway.
+                let _ = self.inbox.outbox_release(id, &self.settings.owner).await;
+                return false;
+            }
             r = tokio::time::timeout(self.settings.timeout, self.sender.deliver(n, &d.recipient)) => r,
         };
         let err = match result {
@@ -190,9 +202,11 @@ impl Worker {
                         grace.cancel();
                     }
                 });
+                let owner = self.settings.owner.clone();
                 let recorded = self
-                    .record(&grace, |inbox| async move {
-                        inbox.outbox_mark_sent(id, attempt).await
+                    .record(&grace, |inbox| {
+                        let owner = owner.clone();
+                        async move { inbox.outbox_mark_sent(id, &owner, attempt).await }
                     })
                     .await;
                 guard.abort();
@@ -227,8 +241,12 @@ impl Worker {
         let reason = err.reason;
         let recorded = self
             .record(shutdown, |inbox| {
-                let reason = reason.clone();
-                async move { inbox.outbox_mark_retry(id, attempt, next, &reason).await }
+                let (reason, owner) = (reason.clone(), self.settings.owner.clone());
+                async move {
+                    inbox
+                        .outbox_mark_retry(id, &owner, attempt, next, &reason)
+                        .await
+                }
             })
             .await;
         self.metrics.count(kind, Outcome::Retry);
@@ -245,24 +263,30 @@ impl Worker {
     ) -> bool {
         let recorded = self
             .record(shutdown, |inbox| {
-                let reason = reason.clone();
-                async move { inbox.outbox_mark_failed(id, attempt, &reason).await }
+                let (reason, owner) = (reason.clone(), self.settings.owner.clone());
+                async move { inbox.outbox_mark_failed(id, &owner, attempt, &reason).await }
             })
             .await;
         self.metrics.count(self.selection.kind, Outcome::Failed);
         recorded
     }
 
-    /// Runs `write` until the database takes it; false if `shutdown` came first.
+    /// Runs `write` until the database takes it; false if `shutdown` came first. An outcome
+    /// refused because the lease was lost (this attempt outlived it: the database was
+    /// unreachable for that long) is logged: another instance owns the delivery now.
     async fn record<F, Fut>(&self, shutdown: &CancellationToken, write: F) -> bool
     where
         F: Fn(Inbox) -> Fut,
-        Fut: std::future::Future<Output = Result<(), InboxError>>,
+        Fut: std::future::Future<Output = Result<bool, InboxError>>,
     {
         let mut backoff = DB_BACKOFF;
         loop {
             match write(self.inbox.clone()).await {
-                Ok(()) => return true,
+                Ok(true) => return true,
+                Ok(false) => {
+                    tracing::warn!(channel = %self.label, "the delivery's lease ran out before its outcome was recorded; another instance may attempt it again");
+                    return true;
+                }
                 Err(e) => {
                     tracing::warn!(channel = %self.label, error = %e, retry_in = ?backoff, "cannot record a delivery's outcome; will retry");
                     tokio::select! {

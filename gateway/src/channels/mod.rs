@@ -55,7 +55,13 @@
 //! restart neither drops nor repeats a delivery, with one exception: if the gateway dies
 //! between the receiver's OK and the row being marked sent, the delivery is attempted again
 //! after the restart and the receiver sees it twice — receivers that care dedupe on the id
-//! the message carries. Rows are kept as the record of what went out.
+//! the message carries. Sent rows are kept as the record of what went out for `keep_sent`
+//! (default 7 days), then deleted; failed ones are kept.
+//!
+//! **Several instances** on one PostgreSQL inbox each run every worker; a worker leases the row
+//! it attempts (`lease`, default 60 s, longer than `timeout`; see `inbox/outbox.rs`), so each
+//! delivery is attempted by one instance at a time, and a delivery held by an instance that died
+//! is taken over by another once its lease is over.
 //!
 //! - **Retries**: an attempt that fails with a transient error (connection refused or reset,
 //!   time-out, SMTP 4xx, HTTP 408/425/429/5xx) is retried with exponential backoff
@@ -86,8 +92,7 @@
 //!
 //! What it does not (honestly): exactly-once at the receiver (above); re-checking preferences
 //! when a deferred e-mail's time comes; ordering between channels, delivery receipts,
-//! connection pooling (one SMTP connection per e-mail: alerts are rare), English texts; several
-//! gateway instances on one database (each would run its own workers on the same rows).
+//! connection pooling (one SMTP connection per e-mail: alerts are rare), English texts.
 
 mod config;
 mod delivery;
@@ -110,7 +115,7 @@ pub use config::{
 };
 
 use crate::audience::{can_see, Viewer};
-use crate::inbox::{Inbox, InboxError, Inserted, OutboxEntry};
+use crate::inbox::{Inbox, InboxError, Inserted, KafkaPosition, OutboxEntry};
 use delivery::{Deliver, Selection, Settings, Worker};
 use metrics::ChannelMetrics;
 
@@ -173,6 +178,8 @@ pub struct Stored {
     /// As [`Inbox::insert`]: `None` if the notification was already stored.
     pub inserted: Option<Inserted>,
     pub dispatched: Dispatched,
+    /// The inbox's newest sequence when this was committed (see [`crate::Inbox::store`]).
+    pub through: i64,
 }
 
 /// One address-book entry, ready for the audience rule.
@@ -197,6 +204,33 @@ struct Inner {
     wakes: HashMap<Selection, Arc<Notify>>,
     metrics: ChannelMetrics,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Deletes the `sent` outbox rows older than `keep_sent`, at start and then every `keep_sent / 4`
+/// (between a second and an hour). Every instance does: deleting is idempotent.
+async fn clean_sent(inbox: Inbox, keep_sent: std::time::Duration, shutdown: CancellationToken) {
+    let every = (keep_sent / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(3600),
+    );
+    let keep = chrono::Duration::from_std(keep_sent).unwrap_or(chrono::Duration::MAX);
+    loop {
+        let cutoff = Utc::now()
+            .checked_sub_signed(keep)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        match inbox.outbox_delete_sent_before(cutoff).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(
+                deleted,
+                "deleted sent deliveries older than channels.keep_sent"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot delete old sent deliveries; will retry"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Stores notifications with their deliveries outside the browser, and sends those from the
@@ -269,6 +303,8 @@ impl Dispatcher {
         let settings = Settings {
             timeout: cfg.timeout,
             retry: cfg.retry.clone(),
+            lease: cfg.lease,
+            owner: uuid::Uuid::new_v4().simple().to_string().into(),
         };
         let mut routes = HashMap::new();
         let mut specs = Vec::new();
@@ -365,9 +401,15 @@ impl Dispatcher {
             tasks: Mutex::new(Vec::new()),
         };
         inner.warn_about_unconfigured_pending().await;
+        let cleaner = tokio::spawn(clean_sent(
+            inner.inbox.clone(),
+            cfg.keep_sent,
+            shutdown.clone(),
+        ));
         let tasks = workers
             .into_iter()
             .map(|w| tokio::spawn(w.run(shutdown.clone())))
+            .chain([cleaner])
             .collect();
         *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(Dispatcher {
@@ -387,12 +429,18 @@ impl Dispatcher {
         let now = Utc::now();
         let planned = self.plan(n, now).await?;
         let entries: Vec<OutboxEntry> = planned.iter().map(|(_, e)| e.clone()).collect();
-        let inserted = self.inner.inbox.insert_with_deliveries(n, &entries).await?;
-        Ok(self.stored(n, &planned, inserted, now))
+        let mut stored = self.inner.inbox.store(&[(n, &entries)], &[]).await?;
+        let inserted = stored.inserted.pop().flatten();
+        Ok(self.stored(n, &planned, inserted, now, stored.through))
     }
 
-    /// [`Dispatcher::store`] of each of `batch`, in one inbox transaction (all or none).
-    pub async fn store_many(&self, batch: &[Notification]) -> Result<Vec<Stored>, InboxError> {
+    /// [`Dispatcher::store`] of each of `batch`, in one inbox transaction (all or none), which
+    /// also advances the stored Kafka positions to `offsets`.
+    pub async fn store_many(
+        &self,
+        batch: &[Notification],
+        offsets: &[KafkaPosition],
+    ) -> Result<Vec<Stored>, InboxError> {
         let now = Utc::now();
         let mut plans = Vec::with_capacity(batch.len());
         for n in batch {
@@ -405,12 +453,13 @@ impl Dispatcher {
             .zip(&plans)
             .map(|(n, (_, entries))| (n, entries.as_slice()))
             .collect();
-        let inserted = self.inner.inbox.insert_many_with_deliveries(&items).await?;
+        let stored = self.inner.inbox.store(&items, offsets).await?;
+        let through = stored.through;
         Ok(batch
             .iter()
             .zip(plans)
-            .zip(inserted)
-            .map(|((n, (planned, _)), inserted)| self.stored(n, &planned, inserted, now))
+            .zip(stored.inserted)
+            .map(|((n, (planned, _)), inserted)| self.stored(n, &planned, inserted, now, through))
             .collect())
     }
 
@@ -421,6 +470,7 @@ impl Dispatcher {
         planned: &[(ChannelKind, OutboxEntry)],
         inserted: Option<Inserted>,
         now: DateTime<Utc>,
+        through: i64,
     ) -> Stored {
         let mut dispatched = Dispatched::default();
         match inserted {
@@ -453,6 +503,7 @@ impl Dispatcher {
         Stored {
             inserted,
             dispatched,
+            through,
         }
     }
 

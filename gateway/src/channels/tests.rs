@@ -328,6 +328,8 @@ fn fast_config(tenants: &[(TenantId, TenantChannels)]) -> ChannelsConfig {
             initial_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(20),
         },
+        lease: Duration::from_secs(1),
+        keep_sent: Duration::from_secs(7 * 24 * 3600),
     }
 }
 
@@ -480,6 +482,7 @@ async fn a_hung_channel_delays_neither_storing_nor_other_channels_and_loses_noth
     ]);
     let mut cfg = fast_config(&[(42, slack_and_teams())]);
     cfg.timeout = Duration::from_secs(30);
+    cfg.lease = Duration::from_secs(31);
     let (d, shutdown) = start(cfg, &db.inbox, &fakes).await;
     for i in 0..10u128 {
         let stored = d
@@ -916,4 +919,167 @@ async fn start_refuses_an_invalid_config() {
     .await
     .unwrap_err();
     assert!(matches!(err, ChannelsError::Config(m) if m.contains("timeout")));
+}
+
+/// A Slack-only tenant with a random id (the PostgreSQL database is shared between runs).
+fn fresh_slack_tenant() -> (TenantId, ChannelsConfig) {
+    let tenant = 1_000_000 + (Uuid::new_v4().as_u128() % 1_000_000_000) as TenantId;
+    let channels = TenantChannels {
+        types: vec![NotificationType::PerformanceAlert],
+        slack_webhooks: vec!["https://hooks.slack.com/cluster".into()],
+        ..TenantChannels::default()
+    };
+    (tenant, fast_config(&[(tenant, channels)]))
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_outbox_send_each_delivery_once() {
+    let Ok(url) = std::env::var("VIGIA_TEST_POSTGRES_URL") else {
+        println!("skipped: set VIGIA_TEST_POSTGRES_URL=postgres://user:pass@host:port/db to run");
+        return;
+    };
+    let (tenant, cfg) = fresh_slack_tenant();
+    let (inbox_a, inbox_b) = (
+        Inbox::connect(&url).await.unwrap(),
+        Inbox::connect(&url).await.unwrap(),
+    );
+    let (slack_a, slack_b) = (Arc::new(Fake::default()), Arc::new(Fake::default()));
+    let fakes_a = HashMap::from([((tenant, ChannelKind::Slack), slack_a.clone())]);
+    let fakes_b = HashMap::from([((tenant, ChannelKind::Slack), slack_b.clone())]);
+    let (a, stop_a) = start(cfg.clone(), &inbox_a, &fakes_a).await;
+    let (b, stop_b) = start(cfg, &inbox_b, &fakes_b).await;
+    let notifications: Vec<Notification> = (0..40)
+        .map(|i| notification(tenant, NotificationType::PerformanceAlert, i + 1))
+        .map(|n| Notification {
+            id: Uuid::new_v4(),
+            ..n
+        })
+        .collect();
+    // Both instances store every notification (as they would read it from Kafka); whoever
+    // is first queues its delivery, and both workers wake up.
+    for n in &notifications {
+        a.store(n).await.unwrap();
+        b.store(n).await.unwrap();
+    }
+    let sent = || slack_a.sent().len() + slack_b.sent().len();
+    eventually("every delivery sent", || sent() >= notifications.len()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut all: Vec<Uuid> = slack_a.sent().into_iter().chain(slack_b.sent()).collect();
+    all.sort();
+    let mut expected: Vec<Uuid> = notifications.iter().map(|n| n.id).collect();
+    expected.sort();
+    assert_eq!(all, expected, "each once, by one instance or the other");
+    assert_eq!(slack_a.calls() + slack_b.calls(), notifications.len());
+    let rows = inbox_a.outbox(tenant).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    stop_a.cancel();
+    stop_b.cancel();
+    a.stopped().await;
+    b.stopped().await;
+}
+
+/// An instance dies (its tasks vanish, as with `kill -9`) while attempting a delivery: another
+/// instance sends it once the lease is over, not before.
+async fn a_delivery_held_by_a_dead_instance_is_taken_over_after_its_lease(url: &str) {
+    let (tenant, mut cfg) = fresh_slack_tenant();
+    cfg.timeout = Duration::from_millis(500);
+    cfg.lease = Duration::from_secs(1);
+    let inbox = Inbox::connect(url).await.unwrap();
+    let hung = Arc::new(Fake {
+        hang: true,
+        ..Fake::default()
+    });
+    let (dying, _stop_dying) = start(
+        cfg.clone(),
+        &inbox,
+        &HashMap::from([((tenant, ChannelKind::Slack), hung.clone())]),
+    )
+    .await;
+    let n = notification(tenant, NotificationType::PerformanceAlert, 1);
+    let n = Notification {
+        id: Uuid::new_v4(),
+        ..n
+    };
+    dying.store(&n).await.unwrap();
+    eventually("the first instance attempts it", || hung.calls() == 1).await;
+    let died_at = Instant::now();
+    for task in dying.inner.tasks.lock().unwrap().iter() {
+        task.abort();
+    }
+    let survivor_slack = Arc::new(Fake::default());
+    let (survivor, stop) = start(
+        cfg,
+        &inbox,
+        &HashMap::from([((tenant, ChannelKind::Slack), survivor_slack.clone())]),
+    )
+    .await;
+    eventually("taken over", || survivor_slack.sent() == [n.id]).await;
+    assert!(
+        died_at.elapsed() >= Duration::from_millis(700),
+        "not before the lease ends ({:?})",
+        died_at.elapsed()
+    );
+    assert_eq!(survivor_slack.calls(), 1);
+    stop.cancel();
+    survivor.stopped().await;
+}
+
+#[tokio::test]
+async fn a_delivery_held_by_a_dead_instance_is_taken_over_on_sqlite() {
+    let db = TempInbox::new().await;
+    let url = format!("sqlite://{}/gw.db?mode=rwc", db.dir.display());
+    a_delivery_held_by_a_dead_instance_is_taken_over_after_its_lease(&url).await;
+}
+
+#[tokio::test]
+async fn a_delivery_held_by_a_dead_instance_is_taken_over_on_postgres() {
+    let Ok(url) = std::env::var("VIGIA_TEST_POSTGRES_URL") else {
+        println!("skipped: set VIGIA_TEST_POSTGRES_URL=postgres://user:pass@host:port/db to run");
+        return;
+    };
+    a_delivery_held_by_a_dead_instance_is_taken_over_after_its_lease(&url).await;
+}
+
+#[tokio::test]
+async fn sent_deliveries_are_deleted_after_keep_sent() {
+    let db = TempInbox::new().await;
+    let (tenant, mut cfg) = fresh_slack_tenant();
+    cfg.keep_sent = Duration::from_secs(1);
+    let slack = Arc::new(Fake::default());
+    let (d, stop) = start(
+        cfg,
+        &db.inbox,
+        &HashMap::from([((tenant, ChannelKind::Slack), slack.clone())]),
+    )
+    .await;
+    let n = notification(tenant, NotificationType::PerformanceAlert, 3);
+    d.store(&n).await.unwrap();
+    eventually("sent", || slack.sent().len() == 1).await;
+    assert_eq!(db.states(tenant).await.len(), 1, "kept for a while");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !db.states(tenant).await.is_empty() {
+        assert!(Instant::now() < deadline, "the sent row is never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    d.stopped().await;
+}
+
+#[test]
+fn a_lease_not_longer_than_an_attempt_and_no_retention_are_refused() {
+    let cfg = ChannelsConfig {
+        lease: Duration::from_secs(15),
+        keep_sent: Duration::ZERO,
+        ..ChannelsConfig::default()
+    };
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("gateway.channels.lease (VIGIA_CHANNELS_LEASE)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gateway.channels.keep_sent (VIGIA_CHANNELS_KEEP_SENT)"),
+        "{err}"
+    );
+    ChannelsConfig::default().validate().unwrap();
 }

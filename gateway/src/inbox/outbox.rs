@@ -4,9 +4,20 @@
 //! channel workers (`crate::channels`) take the due ones, attempt them and record the outcome.
 //!
 //! States: `pending` (waiting for its `not_before`, or for a worker), `sent`, `failed` (a
-//! permanent error, or out of attempts). Rows are never deleted: they are the record of what
-//! went out. An operator may retry failed rows with
+//! permanent error, or out of attempts). `sent` rows are deleted once older than the
+//! configured retention ([`Inbox::outbox_delete_sent_before`]); `failed` rows stay until an
+//! operator retries them with
 //! `UPDATE channel_outbox SET state = 'pending', attempts = 0 WHERE state = 'failed'`.
+//!
+//! **Leases.** Several gateway instances may work one outbox (PostgreSQL). A worker takes a row
+//! by leasing it ([`Inbox::outbox_claim_due`]: `lease_owner`, `lease_until_ms`), in one
+//! statement that skips rows leased by others (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so two
+//! instances never wait on, nor take, the same row); it then attempts the delivery and records
+//! the outcome only if it still holds the lease, which the outcome clears. An instance that dies
+//! mid-delivery leaves its lease behind: once it expires, any instance takes the row (and sends
+//! it again if the dead one had sent it without recording it — the receivers dedupe on the
+//! notification id). The lease must outlast an attempt (`channels.lease` > `channels.timeout`),
+//! or a slow attempt could be taken over while it still runs.
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
@@ -64,7 +75,8 @@ pub struct OutboxRow {
 /// Statements whose text differs between the dialects.
 struct Statements {
     enqueue: &'static str,
-    next_due: &'static str,
+    claim_due: &'static str,
+    payload: &'static str,
     mark_sent: &'static str,
     mark_retry: &'static str,
     mark_failed: &'static str,
@@ -84,24 +96,58 @@ macro_rules! selection {
     };
 }
 
+// Due at $4 (Unix ms) and not leased, or its lease over.
+macro_rules! due {
+    () => {
+        " AND o.not_before_ms <= $4 AND (o.lease_until_ms IS NULL OR o.lease_until_ms <= $4)"
+    };
+}
+
+// $1 the row, $2 the lease owner: an outcome counts only from the lease's holder, and ends it.
+macro_rules! release {
+    () => {
+        "lease_owner = NULL, lease_until_ms = NULL WHERE id = $1 AND lease_owner = $2"
+    };
+}
+
+// A row leased by another instance is due again when its lease ends.
+macro_rules! next_time {
+    () => {
+        "SELECT MIN(CASE WHEN o.lease_until_ms IS NOT NULL AND o.lease_until_ms > o.not_before_ms \
+         THEN o.lease_until_ms ELSE o.not_before_ms END) AS next FROM channel_outbox o WHERE "
+    };
+}
+
 const SQLITE: Statements = Statements {
     enqueue:
         "INSERT INTO channel_outbox (notification_id, tenant_id, channel, recipient, user_id, \
               state, attempts, not_before_ms, created_at, updated_at) \
               VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $7) \
               ON CONFLICT (notification_id, channel, recipient) DO NOTHING",
-    next_due: concat!(
-        "SELECT o.id AS id, o.recipient AS recipient, o.attempts AS attempts, n.payload AS payload \
-         FROM channel_outbox o JOIN notifications n ON n.id = o.notification_id WHERE ",
+    claim_due: concat!(
+        "UPDATE channel_outbox SET lease_owner = $5, lease_until_ms = $6 WHERE id = (\
+         SELECT o.id FROM channel_outbox o WHERE ",
         selection!("$3"),
-        " AND o.not_before_ms <= $4 ORDER BY o.not_before_ms, o.id LIMIT 1"
+        due!(),
+        " ORDER BY o.not_before_ms, o.id LIMIT 1) \
+         RETURNING id, recipient, attempts, notification_id"
     ),
-    mark_sent: "UPDATE channel_outbox SET state = 'sent', attempts = $2, last_error = NULL, \
-                updated_at = $3 WHERE id = $1",
-    mark_retry: "UPDATE channel_outbox SET attempts = $2, not_before_ms = $3, last_error = $4, \
-                 updated_at = $5 WHERE id = $1",
-    mark_failed: "UPDATE channel_outbox SET state = 'failed', attempts = $2, last_error = $3, \
-                  updated_at = $4 WHERE id = $1",
+    payload: "SELECT payload FROM notifications WHERE id = $1",
+    mark_sent: concat!(
+        "UPDATE channel_outbox SET state = 'sent', attempts = $3, last_error = NULL, \
+         updated_at = $4, sent_at_ms = $5, ",
+        release!()
+    ),
+    mark_retry: concat!(
+        "UPDATE channel_outbox SET attempts = $3, not_before_ms = $4, last_error = $5, \
+         updated_at = $6, ",
+        release!()
+    ),
+    mark_failed: concat!(
+        "UPDATE channel_outbox SET state = 'failed', attempts = $3, last_error = $4, \
+         updated_at = $5, ",
+        release!()
+    ),
     list: "SELECT notification_id, channel, recipient, user_id, state, attempts, not_before_ms, \
            last_error FROM channel_outbox WHERE tenant_id = $1 ORDER BY id",
 };
@@ -111,31 +157,38 @@ const POSTGRES: Statements = Statements {
               state, attempts, not_before_ms, created_at, updated_at) \
               VALUES ($1::uuid, $2, $3, $4, $5, 'pending', 0, $6, $7::timestamptz, $7::timestamptz) \
               ON CONFLICT (notification_id, channel, recipient) DO NOTHING",
-    next_due: concat!(
-        "SELECT o.id AS id, o.recipient AS recipient, o.attempts AS attempts, \
-         n.payload::text AS payload \
-         FROM channel_outbox o JOIN notifications n ON n.id = o.notification_id WHERE ",
+    claim_due: concat!(
+        "UPDATE channel_outbox SET lease_owner = $5, lease_until_ms = $6 WHERE id = (\
+         SELECT o.id FROM channel_outbox o WHERE ",
         selection!("$3::text"),
-        " AND o.not_before_ms <= $4 ORDER BY o.not_before_ms, o.id LIMIT 1"
+        due!(),
+        " ORDER BY o.not_before_ms, o.id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, recipient, attempts, notification_id::text AS notification_id"
     ),
-    mark_sent: "UPDATE channel_outbox SET state = 'sent', attempts = $2, last_error = NULL, \
-                updated_at = $3::timestamptz WHERE id = $1",
-    mark_retry: "UPDATE channel_outbox SET attempts = $2, not_before_ms = $3, last_error = $4, \
-                 updated_at = $5::timestamptz WHERE id = $1",
-    mark_failed: "UPDATE channel_outbox SET state = 'failed', attempts = $2, last_error = $3, \
-                  updated_at = $4::timestamptz WHERE id = $1",
+    payload: "SELECT payload::text AS payload FROM notifications WHERE id = $1::uuid",
+    mark_sent: concat!(
+        "UPDATE channel_outbox SET state = 'sent', attempts = $3, last_error = NULL, \
+         updated_at = $4::timestamptz, sent_at_ms = $5, ",
+        release!()
+    ),
+    mark_retry: concat!(
+        "UPDATE channel_outbox SET attempts = $3, not_before_ms = $4, last_error = $5, \
+         updated_at = $6::timestamptz, ",
+        release!()
+    ),
+    mark_failed: concat!(
+        "UPDATE channel_outbox SET state = 'failed', attempts = $3, last_error = $4, \
+         updated_at = $5::timestamptz, ",
+        release!()
+    ),
     list: "SELECT notification_id::text AS notification_id, channel, recipient, user_id, state, \
            attempts, not_before_ms, last_error FROM channel_outbox WHERE tenant_id = $1 ORDER BY id",
 };
 
-const NEXT_TIME_SQLITE: &str = concat!(
-    "SELECT MIN(o.not_before_ms) AS next FROM channel_outbox o WHERE ",
-    selection!("$3")
-);
-const NEXT_TIME_POSTGRES: &str = concat!(
-    "SELECT MIN(o.not_before_ms) AS next FROM channel_outbox o WHERE ",
-    selection!("$3::text")
-);
+const NEXT_TIME_SQLITE: &str = concat!(next_time!(), selection!("$3"));
+const NEXT_TIME_POSTGRES: &str = concat!(next_time!(), selection!("$3::text"));
+
+const DELETE_SENT: &str = "DELETE FROM channel_outbox WHERE state = 'sent' AND sent_at_ms < $1";
 
 const PENDING_SUMMARY: &str = "SELECT tenant_id, channel, recipient, COUNT(*) AS pending \
      FROM channel_outbox WHERE state = 'pending' GROUP BY tenant_id, channel, recipient";
@@ -190,26 +243,37 @@ impl Inbox {
         Ok(added)
     }
 
-    /// The pending delivery of `tenant`'s `channel` (to `recipient`, or to anybody if `None`)
-    /// that is due at `now` and has waited longest.
-    pub async fn outbox_next_due(
+    /// Leases to `owner`, until `now + lease`, the pending delivery of `tenant`'s `channel` (to
+    /// `recipient`, or to anybody if `None`) that is due at `now`, not leased by anybody else,
+    /// and has waited longest.
+    pub async fn outbox_claim_due(
         &self,
         tenant: TenantId,
         channel: &str,
         recipient: Option<&str>,
         now: DateTime<Utc>,
+        owner: &str,
+        lease: std::time::Duration,
     ) -> Result<Option<DueDelivery>, InboxError> {
-        let row = sqlx::query(self.outbox_sql().next_due)
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let row = sqlx::query(self.outbox_sql().claim_due)
             .bind(db_id(tenant)?)
             .bind(channel.to_string())
             .bind(recipient.unwrap_or("").to_string())
             .bind(millis(now))
+            .bind(owner.to_string())
+            .bind(millis(now).saturating_add(lease.num_milliseconds()))
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let payload: String = row.try_get("payload")?;
+        let notification_id: String = row.try_get("notification_id")?;
+        let payload: String = sqlx::query(self.outbox_sql().payload)
+            .bind(notification_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("payload")?;
         let attempts: i64 = row.try_get("attempts")?;
         Ok(Some(DueDelivery {
             id: row.try_get("id")?,
@@ -241,51 +305,89 @@ impl Inbox {
         Ok(next.map(from_millis))
     }
 
-    /// Delivery `id` went through on attempt number `attempts`.
-    pub async fn outbox_mark_sent(&self, id: i64, attempts: u32) -> Result<(), InboxError> {
-        sqlx::query(self.outbox_sql().mark_sent)
+    /// Delivery `id`, leased by `owner`, went through on attempt number `attempts`. False if
+    /// `owner` no longer held its lease (nothing recorded).
+    pub async fn outbox_mark_sent(
+        &self,
+        id: i64,
+        owner: &str,
+        attempts: u32,
+    ) -> Result<bool, InboxError> {
+        let now = Utc::now();
+        let done = sqlx::query(self.outbox_sql().mark_sent)
             .bind(id)
+            .bind(owner.to_string())
             .bind(i64::from(attempts))
             .bind(now_text())
+            .bind(millis(now))
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
-    /// Attempt number `attempts` of delivery `id` failed; the next one not before `next`.
+    /// Attempt number `attempts` of delivery `id`, leased by `owner`, failed; the next one not
+    /// before `next`. False if `owner` no longer held its lease.
     pub async fn outbox_mark_retry(
         &self,
         id: i64,
+        owner: &str,
         attempts: u32,
         next: DateTime<Utc>,
         error: &str,
-    ) -> Result<(), InboxError> {
-        sqlx::query(self.outbox_sql().mark_retry)
+    ) -> Result<bool, InboxError> {
+        let done = sqlx::query(self.outbox_sql().mark_retry)
             .bind(id)
+            .bind(owner.to_string())
             .bind(i64::from(attempts))
             .bind(millis(next))
             .bind(error.to_string())
             .bind(now_text())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
-    /// Delivery `id` is given up after `attempts` attempts.
+    /// Delivery `id`, leased by `owner`, is given up after `attempts` attempts. False if
+    /// `owner` no longer held its lease.
     pub async fn outbox_mark_failed(
         &self,
         id: i64,
+        owner: &str,
         attempts: u32,
         error: &str,
-    ) -> Result<(), InboxError> {
-        sqlx::query(self.outbox_sql().mark_failed)
+    ) -> Result<bool, InboxError> {
+        let done = sqlx::query(self.outbox_sql().mark_failed)
             .bind(id)
+            .bind(owner.to_string())
             .bind(i64::from(attempts))
             .bind(error.to_string())
             .bind(now_text())
             .execute(&self.pool)
             .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives up `owner`'s lease of delivery `id` (an attempt interrupted by shutdown) without
+    /// an outcome: the row is due again at once.
+    pub async fn outbox_release(&self, id: i64, owner: &str) -> Result<(), InboxError> {
+        sqlx::query(concat!("UPDATE channel_outbox SET ", release!()))
+            .bind(id)
+            .bind(owner.to_string())
+            .execute(&self.pool)
+            .await?;
         Ok(())
+    }
+
+    /// Deletes the `sent` rows sent before `cutoff`; returns how many.
+    pub async fn outbox_delete_sent_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, InboxError> {
+        let done = sqlx::query(DELETE_SENT)
+            .bind(millis(cutoff))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Pending deliveries per (tenant, channel, recipient).

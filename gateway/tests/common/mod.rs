@@ -333,3 +333,52 @@ pub fn seller_metrics(
         sellers_ranked: 1,
     }
 }
+
+/// A PostgreSQL database of a test's own, on the server of `VIGIA_TEST_POSTGRES_URL`; `None`
+/// (with a message) when that is unset. Drop it with [`PgTestDatabase::drop_database`].
+pub struct PgTestDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgTestDatabase {
+    pub async fn create() -> Option<PgTestDatabase> {
+        use sqlx::{Connection, Executor};
+        let Ok(admin_url) = std::env::var("VIGIA_TEST_POSTGRES_URL") else {
+            println!(
+                "skipped: set VIGIA_TEST_POSTGRES_URL=postgres://user:pass@host:port/db to run"
+            );
+            return None;
+        };
+        let name = format!("vigia_test_{}", Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("VIGIA_TEST_POSTGRES_URL answers");
+        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name}"
+        ))))
+        .await
+        .expect("the test may create a database");
+        conn.close().await.ok();
+        let base = admin_url.split('?').next().unwrap();
+        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        Some(PgTestDatabase {
+            url,
+            admin_url,
+            name,
+        })
+    }
+
+    pub async fn drop_database(self) {
+        use sqlx::{Connection, Executor};
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = conn
+                .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))))
+                .await;
+        }
+    }
+}
