@@ -41,7 +41,8 @@ if ! "$peers/venv/bin/python" -c "import aiohttp, uvloop, sys; from importlib.me
 fi
 
 export VIGIA_KAFKA_BROKERS=${VIGIA_KAFKA_BROKERS:-127.0.0.1:9092}
-if ! timeout 2 bash -c "exec 3<>/dev/tcp/${VIGIA_KAFKA_BROKERS%%,*}" 2>/dev/null; then
+broker=${VIGIA_KAFKA_BROKERS%%,*}
+if ! timeout 2 bash -c "exec 3<>/dev/tcp/${broker%:*}/${broker##*:}" 2>/dev/null; then
     echo "no Kafka at $VIGIA_KAFKA_BROKERS: start it (bash scripts/services.sh up) or set VIGIA_KAFKA_BROKERS" >&2
     exit 1
 fi

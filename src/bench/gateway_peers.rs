@@ -681,6 +681,8 @@ struct Clients {
     received: Arc<AtomicUsize>,
     ready: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
+    /// The first client that could not connect (after retries).
+    failed: Arc<std::sync::Mutex<Option<String>>>,
     stop: tokio_util::sync::CancellationToken,
 }
 
@@ -695,40 +697,42 @@ impl Clients {
         let closed = Arc::new(AtomicUsize::new(0));
         let stop = tokio_util::sync::CancellationToken::new();
         let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-        let mut opening = Vec::with_capacity(urls.len());
+        let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let mut tasks = Vec::with_capacity(urls.len());
         for (user, url) in urls {
-            let gate = gate.clone();
-            opening.push(tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await;
-                let mut attempt = 0;
-                loop {
-                    match tokio_tungstenite::connect_async(url.as_str()).await {
-                        Ok((ws, _)) => return Ok((user, ws)),
-                        Err(e) if attempt < 5 => {
-                            attempt += 1;
-                            tracing::debug!(user, error = %e, "connect failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                        }
-                        Err(e) => return Err(anyhow::anyhow!("client {user}: {e}")),
-                    }
-                }
-            }));
-        }
-        let mut tasks = Vec::with_capacity(opening.len());
-        for opened in opening {
-            let (user, ws) = opened.await??;
             let (received, ready, closed, stop) = (
                 received.clone(),
                 ready.clone(),
                 closed.clone(),
                 stop.clone(),
             );
+            let (gate, failed) = (gate.clone(), failed.clone());
             let token = if protocol == Protocol::SocketIo {
                 vigia_token(user)
             } else {
                 String::new()
             };
+            // Each client reads from the moment it is open: a Socket.IO client that waited for
+            // the others before its namespace connect would count as unauthenticated meanwhile.
             tasks.push(tokio::spawn(async move {
+                let permit = gate.acquire_owned().await;
+                let mut attempt = 0;
+                let ws = loop {
+                    match tokio_tungstenite::connect_async(url.as_str()).await {
+                        Ok((ws, _)) => break ws,
+                        Err(e) if attempt < 5 => {
+                            attempt += 1;
+                            tracing::debug!(user, error = %e, "connect failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        }
+                        Err(e) => {
+                            let mut failed = failed.lock().unwrap();
+                            failed.get_or_insert_with(|| format!("client {user}: {e}"));
+                            return Vec::new();
+                        }
+                    }
+                };
+                drop(permit);
                 let (mut write, mut read) = ws.split();
                 let mut seen = Vec::new();
                 for hello in protocol.hello(user) {
@@ -775,6 +779,7 @@ impl Clients {
             received,
             ready,
             closed,
+            failed,
             stop,
         })
     }
@@ -997,6 +1002,11 @@ async fn measure<P: Peer>(
     let clients = Clients::connect(protocol, urls, args.connect_concurrency).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while clients.ready.load(Ordering::Relaxed) < args.connections {
+        let failed = clients.failed.lock().unwrap().clone();
+        if let Some(e) = failed {
+            clients.finish().await;
+            bail!("a client could not connect: {e}");
+        }
         if Instant::now() > deadline {
             bail!(
                 "only {} of {} clients were subscribed after 60 s",
