@@ -39,6 +39,7 @@ use vigia_schemas::{Audience, Notification, NotificationType, Role};
 use crate::config::Config;
 use crate::simulate::percentile;
 
+mod gateway_peers;
 mod sink;
 mod transactions;
 
@@ -46,6 +47,8 @@ mod transactions;
 pub enum Bench {
     /// Fan-out latency and memory per connection of the gateway with many WebSocket clients.
     Gateway(GatewayArgs),
+    /// The gateway beside Centrifugo and the socket.io servers (one harness, same machine).
+    GatewayPeers(gateway_peers::PeersArgs),
     /// Events per second of the processors' logic on one core, without Kafka.
     Processors(ProcessorsArgs),
     /// The whole pipeline (`vigia serve` + `vigia simulate --measure`) at rising rates.
@@ -171,6 +174,7 @@ pub struct GatewayArgs {
 pub async fn run(config: Config, bench: Bench) -> Result<()> {
     match bench {
         Bench::Gateway(args) => gateway(config, args).await,
+        Bench::GatewayPeers(args) => gateway_peers::run(config, args).await,
         Bench::Processors(args) => processors(config, args),
         Bench::Pipeline(args) => pipeline(config, args).await,
         Bench::Sink(args) => sink::run(config, args).await,
