@@ -31,6 +31,7 @@ const BURST: usize = 300;
 /// The instance killed, after this many notifications of the burst.
 const VICTIM: usize = 2;
 const KILL_AFTER: usize = 100;
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Transport {
@@ -187,19 +188,29 @@ async fn a_gateway_killed_mid_burst_costs_no_client_a_notification_nor_a_duplica
         for (_, id) in &got.notifications {
             *counts.entry(*id).or_default() += 1;
         }
-        let missing = want.iter().filter(|id| !counts.contains_key(id)).count();
+        let missing_ids: Vec<usize> = want
+            .iter()
+            .filter(|id| !counts.contains_key(id))
+            .filter_map(|id| produced.iter().position(|n| n.id == *id))
+            .collect();
+        let missing = missing_ids.len();
         let twice = counts.values().filter(|&&n| n > 1).count();
         let foreign = counts.keys().filter(|id| !want.contains(id)).count();
         if missing + twice + foreign > 0 {
             problems.push(format!(
                 "{:?} {:?} (first on instance {}, {} connection(s)): {} expected, {} received, \
-                 {missing} missing, {twice} twice, {foreign} not meant for it",
+                 {missing} missing (burst numbers {missing_ids:?}), {twice} twice, {foreign} not \
+                 meant for it; sequences in arrival order: {:?}",
                 c.viewer,
                 c.transport,
                 c.first_instance,
                 got.connections,
                 want.len(),
-                got.notifications.len()
+                got.notifications.len(),
+                got.notifications
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .collect::<Vec<_>>()
             ));
         }
     }
@@ -316,9 +327,11 @@ async fn run_client(
         if stop.is_cancelled() {
             return;
         }
-        // Gone (or refused): the next instance.
+        // Gone (or refused): the next instance, after a second (socket.io-client's default
+        // reconnection delay), while the burst goes on: what is stored meanwhile comes back only
+        // through `since`.
         instance = (instance + 1) % ports.len();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(RECONNECT_DELAY).await;
     }
 }
 

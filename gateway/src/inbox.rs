@@ -618,7 +618,7 @@ impl Inbox {
         &self,
         offsets: &[KafkaPosition],
     ) -> Result<(), InboxError> {
-        Ok(self.store(&[], offsets).await.map(drop)?)
+        self.store(&[], offsets).await.map(drop)
     }
 
     /// Tells the other instances on this database (PostgreSQL `NOTIFY`; nothing on SQLite).

@@ -1073,9 +1073,30 @@ mod tests {
                 socketio_connect_timeout: Duration::ZERO,
                 ..base.clone()
             },
+            Config {
+                instance_id: Some("gateway 1".into()),
+                ..base.clone()
+            },
+            Config {
+                instance_id: Some(String::new()),
+                ..base.clone()
+            },
         ] {
             assert!(matches!(cfg.validate(), Err(GatewayError::Config(_))));
         }
+    }
+
+    #[test]
+    fn an_instance_is_named_by_its_setting_else_its_host_else_at_random() {
+        let named = Config {
+            instance_id: Some("gw-1".into()),
+            ..Config::default()
+        };
+        assert_eq!(named.resolved_instance_id(), "gw-1");
+        let unnamed = Config::default().resolved_instance_id();
+        assert!(valid_instance_id(&unnamed), "{unnamed}");
+        assert!(!valid_instance_id(&"x".repeat(65)));
+        assert!(valid_instance_id("3f2a9c1b7d4e"));
     }
 
     #[test]
