@@ -410,22 +410,24 @@ async fn sio_session(
                 .send(Message::Text(connect.into()))
                 .await
                 .map_err(drop)?;
-        } else if text.starts_with("40") {
-            received.lock().unwrap().connections += 1;
-            counted = true;
-            let subscribe = match since {
-                Some(since) => json!(["subscribe_notifications", { "since": since }]),
-                None => json!(["subscribe_notifications"]),
-            };
-            let _ = write
-                .send(Message::Text(format!("42{subscribe}").into()))
-                .await;
         } else if text == "2" {
             let _ = write.send(Message::Text("3".into())).await;
         } else if let Some(event) = text.strip_prefix("42") {
             let event: Value = serde_json::from_str(event).unwrap();
             if event[0] == "new_notification" {
                 note(received, &event[1], &event[1]);
+            } else if event[0] == "notification_connected" {
+                // The server's session is set up (live notifications flow from here): now ask
+                // for what was missed.
+                received.lock().unwrap().connections += 1;
+                counted = true;
+                let subscribe = match since {
+                    Some(since) => json!(["subscribe_notifications", { "since": since }]),
+                    None => json!(["subscribe_notifications"]),
+                };
+                let _ = write
+                    .send(Message::Text(format!("42{subscribe}").into()))
+                    .await;
             }
         } else if text.starts_with("44") {
             panic!("Socket.IO connection refused: {text}");

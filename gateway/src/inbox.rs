@@ -21,7 +21,10 @@
 //! rolled back, so commit order is sequence order and any snapshot holds a prefix of the
 //! sequences: `since`, `list` and the live pushes (which follow the inbox's order,
 //! `crate::cluster`) need nothing more. The cost: instances store one batch at a time (each
-//! batch is one transaction of up to 500 notifications; measured in BENCHMARKS.md). Two batches
+//! batch is one transaction of up to 500 notifications). `examples/inbox_writers.rs` measures
+//! it: three writers each storing the same 5,000 notifications took 22.3 s with the lock and
+//! 19.5 s without (median of 3; debug build, load average 11-14 on 2 shared cores: the ratio,
+//! not the absolute figures, is what to read). Two batches
 //! that share notifications can no longer deadlock either (each would wait on the other's
 //! uncommitted insert of the same id).
 //!
