@@ -427,7 +427,7 @@ async fn an_idle_deadline_fires_on_its_timer_and_an_answer_in_flight_corrects_it
 
     let now = Utc::now();
     let waiting = received(1, "c1", now, Some(7), "hola, ¿precio?");
-    produce(&topics.events, &[waiting.clone()]).await;
+    produce(&topics.events, std::slice::from_ref(&waiting)).await;
     let expected = unanswered_id(&waiting);
     let deadline = now + ms(2000);
     collector

@@ -58,10 +58,13 @@ const DEADLINE_KINDS: [&str; 3] = [
     "session_timeout",
 ];
 
+/// Each notification frame a socket received: (notification id, when).
+type Frames = Vec<(Uuid, DateTime<Utc>)>;
+
 pub(super) struct Tap {
     stop: CancellationToken,
     kafka: JoinHandle<Result<KafkaSeen>>,
-    sockets: Vec<JoinHandle<Vec<(Uuid, DateTime<Utc>)>>>,
+    sockets: Vec<JoinHandle<Frames>>,
 }
 
 impl Tap {
