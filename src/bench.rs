@@ -40,6 +40,7 @@ use crate::config::Config;
 use crate::simulate::percentile;
 
 mod gateway_peers;
+mod latency;
 mod sink;
 mod transactions;
 
@@ -74,10 +75,17 @@ pub struct PipelineArgs {
     /// Try every rate, also after one that was not sustained (for its figures).
     #[arg(long)]
     pub all_rates: bool,
-    /// The near-idle stream (one tenant at --idle-rate events/s, before the rates): how long.
-    /// At 2 events/s about one alert fires every 6 s.
+    /// The near-idle stream (one tenant at --idle-rate events/s, before the rates): how long
+    /// (0s: skipped). At 2 events/s about one alert fires every 6 s.
     #[arg(long, default_value = "6m")]
     pub idle_step: humantime::Duration,
+    /// Deadlines on an idle stream: this many conversations whose customer writes once and is
+    /// never answered, posted over --idle-burst-span, so that their deadlines (after
+    /// --unanswered-after) fall where nothing is posted (0: skipped).
+    #[arg(long, default_value_t = 600)]
+    pub idle_burst: usize,
+    #[arg(long, default_value = "10s")]
+    pub idle_burst_span: humantime::Duration,
     #[arg(long, default_value_t = 2.0)]
     pub idle_rate: f64,
     #[arg(long, default_value_t = 4)]
@@ -198,6 +206,8 @@ struct Step {
     /// Deadline → the unanswered alert on a CEO's WebSocket.
     deadline: (f64, f64, u64),
     disconnections: usize,
+    /// Hop by hop, from the tap (see [`latency`]).
+    breakdown: Option<latency::Breakdown>,
 }
 
 /// The share of its target a step must post for its figures to describe that rate.
@@ -230,15 +240,27 @@ async fn pipeline(config: Config, args: PipelineArgs) -> Result<()> {
         bail!("--rates and --idle-rate must be positive events/s");
     }
     let mut steps = Vec::new();
-    let idle_shape = StepShape {
-        rate: args.idle_rate,
-        tenants: 1,
-        // Deadlines are what the idle stream measures: those of its ramp-up count too.
-        warmup: Duration::ZERO,
-        measured: *args.idle_step,
+    let burst = if args.idle_burst > 0 {
+        let b = burst_step(&config, &args).await?;
+        eprintln!("idle burst: {b:?} (load {})", loadavg());
+        Some(b)
+    } else {
+        None
     };
-    let idle = run_step(&config, &args, &idle_shape).await?;
-    eprintln!("near-idle stream: {idle:?}");
+    let idle = if args.idle_step.is_zero() {
+        None
+    } else {
+        let idle_shape = StepShape {
+            rate: args.idle_rate,
+            tenants: 1,
+            // Deadlines are what the idle stream measures: those of its ramp-up count too.
+            warmup: Duration::ZERO,
+            measured: *args.idle_step,
+        };
+        let idle = run_step(&config, &args, &idle_shape).await?;
+        eprintln!("near-idle stream: {idle:?} (load {})", loadavg());
+        Some(idle)
+    };
     let limit_ms = args.p99_limit.as_millis() as f64;
     for &rate in &args.rates {
         let shape = StepShape {
@@ -248,14 +270,14 @@ async fn pipeline(config: Config, args: PipelineArgs) -> Result<()> {
             measured: *args.step,
         };
         let step = run_step(&config, &args, &shape).await?;
-        eprintln!("rate {rate}: {step:?}");
+        eprintln!("rate {rate}: {step:?} (load {})", loadavg());
         let sustained = step.sustained(limit_ms);
         steps.push(step);
         if !sustained && !args.all_rates {
             break;
         }
     }
-    let markdown = pipeline_markdown(&config, &args, &idle, &steps);
+    let markdown = pipeline_markdown(&config, &args, burst.as_ref(), idle.as_ref(), &steps);
     write_section(&args.out, "pipeline", &markdown)?;
     eprintln!("wrote the pipeline section of {}", args.out.display());
     Ok(())
@@ -264,7 +286,13 @@ async fn pipeline(config: Config, args: PipelineArgs) -> Result<()> {
 /// The rates whose end-to-end figures the section states outright (issue 12 asks for them).
 const HEADLINE_RATES: [f64; 2] = [1000.0, 5000.0];
 
-fn pipeline_markdown(config: &Config, args: &PipelineArgs, idle: &Step, steps: &[Step]) -> String {
+fn pipeline_markdown(
+    config: &Config,
+    args: &PipelineArgs,
+    burst: Option<&latency::Breakdown>,
+    idle: Option<&Step>,
+    steps: &[Step],
+) -> String {
     let limit_ms = args.p99_limit.as_millis() as f64;
     let best = steps.iter().rfind(|s| s.sustained(limit_ms));
     let mut rows = String::new();
@@ -324,7 +352,7 @@ fn pipeline_markdown(config: &Config, args: &PipelineArgs, idle: &Step, steps: &
     let mut command = format!(
         "cargo run --release -- bench pipeline --rates {rates} --step {step} --warmup {warmup} \
          --tenants {tenants} --sellers {sellers} --unanswered-after {ua} --idle-step {idle_step} \
-         --idle-rate {idle_rate}",
+         --idle-rate {idle_rate} --idle-burst {burst} --idle-burst-span {span}",
         rates = args
             .rates
             .iter()
@@ -338,6 +366,8 @@ fn pipeline_markdown(config: &Config, args: &PipelineArgs, idle: &Step, steps: &
         ua = cli_duration(*args.unanswered_after),
         idle_step = cli_duration(*args.idle_step),
         idle_rate = args.idle_rate,
+        burst = args.idle_burst,
+        span = cli_duration(*args.idle_burst_span),
     );
     if args.all_rates {
         command += " --all-rates";
@@ -356,19 +386,23 @@ fn pipeline_markdown(config: &Config, args: &PipelineArgs, idle: &Step, steps: &
          *End to end* is event POSTed → its effect on the CEO's WebSocket (the withdrawal of an \
          alert, caused by the seller's late answer; the simulator's deliberately out-of-order \
          and late deliveries are off, so the answer's event time is its POST time); *deadline* \
-         is the alert's deadline → its frame (the watermark waits `watermark_delay` = 1 s for \
-         stragglers, so ~1 s is by design). A rate is sustained when the end-to-end p99 stays \
+         is the alert's deadline → its frame (the watermark trails the clock by \
+         `watermark_delay` = {delay} for events still in flight, so that much is by design). \
+         A rate is sustained when the end-to-end p99 stays \
          under {limit}, nothing fails and it posts at least {min_share} of its target; rates \
          rise until one is not{all_rates}.\n\n\
          {verdict}\n\n\
          {headline}\n\
-         Near-idle stream (1 tenant, {idle_rate} events/s for {idle_step}): deadline → \
-         notification p50 {i50:.0} ms, p99 {i99:.0} ms (n = {icount} alerts).\n\n\
+         {idle}\
          | target events/s | posted events/s | posted / target | events | failed | end to end \
          p50 / p99 ms (n) | deadline p50 / p99 ms (n) | POST p99 ms | CEO sockets dropped | \
          sustained |\n\
          |---|---|---|---|---|---|---|---|---|---|\n\
-         {rows}",
+         {rows}\n\
+         {hops}",
+        delay = humantime::format_duration(config.processors.watermark_delay),
+        idle = idle_markdown(args, burst, idle),
+        hops = hops_markdown(args, burst, steps),
         brokers = config.kafka.brokers,
         step = args.step,
         warmup = args.warmup,
@@ -384,41 +418,207 @@ fn pipeline_markdown(config: &Config, args: &PipelineArgs, idle: &Step, steps: &
         },
         date = Utc::now().format("%Y-%m-%d"),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
-        idle_rate = args.idle_rate,
-        idle_step = args.idle_step,
-        i50 = idle.deadline.0,
-        i99 = idle.deadline.1,
-        icount = idle.deadline.2,
     )
+}
+
+/// The idle deadline figures: the burst's, and the near-idle stream's.
+fn idle_markdown(
+    args: &PipelineArgs,
+    burst: Option<&latency::Breakdown>,
+    idle: Option<&Step>,
+) -> String {
+    let mut out = String::new();
+    if let Some(b) = burst {
+        let t = b.alert_total;
+        out += &format!(
+            "**Deadlines on an idle stream** ({conversations} never-answered conversations of \
+             one tenant posted over {span}, their deadlines {ua} later, when nothing is posted): \
+             deadline → frame on the CEO's WebSocket **p50 {:.0} ms, p99 {:.0} ms** (max {:.0}; \
+             n = {} of {} alerts).\n\n",
+            t.p50,
+            t.p99,
+            t.max,
+            t.n,
+            b.alerts,
+            conversations = args.idle_burst,
+            span = args.idle_burst_span,
+            ua = args.unanswered_after,
+        );
+    }
+    if let Some(idle) = idle {
+        out += &format!(
+            "Near-idle stream (1 tenant, {} events/s for {}): deadline → notification p50 \
+             {:.0} ms, p99 {:.0} ms (n = {} alerts).\n\n",
+            args.idle_rate, args.idle_step, idle.deadline.0, idle.deadline.1, idle.deadline.2,
+        );
+    }
+    out
+}
+
+/// Where the time goes, hop by hop, for the burst and every rate (see [`latency`]).
+fn hops_markdown(
+    args: &PipelineArgs,
+    burst: Option<&latency::Breakdown>,
+    steps: &[Step],
+) -> String {
+    let mut columns: Vec<(String, &latency::Breakdown)> = Vec::new();
+    if let Some(b) = burst {
+        columns.push(("idle burst".into(), b));
+    }
+    for s in steps {
+        if let Some(b) = &s.breakdown {
+            columns.push((format!("{:.0} events/s", s.target_rate), b));
+        }
+    }
+    if columns.is_empty() {
+        return String::new();
+    }
+    let mut table = format!(
+        "Where the time goes (p50 / p99 / max ms (n), measured steps only; a tap reads the run's \
+         `events` and `notifications` topics in a consumer group of its own and holds a CEO \
+         WebSocket per tenant; *Kafka timestamp* is the producer's: ingest's for events, the \
+         processors' for notifications; the tap's reads stand for any consumer's):\n\n\
+         | hop | {} |\n|---|{}\n",
+        columns
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(columns.len()),
+    );
+    let rows: Vec<Vec<String>> = columns
+        .iter()
+        .map(|(_, b)| b.rows().lines().map(str::to_string).collect())
+        .collect();
+    for i in 0..rows[0].len() {
+        // Each row is `| hop | figures |`: keep the hop of the first column.
+        let name = rows[0][i].split(" | ").next().unwrap_or("|").to_string();
+        let cells: Vec<&str> = rows
+            .iter()
+            .map(|r| {
+                r[i].trim_end_matches(" |")
+                    .rsplit(" | ")
+                    .next()
+                    .unwrap_or("")
+            })
+            .collect();
+        table += &format!("{name} | {} |\n", cells.join(" | "));
+    }
+    table += &format!(
+        "| alerts withdrawn as `corrected` (an event in flight when the deadline fired) | {} |\n",
+        columns
+            .iter()
+            .map(|(_, b)| format!(
+                "{} of {} ({:.2}%)",
+                b.corrected,
+                b.alerts,
+                100.0 * b.corrected_share()
+            ))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = args;
+    table
+}
+
+/// `/proc/loadavg`'s first three fields.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A `vigia serve` of one step: fresh topics, ClickHouse database and inbox.
+struct Serve {
+    child: ChildProcess,
+    name: String,
+    data_dir: PathBuf,
+    base_url: String,
+    keys: Vec<String>,
+}
+
+impl Serve {
+    async fn start(config: &Config, args: &PipelineArgs, tenants: u64) -> Result<Serve> {
+        let run_id = Uuid::new_v4().simple().to_string();
+        let name = format!("benchpipe{}", &run_id[..10]);
+        let data_dir = std::env::temp_dir().join(format!("vigia-{name}"));
+        std::fs::create_dir_all(&data_dir)?;
+        let port = free_port()?;
+        let keys: Vec<String> = (1..=tenants)
+            .map(|t| format!("bench-key-{t}={t}"))
+            .collect();
+        let mut child = ChildProcess::start(
+            "serve",
+            &[
+                ("VIGIA_KAFKA_BROKERS", config.kafka.brokers.clone()),
+                ("VIGIA_KAFKA_TOPIC_PREFIX", format!("{name}.")),
+                ("VIGIA_CLICKHOUSE_URL", config.clickhouse.url.clone()),
+                ("VIGIA_CLICKHOUSE_DATABASE", name.clone()),
+                ("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}")),
+                ("VIGIA_DATA_DIR", data_dir.display().to_string()),
+                ("VIGIA_JWT_SECRET", SECRET.to_string()),
+                ("VIGIA_API_KEYS", keys.join(",")),
+                ("VIGIA_UNANSWERED_AFTER", args.unanswered_after.to_string()),
+            ],
+        )?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        wait_ready(&base_url, &mut child).await?;
+        Ok(Serve {
+            child,
+            name,
+            data_dir,
+            base_url,
+            keys,
+        })
+    }
+
+    async fn tap(&self, config: &Config, tenants: u64) -> Result<latency::Tap> {
+        let ws = self.base_url.replacen("http://", "ws://", 1);
+        latency::Tap::start(config, &format!("{}.", self.name), &ws, SECRET, tenants).await
+    }
+
+    async fn stop(mut self, config: &Config) {
+        self.child.stop();
+        let _ = drop_clickhouse_database(config, &self.name).await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Deadlines on an idle stream: a burst of never-answered conversations, then nothing posted
+/// while their deadlines fire.
+async fn burst_step(config: &Config, args: &PipelineArgs) -> Result<latency::Breakdown> {
+    let serve = Serve::start(config, args, 1).await?;
+    let tap = serve.tap(config, 1).await?;
+    let from = Utc::now();
+    let key = serve.keys[0]
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let posted = latency::post_unanswered_burst(
+        &serve.base_url,
+        &key,
+        1,
+        args.idle_burst,
+        *args.idle_burst_span,
+    )
+    .await;
+    if posted.is_ok() {
+        // The last deadline, and time for its frame.
+        tokio::time::sleep(*args.unanswered_after + Duration::from_secs(3)).await;
+    }
+    let breakdown = tap.finish(from).await;
+    serve.stop(config).await;
+    posted?;
+    breakdown
 }
 
 /// Runs `vigia serve` (fresh topics, database and inbox) and the simulator at `shape` against it.
 async fn run_step(config: &Config, args: &PipelineArgs, shape: &StepShape) -> Result<Step> {
     let (rate, tenants) = (shape.rate, shape.tenants);
-    let run_id = Uuid::new_v4().simple().to_string();
-    let name = format!("benchpipe{}", &run_id[..10]);
-    let data_dir = std::env::temp_dir().join(format!("vigia-{name}"));
-    std::fs::create_dir_all(&data_dir)?;
-    let port = free_port()?;
-    let keys: Vec<String> = (1..=tenants)
-        .map(|t| format!("bench-key-{t}={t}"))
-        .collect();
-    let mut child = ChildProcess::start(
-        "serve",
-        &[
-            ("VIGIA_KAFKA_BROKERS", config.kafka.brokers.clone()),
-            ("VIGIA_KAFKA_TOPIC_PREFIX", format!("{name}.")),
-            ("VIGIA_CLICKHOUSE_URL", config.clickhouse.url.clone()),
-            ("VIGIA_CLICKHOUSE_DATABASE", name.clone()),
-            ("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}")),
-            ("VIGIA_DATA_DIR", data_dir.display().to_string()),
-            ("VIGIA_JWT_SECRET", SECRET.to_string()),
-            ("VIGIA_API_KEYS", keys.join(",")),
-            ("VIGIA_UNANSWERED_AFTER", args.unanswered_after.to_string()),
-        ],
-    )?;
-    let base_url = format!("http://127.0.0.1:{port}");
-    wait_ready(&base_url, &mut child).await?;
+    let serve = Serve::start(config, args, tenants).await?;
+    let (base_url, keys, data_dir) = (&serve.base_url, &serve.keys, &serve.data_dir);
+    let tap = serve.tap(config, tenants).await?;
 
     let mut sim_config = config.clone();
     sim_config.gateway.jwt_secret = SECRET.into();
@@ -448,17 +648,25 @@ async fn run_step(config: &Config, args: &PipelineArgs, shape: &StepShape) -> Re
             format!("--report={}", report_path.display()),
         ])?
     };
+    let from = Utc::now() + shape.warmup;
     if let Err(e) = crate::simulate::run(&sim_config, sim_args).await {
         tracing::warn!(rate, error = %e, "the simulator reported a failure");
     }
-    child.stop();
+    let breakdown = tap.finish(from).await;
     let report: Value = std::fs::read_to_string(&report_path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
-    let _ = drop_clickhouse_database(config, &name).await;
-    let _ = std::fs::remove_dir_all(&data_dir);
-    Ok(step_from_report(rate, &report))
+    serve.stop(config).await;
+    let mut step = step_from_report(rate, &report);
+    match breakdown {
+        Ok(b) => {
+            eprintln!("rate {rate}: hops {}", b.json());
+            step.breakdown = Some(b);
+        }
+        Err(e) => tracing::warn!(rate, error = %e, "the tap failed"),
+    }
+    Ok(step)
 }
 
 /// The step's figures from the simulator's report (`Value::Null` if it wrote none: then the
@@ -484,6 +692,7 @@ fn step_from_report(rate: f64, report: &Value) -> Step {
         e2e: figures("unanswered_conversation.withdrawal"),
         deadline: figures("unanswered_conversation"),
         disconnections: n["disconnections"].as_array().map_or(usize::MAX, Vec::len),
+        breakdown: None,
     }
 }
 
@@ -1122,8 +1331,13 @@ struct ChildProcess {
 }
 
 impl ChildProcess {
+    /// `VIGIA_BENCH_SERVE_BIN` names another `vigia` binary to start (e.g. an earlier build,
+    /// for a before/after comparison in the same conditions); by default this one.
     fn start(subcommand: &str, env: &[(&str, String)]) -> Result<ChildProcess> {
-        let exe = std::env::current_exe().context("cannot find the vigia binary")?;
+        let exe = match std::env::var_os("VIGIA_BENCH_SERVE_BIN") {
+            Some(bin) => PathBuf::from(bin),
+            None => std::env::current_exe().context("cannot find the vigia binary")?,
+        };
         let mut cmd = std::process::Command::new(exe);
         cmd.arg(subcommand)
             .env(
@@ -1344,7 +1558,27 @@ mod tests {
             step_from_report(5000.0, &report(4000.0, 4000.0)),
         ];
         let idle = step_from_report(2.0, &report(2.0, 0.0));
-        let text = pipeline_markdown(&Config::default(), &args, &idle, &steps);
+        let mut steps = steps;
+        steps[1].breakdown = Some(latency::Breakdown {
+            alerts: 400,
+            corrected: 1,
+            ..Default::default()
+        });
+        let burst = latency::Breakdown {
+            alerts: 600,
+            ..Default::default()
+        };
+        let text = pipeline_markdown(&Config::default(), &args, Some(&burst), Some(&idle), &steps);
+        assert!(
+            text.contains("| hop | idle burst | 2000 events/s |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 0 of 600 (0.00%) | 1 of 400 (0.25%) |"),
+            "{text}"
+        );
+        assert!(text.contains("n = 0 of 600 alerts"), "{text}");
+        assert!(text.contains("`watermark_delay` = 50ms"), "{text}");
         assert!(text.contains("| 1000 | 990 | 0.99 |"), "{text}");
         assert!(text.contains("| 5000 | 4000 | 0.80 |"), "{text}");
         assert!(
@@ -1364,7 +1598,8 @@ mod tests {
             text.contains("--step 60s --warmup 90s") && text.contains("--all-rates"),
             "{text}"
         );
-        let only_low = pipeline_markdown(&Config::default(), &args, &idle, &steps[..1]);
+        let only_low = pipeline_markdown(&Config::default(), &args, None, None, &steps[..1]);
+        assert!(!only_low.contains("Where the time goes"), "{only_low}");
         assert!(
             only_low.contains("End to end at 5000 events/s: not measured"),
             "{only_low}"

@@ -272,6 +272,9 @@ impl Config {
             self.ingest.api_keys = vigia_ingest::parse_api_keys(&v).map_err(|e| anyhow!("{e}"))?;
         }
         self.ingest.apply_env(&get)?;
+        if let Some(v) = get("VIGIA_WATERMARK_DELAY") {
+            self.processors.watermark_delay = dur("VIGIA_WATERMARK_DELAY", &v)?;
+        }
         let t = &mut self.processors.defaults;
         if let Some(v) = get("VIGIA_UNANSWERED_AFTER") {
             t.unanswered_after = dur("VIGIA_UNANSWERED_AFTER", &v)?;
@@ -433,8 +436,10 @@ mod tests {
             ("VIGIA_UNANSWERED_AFTER", "90s"),
             ("VIGIA_HOT_LEAD_THRESHOLD", "0.75"),
             ("VIGIA_API_KEYS", "k1=4,k2=5"),
+            ("VIGIA_WATERMARK_DELAY", "250ms"),
         ]))
         .unwrap();
+        assert_eq!(c.processors.watermark_delay, Duration::from_millis(250));
         assert_eq!(c.kafka.brokers, "b:9092");
         assert_eq!(c.http.addr.port(), 9000);
         assert_eq!(
@@ -456,6 +461,10 @@ mod tests {
             .apply_env(env(&[("VIGIA_HOT_LEAD_THRESHOLD", "2")]))
             .unwrap_err();
         assert!(e.to_string().contains("VIGIA_HOT_LEAD_THRESHOLD"), "{e}");
+        let e = c
+            .apply_env(env(&[("VIGIA_WATERMARK_DELAY", "1 fortnight")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("VIGIA_WATERMARK_DELAY"), "{e}");
         let e = c.apply_env(env(&[("VIGIA_HTTP_ADDR", "x")])).unwrap_err();
         assert!(e.to_string().contains("VIGIA_HTTP_ADDR"), "{e}");
     }

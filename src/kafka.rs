@@ -18,7 +18,10 @@ pub fn base_client_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig 
     c.set("bootstrap.servers", &kafka.brokers)
         .set("client.id", client_id)
         // Brokers on loopback answer fast; fail fast too rather than hang a start-up.
-        .set("socket.timeout.ms", "10000");
+        .set("socket.timeout.ms", "10000")
+        // Small requests (a single alert, a POST's events) go out at once instead of waiting,
+        // under Nagle's algorithm, for the acknowledgement of the previous one.
+        .set("socket.nagle.disable", "true");
     for (k, v) in &kafka.properties {
         c.set(k, v);
     }

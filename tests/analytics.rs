@@ -43,7 +43,7 @@ const ALLOWED_LATENESS_MS: i64 = HOUR_MS;
 const FOLLOW_UP_BEFORE_MS: i64 = 24 * HOUR_MS;
 const HOT_THRESHOLD: f64 = 0.8;
 const HOT_NO_CONTACT_MS: i64 = 2 * HOUR_MS;
-const WATERMARK_DELAY_MS: i64 = 1000;
+const WATERMARK_DELAY_MS: i64 = 50;
 /// Set by the test's config file (processors' default list is empty).
 const HIGH_VALUE_LOCATIONS: [&str; 2] = ["Bogotá", "Medellín"];
 /// America/Bogota has no DST: UTC−5 all year.
@@ -1129,7 +1129,8 @@ fn check(n: usize, rows: &Rows, m: &Model, t: u64) -> Result<(), String> {
                 let seller: u64 = r["seller_id"].parse().unwrap();
                 let as_of = parse_ms(&format!("{}Z", r["as_of"].replace(' ', "T")));
                 // A snapshot at minute B reflects the events applied before the watermark
-                // (newest event time − 1 s) reached B: in order, those before B + 1 s.
+                // (newest event time − watermark delay) reached B: in order, those before B +
+                // the delay.
                 let before = as_of + WATERMARK_DELAY_MS;
                 // The engine keeps a lead while it had an event within the seller windows (7
                 // days: processors/src/engine/retention.rs); the week-old traffic's leads are

@@ -1,6 +1,6 @@
 //! Order independence on the simulator's stream (issue 4): the same deliveries posted in order
-//! and shuffled (each moved up to 300 positions, about 10 s of traffic, far beyond the 1 s
-//! watermark delay and within the 1 h allowed lateness). The records differ — samples are
+//! and shuffled (each moved up to 300 positions, about 10 s of traffic, far beyond the
+//! 50 ms watermark delay and within the 1 h allowed lateness). The records differ — samples are
 //! retracted and alerts corrected as late events arrive — but the *net* results are the same:
 //! the response-time samples that stand and the unanswered alerts not corrected (with whether
 //! each was withdrawn), byte for byte; and the status changes (conversions) by seller and time,

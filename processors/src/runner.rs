@@ -33,8 +33,12 @@
 //! - *Log time*: before each record, the clock watermark advances to the record's Kafka timestamp
 //!   minus [`Config::watermark_delay`] — the wall clock was at least there when the record was
 //!   written, so deadlines up to it were due. It is part of the log, so replays see it too.
-//! - *Wall clock*, once a partition is live (caught up): every [`Config::tick`] the clock
-//!   watermark advances to `now − watermark_delay`, so deadlines fire on an idle stream.
+//! - *Wall clock*, once a partition is live (caught up): the clock watermark advances to
+//!   `now − watermark_delay` when the earliest pending deadline becomes due (a timer set to
+//!   `deadline + watermark_delay`, not a polling tick), and every [`Config::tick`] besides, so
+//!   deadlines fire on an idle stream within milliseconds of `deadline + watermark_delay`. A
+//!   partition whose records keep coming is left to its log time for up to [`BUSY_GRACE`]: the
+//!   next record fires the deadline without the write-ahead commit below.
 //!
 //! # Recovery: bounded, deterministic replay
 //!
@@ -120,6 +124,12 @@ use crate::{Config, ProcessorError};
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for in-flight outputs to be acknowledged.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
+/// A live partition that processed a record written less than this ago is *busy*: a deadline
+/// due there is left to the log time of its next records (fired inside `on_record`, no commit
+/// needed) for up to this long before the wall clock fires it (which must first wait for every
+/// output's acknowledgement and commit synchronously, stalling the partitions' records). A
+/// few Kafka hops: records written after the deadline became due arrive within it.
+const BUSY_GRACE: Duration = Duration::from_millis(20);
 
 /// Runs the processors until `shutdown` is cancelled: [`Processors::new`] then
 /// [`Processors::run`].
@@ -201,7 +211,10 @@ impl Processors {
             .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            // Alerts and their withdrawals are on their way to a screen, and the write-ahead
+            // commit before a clock firing waits for every output's acknowledgement: no waiting
+            // for a batch to fill (librdkafka's default is 5 ms).
+            .set("linger.ms", "1")
             .create()
             .map_err(kafka_err("cannot create the outputs producer"))?;
         Ok(Processors {
@@ -245,7 +258,12 @@ impl Processors {
             inflight: FuturesUnordered::new(),
             redo: VecDeque::new(),
             next_generation: 0,
+            wake: None,
         };
+        // Fires when the earliest deadline of a live partition becomes due (`Runner::wake`).
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<DateTime<Utc>> = None;
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut commit = tokio::time::interval(self.config.commit_interval);
@@ -255,9 +273,19 @@ impl Processors {
             loop {
                 let room = runner.inflight.len() < runner.config.max_in_flight;
                 let busy = !runner.inflight.is_empty();
+                if runner.wake != armed {
+                    armed = runner.wake;
+                    if let Some(at) = armed {
+                        timer.as_mut().reset(instant_at(at));
+                    }
+                }
                 let step = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => Step::Stop,
+                    _ = &mut timer, if armed.is_some() => {
+                        armed = None; // elapsed: re-armed with what this tick computes
+                        Step::Tick
+                    }
                     _ = tick.tick() => Step::Tick,
                     _ = commit.tick() => Step::Commit,
                     Some(ack) = runner.inflight.next(), if busy => Step::Ack(ack),
@@ -475,6 +503,9 @@ struct PartitionRun {
     pending: VecDeque<(i64, usize)>,
     /// The newest Kafka timestamp of the records processed (see [`Runner::on_record`]).
     log_time: Option<DateTime<Utc>>,
+    /// Live: the earliest pending deadline as the wall-clock timer knows it (set by each tick,
+    /// moved earlier by events that schedule an earlier one).
+    clock_due: Option<DateTime<Utc>>,
     /// The clock fired something not yet covered by a committed `delivered_watermark`.
     fired_since_commit: bool,
     last_commit: Option<(i64, Watermarks)>,
@@ -490,6 +521,7 @@ impl PartitionRun {
             next_offset: start,
             pending: VecDeque::new(),
             log_time: None,
+            clock_due: None,
             fired_since_commit: false,
             last_commit: None,
         }
@@ -531,6 +563,9 @@ struct Runner {
     /// (partition, generation, offset, dead letter). Their offsets are still pending.
     redo: VecDeque<(i32, u64, i64, Outgoing)>,
     next_generation: u64,
+    /// Wall time at which the clock must next look at the live partitions: the earliest
+    /// `deadline + watermark_delay` of their pending deadlines (later for a busy partition's).
+    wake: Option<DateTime<Utc>>,
 }
 
 impl Runner {
@@ -703,6 +738,15 @@ impl Runner {
                 }
                 _ => {
                     let out = run.engine.on_event(&event);
+                    if run.replay.live() {
+                        // An event may schedule a deadline earlier than the one the timer waits for.
+                        let due = run.engine.next_deadline_of(event.tenant_id);
+                        if let Some(d) = due.filter(|d| run.clock_due.is_none_or(|c| *d < c)) {
+                            run.clock_due = Some(d);
+                            let at = d + delay;
+                            self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+                        }
+                    }
                     let after = run.engine.stats();
                     for (n, outcome) in [
                         (after.applied - before.applied, "applied"),
@@ -730,6 +774,11 @@ impl Runner {
         // record before the committed offset can be the one that reaches the high-water mark.
         let caught_up = run.restore(after.restore);
         if after.became_live {
+            run.clock_due = run.engine.next_deadline();
+            if let Some(d) = run.clock_due {
+                let at = d + delay;
+                self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+            }
             tracing::info!(
                 partition = rec.partition,
                 offset = rec.offset,
@@ -768,10 +817,13 @@ impl Runner {
             .await
     }
 
-    /// Live partitions: advance the clock watermark; write-ahead commit before it fires anything.
+    /// Live partitions: advance the clock watermark; write-ahead commit before it fires anything
+    /// (one commit for every partition that needs one); then set the timer for the next deadline.
     async fn tick(&mut self) -> Result<(), ProcessorError> {
         let now = Utc::now();
-        let watermark = now - chrono_duration(self.config.watermark_delay);
+        let delay = chrono_duration(self.config.watermark_delay);
+        let grace = chrono_duration(BUSY_GRACE);
+        let watermark = now - delay;
         let mut live: Vec<i32> = self
             .runs
             .iter()
@@ -779,21 +831,37 @@ impl Runner {
             .map(|(p, _)| *p)
             .collect();
         live.sort_unstable();
+        let mut advance = Vec::with_capacity(live.len());
+        let mut ahead = Vec::new();
         for p in live {
-            let due = self.runs[&p]
-                .engine
-                .next_deadline()
-                .is_some_and(|d| d <= watermark);
-            if due {
-                if let Err(e) = self.commit_ahead(p, watermark).await? {
-                    self.metrics.commit_failures.inc();
-                    tracing::warn!(
-                        partition = p,
-                        "cannot commit before firing deadlines ({e}); retrying next tick"
-                    );
-                    continue;
+            let run = &self.runs[&p];
+            match run.engine.next_deadline() {
+                Some(d) if d <= watermark => {
+                    let busy = run.log_time.is_some_and(|t| t + grace > now);
+                    if busy && d + delay + grace > now {
+                        continue; // left to the log time of the next records (see BUSY_GRACE)
+                    }
+                    ahead.push(p);
                 }
+                _ => {}
             }
+            advance.push(p);
+        }
+        let mut retry_at = None;
+        let mut failed = Vec::new();
+        if !ahead.is_empty() {
+            if let Err(e) = self.commit_ahead(&ahead, watermark).await? {
+                self.metrics.commit_failures.inc();
+                tracing::warn!(
+                    partitions = ?ahead,
+                    "cannot commit before firing deadlines ({e}); retrying next tick"
+                );
+                advance.retain(|p| !ahead.contains(p));
+                retry_at = Some(now + chrono_duration(self.config.tick));
+                failed = ahead;
+            }
+        }
+        for p in advance {
             let run = self.runs.get_mut(&p).expect("listed above");
             let outputs = run.engine.advance_watermark(watermark);
             if !outputs.is_empty() {
@@ -819,38 +887,65 @@ impl Runner {
             let outgoing = self.outgoing(outputs, None, p);
             self.send(p, generation, position, outgoing).await?;
         }
+        self.wake = retry_at;
+        for (p, run) in &mut self.runs {
+            if !(run.owned && run.replay.live()) {
+                run.clock_due = None;
+                continue;
+            }
+            run.clock_due = run.engine.next_deadline();
+            let Some(d) = run.clock_due else { continue };
+            if failed.contains(p) {
+                continue; // retried at `retry_at`
+            }
+            // Not yet due; or due, but left to a busy partition's log time.
+            let mut at = d + delay;
+            if at <= now {
+                at = (d + delay + grace).max(now + grace);
+            }
+            self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+        }
         Ok(())
     }
 
-    /// Waits until every processed record of `partition` has its outputs acknowledged, then
-    /// commits its position with `watermark` as the clock watermark, synchronously. Outer error:
-    /// fatal; inner: retry later.
+    /// Waits until every processed record of `partitions` has its outputs acknowledged, then
+    /// commits their positions with `watermark` as the clock watermark, synchronously, in one
+    /// request. Outer error: fatal; inner: retry later.
     async fn commit_ahead(
         &mut self,
-        partition: i32,
+        partitions: &[i32],
         watermark: DateTime<Utc>,
     ) -> Result<KafkaResult<()>, ProcessorError> {
-        while self.runs[&partition].pending.front().is_some() {
+        while partitions
+            .iter()
+            .any(|p| self.runs[p].pending.front().is_some())
+        {
             match self.inflight.next().await {
                 Some(ack) => self.on_ack(ack)?,
                 None => break,
             }
         }
-        let run = &self.runs[&partition];
-        let offset = run.committable();
-        let watermarks = Watermarks {
-            clock_watermark: Some(watermark),
-            ..run.watermarks()
-        };
         let mut tpl = TopicPartitionList::new();
-        add_commit(&mut tpl, &self.topics.events, partition, offset, watermarks);
+        let mut planned = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let run = &self.runs[p];
+            let offset = run.committable();
+            let watermarks = Watermarks {
+                clock_watermark: Some(watermark),
+                ..run.watermarks()
+            };
+            add_commit(&mut tpl, &self.topics.events, *p, offset, watermarks);
+            planned.push((*p, offset, watermarks));
+        }
         let consumer = self.consumer.clone();
         let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
             .await
             .expect("commit does not panic");
         if result.is_ok() {
-            let run = self.runs.get_mut(&partition).expect("checked above");
-            run.last_commit = Some((offset, watermarks));
+            for (p, offset, watermarks) in planned {
+                let run = self.runs.get_mut(&p).expect("checked above");
+                run.last_commit = Some((offset, watermarks));
+            }
         }
         Ok(result)
     }
@@ -1362,6 +1457,12 @@ fn add_commit(
     let mut e = tpl.add_partition(topic, partition);
     let _ = e.set_offset(Offset::Offset(offset));
     e.set_metadata(watermarks.to_metadata());
+}
+
+/// The timer instant of a wall-clock time (now, if it is past).
+fn instant_at(at: DateTime<Utc>) -> tokio::time::Instant {
+    let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + wait
 }
 
 fn set_watermark(metrics: &Metrics, partition: i32, watermark: DateTime<Utc>) {

@@ -409,6 +409,83 @@ async fn an_unanswered_conversation_is_notified_at_its_deadline_on_an_idle_strea
     // the local broker's data lives under .data/ of the clone.
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn an_idle_deadline_fires_on_its_timer_and_an_answer_in_flight_corrects_it() {
+    init_logs();
+    let topics = Topics::with_prefix(&format!("{}.", unique("timer")));
+    create_topics(&topics).await;
+    let collector = Collector::start(&topics);
+    // A polling tick this long would fire the deadline seconds late: only the timer set to
+    // `deadline + watermark_delay` fires it within the bound below.
+    let config = Config {
+        watermark_delay: Duration::from_millis(50),
+        tick: Duration::from_secs(30),
+        ..test_config(&unique("group"))
+    };
+    let (stop, handle) = start(config, &topics);
+
+    let now = Utc::now();
+    let waiting = received(1, "c1", now, Some(7), "hola, ¿precio?");
+    produce(&topics.events, std::slice::from_ref(&waiting)).await;
+    let expected = unanswered_id(&waiting);
+    let deadline = now + ms(2000);
+    collector
+        .wait_for(
+            "the unanswered notification",
+            Duration::from_secs(20),
+            |s| {
+                of(s, &topics.notifications)
+                    .iter()
+                    .any(|n| n.value["id"] == serde_json::json!(expected))
+            },
+        )
+        .await;
+    let seen = collector.snapshot();
+    let alert = of(&seen, &topics.notifications)
+        .into_iter()
+        .find(|n| n.value["id"] == serde_json::json!(expected))
+        .unwrap()
+        .clone();
+    let lag = (alert.at - deadline).num_milliseconds();
+    assert!(
+        lag >= 50,
+        "fired {lag} ms after the deadline, before the delay"
+    );
+    // Loaded CI machines: generous, yet far below the 30 s tick.
+    assert!(lag < 1500, "fired {lag} ms after the deadline");
+
+    // The seller had answered just before the deadline, but the answer reached Kafka after the
+    // alert fired: the alert is withdrawn as `corrected`, and no sample is lost.
+    produce(&topics.events, &[sent(1, "c1", deadline - ms(10), 7)]).await;
+    collector
+        .wait_for("the corrected withdrawal", Duration::from_secs(20), |s| {
+            of(s, &topics.notifications)
+                .iter()
+                .any(|n| n.value["withdraws"] == serde_json::json!(expected))
+        })
+        .await;
+    let seen = collector.snapshot();
+    let withdrawal = of(&seen, &topics.notifications)
+        .into_iter()
+        .find(|n| n.value["withdraws"] == serde_json::json!(expected))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        withdrawal.value["data"]["state"], "corrected",
+        "{withdrawal:?}"
+    );
+    collector
+        .wait_for("the response-time sample", Duration::from_secs(10), |s| {
+            !of(s, &topics.response_times).is_empty()
+        })
+        .await;
+
+    stop.cancel();
+    handle.await.unwrap();
+    collector.close().await;
+}
+
 /// What the engine gives for `events`, by id: fed in production order (each tenant's events are
 /// in one partition in that order), then a watermark far ahead.
 fn expected_outputs(config: &Config, events: &[Event]) -> HashMap<Uuid, serde_json::Value> {

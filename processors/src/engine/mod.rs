@@ -271,6 +271,13 @@ impl PartitionEngine {
             .min()
     }
 
+    /// The earliest pending deadline of one tenant (`None` for a tenant not seen or with none):
+    /// what an event of that tenant may have scheduled, without visiting every tenant, so that
+    /// a runner can time the next clock advance after each event.
+    pub fn next_deadline_of(&self, tenant: TenantId) -> Option<DateTime<Utc>> {
+        self.tenants.get(&tenant)?.deadlines.first()
+    }
+
     pub fn stats(&self) -> EngineStats {
         self.stats
     }

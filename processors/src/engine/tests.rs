@@ -2913,3 +2913,22 @@ fn a_snapshot_of_another_version_or_configuration_is_refused() {
         ));
     }
 }
+
+#[test]
+fn the_next_deadline_of_a_tenant_is_its_own_earliest() {
+    let mut e = engine();
+    assert_eq!(e.next_deadline_of(TENANT), None);
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "hola")]);
+    let mut other = received(2, "c9", t(0.5), Some(8), "hola");
+    other.tenant_id = TENANT + 1;
+    feed(&mut e, &[other]);
+    let unanswered = chrono_duration(config().defaults.unanswered_after);
+    assert_eq!(e.next_deadline_of(TENANT), Some(t(0.0) + unanswered));
+    assert_eq!(e.next_deadline_of(TENANT + 1), Some(t(0.5) + unanswered));
+    assert_eq!(e.next_deadline(), Some(t(0.0) + unanswered));
+    assert_eq!(e.next_deadline_of(TENANT + 2), None);
+    // Answered: its deadline is gone, the other tenant's stays.
+    feed(&mut e, &[sent(3, "c1", t(1.0), 7, false)]);
+    assert_ne!(e.next_deadline_of(TENANT), Some(t(0.0) + unanswered));
+    assert_eq!(e.next_deadline_of(TENANT + 1), Some(t(0.5) + unanswered));
+}
