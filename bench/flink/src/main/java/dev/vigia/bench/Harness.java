@@ -40,10 +40,12 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * one partition (offsets below are of partition 0).
  *
  * <pre>
- * topics   --create a,b,c [--log-append-time b,c]      create (LogAppendTime: broker-stamped)
+ * topics   --create a,b,c [--log-append-time b,c]      create, kept until deleted (LogAppendTime:
+ *                                                        broker-stamped)
  * produce  --events FILE.ndjson --topic T [--live true]  key tenant, timestamp occurred_at;
  *                                                        live: each event at its occurred_at
  * end      --topic T                                     print the end offset
+ * delete   --prefix P                                    delete every topic named P...
  * watch    --pid P --metrics URL --events N              Vigía's CPU and time from its first
  *                                                        record to its last output
  * compare  --left NAME=NOTIF@FROM-TO,SAMPLES@FROM-TO --right ...   agreement by key
@@ -65,6 +67,7 @@ public final class Harness {
       case "topics" -> topics(brokers, a);
       case "produce" -> produce(brokers, a);
       case "end" -> System.out.println(end(brokers, Args.required(a, "topic")));
+      case "delete" -> delete(brokers, Args.required(a, "prefix"));
       case "watch" -> watch(a);
       case "compare" -> compare(brokers, a);
       case "lag" -> lag(brokers, a);
@@ -77,9 +80,13 @@ public final class Harness {
     try (Admin admin = Admin.create(Map.of("bootstrap.servers", brokers))) {
       for (String name : Args.required(a, "create").split(",")) {
         NewTopic t = new NewTopic(name, 1, (short) 1);
+        // Records carry their events' times, months old for the pre-filled stream: without this
+        // the broker's time-based retention would delete them between two engines' runs.
+        Map<String, String> configs = new HashMap<>(Map.of("retention.ms", "-1"));
         if (appendTime.contains(name)) {
-          t.configs(Map.of("message.timestamp.type", "LogAppendTime"));
+          configs.put("message.timestamp.type", "LogAppendTime");
         }
+        t.configs(configs);
         try {
           admin.createTopics(List.of(t)).all().get();
         } catch (ExecutionException e) {
@@ -88,6 +95,15 @@ public final class Harness {
           }
         }
       }
+    }
+  }
+
+  static void delete(String brokers, String prefix) throws Exception {
+    try (Admin admin = Admin.create(Map.of("bootstrap.servers", brokers))) {
+      List<String> ours =
+          admin.listTopics().names().get().stream().filter(t -> t.startsWith(prefix)).toList();
+      admin.deleteTopics(ours).all().get();
+      System.out.println("DELETED " + ours.size() + " topics");
     }
   }
 
@@ -135,9 +151,16 @@ public final class Harness {
   }
 
   static long end(String brokers, String topic) {
-    try (KafkaConsumer<String, String> c = consumer(brokers)) {
-      TopicPartition tp = new TopicPartition(topic, 0);
-      return c.endOffsets(List.of(tp)).get(tp);
+    TopicPartition tp = new TopicPartition(topic, 0);
+    for (int attempt = 1; ; attempt++) {
+      try (KafkaConsumer<String, String> c = consumer(brokers)) {
+        return c.endOffsets(List.of(tp), Duration.ofSeconds(30)).get(tp);
+      } catch (org.apache.kafka.common.errors.TimeoutException slowBroker) {
+        // The broker is shared: under load it may answer late; try again a few times.
+        if (attempt == 4) {
+          throw slowBroker;
+        }
+      }
     }
   }
 
