@@ -20,7 +20,8 @@
 #
 # Writes the "Beside Apache Flink" section of BENCHMARKS.md. Needs Apache Kafka at
 # VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092), Java 17 and Maven; the Maven repository is
-# ~/.cache/vigia/m2. Release build of vigia in $CARGO_TARGET_DIR (default target/).
+# ~/.cache/vigia/m2. Release build of vigia in $CARGO_TARGET_DIR (default target/). Its topics
+# (benchflink-<time>-<pid>.*) are deleted at the end unless BENCH_FLINK_KEEP_TOPICS is set.
 #
 #   bash scripts/bench-flink.sh
 set -euo pipefail
@@ -45,6 +46,9 @@ WORK=$(mktemp -d "/tmp/$RUN.XXXX")
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [[ -n ${CP:-} && -z ${BENCH_FLINK_KEEP_TOPICS:-} ]]; then
+    harness delete --prefix "$RUN." >&2 || true
+  fi
 }
 trap cleanup EXIT
 
@@ -227,7 +231,8 @@ up to 2 s before the last event. Load average at the end: $LOAD.
 | Vigía, two rules | $VC ($(runs conversations | sed 's/ $//')) | $(ratio "$VC") | $(medw conversations) | $(lagcell conversations) | $(agreecell "$agree_conv") |
 | Vigía, all rules | $VA ($(runs all | sed 's/ $//')) | $(ratio "$VA") | $(medw all) | $(lagcell all) | $(agreecell "$agree_all") |
 
-Reproduce: \`bash scripts/bench-flink.sh\` (release build; BENCH_FLINK_* variables at the top of the
+Reproduce: \`BENCH_FLINK_REPEAT=$REPEAT BENCH_FLINK_DURATION=$DURATION BENCH_FLINK_BUSY_DURATION=$BUSY_DURATION
+bash scripts/bench-flink.sh\` (release build; the other BENCH_FLINK_* variables at the top of the
 script change the stream).
 EOF
 )
