@@ -275,6 +275,11 @@ impl Config {
         if let Some(v) = get("VIGIA_WATERMARK_DELAY") {
             self.processors.watermark_delay = dur("VIGIA_WATERMARK_DELAY", &v)?;
         }
+        if let Some(v) = get("VIGIA_PROCESSOR_RULES") {
+            self.processors.rules = v
+                .parse()
+                .map_err(|e| anyhow!("VIGIA_PROCESSOR_RULES={v:?}: {e}"))?;
+        }
         let t = &mut self.processors.defaults;
         if let Some(v) = get("VIGIA_UNANSWERED_AFTER") {
             t.unanswered_after = dur("VIGIA_UNANSWERED_AFTER", &v)?;
@@ -467,6 +472,19 @@ mod tests {
         assert!(e.to_string().contains("VIGIA_WATERMARK_DELAY"), "{e}");
         let e = c.apply_env(env(&[("VIGIA_HTTP_ADDR", "x")])).unwrap_err();
         assert!(e.to_string().contains("VIGIA_HTTP_ADDR"), "{e}");
+        let e = c
+            .apply_env(env(&[("VIGIA_PROCESSOR_RULES", "leads")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("VIGIA_PROCESSOR_RULES"), "{e}");
+    }
+
+    #[test]
+    fn the_processor_rules_are_read_from_the_environment() {
+        let mut c = Config::default();
+        assert_eq!(c.processors.rules, vigia_processors::Rules::All);
+        c.apply_env(env(&[("VIGIA_PROCESSOR_RULES", "conversations")]))
+            .unwrap();
+        assert_eq!(c.processors.rules, vigia_processors::Rules::Conversations);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! commit_interval = "500ms"
 //! max_clock_skew = "10m"
 //! max_in_flight = 10000
+//! rules = "all"                    # or "conversations": only response time and unanswered
 //!
 //! [processors.defaults]            # every tenant, unless overridden
 //! unanswered_after = "1h"
@@ -278,6 +279,42 @@ impl Thresholds {
     }
 }
 
+/// Which rules the processors run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rules {
+    /// Every rule of contract §3.
+    #[default]
+    All,
+    /// Only response-time samples and unanswered-conversation alerts (§3.2); the lead, session,
+    /// seller-metric and daily-report rules are off. For measuring beside engines that implement
+    /// only those two (`scripts/bench-flink.sh`), not for production.
+    Conversations,
+}
+
+impl Rules {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rules::All => "all",
+            Rules::Conversations => "conversations",
+        }
+    }
+}
+
+impl std::str::FromStr for Rules {
+    type Err = ProcessorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "all" => Ok(Rules::All),
+            "conversations" => Ok(Rules::Conversations),
+            other => Err(ProcessorError::Config(format!(
+                "processors.rules = {other:?}: must be \"all\" or \"conversations\""
+            ))),
+        }
+    }
+}
+
 /// The processors' configuration (`[processors]` in the TOML file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -307,6 +344,8 @@ pub struct Config {
     pub max_clock_skew: Duration,
     /// At most this many outputs awaiting Kafka's acknowledgement; consumption pauses beyond.
     pub max_in_flight: usize,
+    /// Which rules run (every one unless limited, for benchmarks).
+    pub rules: Rules,
     /// Thresholds of every tenant without an override.
     pub defaults: Thresholds,
     /// Per-tenant overrides, keyed by tenant id (a TOML table key, so written as a string).
@@ -326,6 +365,7 @@ impl Default for Config {
             commit_interval: Duration::from_millis(500),
             max_clock_skew: Duration::from_secs(600),
             max_in_flight: 10_000,
+            rules: Rules::All,
             defaults: Thresholds::default(),
             tenants: HashMap::new(),
         }

@@ -82,7 +82,7 @@ pub mod runner;
 pub mod scoring;
 pub mod texts;
 
-pub use config::{Config, ThresholdOverrides, Thresholds};
+pub use config::{Config, Rules, ThresholdOverrides, Thresholds};
 pub use engine::{
     EngineStats, EntityCounts, EntityKind, Output, OverLimit, PartitionEngine, TooLate,
 };

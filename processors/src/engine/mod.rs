@@ -72,7 +72,7 @@ use vigia_schemas::{
     UserId,
 };
 
-use crate::config::{Config, Thresholds};
+use crate::config::{Config, Rules, Thresholds};
 pub use retention::{EntityCounts, EntityKind, OverLimit};
 
 /// What the engine emits.
@@ -217,17 +217,22 @@ impl PartitionEngine {
 
         let mut out = Vec::new();
         tenant.fire_due(event_watermark, &mut out);
-        let mark = out.len();
-        tenant.sellers.on_watermark(
-            tenant.id,
-            &tenant.th,
-            event_watermark,
-            &tenant.conversations,
-            &tenant.leads,
-            &mut out,
-        );
-        tenant.reports.count_alerts(&out[mark..]);
-        tenant.apply(event, &mut out);
+        let rules = config.rules;
+        if rules == Rules::All {
+            let mark = out.len();
+            tenant.sellers.on_watermark(
+                tenant.id,
+                &tenant.th,
+                event_watermark,
+                &tenant.conversations,
+                &tenant.leads,
+                &mut out,
+            );
+            tenant.reports.count_alerts(&out[mark..]);
+            tenant.apply(event, &mut out);
+        } else {
+            tenant.apply_conversations(event, &mut out);
+        }
         // What the event scheduled and the clock has already passed fires now, right after it:
         // waiting for the next clock advance would let the next record (possibly written in the
         // same instant, so not advancing the clock on replay) cancel it on a replay but not live.
@@ -635,6 +640,30 @@ impl TenantState {
             .observe(event, &self.conversations, &mut self.ended_waits);
         self.reports.observe(event);
         self.reports.count_alerts(&out[mark..]);
+        self.touch(event);
+    }
+
+    /// [`Self::apply`] with only the conversation rules ([`Rules::Conversations`]): no lead,
+    /// session, seller-metric or report state is kept, so none of their outputs or deadlines.
+    fn apply_conversations(&mut self, event: &Event, out: &mut Vec<Output>) {
+        let mut ctx = Ctx {
+            tenant: self.id,
+            th: &self.th,
+            deadlines: &mut self.deadlines,
+            out,
+            ended: &mut self.ended_waits,
+            corrected_alerts: &mut self.corrected_alerts,
+        };
+        let convs = &mut self.conversations;
+        match &event.payload {
+            Payload::MessageReceived(m) => convs.on_message_received(&mut ctx, event, m),
+            Payload::MessageSent(m) => convs.on_message_sent(&mut ctx, event, m),
+            Payload::ConversationAssigned(a) => convs.on_assigned(event, a),
+            Payload::ConversationClosed(c) => convs.on_closed(&mut ctx, event, c),
+            _ => {}
+        }
+        // Ended waits are the seller metrics' input, which is off.
+        self.ended_waits.clear();
         self.touch(event);
     }
 

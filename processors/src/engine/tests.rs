@@ -2932,3 +2932,77 @@ fn the_next_deadline_of_a_tenant_is_its_own_earliest() {
     assert_ne!(e.next_deadline_of(TENANT), Some(t(0.0) + unanswered));
     assert_eq!(e.next_deadline_of(TENANT + 1), Some(t(0.5) + unanswered));
 }
+
+// ---------------------------------------------------------------- rules = "conversations"
+
+#[test]
+fn conversation_rules_alone_give_the_same_samples_and_alerts_and_nothing_else() {
+    let stream = [
+        lead_created(
+            1,
+            "l1",
+            t(0.0),
+            LeadSource::MetaAds,
+            Some(7),
+            Some("c1"),
+            None,
+        ),
+        received(2, "c1", t(0.0), Some(7), "quiero comprar hoy"),
+        sent(3, "c1", t(2.0), 7, false),
+        received(4, "c2", t(3.0), None, "hola"),
+        follow_up(5, "l1", t(4.0), 7, t(30.0)),
+        session(6, "started", "s1", t(5.0)),
+        received(7, "c1", t(10.0), None, "¿precio?"),
+        sent(8, "c1", t(90.0), 7, false),
+        closed(9, "c2", t(200.0)),
+        received(10, "c3", t(24.0 * 60.0 + 1.0), None, "hola"),
+    ];
+    let conversation_outputs = |outs: Vec<Output>| -> Vec<Output> {
+        outs.into_iter()
+            .filter(|o| match o {
+                Output::ResponseTime(_) => true,
+                Output::Notification(n) => n.kind == NotificationType::UnansweredConversation,
+                _ => false,
+            })
+            .collect()
+    };
+    let all = feed_all(&mut engine(), &stream);
+    let mut limited = engine_with(|c| c.rules = crate::config::Rules::Conversations);
+    let only = feed_all(&mut limited, &stream);
+
+    assert_eq!(samples(&only).len(), 2, "{only:?}");
+    assert_eq!(
+        of_kind(&only, NotificationType::UnansweredConversation).len(),
+        4,
+        "c1 and c2 alert and are withdrawn: {only:?}"
+    );
+    assert_eq!(conversation_outputs(all.clone()), only);
+    assert!(
+        all.len() > only.len(),
+        "the other rules had outputs to leave out: {all:?}"
+    );
+    assert!(limited.tenants[&TENANT].ended_waits.is_empty());
+    assert_eq!(
+        rule_deadlines(&limited.tenants[&TENANT]),
+        1,
+        "c3's wait only"
+    );
+}
+
+#[test]
+fn the_rules_switch_reads_all_or_conversations_and_names_itself_otherwise() {
+    use crate::config::Rules;
+    assert_eq!(
+        "conversations".parse::<Rules>().unwrap(),
+        Rules::Conversations
+    );
+    assert_eq!("all".parse::<Rules>().unwrap(), Rules::All);
+    let e = "leads".parse::<Rules>().unwrap_err().to_string();
+    assert!(
+        e.contains("processors.rules") && e.contains("conversations"),
+        "{e}"
+    );
+    let c: Config = toml::from_str("rules = \"conversations\"").unwrap();
+    assert_eq!(c.rules, Rules::Conversations);
+    assert!(toml::from_str::<Config>("rules = \"some\"").is_err());
+}
