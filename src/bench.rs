@@ -41,6 +41,7 @@ use crate::simulate::percentile;
 
 mod gateway_peers;
 mod latency;
+mod recovery;
 mod sink;
 mod transactions;
 
@@ -58,6 +59,9 @@ pub enum Bench {
     Sink(sink::SinkArgs),
     /// One Kafka hop with and without transactions (read_committed): latency and throughput.
     Transactions(transactions::TransactionsArgs),
+    /// Recovery of a `vigia process` killed with -9, with checkpoints and with a full replay,
+    /// for growing histories; output gaps while instances join.
+    Recovery(recovery::RecoveryArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -187,6 +191,7 @@ pub async fn run(config: Config, bench: Bench) -> Result<()> {
         Bench::Pipeline(args) => pipeline(config, args).await,
         Bench::Sink(args) => sink::run(config, args).await,
         Bench::Transactions(args) => transactions::run(config, args).await,
+        Bench::Recovery(args) => recovery::run(config, args).await,
     }
 }
 

@@ -280,6 +280,25 @@ impl Config {
                 .parse()
                 .map_err(|e| anyhow!("VIGIA_PROCESSOR_RULES={v:?}: {e}"))?;
         }
+        if let Some(v) = get("VIGIA_CHECKPOINTS") {
+            self.processors.checkpoints = match v.trim() {
+                "true" | "on" | "1" => true,
+                "false" | "off" | "0" => false,
+                _ => {
+                    return Err(anyhow!(
+                        "VIGIA_CHECKPOINTS={v:?} must be true or false (on/off, 1/0)"
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get("VIGIA_CHECKPOINT_INTERVAL") {
+            self.processors.checkpoint_interval = dur("VIGIA_CHECKPOINT_INTERVAL", &v)?;
+        }
+        if let Some(v) = get("VIGIA_CHECKPOINT_MAX_RECORDS") {
+            self.processors.checkpoint_max_records = v.parse().map_err(|e| {
+                anyhow!("VIGIA_CHECKPOINT_MAX_RECORDS={v:?} is not a count of records: {e}")
+            })?;
+        }
         let t = &mut self.processors.defaults;
         if let Some(v) = get("VIGIA_UNANSWERED_AFTER") {
             t.unanswered_after = dur("VIGIA_UNANSWERED_AFTER", &v)?;
@@ -485,6 +504,29 @@ mod tests {
         c.apply_env(env(&[("VIGIA_PROCESSOR_RULES", "conversations")]))
             .unwrap();
         assert_eq!(c.processors.rules, vigia_processors::Rules::Conversations);
+    }
+
+    #[test]
+    fn checkpoint_settings_are_read_from_the_environment() {
+        let mut c = Config::default();
+        assert!(c.processors.checkpoints);
+        c.apply_env(env(&[
+            ("VIGIA_CHECKPOINTS", "off"),
+            ("VIGIA_CHECKPOINT_INTERVAL", "2s"),
+            ("VIGIA_CHECKPOINT_MAX_RECORDS", "5000"),
+        ]))
+        .unwrap();
+        assert!(!c.processors.checkpoints);
+        assert_eq!(c.processors.checkpoint_interval, Duration::from_secs(2));
+        assert_eq!(c.processors.checkpoint_max_records, 5000);
+        for (k, v) in [
+            ("VIGIA_CHECKPOINTS", "maybe"),
+            ("VIGIA_CHECKPOINT_INTERVAL", "often"),
+            ("VIGIA_CHECKPOINT_MAX_RECORDS", "-1"),
+        ] {
+            let e = c.apply_env(env(&[(k, v)])).unwrap_err();
+            assert!(e.to_string().contains(k), "{e}");
+        }
     }
 
     #[test]

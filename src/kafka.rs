@@ -49,8 +49,13 @@ pub async fn ensure_topics(
             // Replicated topics: an acknowledged write (acks=all) is on at least two brokers, so
             // losing one loses nothing; with fewer in sync, producers are refused (ingest: 503)
             // rather than acknowledged on one copy.
-            if kafka.replication_factor >= 3 {
+            let topic = if kafka.replication_factor >= 3 {
                 topic.set("min.insync.replicas", "2")
+            } else {
+                topic
+            };
+            if *name == topics.checkpoints {
+                checkpoint_topic(topic)
             } else {
                 topic
             }
@@ -71,6 +76,19 @@ pub async fn ensure_topics(
         }
     }
     wait_for_topics(base, topics).await
+}
+
+/// The processors' checkpoints: only the latest value of each key matters (keys name a
+/// partition's slot and piece, see `vigia_processors::checkpoint`), so the topic is compacted;
+/// hourly segments let the compaction reclaim old checkpoints within the hour rather than after
+/// the default week (every partition writes one every few seconds).
+fn checkpoint_topic(topic: NewTopic<'_>) -> NewTopic<'_> {
+    topic
+        .set("cleanup.policy", "compact")
+        .set("segment.ms", "3600000")
+        .set("min.cleanable.dirty.ratio", "0.5")
+        // Tombstones of superseded checkpoints: kept a day so a reader never misses one.
+        .set("delete.retention.ms", "86400000")
 }
 
 /// Topic creation is asynchronous on some brokers: wait until metadata shows every topic.

@@ -3,8 +3,22 @@
 //! together and refuses anything incomplete, mixed or corrupt. [`read_header`] reads what the
 //! recovery decision needs ([`crate::recovery::CheckpointFacts`]) without the state.
 //!
-//! What it does not: serialize the engine (the snapshot is opaque bytes here), choose record keys
-//! or talk to Kafka, or decide which checkpoint to load ([`crate::recovery`]).
+//! Also pure, for the runner: the record keys ([`piece_key`]: partition, slot, piece), what the
+//! tail of a checkpoint partition holds ([`gather`]: the checkpoint in each slot, complete or
+//! not), and when to write the next one ([`Schedule`]).
+//!
+//! What it does not: serialize the engine (the snapshot is opaque bytes here), talk to Kafka
+//! (`runner::checkpoint_io`), or decide which checkpoint to load ([`crate::recovery`]).
+//!
+//! # Two slots per partition
+//!
+//! The `checkpoints` topic is compacted: Kafka keeps the latest record of each key. A
+//! partition's checkpoints alternate between two *slots* (keys `p<partition>/s<slot>/<piece>`), so
+//! the previous checkpoint survives while the next one is written: a crash half-way through a
+//! write leaves one slot mixed (refused by its checksum and piece headers) and the other whole.
+//! Two checkpoints also cover a lost commit: the newer one may be after the committed offset, the
+//! older one is not ([`Schedule`] writes a new checkpoint only once the previous one is covered
+//! by a commit).
 //!
 //! # Piece layout (big-endian)
 //!
@@ -24,6 +38,8 @@
 //! The header is fixed-size and independent of the state version, so a build can tell an
 //! incompatible checkpoint from an unreadable one. The checksum catches pieces of two writes of
 //! the same offset mixed together, and corruption, which would otherwise load a wrong state.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
@@ -236,8 +252,187 @@ pub fn join<P: AsRef<[u8]>>(pieces: &[P]) -> Result<(CheckpointMeta, Vec<u8>), C
     Ok((first.meta, snapshot))
 }
 
+/// Slots per partition (see the module doc).
+pub const SLOTS: u8 = 2;
+
+/// The record key of piece `index` of the checkpoint in `slot` of `partition`.
+pub fn piece_key(partition: i32, slot: u8, index: u32) -> Vec<u8> {
+    format!("p{partition}/s{slot}/{index}").into_bytes()
+}
+
+/// `(partition, slot, index)` of a key written by [`piece_key`].
+pub fn parse_key(key: &[u8]) -> Option<(i32, u8, u32)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let mut parts = key.split('/');
+    let partition = parts.next()?.strip_prefix('p')?.parse().ok()?;
+    let slot: u8 = parts.next()?.strip_prefix('s')?.parse().ok()?;
+    let index = parts.next()?.parse().ok()?;
+    (parts.next().is_none() && slot < SLOTS).then_some((partition, slot, index))
+}
+
+/// A record of the checkpoints topic: key, and value (`None`: a tombstone).
+pub type StoredRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// The checkpoint found in one slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub slot: u8,
+    /// What the recovery decision reads; `unreadable` when pieces are missing, mixed or corrupt.
+    pub facts: CheckpointFacts,
+    /// Its pieces (whole and consistent when readable), for [`join`].
+    pub pieces: Vec<Vec<u8>>,
+    /// Every key of this slot holding a record now (to delete the checkpoint: tombstones).
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// What a checkpoint partition holds for `partition`: from its records in log order (key,
+/// value; `None` is a tombstone), the latest value of each key, grouped by slot. A slot's
+/// checkpoint is the one its piece 0 belongs to; it is readable if every piece of it is there
+/// (pieces left from an older, longer checkpoint of the slot are ignored). Sorted by when the
+/// slot's piece 0 was written, oldest first (the order [`crate::recovery::choose_checkpoint`]
+/// breaks ties by).
+pub fn gather(partition: i32, records: impl IntoIterator<Item = StoredRecord>) -> Vec<Found> {
+    // (slot, piece) -> (position in the log, the latest record)
+    let mut latest: BTreeMap<(u8, u32), (usize, StoredRecord)> = BTreeMap::new();
+    for (at, (key, value)) in records.into_iter().enumerate() {
+        if let Some((p, slot, index)) = parse_key(&key) {
+            if p == partition {
+                latest.insert((slot, index), (at, (key, value)));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for slot in 0..SLOTS {
+        let entries: Vec<_> = latest
+            .range((slot, 0)..=(slot, u32::MAX))
+            .filter_map(|((_, index), (at, (key, value)))| {
+                value.as_ref().map(|v| (*index, *at, key.clone(), v))
+            })
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let keys = entries.iter().map(|(_, _, k, _)| k.clone()).collect();
+        let first = entries.iter().find(|(index, ..)| *index == 0);
+        let header = first.and_then(|(_, _, _, v)| read_header(v).ok());
+        let written = first.map_or(usize::MAX, |(_, at, ..)| *at);
+        let (facts, pieces) = match header {
+            Some(h) => {
+                let same = |v: &[u8]| {
+                    read_header(v).is_ok_and(|o| {
+                        (o.meta, o.count, o.total_len, o.checksum)
+                            == (h.meta, h.count, h.total_len, h.checksum)
+                    })
+                };
+                let pieces: Vec<Vec<u8>> = entries
+                    .iter()
+                    .filter(|(index, _, _, v)| *index < h.count && same(v))
+                    .map(|(_, _, _, v)| v.to_vec())
+                    .collect();
+                let complete = pieces.len() == h.count as usize && h.meta.partition == partition;
+                let facts = CheckpointFacts {
+                    unreadable: !complete,
+                    ..h.meta.facts()
+                };
+                (facts, pieces)
+            }
+            None => (
+                CheckpointFacts {
+                    offset: -1,
+                    state_version: 0,
+                    clock_watermark: None,
+                    unreadable: true,
+                },
+                Vec::new(),
+            ),
+        };
+        found.push((
+            written,
+            Found {
+                slot,
+                facts,
+                pieces,
+                keys,
+            },
+        ));
+    }
+    found.sort_by_key(|(written, f)| (*written, f.slot));
+    found.into_iter().map(|(_, f)| f).collect()
+}
+
+/// When the runner writes a partition's next checkpoint, and in which slot: at most
+/// `interval` after the previous one, or after `max_records` records, whichever comes first —
+/// only if records were processed since, and only once the previous checkpoint is covered by a
+/// commit (so the slot not being overwritten holds one at or before the committed offset).
+/// Times are the caller's (a monotonic clock; tests pass made-up instants).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    interval: std::time::Duration,
+    max_records: u64,
+    /// Position of the engine when the last checkpoint was taken (or the partition assigned).
+    last_offset: i64,
+    last_at: std::time::Instant,
+    /// The offset of the newest checkpoint this partition has (written or loaded), if any.
+    previous: Option<i64>,
+    slot: u8,
+}
+
+impl Schedule {
+    /// A partition assigned at `now`, its engine at `start`: restored from a checkpoint in
+    /// `loaded_slot` (at `start`), or not.
+    pub fn new(
+        interval: std::time::Duration,
+        max_records: u64,
+        start: i64,
+        now: std::time::Instant,
+        loaded_slot: Option<u8>,
+    ) -> Self {
+        Schedule {
+            interval,
+            max_records,
+            last_offset: start,
+            last_at: now,
+            previous: loaded_slot.map(|_| start),
+            // Never overwrite the checkpoint just loaded: it may be the only usable one.
+            slot: loaded_slot.map_or(0, |s| (s + 1) % SLOTS),
+        }
+    }
+
+    /// The slot to write a checkpoint of the engine at `next_offset` into now, if one is due.
+    /// `committed`: the offset known committed.
+    pub fn due(
+        &self,
+        now: std::time::Instant,
+        next_offset: i64,
+        committed: Option<i64>,
+    ) -> Option<u8> {
+        let records = next_offset.saturating_sub(self.last_offset);
+        if records <= 0 {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(self.last_at) >= self.interval;
+        if !elapsed && (records as u64) < self.max_records {
+            return None;
+        }
+        let covered = self
+            .previous
+            .is_none_or(|prev| committed.is_some_and(|c| c >= prev));
+        covered.then_some(self.slot)
+    }
+
+    /// A checkpoint of the engine at `offset` was written (started) at `now`.
+    pub fn written(&mut self, offset: i64, now: std::time::Instant) {
+        self.last_offset = offset;
+        self.last_at = now;
+        self.previous = Some(offset);
+        self.slot = (self.slot + 1) % SLOTS;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     fn meta() -> CheckpointMeta {
@@ -348,5 +543,95 @@ mod tests {
             read_header(&newer),
             Err(CheckpointError::UnknownLayout(LAYOUT_VERSION + 1))
         );
+    }
+
+    fn stored(partition: i32, slot: u8, pieces: &[Vec<u8>]) -> Vec<StoredRecord> {
+        pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (piece_key(partition, slot, i as u32), Some(p.clone())))
+            .collect()
+    }
+
+    fn at(offset: i64) -> CheckpointMeta {
+        CheckpointMeta { offset, ..meta() }
+    }
+
+    #[test]
+    fn keys_round_trip_and_foreign_keys_are_ignored() {
+        assert_eq!(parse_key(&piece_key(12, 1, 7)), Some((12, 1, 7)));
+        assert_eq!(piece_key(3, 0, 0), b"p3/s0/0");
+        for bad in [&b"p3/s2/0"[..], b"p3/s0", b"x3/s0/1", b"p3/s0/1/2", b"\xff"] {
+            assert_eq!(parse_key(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_latest_value_of_each_key_makes_each_slots_checkpoint() {
+        let old = split(at(100), &snapshot(250), HEADER_LEN + 100).unwrap();
+        let new = split(at(200), &snapshot(150), HEADER_LEN + 100).unwrap();
+        let other = split(at(300), &snapshot(150), HEADER_LEN + 100).unwrap();
+        let mut log = stored(3, 0, &old); // 3 pieces in slot 0
+        log.extend(stored(3, 1, &new)); // slot 1
+        log.extend(stored(4, 0, &other)); // another partition
+        let found = gather(3, log.clone());
+        assert_eq!(found.len(), 2);
+        assert_eq!((found[0].slot, found[0].facts.offset), (0, 100));
+        assert_eq!((found[1].slot, found[1].facts.offset), (1, 200));
+        assert!(found.iter().all(|f| !f.facts.unreadable));
+        assert_eq!(join(&found[0].pieces).unwrap().1, snapshot(250));
+
+        // Slot 0 rewritten with a 2-piece checkpoint: its old piece 2 stays but is ignored.
+        let newer = split(at(400), &snapshot(150), HEADER_LEN + 100).unwrap();
+        log.extend(stored(3, 0, &newer));
+        let found = gather(3, log.clone());
+        assert_eq!((found[1].slot, found[1].facts.offset), (0, 400));
+        assert!(!found[1].facts.unreadable);
+        assert_eq!(found[1].pieces.len(), 2);
+        assert_eq!(found[1].keys.len(), 3);
+        assert_eq!(join(&found[1].pieces).unwrap().0, at(400));
+
+        // A crash after the first piece of the next write of slot 1: mixed, unreadable.
+        let torn = split(at(500), &snapshot(150), HEADER_LEN + 100).unwrap();
+        log.push((piece_key(3, 1, 0), Some(torn[0].clone())));
+        let found = gather(3, log.clone());
+        let slot1 = found.iter().find(|f| f.slot == 1).unwrap();
+        assert!(slot1.facts.unreadable);
+        assert_eq!(slot1.facts.offset, 500);
+        assert!(!found.iter().find(|f| f.slot == 0).unwrap().facts.unreadable);
+
+        // Tombstones delete; a corrupt piece 0 makes the slot unreadable.
+        log.extend((0..3).map(|i| (piece_key(3, 1, i), None)));
+        log.push((piece_key(3, 0, 0), Some(b"garbage".to_vec())));
+        let found = gather(3, log);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].facts.unreadable);
+        assert_eq!(found[0].slot, 0);
+    }
+
+    #[test]
+    fn the_schedule_is_time_and_size_bounded_and_waits_for_a_commit() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut sched = Schedule::new(Duration::from_secs(10), 1000, 50, t0, None);
+        // Nothing processed: never due.
+        assert_eq!(sched.due(s(60), 50, Some(50)), None);
+        // Some records, not yet the interval.
+        assert_eq!(sched.due(s(9), 60, None), None);
+        // The interval passed: due in slot 0, with nothing written before (no commit needed).
+        assert_eq!(sched.due(s(10), 60, None), Some(0));
+        sched.written(60, s(10));
+        // Next: due by size before the interval, in the other slot, once 60 is committed.
+        assert_eq!(sched.due(s(11), 1060, Some(59)), None);
+        assert_eq!(sched.due(s(11), 1059, Some(60)), None);
+        assert_eq!(sched.due(s(11), 1060, Some(60)), Some(1));
+        sched.written(1060, s(11));
+        assert_eq!(sched.due(s(30), 1100, Some(1060)), Some(0));
+
+        // Restored from slot 1: the first write goes to slot 0, and waits for the loaded
+        // checkpoint to be covered (it is, by construction: at or before the committed offset).
+        let sched = Schedule::new(Duration::from_secs(10), 1000, 70, t0, Some(1));
+        assert_eq!(sched.due(s(10), 80, Some(70)), Some(0));
+        assert_eq!(sched.due(s(10), 80, None), None);
     }
 }

@@ -12,6 +12,10 @@
 //! max_clock_skew = "10m"
 //! max_in_flight = 10000
 //! rules = "all"                    # or "conversations": only response time and unanswered
+//! checkpoints = true               # engine state checkpoints (see `runner`): recovery replays
+//! checkpoint_interval = "10s"      # only what came after the latest one; at most this long
+//! checkpoint_max_records = 100000  # apart, or this many records, whichever comes first
+//! checkpoint_piece_bytes = 900000  # a checkpoint is split into records of at most this size
 //!
 //! [processors.defaults]            # every tenant, unless overridden
 //! unanswered_after = "1h"
@@ -346,6 +350,19 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Which rules run (every one unless limited, for benchmarks).
     pub rules: Rules,
+    /// Write engine state checkpoints to the `checkpoints` topic and recover from them (else
+    /// every assignment replays its partition from the beginning).
+    pub checkpoints: bool,
+    /// A partition that processed records is checkpointed at most this long after the previous
+    /// checkpoint: what a crash leaves to replay is this much traffic (plus the commit lag).
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// … or after this many records, whichever comes first: bounds the replay under a burst or
+    /// while catching up, when an interval's worth of records is large.
+    pub checkpoint_max_records: u64,
+    /// Largest checkpoint record (header included); larger checkpoints are split. Below the
+    /// brokers' `message.max.bytes` (1 MiB by default).
+    pub checkpoint_piece_bytes: usize,
     /// Thresholds of every tenant without an override.
     pub defaults: Thresholds,
     /// Per-tenant overrides, keyed by tenant id (a TOML table key, so written as a string).
@@ -366,6 +383,10 @@ impl Default for Config {
             max_clock_skew: Duration::from_secs(600),
             max_in_flight: 10_000,
             rules: Rules::All,
+            checkpoints: true,
+            checkpoint_interval: Duration::from_secs(10),
+            checkpoint_max_records: 100_000,
+            checkpoint_piece_bytes: 900_000,
             defaults: Thresholds::default(),
             tenants: HashMap::new(),
         }
@@ -378,6 +399,27 @@ impl Config {
         match self.tenants.get(&tenant) {
             Some(o) => self.defaults.with(o),
             None => self.defaults.clone(),
+        }
+    }
+
+    /// This configuration with everything that does not shape the engine's state reset to the
+    /// defaults: what a checkpoint is compared against. The rules' thresholds, the watermark delay
+    /// (deadlines fired by log time) and the clock-skew bound (which events are applied) shape
+    /// it; consumer group, tick, commit and checkpoint timings, in-flight bound do not — changing
+    /// them keeps the checkpoints. Fields added later are compared unless listed here: a new
+    /// setting costs a full replay when changed rather than a wrong state.
+    pub fn for_state(&self) -> Config {
+        let d = Config::default();
+        Config {
+            group_id: d.group_id,
+            tick: d.tick,
+            commit_interval: d.commit_interval,
+            max_in_flight: d.max_in_flight,
+            checkpoints: d.checkpoints,
+            checkpoint_interval: d.checkpoint_interval,
+            checkpoint_max_records: d.checkpoint_max_records,
+            checkpoint_piece_bytes: d.checkpoint_piece_bytes,
+            ..self.clone()
         }
     }
 
@@ -398,6 +440,21 @@ impl Config {
             return Err(ProcessorError::Config(
                 "processors.max_in_flight must be at least 1".into(),
             ));
+        }
+        if self.checkpoint_interval.is_zero() || self.checkpoint_max_records == 0 {
+            return Err(ProcessorError::Config(
+                "processors.checkpoint_interval and checkpoint_max_records must be more than 0 \
+                 (to turn checkpoints off: processors.checkpoints = false)"
+                    .into(),
+            ));
+        }
+        if self.checkpoint_piece_bytes <= crate::checkpoint::HEADER_LEN {
+            return Err(ProcessorError::Config(format!(
+                "processors.checkpoint_piece_bytes = {} must be more than a piece's header ({} \
+                 bytes); the default 900000 fits the brokers' default record limit",
+                self.checkpoint_piece_bytes,
+                crate::checkpoint::HEADER_LEN
+            )));
         }
         if self.group_id.is_empty() {
             return Err(ProcessorError::Config(
@@ -502,6 +559,59 @@ mod tests {
         assert_eq!(t.alert_conversion_rate, 0.10);
         assert_eq!((t.max_conversations, t.max_leads), (100_000, 100_000));
         assert_eq!((t.max_sessions, t.max_sellers), (10_000, 10_000));
+    }
+
+    #[test]
+    fn only_settings_that_shape_the_state_invalidate_a_checkpoint() {
+        let base = Config::default();
+        let operational = Config {
+            group_id: "other".into(),
+            tick: Duration::from_millis(50),
+            commit_interval: Duration::from_secs(2),
+            max_in_flight: 7,
+            checkpoints: false,
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_max_records: 5,
+            checkpoint_piece_bytes: 4096,
+            ..base.clone()
+        };
+        assert_eq!(operational.for_state(), base.for_state());
+        let delay = Config {
+            watermark_delay: Duration::from_secs(2),
+            ..base.clone()
+        };
+        assert_ne!(delay.for_state(), base.for_state());
+        let skew = Config {
+            max_clock_skew: Duration::from_secs(60),
+            ..base.clone()
+        };
+        assert_ne!(skew.for_state(), base.for_state());
+        let mut tenant = base.clone();
+        tenant.tenants.insert(
+            3,
+            ThresholdOverrides {
+                unanswered_after: Some(Duration::from_secs(60)),
+                ..Default::default()
+            },
+        );
+        assert_ne!(tenant.for_state(), base.for_state());
+    }
+
+    #[test]
+    fn checkpoint_settings_are_checked() {
+        let c: Config = toml::from_str(
+            "checkpoint_interval = \"30s\"\ncheckpoint_max_records = 5000\ncheckpoints = false",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(30));
+        assert!(!c.checkpoints);
+        let c: Config = toml::from_str("checkpoint_interval = \"0s\"").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("checkpoint_interval"), "{err}");
+        let c: Config = toml::from_str("checkpoint_piece_bytes = 10").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("checkpoint_piece_bytes"), "{err}");
     }
 
     #[test]

@@ -20,10 +20,11 @@
 //!   and outputs are produced again; the runner carries it out with Kafka calls.
 //! - [`checkpoint`]: a checkpoint's bytes as Kafka records — split into pieces under the record
 //!   limit, each with a header (partition, offset, state version, clock), and joined back with
-//!   checks. Not yet written or read by the runner.
+//!   checks; the two slots per partition, and when the next checkpoint is due. The runner writes
+//!   them to the compacted `checkpoints` topic and restores from them on assignment.
 //! - [`scoring`]: the hot-lead score as a pure function of plain inputs (UDF-ready).
 //! - `runner` (cargo feature `runner`, on by default): the Kafka I/O around the engine — consume
-//!   `events` in a consumer group, recover by deterministic replay, advance the watermark with
+//!   `events` in a consumer group, recover from a checkpoint and deterministic replay, advance the watermark with
 //!   the wall clock once caught up so deadlines fire on an idle stream, produce outputs to
 //!   `notifications` / `response_times` / `lead_scores`, dead-letter what cannot be applied,
 //!   commit what Kafka acknowledged.

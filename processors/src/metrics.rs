@@ -60,6 +60,17 @@ pub(crate) struct Metrics {
     pub dead_letters: Family<ReasonLabel, Counter>,
     /// Dead letters Kafka refused for good (skipped), by the reason of what they carried.
     pub dead_letters_lost: Family<ReasonLabel, Counter>,
+    /// Partitions assigned that replay from their beginning, by
+    /// [`crate::recovery::FullReplayReason::as_str`] (checkpoints on).
+    pub full_replays: Family<ReasonLabel, Counter>,
+    /// Partitions restored from a checkpoint.
+    pub checkpoint_restores: Counter,
+    /// Checkpoints written (every piece acknowledged).
+    pub checkpoints_written: Counter,
+    /// Checkpoints that could not be written (Kafka refused a piece; the next one is tried).
+    pub checkpoint_write_failures: Counter,
+    /// Size of each owned partition's last checkpoint, bytes (the serialized state).
+    pub checkpoint_bytes: Family<PartitionLabel, Gauge>,
 }
 
 impl Metrics {
@@ -77,6 +88,11 @@ impl Metrics {
             commit_failures: Counter::default(),
             dead_letters: Family::default(),
             dead_letters_lost: Family::default(),
+            full_replays: Family::default(),
+            checkpoint_restores: Counter::default(),
+            checkpoints_written: Counter::default(),
+            checkpoint_write_failures: Counter::default(),
+            checkpoint_bytes: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("vigia_processor");
         r.register(
@@ -132,6 +148,33 @@ impl Metrics {
             "dead_letters_lost",
             "Dead letters Kafka refused for good and that were skipped, by reason",
             m.dead_letters_lost.clone(),
+        );
+        r.register(
+            "full_replays",
+            "Partitions assigned that replay from their beginning instead of a checkpoint, by \
+             reason (nothing_committed, no_checkpoint, unreadable, other_state_version, \
+             other_config, after_committed, clock_not_delivered)",
+            m.full_replays.clone(),
+        );
+        r.register(
+            "checkpoint_restores",
+            "Partitions restored from a checkpoint on assignment",
+            m.checkpoint_restores.clone(),
+        );
+        r.register(
+            "checkpoints_written",
+            "Engine state checkpoints written (every piece acknowledged)",
+            m.checkpoints_written.clone(),
+        );
+        r.register(
+            "checkpoint_write_failures",
+            "Engine state checkpoints Kafka did not take (the next one is tried)",
+            m.checkpoint_write_failures.clone(),
+        );
+        r.register(
+            "checkpoint_bytes",
+            "Size of each owned partition's last checkpoint (serialized engine state), bytes",
+            m.checkpoint_bytes.clone(),
         );
         m
     }

@@ -211,6 +211,55 @@ pub enum Fallback {
     NoneUsable,
 }
 
+/// Why a partition replays from its beginning, as logged and counted
+/// (`vigia_processor_full_replays_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FullReplayReason {
+    /// No committed offset (a new consumer group): nothing is known to be delivered.
+    NothingCommitted,
+    /// No checkpoint of the partition was found.
+    NoCheckpoint,
+    /// Pieces missing, mixed or corrupt (a crash while writing, a broken record).
+    Unreadable,
+    /// Written by a build with another engine state version.
+    OtherStateVersion,
+    /// Taken under another configuration of the rules (`Config::for_state`).
+    OtherConfig,
+    /// After the committed offset (a commit was lost).
+    AfterCommitted,
+    /// At the committed offset, holding clock-fired outputs not known delivered.
+    ClockNotDelivered,
+}
+
+impl FullReplayReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FullReplayReason::NothingCommitted => "nothing_committed",
+            FullReplayReason::NoCheckpoint => "no_checkpoint",
+            FullReplayReason::Unreadable => "unreadable",
+            FullReplayReason::OtherStateVersion => "other_state_version",
+            FullReplayReason::OtherConfig => "other_config",
+            FullReplayReason::AfterCommitted => "after_committed",
+            FullReplayReason::ClockNotDelivered => "clock_not_delivered",
+        }
+    }
+
+    /// The reason of a fallback: for [`Fallback::NoneUsable`], why the newest checkpoint (the
+    /// last rejected, in the order [`choose_checkpoint`] was given them) was refused.
+    pub fn of(fallback: Fallback, rejected: &[(usize, Rejection)]) -> Self {
+        match fallback {
+            Fallback::NothingCommitted => FullReplayReason::NothingCommitted,
+            Fallback::NoCheckpoint => FullReplayReason::NoCheckpoint,
+            Fallback::NoneUsable => match rejected.iter().max_by_key(|(i, _)| *i) {
+                Some((_, Rejection::Incompatible { .. })) => FullReplayReason::OtherStateVersion,
+                Some((_, Rejection::AfterCommitted)) => FullReplayReason::AfterCommitted,
+                Some((_, Rejection::ClockNotDelivered)) => FullReplayReason::ClockNotDelivered,
+                Some((_, Rejection::Unreadable)) | None => FullReplayReason::Unreadable,
+            },
+        }
+    }
+}
+
 /// The outcome of [`choose_checkpoint`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointChoice {

@@ -60,7 +60,12 @@ async fn create_topics(topics: &Topics) {
             } else {
                 1
             };
-            NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+            if *name == topics.checkpoints {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
@@ -216,16 +221,48 @@ impl Drop for Collector {
     }
 }
 
+/// Checkpoints on (the default), taken often and split into small pieces, so every test here
+/// also runs with restores from multi-piece checkpoints.
 fn test_config(group: &str) -> Config {
     let mut c = Config {
         group_id: group.into(),
         watermark_delay: Duration::from_millis(300),
         tick: Duration::from_millis(100),
         commit_interval: Duration::from_millis(200),
+        checkpoint_interval: Duration::from_millis(300),
+        checkpoint_piece_bytes: 2048,
         ..Config::default()
     };
     c.defaults.unanswered_after = Duration::from_secs(2);
     c
+}
+
+/// Starts the processors in the background; the handle gives their metrics once they stop.
+fn start_observed(
+    config: Config,
+    topics: &Topics,
+) -> (CancellationToken, tokio::task::JoinHandle<String>) {
+    let stop = CancellationToken::new();
+    let topics = topics.clone();
+    let token = stop.clone();
+    let handle = tokio::spawn(async move {
+        let mut registry = Registry::default();
+        vigia_processors::run(config, &base(), &topics, &mut registry, token)
+            .await
+            .expect("the processors run without error");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    });
+    (stop, handle)
+}
+
+/// A sample's value in Prometheus text (0 when absent), e.g.
+/// `vigia_processor_full_replays_total{reason="unreadable"}`.
+fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 /// Starts the processors in the background.
@@ -817,5 +854,510 @@ async fn a_tenant_flooding_new_conversations_is_dead_lettered_at_its_limit_other
 
     stop.cancel();
     handle.await.unwrap();
+    collector.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+
+/// Every record of the checkpoints topic (one partition here), in log order.
+async fn stored_checkpoints(topics: &Topics) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let topic = topics.checkpoints.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = base()
+            .set("group.id", unique("cp-reader"))
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .unwrap();
+        let mut out = Vec::new();
+        if high <= low {
+            return out;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        loop {
+            match consumer.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => {
+                    out.push((
+                        m.key().unwrap_or_default().to_vec(),
+                        m.payload().map(<[u8]>::to_vec),
+                    ));
+                    if m.offset() + 1 >= high {
+                        return out;
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+                Some(Err(e)) => panic!("reading checkpoints: {e}"),
+                None => panic!("reading checkpoints timed out"),
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// What each `events` partition's slots hold now.
+async fn checkpoints_by_partition(
+    topics: &Topics,
+) -> HashMap<i32, Vec<vigia_processors::checkpoint::Found>> {
+    let stored = stored_checkpoints(topics).await;
+    (0..EVENT_PARTITIONS)
+        .map(|p| (p, vigia_processors::checkpoint::gather(p, stored.clone())))
+        .collect()
+}
+
+/// The end offset of each `events` partition.
+async fn event_ends(topics: &Topics) -> HashMap<i32, i64> {
+    let topic = topics.events.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer =
+            base().set("group.id", unique("ends")).create().unwrap();
+        (0..EVENT_PARTITIONS)
+            .map(|p| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .unwrap();
+                (p, high)
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until every non-empty `events` partition has a readable checkpoint at its end: state
+/// taken after every record produced so far.
+async fn wait_for_checkpoints_at_the_end(topics: &Topics) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ends = event_ends(topics).await;
+        let found = checkpoints_by_partition(topics).await;
+        let done = ends.iter().filter(|(_, end)| **end > 0).all(|(p, end)| {
+            found[p]
+                .iter()
+                .any(|f| !f.facts.unreadable && f.facts.offset == *end)
+        });
+        if done {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "no checkpoint at the end of each partition: ends {ends:?}, found {:?}",
+            found
+                .iter()
+                .map(|(p, f)| (p, f.iter().map(|f| f.facts).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How many `events` partitions hold records (the tenants' keys decide).
+async fn busy_partitions(topics: &Topics) -> f64 {
+    event_ends(topics)
+        .await
+        .values()
+        .filter(|end| **end > 0)
+        .count() as f64
+}
+
+/// Writes `records` (key, value) to the checkpoints topic, as a processor would.
+async fn write_checkpoint_records(topics: &Topics, records: Vec<(Vec<u8>, Vec<u8>)>) {
+    let producer: FutureProducer = base().set("acks", "all").create().unwrap();
+    for (key, value) in records {
+        producer
+            .send(
+                FutureRecord::to(&topics.checkpoints)
+                    .partition(0)
+                    .key(&key)
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+/// Event time of a batch: a moment ahead, so that the batch is written before any of its
+/// waits is due by the clock.
+fn soon() -> DateTime<Utc> {
+    Utc::now() + ms(1500)
+}
+
+/// Produces `events` in one go (all enqueued, then awaited): a batch written within
+/// milliseconds, so that no record's log time passes a deadline of an earlier one in the batch
+/// (as one-by-one writes on a loaded machine could: an answer written after its wait's
+/// deadline is an alert and its withdrawal, not what an engine fed the batch alone gives).
+async fn produce_batch(topic: &str, events: &[Event]) {
+    let producer: FutureProducer = base()
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let keys: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.partition_key(), e.to_json()))
+        .collect();
+    let sends = keys.iter().map(|(key, payload)| {
+        producer.send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+    });
+    for r in futures::future::join_all(sends).await {
+        r.map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// A batch of traffic at `at` over tenants `tenants`: per tenant, `answered` conversations
+/// replied to within the threshold and one left unanswered (alerted 2 s later).
+fn traffic(
+    tag: &str,
+    tenants: std::ops::RangeInclusive<u64>,
+    at: DateTime<Utc>,
+    answered: i64,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    for tenant in tenants {
+        for i in 0..answered {
+            let conv = format!("{tag}-a{i}");
+            events.push(received(
+                tenant,
+                &conv,
+                at + ms(i),
+                Some(7),
+                "hola, ¿precio?",
+            ));
+            events.push(sent(tenant, &conv, at + ms(400 + i), 7));
+        }
+        events.push(received(tenant, &format!("{tag}-u"), at, Some(8), "hola"));
+    }
+    events
+}
+
+/// Waits until every output an uninterrupted run gives for `events` was seen, then checks that
+/// nothing else was, and that every copy of each is that run's record, byte for byte.
+async fn assert_uninterrupted_outputs(
+    collector: &Collector,
+    config: &Config,
+    events: &[Event],
+    what: &str,
+) {
+    let expected = expected_outputs(config, events);
+    let expected_ids: HashSet<Uuid> = expected.keys().copied().collect();
+    collector
+        .wait_for(what, Duration::from_secs(30), |s| {
+            ids(s)
+                .into_iter()
+                .collect::<HashSet<_>>()
+                .is_superset(&expected_ids)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = collector.snapshot();
+    let new: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| {
+            ids(std::slice::from_ref(*s))
+                .iter()
+                .any(|id| !expected_ids.contains(id))
+        })
+        .collect();
+    assert!(
+        new.is_empty(),
+        "{what}: records an uninterrupted run does not give: {new:#?}"
+    );
+    let mut raw_by_id: HashMap<Uuid, &str> = HashMap::new();
+    for s in seen
+        .iter()
+        .filter(|s| !s.topic.ends_with("dead_letters") && s.value["type"] != "daily_report")
+    {
+        let id: Uuid = serde_json::from_value(s.value["id"].clone()).unwrap();
+        assert_eq!(s.value, expected[&id], "{what}: record {id} differs");
+        let first = raw_by_id.entry(id).or_insert(&s.raw);
+        assert_eq!(
+            *first,
+            s.raw.as_str(),
+            "{what}: record {id} re-sent with other bytes"
+        );
+    }
+    assert!(of(&seen, &topics_dead_letters(&seen)).is_empty());
+}
+
+/// Dead letters are not expected in these tests: the name of whatever dead-letter topic was seen.
+fn topics_dead_letters(seen: &[Seen]) -> String {
+    seen.iter()
+        .find(|s| s.topic.ends_with("dead_letters"))
+        .map(|s| s.topic.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn a_restart_restores_a_mid_stream_checkpoint_and_gives_an_uninterrupted_runs_outputs() {
+    init_logs();
+    let topics = Topics::with_prefix(&format!("{}.", unique("restore")));
+    create_topics(&topics).await;
+    let config = test_config(&unique("group"));
+    let collector = Collector::start(&topics);
+
+    let mut events = traffic("one", 31..=36, soon(), 12);
+    produce_batch(&topics.events, &events).await;
+    let (_stop, first) = start(config.clone(), &topics);
+    assert_uninterrupted_outputs(&collector, &config, &events, "the first part's outputs").await;
+    wait_for_checkpoints_at_the_end(&topics).await;
+    // … and for the commits that cover them (every 200 ms).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pieces: usize = checkpoints_by_partition(&topics)
+        .await
+        .values()
+        .flatten()
+        .map(|f| f.pieces.len())
+        .max()
+        .unwrap();
+    assert!(pieces > 1, "checkpoints split into pieces ({pieces})");
+    // Crash: no draining, no final commit, no goodbye to the group.
+    first.abort();
+    let _ = first.await;
+
+    let second = traffic("two", 31..=36, soon(), 5);
+    produce_batch(&topics.events, &second).await;
+    events.extend(second);
+    let (stop, restarted) = start_observed(config.clone(), &topics);
+    assert_uninterrupted_outputs(&collector, &config, &events, "after the restore").await;
+    stop.cancel();
+    let metrics = restarted.await.unwrap();
+    assert_eq!(
+        metric(&metrics, "vigia_processor_checkpoint_restores_total"),
+        busy_partitions(&topics).await,
+        "every partition restored from its checkpoint:\n{metrics}"
+    );
+    assert!(
+        !metrics.contains("vigia_processor_full_replays_total{"),
+        "{metrics}"
+    );
+    // The checkpoints were at the committed offsets: nothing before them was re-read.
+    assert_eq!(
+        metric(&metrics, "vigia_processor_replayed_records_total"),
+        0.0
+    );
+    collector.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn corrupt_foreign_or_too_new_checkpoints_fall_back_to_a_full_replay_with_the_same_outputs() {
+    use vigia_processors::checkpoint::{self, HEADER_LEN};
+    init_logs();
+    let topics = Topics::with_prefix(&format!("{}.", unique("fallback")));
+    create_topics(&topics).await;
+    let config = test_config(&unique("group"));
+    let collector = Collector::start(&topics);
+
+    let mut events = traffic("zero", 51..=54, soon(), 8);
+    produce_batch(&topics.events, &events).await;
+    let (stop, run) = start(config.clone(), &topics);
+    assert_uninterrupted_outputs(&collector, &config, &events, "before any fallback").await;
+    wait_for_checkpoints_at_the_end(&topics).await;
+    stop.cancel();
+    run.await.unwrap();
+
+    for (round, reason) in ["unreadable", "other_state_version", "after_committed"]
+        .into_iter()
+        .enumerate()
+    {
+        // Every checkpoint of every partition, spoilt the same way.
+        let ends = event_ends(&topics).await;
+        let mut spoilt = Vec::new();
+        for (p, found) in checkpoints_by_partition(&topics).await {
+            for f in found.iter().filter(|f| !f.facts.unreadable) {
+                // One spoilt by an earlier round (and not overwritten since) stays as it is.
+                let Ok((meta, state)) = checkpoint::join(&f.pieces) else {
+                    continue;
+                };
+                let pieces = match reason {
+                    "unreadable" => {
+                        let mut pieces = f.pieces.clone();
+                        let last = pieces.last_mut().unwrap();
+                        last[HEADER_LEN] ^= 0x20;
+                        pieces
+                    }
+                    "other_state_version" => checkpoint::split(
+                        checkpoint::CheckpointMeta {
+                            state_version: meta.state_version + 1,
+                            ..meta
+                        },
+                        &state,
+                        config.checkpoint_piece_bytes,
+                    )
+                    .unwrap(),
+                    _ => checkpoint::split(
+                        checkpoint::CheckpointMeta {
+                            offset: ends[&p] + 1000,
+                            ..meta
+                        },
+                        &state,
+                        config.checkpoint_piece_bytes,
+                    )
+                    .unwrap(),
+                };
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    spoilt.push((checkpoint::piece_key(p, f.slot, i as u32), piece));
+                }
+            }
+        }
+        assert!(!spoilt.is_empty(), "{reason}: checkpoints to spoil");
+        write_checkpoint_records(&topics, spoilt).await;
+
+        let more = traffic(&format!("r{round}"), 51..=54, soon(), 3);
+        produce_batch(&topics.events, &more).await;
+        events.extend(more);
+        let (stop, run) = start_observed(config.clone(), &topics);
+        assert_uninterrupted_outputs(&collector, &config, &events, reason).await;
+        wait_for_checkpoints_at_the_end(&topics).await;
+        stop.cancel();
+        let metrics = run.await.unwrap();
+        let sample = format!("vigia_processor_full_replays_total{{reason=\"{reason}\"}}");
+        assert_eq!(
+            metric(&metrics, &sample),
+            busy_partitions(&topics).await,
+            "{reason}: both partitions replayed in full:\n{metrics}"
+        );
+        assert_eq!(
+            metric(&metrics, "vigia_processor_checkpoint_restores_total"),
+            0.0,
+            "{reason}"
+        );
+        if reason == "after_committed" {
+            // Deleted: never loaded later, when a commit has passed its offset.
+            let ends = event_ends(&topics).await;
+            for (p, found) in checkpoints_by_partition(&topics).await {
+                for f in found {
+                    assert!(f.facts.offset <= ends[&p], "partition {p}: {:?}", f.facts);
+                }
+            }
+        }
+    }
+    collector.close().await;
+}
+
+/// Environment of [`child_runs_the_processors_until_the_checkpoint_failpoint`]: the topic
+/// prefix and consumer group of the parent test.
+const CHILD_PREFIX: &str = "VIGIA_TEST_CHILD_PREFIX";
+const CHILD_GROUP: &str = "VIGIA_TEST_CHILD_GROUP";
+
+/// Not a test by itself: the processors of
+/// [`a_crash_while_a_checkpoint_is_written_leaves_the_other_slot_to_restore_from`], in a
+/// process of their own (this test binary, run again) that the failpoint aborts. Returns at
+/// once when not started that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of a_crash_while_a_checkpoint_is_written_…"]
+async fn child_runs_the_processors_until_the_checkpoint_failpoint() {
+    let (Ok(prefix), Ok(group)) = (std::env::var(CHILD_PREFIX), std::env::var(CHILD_GROUP)) else {
+        return;
+    };
+    init_logs();
+    let topics = Topics::with_prefix(&prefix);
+    let config = Config {
+        checkpoint_interval: Duration::from_millis(100),
+        ..test_config(&group)
+    };
+    let mut registry = Registry::default();
+    vigia_processors::run(
+        config,
+        &base(),
+        &topics,
+        &mut registry,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    panic!("the failpoint should have aborted the processors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn a_crash_while_a_checkpoint_is_written_leaves_the_other_slot_to_restore_from() {
+    use std::os::unix::process::ExitStatusExt;
+    init_logs();
+    let prefix = format!("{}.", unique("torn"));
+    let topics = Topics::with_prefix(&prefix);
+    create_topics(&topics).await;
+    let group = unique("group");
+    let config = test_config(&group);
+    let collector = Collector::start(&topics);
+
+    // The processors in a child process, aborted by the failpoint half-way through writing the
+    // 4th checkpoint (of more than one piece) it writes: after two whole ones per partition.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_runs_the_processors_until_the_checkpoint_failpoint",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_PREFIX, &prefix)
+        .env(CHILD_GROUP, &group)
+        .env("VIGIA_FAILPOINT_CHECKPOINT_ABORT", "4")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Traffic until it dies (each batch makes checkpoints due).
+    let mut events = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the failpoint never fired"
+        );
+        let batch = traffic(&format!("b{}", events.len()), 41..=44, soon(), 4);
+        produce_batch(&topics.events, &batch).await;
+        events.extend(batch);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "aborted by the failpoint: {status:?}"
+    );
+    let found = checkpoints_by_partition(&topics).await;
+    let torn: Vec<_> = found
+        .values()
+        .flatten()
+        .filter(|f| f.facts.unreadable)
+        .collect();
+    assert_eq!(torn.len(), 1, "one checkpoint left half-written: {found:?}");
+    let whole = found
+        .values()
+        .flatten()
+        .filter(|f| !f.facts.unreadable)
+        .count();
+    assert!(
+        whole as f64 >= busy_partitions(&topics).await,
+        "the other slot of the torn one, and the other partition's: {found:?}"
+    );
+
+    let last = traffic("last", 41..=44, soon(), 2);
+    produce_batch(&topics.events, &last).await;
+    events.extend(last);
+    let (stop, restarted) = start_observed(config.clone(), &topics);
+    assert_uninterrupted_outputs(&collector, &config, &events, "after the torn checkpoint").await;
+    stop.cancel();
+    let metrics = restarted.await.unwrap();
+    assert_eq!(
+        metric(&metrics, "vigia_processor_checkpoint_restores_total"),
+        busy_partitions(&topics).await,
+        "the torn partition restored from its other slot:\n{metrics}"
+    );
     collector.close().await;
 }

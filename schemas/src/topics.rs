@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// | `lead_scores` | tenant id | [`crate::LeadScore`] JSON |
 /// | `seller_metrics` | tenant id | [`crate::SellerMetrics`] JSON |
 /// | `dead_letters` | origin key | [`crate::DeadLetter`] JSON |
+/// | `checkpoints` | partition, slot, piece | the processors' engine state (compacted; see `vigia_processors::checkpoint`) |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topics {
     pub events: String,
@@ -19,6 +20,8 @@ pub struct Topics {
     pub lead_scores: String,
     pub seller_metrics: String,
     pub dead_letters: String,
+    /// The processors' state checkpoints: a compacted topic (`cleanup.policy=compact`).
+    pub checkpoints: String,
 }
 
 impl Topics {
@@ -31,10 +34,11 @@ impl Topics {
             lead_scores: t("lead_scores"),
             seller_metrics: t("seller_metrics"),
             dead_letters: t("dead_letters"),
+            checkpoints: t("checkpoints"),
         }
     }
 
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.events,
             &self.notifications,
@@ -42,6 +46,7 @@ impl Topics {
             &self.lead_scores,
             &self.seller_metrics,
             &self.dead_letters,
+            &self.checkpoints,
         ]
     }
 }

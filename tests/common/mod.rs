@@ -85,6 +85,9 @@ impl Namespace {
             .env("VIGIA_DATA_DIR", &self.data_dir)
             .env("VIGIA_JWT_SECRET", SECRET)
             .env("VIGIA_API_KEYS", API_KEYS)
+            // Checkpoints are on by default; every second here, so that the crash, scale and
+            // order tests restore from them rather than replay (10 s would rarely be reached).
+            .env("VIGIA_CHECKPOINT_INTERVAL", "1s")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         for (k, v) in &self.extra_env {

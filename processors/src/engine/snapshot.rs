@@ -37,8 +37,9 @@ pub enum SnapshotError {
 #[derive(serde::Serialize)]
 struct SnapshotRef<'a> {
     state_version: u32,
-    /// The configuration the state was built under: thresholds and limits shape the state, so a
-    /// state built under others would not be the one a replay builds.
+    /// The configuration the state was built under ([`Config::for_state`]): thresholds and
+    /// limits shape the state, so a state built under others would not be the one a replay
+    /// builds. Settings that do not shape it (tick, commit and checkpoint timings) are left out.
     config: &'a Config,
     tenants: &'a BTreeMap<TenantId, TenantState>,
     clock_watermark: Option<DateTime<Utc>>,
@@ -63,7 +64,7 @@ impl PartitionEngine {
     pub fn snapshot(&self) -> Vec<u8> {
         serde_json::to_vec(&SnapshotRef {
             state_version: STATE_VERSION,
-            config: &self.config,
+            config: &self.config.for_state(),
             tenants: &self.tenants,
             clock_watermark: self.clock_watermark,
             stats: self.stats,
@@ -82,7 +83,7 @@ impl PartitionEngine {
             });
         }
         let s: Snapshot = serde_json::from_slice(bytes)?;
-        if s.config != *config {
+        if s.config != config.for_state() {
             return Err(SnapshotError::Config);
         }
         Ok(PartitionEngine {

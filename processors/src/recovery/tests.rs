@@ -679,3 +679,28 @@ fn a_partition_not_assigned_yet_produces_and_commits_freely() {
     assert!(replay.before_record(7).producing);
     assert!(replay.may_commit(0));
 }
+
+#[test]
+fn a_full_replay_is_explained_by_the_newest_refused_checkpoint() {
+    use FullReplayReason as R;
+    assert_eq!(
+        R::of(Fallback::NothingCommitted, &[]).as_str(),
+        "nothing_committed"
+    );
+    assert_eq!(R::of(Fallback::NoCheckpoint, &[]), R::NoCheckpoint);
+    let rejected = [
+        (0, Rejection::Unreadable),
+        (1, Rejection::Incompatible { state_version: 9 }),
+    ];
+    assert_eq!(R::of(Fallback::NoneUsable, &rejected), R::OtherStateVersion);
+    let rejected = [(1, Rejection::Unreadable), (0, Rejection::AfterCommitted)];
+    assert_eq!(R::of(Fallback::NoneUsable, &rejected), R::Unreadable);
+    assert_eq!(
+        R::of(Fallback::NoneUsable, &[(0, Rejection::ClockNotDelivered)]).as_str(),
+        "clock_not_delivered"
+    );
+    assert_eq!(
+        R::of(Fallback::NoneUsable, &[(0, Rejection::AfterCommitted)]).as_str(),
+        "after_committed"
+    );
+}

@@ -40,11 +40,17 @@
 //!   partition whose records keep coming is left to its log time for up to [`BUSY_GRACE`]: the
 //!   next record fires the deadline without the write-ahead commit below.
 //!
-//! # Recovery: bounded, deterministic replay
+//! # Recovery: checkpoints, then deterministic replay
 //!
-//! Engine state is not persisted: on each partition assignment a fresh engine replays the
-//! partition from its beginning (the topic's retention bounds the replay). Let `C` be the group's
-//! committed offset at assignment and `H` the partition's high-water mark then.
+//! Every [`Config::checkpoint_interval`] (10 s; or [`Config::checkpoint_max_records`] records,
+//! whichever first) each owned partition that processed records writes its engine state to the
+//! compacted `checkpoints` topic ([`crate::checkpoint`]: two slots per partition, pieces under
+//! the record limit; `checkpoint_io`). On assignment, let `C` be the group's committed offset and
+//! `H` the partition's high-water mark then. The engine is restored from the latest usable
+//! checkpoint at or before `C` ([`crate::recovery::choose_checkpoint`]), or, when there is none
+//! (missing, unreadable, another state version or rules configuration, after `C`), a fresh one
+//! replays the partition from its beginning — logged and counted
+//! (`vigia_processor_full_replays_total{reason}`). Either way:
 //! - Records before `C` rebuild the state with their outputs suppressed: they were delivered
 //!   before the crash or handover.
 //! - When replay reaches `C`, the clock watermarks committed with `C` are restored: first the
@@ -54,12 +60,22 @@
 //! - Until `H` the watermark moves only with event and log time, so the replay is a function of
 //!   the log (and of `C` with its metadata). From `H` on the wall clock drives it too.
 //!
+//! A checkpoint holds the state the engine had at its offset, clock included, so a restore
+//! continues the run that wrote it; it needs no atomic write with the offsets (see
+//! [`crate::recovery`], "Which checkpoint is usable").
+//!
+//! Why 10 s: what a crash leaves to replay is at most an interval of traffic plus the commit
+//! lag, a fraction of a second at the rates one instance takes (~100,000 events/s per core for
+//! the rules); writing costs one serialization of the partition's state per interval, which the
+//! retention rule bounds (live entities and 7 days of samples). Arroyo's default is the same.
+//!
 //! A revoked partition's engine is kept; if the partition comes back it resumes where it stopped
 //! instead of replaying (records another owner handled meanwhile are re-applied, their outputs
 //! suppressed up to the new `C`, as above).
 //!
-//! These decisions are made by [`crate::recovery`] (pure, unit-tested); this module reads the
-//! facts they need from Kafka and carries them out.
+//! These decisions are made by [`crate::recovery`] and [`crate::checkpoint`] (pure,
+//! unit-tested); `assign` and `checkpoint_io` read the facts they need from Kafka and carry
+//! them out, `output` delivers and accounts for outputs.
 //!
 //! # Why no Kafka transactions are needed
 //!
@@ -91,6 +107,10 @@
 //! it as answered in time, so the notification delivered before the crash is never withdrawn.
 //! Kafka keeps the metadata and closes that gap.
 
+mod assign;
+mod checkpoint_io;
+mod output;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,25 +119,20 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use prometheus_client::registry::Registry;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vigia_schemas::{
-    dead_letter_key, decode_event, DeadLetter, DeadLetterReason, NotificationType, Origin, Topics,
-};
+use vigia_schemas::{decode_event, DeadLetterReason, NotificationType, Topics};
 
+use self::assign::{Rebalanced, RunnerContext};
+use self::output::{Ack, Outgoing};
+use crate::checkpoint;
 use crate::engine::{chrono_duration, Output, PartitionEngine};
-use crate::metrics::{KindLabel, Metrics, PartitionLabel, ReasonLabel};
-use crate::recovery::{
-    self, Assignment, CommittedAnomaly, EngineSource, HeldEngine, PartitionOffsets, Replay, Seek,
-    WatermarkStep, Watermarks,
-};
+use crate::metrics::{Metrics, PartitionLabel};
+use crate::recovery::{Replay, Watermarks};
 use crate::{Config, ProcessorError};
 
 /// Timeout of blocking Kafka metadata calls (committed offsets, watermarks, sync commits).
@@ -151,6 +166,7 @@ pub struct Processors {
     topics: Topics,
     consumer: Arc<StreamConsumer<RunnerContext>>,
     offsets_reader: Arc<BaseConsumer>,
+    checkpoint_reader: Arc<BaseConsumer>,
     producer: FutureProducer,
     rebalances: mpsc::UnboundedReceiver<Rebalanced>,
     positions: Arc<Mutex<HashMap<i32, i64>>>,
@@ -207,6 +223,15 @@ impl Processors {
             .set("enable.auto.commit", "false")
             .create()
             .map_err(kafka_err("cannot create the committed-offsets reader"))?;
+        // Reads checkpoints back on assignment (assigns partitions of the checkpoints topic
+        // itself, never subscribes or commits).
+        let checkpoint_reader: BaseConsumer = kafka
+            .clone()
+            .set("group.id", format!("{}.checkpoint-reader", config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .map_err(kafka_err("cannot create the checkpoints reader"))?;
         let producer: FutureProducer = kafka
             .clone()
             .set("enable.idempotence", "true")
@@ -222,6 +247,7 @@ impl Processors {
             topics: topics.clone(),
             consumer: Arc::new(consumer),
             offsets_reader: Arc::new(offsets_reader),
+            checkpoint_reader: Arc::new(checkpoint_reader),
             producer,
             rebalances,
             positions,
@@ -251,6 +277,9 @@ impl Processors {
             topics: self.topics,
             consumer: self.consumer,
             offsets_reader: self.offsets_reader,
+            checkpoint_reader: self.checkpoint_reader,
+            checkpoint_partitions: None,
+            failpoint: checkpoint_io::Failpoint::from_env(),
             producer: self.producer,
             positions: self.positions,
             metrics: self.metrics,
@@ -300,7 +329,10 @@ impl Processors {
                     Step::Stop => return Ok(()),
                     Step::Ack(ack) => runner.on_ack(ack)?,
                     Step::Tick => runner.tick().await?,
-                    Step::Commit => runner.commit(CommitMode::Async).await,
+                    Step::Commit => {
+                        runner.commit(CommitMode::Async).await;
+                        runner.checkpoint_due();
+                    }
                     Step::Record(Ok(rec)) => runner.on_record(rec).await?,
                     Step::Record(Err(e)) => {
                         tracing::warn!("consuming {}: {e}", runner.topics.events);
@@ -322,16 +354,6 @@ impl Processors {
         tracing::info!("processors stopped");
         result.and(drained)
     }
-}
-
-/// What [`Runner::enqueue`] did with a record.
-enum Enqueued {
-    Sent,
-    /// The producer's queue is full: wait for deliveries, then try again.
-    QueueFull,
-    /// Kafka will never take this record (too large, invalid).
-    Refused(DeadLetterReason, KafkaError),
-    Failed(KafkaError),
 }
 
 enum Step {
@@ -366,127 +388,6 @@ impl Record {
     }
 }
 
-/// What the rebalance callback tells the main loop.
-enum Rebalanced {
-    /// Partitions assigned, each with the offset consumption starts from (`None`: beginning).
-    Assigned(Vec<(i32, Option<i64>)>),
-    Revoked(Vec<i32>),
-}
-
-/// Consumer context: on assignment, starts each partition from the beginning (replay) or, if
-/// this instance kept its engine, from where that engine stopped.
-struct RunnerContext {
-    topic: String,
-    /// Next offset of every engine this instance holds, owned or kept after revocation.
-    positions: Arc<Mutex<HashMap<i32, i64>>>,
-    tx: mpsc::UnboundedSender<Rebalanced>,
-}
-
-impl ClientContext for RunnerContext {}
-
-impl ConsumerContext for RunnerContext {
-    fn rebalance(
-        &self,
-        base: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let positions = self
-                    .positions
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let mut assigned = Vec::new();
-                let partitions: Vec<(String, i32)> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                for (topic, p) in partitions {
-                    let start = (topic == self.topic)
-                        .then(|| positions.get(&p).copied())
-                        .flatten();
-                    let offset = start.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(e) = tpl.set_partition_offset(&topic, p, offset) {
-                        tracing::error!("cannot set the start offset of {topic}/{p}: {e}");
-                    }
-                    assigned.push((p, start));
-                }
-                drop(positions);
-                let result = if cooperative {
-                    base.incremental_assign(tpl)
-                } else {
-                    base.assign(tpl)
-                };
-                if let Err(e) = result {
-                    tracing::error!("cannot take the assigned partitions: {e}");
-                }
-                let _ = self.tx.send(Rebalanced::Assigned(assigned));
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let revoked = tpl.elements().iter().map(|e| e.partition()).collect();
-                let _ = self.tx.send(Rebalanced::Revoked(revoked));
-                let result = if cooperative {
-                    base.incremental_unassign(tpl)
-                } else {
-                    base.unassign()
-                };
-                if let Err(e) = result {
-                    tracing::error!("cannot release the revoked partitions: {e}");
-                }
-            }
-            other => {
-                tracing::error!("rebalance error: {}", RDKafkaErrorCode::from(other));
-                let revoked = tpl.elements().iter().map(|e| e.partition()).collect();
-                let _ = self.tx.send(Rebalanced::Revoked(revoked));
-                let _ = base.unassign();
-            }
-        }
-    }
-
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!("offset commit failed ({e}); the next commit carries it again");
-        }
-    }
-}
-
-/// An output's delivery report.
-struct Ack {
-    partition: i32,
-    generation: u64,
-    /// The position the output was caused at: the record's offset, or for a watermark advance
-    /// between records, the next record's.
-    offset: i64,
-    kind: &'static str,
-    topic: String,
-    /// The output's event time (a dead letter of it keeps it).
-    time: Option<DateTime<Utc>>,
-    result: Result<(), Undelivered>,
-}
-
-/// An output Kafka did not acknowledge, returned with the error.
-struct Undelivered {
-    error: KafkaError,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-}
-
-/// `Outgoing::kind` of a dead letter.
-const DEAD_LETTER: &str = "dead_letter";
-
-/// A record to produce.
-struct Outgoing {
-    topic: String,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-    kind: &'static str,
-    /// The output's event time, for its dead letter if Kafka refuses it.
-    time: Option<DateTime<Utc>>,
-}
-
 /// One owned (or kept) partition.
 struct PartitionRun {
     /// Distinguishes this engine's acks from those of an engine it replaced.
@@ -509,6 +410,10 @@ struct PartitionRun {
     /// The clock fired something not yet covered by a committed `delivered_watermark`.
     fired_since_commit: bool,
     last_commit: Option<(i64, Watermarks)>,
+    /// When to write the next checkpoint (`None`: checkpoints off).
+    schedule: Option<checkpoint::Schedule>,
+    /// The checkpoint being written, if any: the next waits for it.
+    writing: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl PartitionRun {
@@ -524,6 +429,8 @@ impl PartitionRun {
             clock_due: None,
             fired_since_commit: false,
             last_commit: None,
+            schedule: None,
+            writing: None,
         }
     }
 
@@ -554,6 +461,11 @@ struct Runner {
     topics: Topics,
     consumer: Arc<StreamConsumer<RunnerContext>>,
     offsets_reader: Arc<BaseConsumer>,
+    checkpoint_reader: Arc<BaseConsumer>,
+    /// Partition count of the checkpoints topic once read (`Some(None)`: no such topic, no
+    /// checkpoints).
+    checkpoint_partitions: Option<Option<i32>>,
+    failpoint: Option<Arc<checkpoint_io::Failpoint>>,
     producer: FutureProducer,
     positions: Arc<Mutex<HashMap<i32, i64>>>,
     metrics: Metrics,
@@ -569,6 +481,68 @@ struct Runner {
 }
 
 impl Runner {
+    /// Writes a checkpoint of every owned partition whose [`checkpoint::Schedule`] says so.
+    /// Serializing the state happens here, between records (it is the engine's state at its
+    /// position); the pieces are written in the background.
+    fn checkpoint_due(&mut self) {
+        let Some(Some(checkpoint_partitions)) = self.checkpoint_partitions else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut partitions: Vec<i32> = self.runs.keys().copied().collect();
+        partitions.sort_unstable();
+        for p in partitions {
+            let run = self.runs.get_mut(&p).expect("listed above");
+            if !run.owned || run.writing.as_ref().is_some_and(|w| !w.is_finished()) {
+                continue;
+            }
+            let committed = run.last_commit.map(|(o, _)| o);
+            let Some(slot) = run
+                .schedule
+                .as_ref()
+                .and_then(|s| s.due(now, run.next_offset, committed))
+            else {
+                continue;
+            };
+            let meta = checkpoint::CheckpointMeta {
+                partition: p,
+                offset: run.next_offset,
+                state_version: crate::engine::snapshot::STATE_VERSION,
+                clock_watermark: run.engine.clock_watermark(),
+            };
+            let state = run.engine.snapshot();
+            let pieces = match checkpoint::split(meta, &state, self.config.checkpoint_piece_bytes) {
+                Ok(pieces) => pieces,
+                Err(e) => {
+                    // Only with a piece size the config check refuses; never stop over it.
+                    tracing::error!(partition = p, "cannot split a checkpoint: {e}");
+                    continue;
+                }
+            };
+            if let Some(schedule) = run.schedule.as_mut() {
+                schedule.written(meta.offset, now);
+            }
+            // The next commit, once every output is acknowledged, carries a delivered watermark
+            // at or past this checkpoint's clock. Without it an idle partition (clock moving, no
+            // commit) would leave its checkpoint at the committed offset with a clock beyond the
+            // committed delivered watermark: refused on recovery (`ClockNotDelivered`).
+            run.fired_since_commit = true;
+            run.writing = Some(checkpoint_io::spawn_write(
+                self.producer.clone(),
+                self.topics.checkpoints.clone(),
+                checkpoint_io::home(p, checkpoint_partitions),
+                checkpoint_io::Pieces {
+                    meta,
+                    slot,
+                    bytes: state.len(),
+                    pieces,
+                },
+                self.metrics.clone(),
+                self.failpoint.clone(),
+            ));
+        }
+    }
+
     fn set_position(&self, partition: i32, next: Option<i64>) {
         let mut positions = self
             .positions
@@ -578,119 +552,6 @@ impl Runner {
             Some(o) => positions.insert(partition, o),
             None => positions.remove(&partition),
         };
-    }
-
-    async fn on_rebalance(&mut self, r: Rebalanced) -> Result<(), ProcessorError> {
-        match r {
-            Rebalanced::Revoked(partitions) => {
-                for p in partitions {
-                    if let Some(run) = self.runs.get_mut(&p) {
-                        run.owned = false;
-                        tracing::info!(partition = p, "partition revoked; keeping its engine");
-                    }
-                    self.metrics.live.remove(&PartitionLabel { partition: p });
-                    self.metrics
-                        .watermark
-                        .remove(&PartitionLabel { partition: p });
-                }
-                Ok(())
-            }
-            Rebalanced::Assigned(assigned) => self.on_assigned(assigned).await,
-        }
-    }
-
-    async fn on_assigned(
-        &mut self,
-        assigned: Vec<(i32, Option<i64>)>,
-    ) -> Result<(), ProcessorError> {
-        // Engines kept for partitions that went elsewhere are no longer useful.
-        let wanted: Vec<i32> = assigned.iter().map(|(p, _)| *p).collect();
-        let held = self.runs.iter().map(|(p, run)| (*p, run.owned));
-        for p in recovery::stale_engines(held, &wanted) {
-            self.runs.remove(&p);
-            self.set_position(p, None);
-        }
-        if assigned.is_empty() {
-            return Ok(());
-        }
-        let offsets = fetch_offsets(
-            self.offsets_reader.clone(),
-            self.topics.events.clone(),
-            wanted,
-        )
-        .await?;
-        for (p, start) in assigned {
-            let offsets = offsets[&p];
-            let plan = recovery::plan_assignment(&Assignment {
-                start,
-                held: self.runs.get(&p).map(|run| HeldEngine {
-                    owned: run.owned,
-                    next_offset: run.next_offset,
-                    clock_watermark: run.engine.clock_watermark(),
-                }),
-                offsets,
-                // Checkpoints are not written yet: every engine not held is a full replay.
-                checkpoints: &[],
-                state_version: crate::engine::snapshot::STATE_VERSION,
-            });
-            match plan.anomaly {
-                Some(CommittedAnomaly::BeyondEnd { committed, high }) => tracing::warn!(
-                    partition = p,
-                    "committed offset {committed} is beyond the end of the partition ({high}): \
-                     was the topic recreated? Ignoring it"
-                ),
-                Some(CommittedAnomaly::Deleted { committed, low }) => tracing::warn!(
-                    partition = p,
-                    "records {committed}..{low} were deleted by retention before being processed"
-                ),
-                None => {}
-            }
-            if let Some(to) = plan.seek {
-                seek(self.consumer.clone(), self.topics.events.clone(), p, to).await?;
-            }
-            let resumed = match plan.engine {
-                EngineSource::Resume => true,
-                EngineSource::Fresh(_) => {
-                    self.next_generation += 1;
-                    let engine = PartitionEngine::new(self.config.clone());
-                    self.runs.insert(
-                        p,
-                        PartitionRun::new(self.next_generation, engine, plan.next_offset),
-                    );
-                    false
-                }
-                EngineSource::Checkpoint(_) => unreachable!("no checkpoints are offered"),
-            };
-            let run = self.runs.get_mut(&p).expect("inserted or kept above");
-            run.owned = true;
-            run.replay = plan.replay;
-            run.last_commit = plan.committed.map(|c| (c, offsets.watermarks));
-            let produce_now = match plan.watermarks_now {
-                WatermarkStep::Nothing => Vec::new(),
-                WatermarkStep::Restore(w) => w.restore(&mut run.engine),
-                WatermarkStep::Advance(c) => run.engine.advance_watermark(c),
-            };
-            tracing::info!(
-                partition = p,
-                from = run.next_offset,
-                committed = ?plan.committed,
-                committed_watermarks = ?offsets.watermarks,
-                high_water = offsets.high,
-                resumed,
-                "partition assigned"
-            );
-            let generation = run.generation;
-            let next = run.next_offset;
-            let live = run.replay.live();
-            self.metrics
-                .live
-                .get_or_create(&PartitionLabel { partition: p })
-                .set(i64::from(live));
-            self.set_position(p, Some(next));
-            let outgoing = self.outgoing(produce_now, None, p);
-            self.send(p, generation, next, outgoing).await?;
-        }
-        Ok(())
     }
 
     async fn on_record(&mut self, rec: Record) -> Result<(), ProcessorError> {
@@ -1001,450 +862,6 @@ impl Runner {
             }
         }
     }
-
-    fn on_ack(&mut self, ack: Ack) -> Result<(), ProcessorError> {
-        match ack.result {
-            Ok(()) => {
-                self.metrics
-                    .outputs
-                    .get_or_create(&KindLabel { kind: ack.kind })
-                    .inc();
-            }
-            Err(undelivered) => {
-                let Some(reason) = refused_for_good(&undelivered.error) else {
-                    return Err(ProcessorError::Delivery {
-                        topic: ack.topic,
-                        reason: undelivered.error.to_string(),
-                    });
-                };
-                let refused = Outgoing {
-                    topic: ack.topic,
-                    key: undelivered.key,
-                    payload: undelivered.payload,
-                    kind: ack.kind,
-                    time: ack.time,
-                };
-                // The dead letter takes the output's place: its offset stays pending until the
-                // dead letter is acknowledged.
-                if let Some(letter) = self.refused(
-                    refused,
-                    ack.partition,
-                    ack.offset,
-                    reason,
-                    &undelivered.error,
-                ) {
-                    self.redo
-                        .push_back((ack.partition, ack.generation, ack.offset, letter));
-                    return self.resend();
-                }
-            }
-        }
-        self.settle(ack.partition, ack.generation, ack.offset);
-        Ok(())
-    }
-
-    /// One output of position `offset` is done with (acknowledged, or given up for good).
-    fn settle(&mut self, partition: i32, generation: u64, offset: i64) {
-        let Some(run) = self.runs.get_mut(&partition) else {
-            return;
-        };
-        if run.generation != generation {
-            return;
-        }
-        if let Some(entry) = run.pending.iter_mut().find(|(o, _)| *o == offset) {
-            entry.1 = entry.1.saturating_sub(1);
-        }
-        while run.pending.front().is_some_and(|(_, left)| *left == 0) {
-            run.pending.pop_front();
-        }
-    }
-
-    /// What replaces an output Kafka refused for good: its dead letter, or nothing when the
-    /// refused record was already a dead letter (counted as lost: bounded dead letters fit any
-    /// broker with a sane `max.message.bytes`).
-    fn refused(
-        &self,
-        o: Outgoing,
-        partition: i32,
-        offset: i64,
-        reason: DeadLetterReason,
-        error: &KafkaError,
-    ) -> Option<Outgoing> {
-        if o.kind == DEAD_LETTER {
-            self.metrics
-                .dead_letters_lost
-                .get_or_create(&ReasonLabel {
-                    reason: reason.as_str(),
-                })
-                .inc();
-            tracing::error!(
-                partition,
-                offset,
-                bytes = o.payload.len(),
-                %error,
-                "Kafka refused a dead letter for good; skipping it (check the dead_letters \
-                 topic's max.message.bytes)"
-            );
-            return None;
-        }
-        tracing::warn!(
-            partition,
-            offset,
-            topic = %o.topic,
-            kind = o.kind,
-            bytes = o.payload.len(),
-            %error,
-            "Kafka refused an output for good; dead-lettering it"
-        );
-        let letter = DeadLetter::of_output(
-            "processors",
-            &o.topic,
-            (partition, offset),
-            o.time,
-            reason,
-            &format_args!("Kafka refused this {} ({error})", o.kind),
-            &o.payload,
-        );
-        Some(self.letter_outgoing(letter, reason, Some(&o.key)))
-    }
-
-    /// Enqueues the dead letters of refused outputs (their offsets are already counted pending).
-    fn resend(&mut self) -> Result<(), ProcessorError> {
-        while let Some((partition, generation, offset, o)) = self.redo.pop_front() {
-            match self.enqueue(partition, generation, offset, &o) {
-                Enqueued::Sent => {}
-                Enqueued::QueueFull => {
-                    self.redo.push_front((partition, generation, offset, o));
-                    return Ok(());
-                }
-                Enqueued::Refused(reason, e) => {
-                    if let Some(letter) = self.refused(o, partition, offset, reason, &e) {
-                        self.redo
-                            .push_front((partition, generation, offset, letter));
-                    } else {
-                        self.settle(partition, generation, offset);
-                    }
-                }
-                Enqueued::Failed(e) => {
-                    return Err(ProcessorError::Delivery {
-                        topic: o.topic,
-                        reason: e.to_string(),
-                    })
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits for every in-flight output, up to `limit`.
-    async fn drain(&mut self, limit: Duration) -> Result<(), ProcessorError> {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !self.inflight.is_empty() {
-            match tokio::time::timeout_at(deadline, self.inflight.next()).await {
-                Ok(Some(ack)) => self.on_ack(ack)?,
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::warn!(
-                        "{} outputs still unacknowledged after {limit:?}; they are not committed \
-                         and will be re-sent after restart",
-                        self.inflight.len()
-                    );
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn outgoing(
-        &self,
-        outputs: Vec<Output>,
-        rec: Option<&Record>,
-        partition: i32,
-    ) -> Vec<Outgoing> {
-        let mut out = Vec::with_capacity(outputs.len());
-        for o in outputs {
-            let key = o.tenant_id().to_string().into_bytes();
-            let (topic, payload, kind, time) = match &o {
-                Output::Notification(n) => (
-                    &self.topics.notifications,
-                    to_json(n),
-                    "notification",
-                    n.created_at,
-                ),
-                Output::ResponseTime(r) => (
-                    &self.topics.response_times,
-                    to_json(r),
-                    "response_time",
-                    r.replied_at,
-                ),
-                Output::LeadScore(l) => (
-                    &self.topics.lead_scores,
-                    to_json(l),
-                    "lead_score",
-                    l.computed_at,
-                ),
-                Output::SellerMetrics(m) => (
-                    &self.topics.seller_metrics,
-                    to_json(m),
-                    "seller_metrics",
-                    m.snapshot_at,
-                ),
-                Output::TooLate(t) => {
-                    match rec {
-                        Some(rec) => out.push(self.dead_letter(rec, DeadLetterReason::TooLate, t)),
-                        None => {
-                            tracing::error!(partition, "too-late output without its record: {t}")
-                        }
-                    }
-                    continue;
-                }
-                Output::OverLimit(refused) => {
-                    match rec {
-                        Some(rec) => out.push(self.dead_letter(
-                            rec,
-                            DeadLetterReason::OverTenantLimit,
-                            refused,
-                        )),
-                        None => tracing::error!(
-                            partition,
-                            "over-limit output without its record: {refused}"
-                        ),
-                    }
-                    continue;
-                }
-            };
-            out.push(Outgoing {
-                topic: topic.clone(),
-                key,
-                payload,
-                kind,
-                time: Some(time),
-            });
-        }
-        out
-    }
-
-    /// The dead letter of a consumed record.
-    fn dead_letter(
-        &self,
-        rec: &Record,
-        reason: DeadLetterReason,
-        error: &dyn std::fmt::Display,
-    ) -> Outgoing {
-        let origin = Origin {
-            topic: &self.topics.events,
-            partition: rec.partition,
-            offset: rec.offset,
-            timestamp: rec.timestamp,
-            key: rec.key.as_deref(),
-        };
-        let payload = rec.payload.as_deref().unwrap_or_default();
-        let letter = DeadLetter::of_record("processors", &origin, reason, error, payload);
-        self.letter_outgoing(letter, reason, rec.key.as_deref())
-    }
-
-    fn letter_outgoing(
-        &self,
-        letter: DeadLetter,
-        reason: DeadLetterReason,
-        key: Option<&[u8]>,
-    ) -> Outgoing {
-        self.metrics
-            .dead_letters
-            .get_or_create(&ReasonLabel {
-                reason: reason.as_str(),
-            })
-            .inc();
-        Outgoing {
-            topic: self.topics.dead_letters.clone(),
-            key: dead_letter_key(key),
-            payload: letter.to_json().into_bytes(),
-            kind: DEAD_LETTER,
-            time: letter.origin_timestamp,
-        }
-    }
-
-    /// Enqueues `outgoing`, caused at position `offset`, for delivery; the offset stays
-    /// uncommittable until all are acknowledged.
-    async fn send(
-        &mut self,
-        partition: i32,
-        generation: u64,
-        offset: i64,
-        outgoing: Vec<Outgoing>,
-    ) -> Result<(), ProcessorError> {
-        if outgoing.is_empty() {
-            return Ok(());
-        }
-        if let Some(run) = self.runs.get_mut(&partition) {
-            match run.pending.back_mut() {
-                Some((o, left)) if *o == offset => *left += outgoing.len(),
-                _ => run.pending.push_back((offset, outgoing.len())),
-            }
-        }
-        for mut o in outgoing {
-            loop {
-                match self.enqueue(partition, generation, offset, &o) {
-                    Enqueued::Sent => break,
-                    Enqueued::QueueFull => {
-                        // Let deliveries make room.
-                        match self.inflight.next().await {
-                            Some(ack) => self.on_ack(ack)?,
-                            None => tokio::time::sleep(Duration::from_millis(10)).await,
-                        }
-                        self.resend()?;
-                    }
-                    Enqueued::Refused(reason, e) => {
-                        match self.refused(o, partition, offset, reason, &e) {
-                            Some(letter) => o = letter,
-                            None => {
-                                self.settle(partition, generation, offset);
-                                break;
-                            }
-                        }
-                    }
-                    Enqueued::Failed(e) => {
-                        return Err(ProcessorError::Delivery {
-                            topic: o.topic.clone(),
-                            reason: e.to_string(),
-                        })
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands one record to the producer; its delivery report comes back through `inflight`.
-    fn enqueue(&mut self, partition: i32, generation: u64, offset: i64, o: &Outgoing) -> Enqueued {
-        let record = FutureRecord::to(&o.topic).key(&o.key).payload(&o.payload);
-        match self.producer.send_result(record) {
-            Ok(delivery) => {
-                let topic = o.topic.clone();
-                let kind = o.kind;
-                let time = o.time;
-                self.inflight.push(Box::pin(async move {
-                    let result = match delivery.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((error, message))) => Err(Undelivered {
-                            error,
-                            key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
-                            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                        }),
-                        Err(_) => Err(Undelivered {
-                            error: KafkaError::Canceled,
-                            key: Vec::new(),
-                            payload: Vec::new(),
-                        }),
-                    };
-                    Ack {
-                        partition,
-                        generation,
-                        offset,
-                        kind,
-                        topic,
-                        time,
-                        result,
-                    }
-                }));
-                Enqueued::Sent
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                Enqueued::QueueFull
-            }
-            Err((e, _)) => match refused_for_good(&e) {
-                Some(reason) => Enqueued::Refused(reason, e),
-                None => Enqueued::Failed(e),
-            },
-        }
-    }
-}
-
-/// The group's committed offsets (with their watermarks) and the low/high watermarks.
-async fn fetch_offsets(
-    consumer: Arc<BaseConsumer>,
-    topic: String,
-    partitions: Vec<i32>,
-) -> Result<HashMap<i32, PartitionOffsets>, ProcessorError> {
-    tokio::task::spawn_blocking(move || -> KafkaResult<HashMap<i32, PartitionOffsets>> {
-        // A busy broker (or one failing over its group coordinator) can time out one of these
-        // reads: try again a few times before stopping the processors over it.
-        let mut attempt = 1;
-        loop {
-            match read_offsets(&consumer, &topic, &partitions) {
-                Err(e) if attempt < FETCH_OFFSETS_ATTEMPTS => {
-                    tracing::warn!(attempt, error = %e, "reading committed offsets failed; retrying");
-                    std::thread::sleep(Duration::from_secs(attempt as u64));
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
-    })
-    .await
-    .expect("offset fetch does not panic")
-    .map_err(|source| ProcessorError::Kafka {
-        context: "cannot read committed offsets and watermarks of the events topic".into(),
-        source,
-    })
-}
-
-/// Attempts of [`fetch_offsets`] (1 s, 2 s, 3 s … apart) before giving up.
-const FETCH_OFFSETS_ATTEMPTS: u32 = 5;
-
-fn read_offsets(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partitions: &[i32],
-) -> KafkaResult<HashMap<i32, PartitionOffsets>> {
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(topic, *p);
-    }
-    let committed = consumer.committed_offsets(tpl, KAFKA_TIMEOUT)?;
-    let mut out = HashMap::new();
-    for &p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, KAFKA_TIMEOUT)?;
-        let (c, watermarks) = match committed.find_partition(topic, p) {
-            Some(e) => match e.offset() {
-                Offset::Offset(o) => (Some(o), Watermarks::from_metadata(e.metadata())),
-                _ => (None, Watermarks::default()),
-            },
-            None => (None, Watermarks::default()),
-        };
-        out.insert(
-            p,
-            PartitionOffsets {
-                committed: c,
-                watermarks,
-                low,
-                high,
-            },
-        );
-    }
-    Ok(out)
-}
-
-/// Repositions a partition where its new engine starts (the rebalance callback started it at a
-/// kept engine's position, which is gone).
-async fn seek(
-    consumer: Arc<StreamConsumer<RunnerContext>>,
-    topic: String,
-    partition: i32,
-    to: Seek,
-) -> Result<(), ProcessorError> {
-    let offset = match to {
-        Seek::Beginning => Offset::Beginning,
-        Seek::Offset(o) => Offset::Offset(o),
-    };
-    tokio::task::spawn_blocking(move || consumer.seek(&topic, partition, offset, KAFKA_TIMEOUT))
-        .await
-        .expect("seek does not panic")
-        .map_err(|source| ProcessorError::Kafka {
-            context: format!("cannot rewind partition {partition} for replay"),
-            source,
-        })
 }
 
 fn add_commit(
@@ -1472,58 +889,10 @@ fn set_watermark(metrics: &Metrics, partition: i32, watermark: DateTime<Utc>) {
         .set(watermark.timestamp_millis() as f64 / 1000.0);
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("outputs serialize")
-}
-
-/// Why Kafka will never take a record, if that is why it refused it: too large, or invalid.
-/// Anything else (broker away, timeout) is transient.
-fn refused_for_good(e: &KafkaError) -> Option<DeadLetterReason> {
-    use RDKafkaErrorCode as Code;
-    match e.rdkafka_error_code()? {
-        Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::MessageBatchTooLarge => {
-            Some(DeadLetterReason::OutputTooLarge)
-        }
-        Code::InvalidMessage
-        | Code::InvalidRecord
-        | Code::InvalidTimestamp
-        | Code::PolicyViolation
-        | Code::BadMessage => Some(DeadLetterReason::OutputRefused),
-        _ => None,
-    }
-}
-
 /// `Processors::run` must be spawnable on a multi-threaded runtime.
 #[allow(dead_code)]
 fn run_is_send(
     p: Processors,
 ) -> impl std::future::Future<Output = Result<(), ProcessorError>> + Send {
     p.run(CancellationToken::new())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_refusals_of_the_record_itself_are_for_good() {
-        let produce = |code| KafkaError::MessageProduction(code);
-        assert_eq!(
-            refused_for_good(&produce(RDKafkaErrorCode::MessageSizeTooLarge)),
-            Some(DeadLetterReason::OutputTooLarge)
-        );
-        assert_eq!(
-            refused_for_good(&produce(RDKafkaErrorCode::InvalidRecord)),
-            Some(DeadLetterReason::OutputRefused)
-        );
-        for transient in [
-            RDKafkaErrorCode::MessageTimedOut,
-            RDKafkaErrorCode::BrokerTransportFailure,
-            RDKafkaErrorCode::NotEnoughReplicas,
-            RDKafkaErrorCode::TopicAuthorizationFailed,
-        ] {
-            assert_eq!(refused_for_good(&produce(transient)), None, "{transient:?}");
-        }
-        assert_eq!(refused_for_good(&KafkaError::Canceled), None);
-    }
 }
