@@ -747,10 +747,14 @@ fn sample(
         id: derive_id(
             "response_time",
             &[
-                &tenant.to_string(),
+                super::leads::decimal(tenant, &mut [0; 20]),
                 conversation.as_str(),
-                &customer_event.to_string(),
-                &reply_event_id.to_string(),
+                customer_event
+                    .hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer()),
+                reply_event_id
+                    .hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer()),
             ],
         ),
         tenant_id: tenant,
