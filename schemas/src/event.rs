@@ -390,6 +390,12 @@ impl FieldLimits {
 impl Event {
     /// Parses and validates one event from JSON text.
     pub fn from_json(text: &str) -> Result<Event, Vec<FieldError>> {
+        // Nearly every event is valid: decode it straight from the text first. Whatever that
+        // strict path does not take (an error, but also a `null` or a repeated field, which the
+        // path below accepts) goes through the path below, which alone says what is wrong.
+        if let Some(event) = fast::decode(text) {
+            return Ok(event);
+        }
         match serde_json::from_str::<Value>(text) {
             Ok(v) => Event::from_value(v),
             Err(e) => Err(vec![FieldError::new("", format!("invalid JSON: {e}"))]),
@@ -509,6 +515,295 @@ impl Event {
     /// throughput being bounded by one partition).
     pub fn partition_key(&self) -> String {
         self.tenant_id.to_string()
+    }
+}
+
+/// A decoder of valid events straight from JSON text, without the [`Value`] tree, the
+/// field-by-field error collection and the error paths of [`Event::from_value`]: the one
+/// behind [`Event::from_json`] for all but invalid (or unusual) events.
+///
+/// It takes only a JSON object with the envelope's four fields and exactly the fields of its
+/// type, each once, none `null`, every value of its type; for that input it gives what
+/// [`Event::from_value`] gives (the values go through the same `Deserialize` code, and
+/// [`EntityId`] through a visitor with its rules). Anything else gives `None` (tested against
+/// `from_value`).
+mod fast {
+    use std::fmt;
+
+    use chrono::{DateTime, Utc};
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Deserialize;
+    use uuid::Uuid;
+
+    use super::*;
+
+    pub(super) fn decode(text: &str) -> Option<Event> {
+        serde_json::from_str::<Flat>(text).ok()?.into_event()
+    }
+
+    /// Every field of every event type, each optional.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Flat {
+        #[serde(default, deserialize_with = "present")]
+        event_id: Option<Uuid>,
+        #[serde(rename = "type", default, deserialize_with = "present")]
+        kind: Option<Kind>,
+        #[serde(default, deserialize_with = "present")]
+        tenant_id: Option<TenantId>,
+        #[serde(default, deserialize_with = "present")]
+        occurred_at: Option<DateTime<Utc>>,
+        #[serde(default, deserialize_with = "present")]
+        conversation_id: Option<Entity>,
+        #[serde(default, deserialize_with = "present")]
+        lead_id: Option<Entity>,
+        #[serde(default, deserialize_with = "present")]
+        session_id: Option<Entity>,
+        #[serde(default, deserialize_with = "present")]
+        client_id: Option<Entity>,
+        #[serde(default, deserialize_with = "present")]
+        channel: Option<Channel>,
+        #[serde(default, deserialize_with = "present")]
+        seller_id: Option<UserId>,
+        #[serde(default, deserialize_with = "present")]
+        agent_id: Option<UserId>,
+        #[serde(default, deserialize_with = "present")]
+        user_id: Option<UserId>,
+        #[serde(default, deserialize_with = "present")]
+        phone_number: Option<String>,
+        #[serde(default, deserialize_with = "present")]
+        text: Option<String>,
+        #[serde(default, deserialize_with = "present")]
+        automated: Option<bool>,
+        #[serde(default, deserialize_with = "present")]
+        source: Option<LeadSource>,
+        #[serde(default, deserialize_with = "present")]
+        name: Option<String>,
+        #[serde(default, deserialize_with = "present")]
+        location: Option<String>,
+        #[serde(default, deserialize_with = "present")]
+        estimated_value: Option<f64>,
+        #[serde(default, deserialize_with = "present")]
+        status: Option<LeadStatus>,
+        #[serde(default, deserialize_with = "present")]
+        due_at: Option<DateTime<Utc>>,
+        #[serde(default, deserialize_with = "present")]
+        note: Option<String>,
+        #[serde(default, deserialize_with = "present")]
+        role: Option<Role>,
+        #[serde(default, deserialize_with = "present")]
+        time_zone: Option<String>,
+        #[serde(default, deserialize_with = "present")]
+        active: Option<bool>,
+        #[serde(default, deserialize_with = "present")]
+        result: Option<SessionResult>,
+    }
+
+    /// A field that is there: its value, never `null` (which `from_value` takes as absent for
+    /// optional fields and refuses for the others: left to it).
+    fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        T::deserialize(d).map(Some)
+    }
+
+    impl Flat {
+        fn into_event(mut self) -> Option<Event> {
+            let payload = match self.kind.take()?.0 {
+                EventKind::MessageReceived => Payload::MessageReceived(MessageReceived {
+                    conversation_id: self.conversation_id.take()?.0,
+                    channel: self.channel.take()?,
+                    seller_id: self.seller_id.take(),
+                    phone_number: self.phone_number.take(),
+                    text: self.text.take(),
+                }),
+                EventKind::MessageSent => Payload::MessageSent(MessageSent {
+                    conversation_id: self.conversation_id.take()?.0,
+                    seller_id: self.seller_id.take()?,
+                    automated: self.automated.take().unwrap_or(false),
+                }),
+                EventKind::ConversationAssigned => {
+                    Payload::ConversationAssigned(ConversationAssigned {
+                        conversation_id: self.conversation_id.take()?.0,
+                        seller_id: self.seller_id.take()?,
+                    })
+                }
+                EventKind::ConversationClosed => Payload::ConversationClosed(ConversationClosed {
+                    conversation_id: self.conversation_id.take()?.0,
+                }),
+                EventKind::LeadCreated => Payload::LeadCreated(LeadCreated {
+                    lead_id: self.lead_id.take()?.0,
+                    source: self.source.take()?,
+                    seller_id: self.seller_id.take(),
+                    name: self.name.take(),
+                    phone_number: self.phone_number.take(),
+                    location: self.location.take(),
+                    estimated_value: self.estimated_value.take(),
+                    conversation_id: self.conversation_id.take().map(|e| e.0),
+                }),
+                EventKind::LeadStatusChanged => Payload::LeadStatusChanged(LeadStatusChanged {
+                    lead_id: self.lead_id.take()?.0,
+                    status: self.status.take()?,
+                }),
+                EventKind::LeadFollowUpScheduled => {
+                    Payload::LeadFollowUpScheduled(LeadFollowUpScheduled {
+                        lead_id: self.lead_id.take()?.0,
+                        seller_id: self.seller_id.take()?,
+                        due_at: self.due_at.take()?,
+                        note: self.note.take(),
+                    })
+                }
+                EventKind::UserUpserted => Payload::UserUpserted(UserUpserted {
+                    user_id: self.user_id.take()?,
+                    name: self.name.take()?,
+                    role: self.role.take()?,
+                    time_zone: self.time_zone.take(),
+                    active: self.active.take(),
+                }),
+                EventKind::SessionStarted => Payload::SessionStarted(self.session_ref()?),
+                EventKind::SessionHeartbeat => Payload::SessionHeartbeat(self.session_ref()?),
+                EventKind::SessionEnded => Payload::SessionEnded(SessionEnded {
+                    session_id: self.session_id.take()?.0,
+                    client_id: self.client_id.take()?.0,
+                    agent_id: self.agent_id.take()?,
+                    result: self.result.take()?,
+                }),
+            };
+            // A field of another type: `from_value` refuses it as unknown.
+            if !self.no_payload_field_left() {
+                return None;
+            }
+            Some(Event {
+                event_id: self.event_id?,
+                tenant_id: self.tenant_id?,
+                occurred_at: self.occurred_at?,
+                payload,
+            })
+        }
+
+        fn session_ref(&mut self) -> Option<SessionRef> {
+            Some(SessionRef {
+                session_id: self.session_id.take()?.0,
+                client_id: self.client_id.take()?.0,
+                agent_id: self.agent_id.take()?,
+            })
+        }
+
+        fn no_payload_field_left(&self) -> bool {
+            let Flat {
+                event_id: _,
+                kind: _,
+                tenant_id: _,
+                occurred_at: _,
+                conversation_id,
+                lead_id,
+                session_id,
+                client_id,
+                channel,
+                seller_id,
+                agent_id,
+                user_id,
+                phone_number,
+                text,
+                automated,
+                source,
+                name,
+                location,
+                estimated_value,
+                status,
+                due_at,
+                note,
+                role,
+                time_zone,
+                active,
+                result,
+            } = self;
+            conversation_id.is_none()
+                && lead_id.is_none()
+                && session_id.is_none()
+                && client_id.is_none()
+                && channel.is_none()
+                && seller_id.is_none()
+                && agent_id.is_none()
+                && user_id.is_none()
+                && phone_number.is_none()
+                && text.is_none()
+                && automated.is_none()
+                && source.is_none()
+                && name.is_none()
+                && location.is_none()
+                && estimated_value.is_none()
+                && status.is_none()
+                && due_at.is_none()
+                && note.is_none()
+                && role.is_none()
+                && time_zone.is_none()
+                && active.is_none()
+                && result.is_none()
+        }
+    }
+
+    /// `type`, one of [`EVENT_TYPES`].
+    struct Kind(EventKind);
+
+    impl<'de> Deserialize<'de> for Kind {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Kind;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an event type")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Kind, E> {
+                    const KINDS: [EventKind; 11] = [
+                        EventKind::MessageReceived,
+                        EventKind::MessageSent,
+                        EventKind::ConversationAssigned,
+                        EventKind::ConversationClosed,
+                        EventKind::LeadCreated,
+                        EventKind::LeadStatusChanged,
+                        EventKind::LeadFollowUpScheduled,
+                        EventKind::UserUpserted,
+                        EventKind::SessionStarted,
+                        EventKind::SessionHeartbeat,
+                        EventKind::SessionEnded,
+                    ];
+                    KINDS
+                        .into_iter()
+                        .find(|k| k.as_str() == v)
+                        .map(Kind)
+                        .ok_or_else(|| E::custom("unknown event type"))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// An [`EntityId`] under the rules of its `Deserialize`: a non-empty string of at most
+    /// [`ENTITY_ID_BYTES`], or a non-negative integer (kept as its decimal text).
+    struct Entity(EntityId);
+
+    impl<'de> Deserialize<'de> for Entity {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Entity;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an entity id")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Entity, E> {
+                    if !v.is_empty() && v.len() <= ENTITY_ID_BYTES {
+                        Ok(Entity(EntityId(v.to_string())))
+                    } else {
+                        Err(E::custom("not an entity id"))
+                    }
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Entity, E> {
+                    Ok(Entity(EntityId(v.to_string())))
+                }
+            }
+            d.deserialize_any(V)
+        }
     }
 }
 
@@ -930,6 +1225,110 @@ mod tests {
             "{}",
             errors[0].message
         );
+    }
+
+    /// Every event the strict text decoder takes, `from_value` takes as the same event; and it
+    /// takes the usual ones.
+    #[test]
+    fn the_text_fast_path_agrees_with_from_value() {
+        let env = r#""event_id":"0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d","tenant_id":42,"occurred_at":"2026-02-27T15:00:00Z""#;
+        let taken = [
+            r#""type":"message.received","conversation_id":"c1","channel":"whatsapp""#,
+            r#""type":"message.received","conversation_id":17,"channel":"web","seller_id":3,"phone_number":"+57 300","text":"¿Cuánto \"cuesta\"?\n""#,
+            r#""type":"message.sent","conversation_id":"c","seller_id":7"#,
+            r#""type":"message.sent","conversation_id":"c","seller_id":7,"automated":true"#,
+            r#""type":"message.sent","conversation_id":"c","seller_id":7,"automated":false"#,
+            r#""type":"conversation.assigned","conversation_id":"c","seller_id":0"#,
+            r#""type":"conversation.closed","conversation_id":"c""#,
+            r#""type":"lead.created","lead_id":"l","source":"META_ADS""#,
+            r#""type":"lead.created","lead_id":"l","source":"REFERRAL","seller_id":2,"name":"Ana","phone_number":"1","location":"Bogotá","estimated_value":1500,"conversation_id":"c9""#,
+            r#""type":"lead.created","lead_id":"l","source":"WEBSITE","estimated_value":0.1"#,
+            r#""type":"lead.created","lead_id":"l","source":"WEBSITE","estimated_value":1.7976931348623157e308"#,
+            r#""type":"lead.status_changed","lead_id":"l","status":"converted""#,
+            r#""type":"lead.follow_up_scheduled","lead_id":"l","seller_id":1,"due_at":"2026-02-28T10:00:00-05:00""#,
+            r#""type":"lead.follow_up_scheduled","lead_id":"l","seller_id":1,"due_at":"2026-02-28T10:00:00.123456Z","note":"x""#,
+            r#""type":"user.upserted","user_id":5,"name":"Bo","role":"supervisor""#,
+            r#""type":"user.upserted","user_id":5,"name":"Bo","role":"seller","time_zone":"America/Lima","active":false"#,
+            r#""type":"session.started","session_id":"s","client_id":9,"agent_id":4"#,
+            r#""type":"session.heartbeat","session_id":"s","client_id":"k","agent_id":4"#,
+            r#""type":"session.ended","session_id":"s","client_id":"k","agent_id":4,"result":"not_managed""#,
+        ];
+        let left = [
+            // Accepted by from_value, but not by the strict path.
+            r#""type":"message.received","conversation_id":"c","channel":"web","seller_id":null"#,
+            r#""type":"message.received","conversation_id":"c","channel":"web","text":null"#,
+            r#""type":"message.sent","conversation_id":"c","seller_id":7,"seller_id":8"#,
+            r#""type":"conversation.closed","conversation_id":"a","conversation_id":"b""#,
+            // Refused by both.
+            r#""type":"message.sent","conversation_id":"c","seller_id":null"#,
+            r#""type":"message.sent","conversation_id":"c","seller_id":7,"automated":null"#,
+            r#""type":"message.sent","conversation_id":"c""#,
+            r#""type":"message.sent","conversation_id":"c","seller_id":7,"text":"hola""#,
+            r#""type":"conversation.closed","conversation_id":"c","lead_id":"l""#,
+            r#""type":"conversation.closed","conversation_id":"c","colour":"red""#,
+            r#""type":"conversation.closed","conversation_id":"""#,
+            r#""type":"conversation.closed","conversation_id":-1"#,
+            r#""type":"conversation.closed","conversation_id":1.0"#,
+            r#""type":"conversation.closed","conversation_id":18446744073709551616"#,
+            r#""type":"conversation.closed","conversation_id":true"#,
+            r#""type":"conversation.closed""#,
+            r#""type":"conversation.opened","conversation_id":"c""#,
+            r#""type":7,"conversation_id":"c""#,
+            r#""conversation_id":"c""#,
+            r#""type":"message.received","conversation_id":"c","channel":"pigeon""#,
+            r#""type":"lead.created","lead_id":"l","source":"website""#,
+            r#""type":"lead.follow_up_scheduled","lead_id":"l","seller_id":1,"due_at":"tomorrow""#,
+            r#""type":"lead.follow_up_scheduled","lead_id":"l","seller_id":1,"due_at":"2026-02-28T10:00:00""#,
+            r#""type":"user.upserted","user_id":-5,"name":"Bo","role":"seller""#,
+            r#""type":"session.ended","session_id":"s","client_id":"k","agent_id":4"#,
+        ];
+        let long_id = format!(
+            r#""type":"conversation.closed","conversation_id":"{}""#,
+            "x".repeat(ENTITY_ID_BYTES + 1)
+        );
+        let longest_id = format!(
+            r#""type":"conversation.closed","conversation_id":"{}""#,
+            "x".repeat(ENTITY_ID_BYTES)
+        );
+        let mut texts: Vec<(String, bool)> = Vec::new();
+        for t in taken.iter().copied().chain([longest_id.as_str()]) {
+            texts.push((format!("{{{env},{t}}}"), true));
+            texts.push((format!(" {{ {t} , {env} }} "), true));
+        }
+        for t in left.iter().copied().chain([long_id.as_str()]) {
+            texts.push((format!("{{{env},{t}}}"), false));
+        }
+        let bad_envelopes = [
+            r#"{"event_id":"nope","tenant_id":1,"occurred_at":"2026-02-27T15:00:00Z","type":"conversation.closed","conversation_id":"c"}"#,
+            r#"{"event_id":"0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d","tenant_id":1.5,"occurred_at":"2026-02-27T15:00:00Z","type":"conversation.closed","conversation_id":"c"}"#,
+            r#"{"event_id":"0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d","occurred_at":"2026-02-27T15:00:00Z","type":"conversation.closed","conversation_id":"c"}"#,
+            r#"{"event_id":"0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d","tenant_id":1,"type":"conversation.closed","conversation_id":"c"}"#,
+            r#"{"event_id":null,"tenant_id":1,"occurred_at":"2026-02-27T15:00:00Z","type":"conversation.closed","conversation_id":"c"}"#,
+            r#"{"event_id":"0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d","tenant_id":1,"occurred_at":"2026-02-27T15:00:00Z","type":"conversation.closed","conversation_id":"c"} x"#,
+            r#"[1]"#,
+            r#"{"#,
+            "",
+        ];
+        for t in bad_envelopes {
+            texts.push((t.to_string(), false));
+        }
+        for (text, fast_takes_it) in &texts {
+            let fast = fast::decode(text);
+            let slow = serde_json::from_str::<Value>(text)
+                .map_err(|_| ())
+                .and_then(|v| Event::from_value(v).map_err(|_| ()));
+            assert_eq!(fast.is_some(), *fast_takes_it, "{text}");
+            if let Some(event) = fast {
+                assert_eq!(Ok(&event), slow.as_ref(), "{text}");
+            }
+            // Whichever path decides, from_json answers as from_value does.
+            match (Event::from_json(text), serde_json::from_str::<Value>(text)) {
+                (Ok(a), Ok(v)) => assert_eq!(Ok(a), Event::from_value(v), "{text}"),
+                (Err(a), Ok(v)) => assert_eq!(Err(a), Event::from_value(v), "{text}"),
+                (Ok(a), Err(e)) => panic!("{text}: took {a:?} from invalid JSON ({e})"),
+                (Err(a), Err(_)) => assert_eq!(a[0].field, "", "{text}"),
+            }
+        }
     }
 
     #[test]

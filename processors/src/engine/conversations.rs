@@ -421,7 +421,11 @@ impl Conversations {
     }
 
     pub fn get_or_create(&mut self, id: &EntityId) -> &mut Conversation {
-        self.map.entry(id.clone()).or_default()
+        // Not `entry(id.clone())`: that copies the id for every event of a known conversation.
+        if !self.map.contains_key(id) {
+            self.map.insert(id.clone(), Conversation::default());
+        }
+        self.map.get_mut(id).expect("inserted above")
     }
 
     pub fn on_message_received(&mut self, ctx: &mut Ctx<'_>, event: &Event, m: &MessageReceived) {
@@ -435,7 +439,10 @@ impl Conversations {
             conv.last_customer_message_at = Some(t);
         }
         if let Some(text) = &m.text {
-            conv.intent_signals.extend(scoring::intent_signals(text));
+            let signals = scoring::intent_signal_mask(text);
+            if signals != 0 {
+                conv.intent_signals.extend(scoring::signals_in(signals));
+            }
         }
         if let Some(seller) = m.seller_id {
             conv.assign(seller, t);
@@ -740,10 +747,14 @@ fn sample(
         id: derive_id(
             "response_time",
             &[
-                &tenant.to_string(),
+                super::leads::decimal(tenant, &mut [0; 20]),
                 conversation.as_str(),
-                &customer_event.to_string(),
-                &reply_event_id.to_string(),
+                customer_event
+                    .hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer()),
+                reply_event_id
+                    .hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer()),
             ],
         ),
         tenant_id: tenant,

@@ -469,9 +469,6 @@ fn recompute(
         at,
         status_change,
     );
-    let tenant = ctx.tenant.to_string();
-    let cause_id = cause.event_id.to_string();
-
     if b.score < ctx.th.hot_lead_rearm {
         lead.armed = true;
         return;
@@ -488,6 +485,8 @@ fn recompute(
         return;
     }
     lead.armed = false;
+    let tenant = ctx.tenant.to_string();
+    let cause_id = cause.event_id.to_string();
     let audience = match seller {
         Some(user_id) => Audience::User { user_id },
         None => Audience::Role {
@@ -558,9 +557,9 @@ fn score(
         id: derive_id(
             "lead_score",
             &[
-                &ctx.tenant.to_string(),
+                decimal(ctx.tenant, &mut [0; 20]),
                 lead_id.as_str(),
-                &cause.to_string(),
+                cause.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
             ],
         ),
         tenant_id: ctx.tenant,
@@ -577,4 +576,29 @@ fn score(
         status_change,
     }));
     (b, seller)
+}
+
+/// `n` in decimal, written into `buf`: what `n.to_string()` gives, without allocating (a lead
+/// score's id is derived from it on every customer message of a lead).
+pub(super) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[start..]).expect("ASCII digits")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_is_to_string() {
+        for n in [0, 7, 10, 42, 1_000_000, u64::MAX - 1, u64::MAX] {
+            assert_eq!(super::decimal(n, &mut [0; 20]), n.to_string());
+        }
+    }
 }

@@ -72,6 +72,14 @@ pub(crate) fn report_time(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
 /// A day without a message, a wait, a lead or an alert: no report (a tenant that is closed on
 /// Sundays gets no empty Monday report, and a backfill of old events does not send one report
 /// for every day since).
+/// Adds `id` to `set`, copying it only when it is new (most messages are of a conversation
+/// already counted that day).
+fn remember(set: &mut BTreeSet<EntityId>, id: &EntityId) {
+    if !set.contains(id) {
+        set.insert(id.clone());
+    }
+}
+
 fn nothing_happened(data: &Value) -> bool {
     let team = &data["team"];
     [
@@ -124,12 +132,12 @@ impl Reports {
             Payload::MessageReceived(m) => {
                 let d = self.days.entry(day).or_default();
                 d.messages_in += 1;
-                d.conversations.insert(m.conversation_id.clone());
+                remember(&mut d.conversations, &m.conversation_id);
             }
             Payload::MessageSent(m) if !m.automated => {
                 let d = self.days.entry(day).or_default();
                 d.messages_out += 1;
-                d.conversations.insert(m.conversation_id.clone());
+                remember(&mut d.conversations, &m.conversation_id);
             }
             _ => {}
         }
