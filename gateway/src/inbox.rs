@@ -292,6 +292,21 @@ const UNREAD_COUNT: &str = concat!(
                      AND r.user_id = $3 AND r.notification_seq = n.seq)"
 );
 
+/// [`UNREAD_COUNT`] and, in the same statement (so the same snapshot), the newest sequence of the
+/// tenant: the count covers every sequence up to it (commit order is sequence order), which lets
+/// a connection add what is pushed after it without asking again.
+const UNREAD_COUNT_THROUGH: &str = concat!(
+    "SELECT (SELECT COUNT(*) FROM notifications n \
+     LEFT JOIN inbox_users u ON u.tenant_id = $1 AND u.user_id = $3 \
+     WHERE ",
+    visible!(),
+    " AND n.withdraws IS NULL AND n.withdrawn_at IS NULL \
+     AND n.seq > COALESCE(u.read_through_seq, 0) \
+     AND NOT EXISTS (SELECT 1 FROM notification_reads r WHERE r.tenant_id = $1 \
+                     AND r.user_id = $3 AND r.notification_seq = n.seq)) AS unread, \
+     (SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM notifications WHERE tenant_id = $1) AS through"
+);
+
 // The watermark moves to the newest notification of the tenant (not only the visible ones: the
 // invisible ones never matter to this user), and never backwards.
 const READ_ALL: &str =
@@ -755,6 +770,17 @@ impl Inbox {
             .await?;
         let count: i64 = row.try_get("unread")?;
         Ok(count.max(0) as u64)
+    }
+
+    /// [`Inbox::unread_count`] and the newest sequence of `v`'s tenant it covers: every
+    /// notification with a higher sequence was stored after the count.
+    pub async fn unread_count_through(&self, v: &Viewer) -> Result<(u64, i64), InboxError> {
+        let row = Self::viewer_query(UNREAD_COUNT_THROUGH, v)?
+            .fetch_one(&self.pool)
+            .await?;
+        let count: i64 = row.try_get("unread")?;
+        let through: i64 = row.try_get("through")?;
+        Ok((count.max(0) as u64, through))
     }
 
     /// Marks one notification read for `v`; false if `v` cannot see a notification with that id.

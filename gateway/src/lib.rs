@@ -112,6 +112,7 @@ mod rest;
 mod session;
 mod socketio;
 mod throttle;
+mod unread;
 mod web;
 mod ws;
 
@@ -805,7 +806,9 @@ impl Gateway {
             withdrawn: false,
             notification,
         };
-        shared.hub.push(Arc::new(stored), Utc::now());
+        shared
+            .hub
+            .push(Arc::new(hub::Live::new(stored)), Utc::now());
     }
 
     /// Pushes whatever the inbox holds beyond what was pushed: what other instances stored

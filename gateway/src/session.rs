@@ -5,10 +5,12 @@
 //! A transport implements [`Transport`] (how to write a notification or a count to its socket)
 //! and drives a [`Session`] from its own event loop.
 //!
-//! What a client asks for costs inbox queries, so it is coalesced per connection: counts it
-//! asks for are sent at most once per [`RECOUNT_EVERY`] ([`Session::request_count`]), and
-//! replays at most once per [`crate::throttle::REPLAY_EVERY`] (Socket.IO's
-//! `subscribe_notifications`; on `/ws` a replay is asked for only when connecting).
+//! The unread count is kept up to date from the live notifications, not recounted per
+//! notification ([`crate::unread`]). What a client asks for costs inbox queries, so it is
+//! coalesced per connection: counts it asks for are sent at most once per
+//! [`crate::unread::RECOUNT_EVERY`] ([`Session::request_count`]), and replays at most once per
+//! [`crate::throttle::REPLAY_EVERY`] (Socket.IO's `subscribe_notifications`; on `/ws` a replay
+//! is asked for only when connecting).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,10 +19,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::audience::Viewer;
-use crate::hub::{ConnectionId, Outbound, Subscription};
+use crate::hub::{ConnectionId, Live, Outbound, Subscription};
 use crate::inbox::{InboxError, StoredNotification};
 use crate::metrics::TransportKind;
 use crate::preferences::Preferences;
+use crate::unread::{CountEffect, UnreadCounter};
 use crate::Shared;
 
 /// Page size of the replay of missed notifications.
@@ -31,18 +34,24 @@ const LIVE_MEMORY: usize = 1024;
 /// How a transport writes to its socket.
 pub(crate) trait Transport {
     type Error;
+    /// A notification as the inbox has it for this user (a replay).
     async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), Self::Error>;
+    /// A notification pushed live: the same frame for every recipient (see [`Live`]).
+    async fn send_live(&mut self, live: &Live) -> Result<(), Self::Error>;
     async fn send_unread_count(&mut self, count: u64) -> Result<(), Self::Error>;
     /// The error that ends the connection when the inbox fails.
     fn inbox_failed(&self, error: InboxError) -> Self::Error;
 }
 
-/// An unread count being computed (see [`Session::start_count`]).
+/// An unread count being computed (see [`Session::start_count`]): the count and the newest
+/// sequence it covers, for [`Session::count_arrived`].
 pub(crate) type PendingCount =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, InboxError>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(u64, i64), InboxError>> + Send>>;
 
 /// Waits for `pending` if there is one; never completes otherwise (for `select!`).
-pub(crate) async fn next_count(pending: &mut Option<PendingCount>) -> Result<u64, InboxError> {
+pub(crate) async fn next_count(
+    pending: &mut Option<PendingCount>,
+) -> Result<(u64, i64), InboxError> {
     match pending.as_mut() {
         Some(count) => {
             let result = count.await;
@@ -55,9 +64,9 @@ pub(crate) async fn next_count(pending: &mut Option<PendingCount>) -> Result<u64
 
 /// What the transport should write for an item from the hub.
 pub(crate) enum Deliver {
-    Notification(Arc<StoredNotification>),
+    Notification(Arc<Live>),
     Metrics(Arc<Value>),
-    /// Nothing now (a duplicate, or only the count changed: see [`Session::count_is_stale`]).
+    /// Nothing now (a duplicate, or only the count changed: see [`Session::take_unsent_count`]).
     Nothing,
 }
 
@@ -70,16 +79,8 @@ pub(crate) struct Session {
     replayed_through: Option<i64>,
     /// Recent sequences pushed live, so that a replay requested later skips them.
     live_sent: VecDeque<i64>,
-    count_stale: bool,
-    /// When the count was last computed: recounts are spaced by [`RECOUNT_EVERY`].
-    last_count: Option<tokio::time::Instant>,
+    unread: UnreadCounter,
 }
-
-/// The unread count is one query over the user's visible notifications; for a CEO that is the
-/// whole tenant's inbox. Under a steady stream (one notification at a time) recounting after
-/// each would let the queries fall behind until the connection's queue overflowed, so a
-/// connection recounts at most this often; the last count of a burst is always sent.
-pub(crate) const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Session {
     /// Loads the user's preferences (role defaults if the inbox cannot tell) and registers the
@@ -105,17 +106,16 @@ impl Session {
             connection_id: subscription.id,
             replayed_through: None,
             live_sent: VecDeque::new(),
-            count_stale: false,
-            last_count: None,
+            unread: UnreadCounter::default(),
         };
         (session, subscription)
     }
 
-    /// The user's unread count, now.
+    /// The user's unread count, now (and kept from here on).
     pub(crate) async fn unread_count(&mut self) -> Result<u64, InboxError> {
-        let count = self.shared.inbox.unread_count(&self.viewer).await?;
-        self.count_stale = false;
-        self.last_count = Some(tokio::time::Instant::now());
+        let asked = tokio::time::Instant::now();
+        let (count, through) = self.shared.inbox.unread_count_through(&self.viewer).await?;
+        self.unread.counted(count, through, asked);
         Ok(count)
     }
 
@@ -124,17 +124,29 @@ impl Session {
     /// meanwhile — a slow query is not a slow client. What arrives during the count marks it
     /// stale again, so a later count catches up.
     pub(crate) fn start_count(&mut self) -> PendingCount {
-        self.count_stale = false;
-        self.last_count = Some(tokio::time::Instant::now());
+        self.unread.start(tokio::time::Instant::now());
         let shared = self.shared.clone();
         let viewer = self.viewer;
-        Box::pin(async move { shared.inbox.unread_count(&viewer).await })
+        Box::pin(async move { shared.inbox.unread_count_through(&viewer).await })
+    }
+
+    /// The count started by [`Session::start_count`] arrived: the count to send (corrected for
+    /// what was pushed meanwhile).
+    pub(crate) fn count_arrived(&mut self, (count, through): (u64, i64)) -> u64 {
+        self.unread.arrived(count, through)
+    }
+
+    /// The kept count, if it changed since it was last sent: to send once the queue is drained
+    /// (no query).
+    pub(crate) fn take_unsent_count(&mut self) -> Option<u64> {
+        self.unread.take_unsent()
     }
 
     /// The client asked for its count: it is sent as a stale one is, once due, so that a
-    /// client asking in a loop costs one count query per [`RECOUNT_EVERY`], not one per frame.
+    /// client asking in a loop costs one count query per [`crate::unread::RECOUNT_EVERY`], not
+    /// one per frame.
     pub(crate) fn request_count(&mut self) {
-        self.count_stale = true;
+        self.unread.request();
     }
 
     /// Sends the unread count.
@@ -184,7 +196,8 @@ impl Session {
     /// What to write for an item from the hub.
     pub(crate) fn accept(&mut self, outbound: Outbound) -> Deliver {
         match outbound {
-            Outbound::Notification(stored) => {
+            Outbound::Notification(live) => {
+                let stored = &live.stored;
                 if self
                     .replayed_through
                     .is_some_and(|through| stored.sequence <= through)
@@ -195,34 +208,37 @@ impl Session {
                     self.live_sent.pop_front();
                 }
                 self.live_sent.push_back(stored.sequence);
-                self.count_stale = true;
-                Deliver::Notification(stored)
+                self.unread.note(stored.sequence, CountEffect::of(stored));
+                Deliver::Notification(live)
+            }
+            Outbound::Muted(live) => {
+                let stored = &live.stored;
+                self.unread.note(stored.sequence, CountEffect::of(stored));
+                Deliver::Nothing
             }
             Outbound::UnreadCountChanged => {
-                self.count_stale = true;
+                self.unread.forget();
                 Deliver::Nothing
             }
             Outbound::Metrics(metrics) => Deliver::Metrics(metrics),
         }
     }
 
-    /// Whether the count should be sent again. Transports send it once their queue is drained,
-    /// so that a burst costs one recount.
+    /// Whether the count must be asked from the inbox again. Transports ask once their queue
+    /// is drained, so that a burst costs one recount.
     pub(crate) fn count_is_stale(&self) -> bool {
-        self.count_stale
+        self.unread.is_stale()
     }
 
-    /// When a stale count may be sent: now if it was not sent within [`RECOUNT_EVERY`].
+    /// When a stale count may be asked: now if it was not asked within
+    /// [`crate::unread::RECOUNT_EVERY`].
     pub(crate) fn recount_at(&self) -> tokio::time::Instant {
-        match self.last_count {
-            Some(at) => at + RECOUNT_EVERY,
-            None => tokio::time::Instant::now(),
-        }
+        self.unread.recount_at(tokio::time::Instant::now())
     }
 
-    /// Whether a stale count is due now.
+    /// Whether a recount of a stale count should start now.
     pub(crate) fn count_due(&self) -> bool {
-        self.count_stale && tokio::time::Instant::now() >= self.recount_at()
+        self.unread.recount_due(tokio::time::Instant::now())
     }
 
     /// Marks `id` read for this user and tells the user's other connections. `None` if the

@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Principal};
-use crate::hub::{Registration, Subscription, TooManyConnections, UserPlace};
+use crate::hub::{Live, Registration, Subscription, TooManyConnections, UserPlace};
 use crate::inbox::{InboxError, StoredNotification};
 use crate::metrics::TransportKind;
 use crate::session::{next_count, Deliver, PendingCount, Session, Transport};
@@ -383,7 +383,7 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 _ = sleep_until(session.recount_at()),
                     if session.count_is_stale() && counting.is_none() && rx.is_empty() => Ok(()),
                 count = next_count(&mut counting) => match count {
-                    Ok(count) => conn.send_unread_count(count).await,
+                    Ok(count) => conn.send_unread_count(session.count_arrived(count)).await,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot count unread notifications");
                         Err(conn.inbox_failed(e))
@@ -404,11 +404,20 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 outbound = rx.recv() => match outbound {
                     None => Err(End::Closing("server shutting down")),
                     Some(outbound) => match session.accept(outbound) {
-                        Deliver::Notification(stored) => conn.send_notification(&stored).await,
+                        Deliver::Notification(live) => conn.send_live(&live).await,
                         Deliver::Metrics(metrics) => conn.emit("metrics_update", &metrics).await,
                         Deliver::Nothing => Ok(()),
                     },
                 },
+            };
+            // As in ws.rs: a kept count that changed is sent once the queue is drained (no
+            // query); a stale one is recounted then, one at a time.
+            let step = match step {
+                Ok(()) if rx.is_empty() => match session.take_unsent_count() {
+                    Some(count) => conn.send_unread_count(count).await,
+                    None => Ok(()),
+                },
+                step => step,
             };
             if step.is_ok() && counting.is_none() && session.count_due() && rx.is_empty() {
                 counting = Some(session.start_count());
@@ -565,7 +574,7 @@ impl SocketTransport {
     /// Emits, waiting while the socket's buffer is full (as a WebSocket write waits for the
     /// client): a client reading a burst falls behind for a moment without being dropped; one
     /// that does not keep up lets the connection's queue fill and the hub kicks it.
-    async fn emit(&self, event: &str, data: &Value) -> Result<(), End> {
+    async fn emit<T: serde::Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), End> {
         loop {
             match self.socket.emit(event, data) {
                 Ok(()) => return Ok(()),
@@ -605,6 +614,11 @@ impl Transport for SocketTransport {
     async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), End> {
         self.emit("new_notification", &new_notification_payload(stored))
             .await
+    }
+
+    async fn send_live(&mut self, live: &Live) -> Result<(), End> {
+        let payload = live.socketio_payload(|stored| new_notification_payload(stored).to_string());
+        self.emit("new_notification", payload).await
     }
 
     async fn send_unread_count(&mut self, count: u64) -> Result<(), End> {

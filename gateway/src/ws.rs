@@ -24,7 +24,7 @@ use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{bearer_token, AuthError, Principal};
-use crate::hub::{Outbound, Registration, Subscription, UserPlace};
+use crate::hub::{Live, Outbound, Registration, Subscription, UserPlace};
 use crate::inbox::{InboxError, StoredNotification};
 use crate::metrics::TransportKind;
 use crate::protocol::{parse_client_frame, ClientFrame, CloseReason, ServerFrame};
@@ -162,17 +162,25 @@ fn remaining(until: SystemTime) -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 
+fn notification_frame(stored: &StoredNotification) -> ServerFrame<'_> {
+    ServerFrame::Notification {
+        sequence: stored.sequence,
+        read: stored.read,
+        withdrawn: stored.withdrawn,
+        notification: &stored.notification,
+    }
+}
+
 impl Transport for Connection {
     type Error = End;
 
     async fn send_notification(&mut self, stored: &StoredNotification) -> Result<(), End> {
-        self.send(&ServerFrame::Notification {
-            sequence: stored.sequence,
-            read: stored.read,
-            withdrawn: stored.withdrawn,
-            notification: &stored.notification,
-        })
-        .await
+        self.send(&notification_frame(stored)).await
+    }
+
+    async fn send_live(&mut self, live: &Live) -> Result<(), End> {
+        let text = live.ws_frame(|stored| notification_frame(stored).to_json());
+        self.send_message(Message::Text(text)).await
     }
 
     async fn send_unread_count(&mut self, count: u64) -> Result<(), End> {
@@ -240,7 +248,7 @@ impl Connection {
                 _ = sleep_until(session.recount_at()),
                     if session.count_is_stale() && counting.is_none() && rx.is_empty() => {}
                 count = next_count(&mut counting) => match count {
-                    Ok(count) => self.send_unread_count(count).await?,
+                    Ok(count) => self.send_unread_count(session.count_arrived(count)).await?,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot count unread notifications");
                         return Err(self.inbox_failed(e));
@@ -256,7 +264,7 @@ impl Connection {
                     // The hub is gone: the gateway is shutting down.
                     None => return Err(End::Close(CloseReason::ShuttingDown)),
                     Some(outbound) => match session.accept(outbound) {
-                        Deliver::Notification(stored) => self.send_notification(&stored).await?,
+                        Deliver::Notification(live) => self.send_live(&live).await?,
                         Deliver::Metrics(metrics) => {
                             if let Some(metrics) = metrics.as_object() {
                                 self.send(&ServerFrame::Metrics { metrics }).await?
@@ -296,9 +304,15 @@ impl Connection {
                     },
                 },
             }
-            // One recount per burst: only once the queue is drained, one at a time.
-            if counting.is_none() && session.count_due() && rx.is_empty() {
-                counting = Some(session.start_count());
+            if rx.is_empty() {
+                // A kept count that changed: one frame per burst, no query.
+                if let Some(count) = session.take_unsent_count() {
+                    self.send_unread_count(count).await?;
+                }
+                // One recount per burst: only once the queue is drained, one at a time.
+                if counting.is_none() && session.count_due() {
+                    counting = Some(session.start_count());
+                }
             }
         }
     }
@@ -310,7 +324,11 @@ impl Connection {
     /// Writes one frame, giving up if the hub kicks this connection or the server shuts down
     /// while the write waits for a slow client.
     async fn send(&mut self, frame: &ServerFrame<'_>) -> Result<(), End> {
-        let message = Message::Text(frame.to_json().into());
+        self.send_message(Message::Text(frame.to_json().into()))
+            .await
+    }
+
+    async fn send_message(&mut self, message: Message) -> Result<(), End> {
         tokio::select! {
             biased;
             _ = self.kicked.cancelled() => Err(End::Close(CloseReason::TooSlow)),

@@ -26,8 +26,14 @@ fn node_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
 }
 
-/// `npm ci` (or `npm install` without a lock file) unless `node_modules` is there already.
+/// `npm ci` (or `npm install` without a lock file) unless `node_modules` is there already; once
+/// per test binary (its tests run in parallel threads, and two `npm ci` in one directory race).
 fn install_node_modules() {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(npm_install);
+}
+
+fn npm_install() {
     let dir = node_dir();
     if dir.join("node_modules/socket.io-client").is_dir() {
         return;
