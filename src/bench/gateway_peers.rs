@@ -86,7 +86,7 @@ impl Target {
     fn label(self) -> &'static str {
         match self {
             Target::VigiaWs => "Vigía `/ws`, 1 instance",
-            Target::VigiaWs2 => "Vigía `/ws`, 2 instances (clients split, an inbox each)",
+            Target::VigiaWs2 => "Vigía `/ws`, 2 instances (clients split, one PostgreSQL inbox)",
             Target::VigiaSocketio => "Vigía Socket.IO, 1 instance",
             Target::Centrifugo => "Centrifugo v6.9.1 (history + forced recovery)",
             Target::NodeSocketio => "Node.js socket.io 4.8 (connection-state recovery)",
@@ -159,6 +159,14 @@ pub struct PeersArgs {
     /// The results file; this benchmark replaces only its own section.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
+    /// A PostgreSQL server for the two-instance target's shared inbox (a database is created
+    /// per run and dropped afterwards); the local one of `scripts/services.sh` by default.
+    #[arg(
+        long,
+        env = "VIGIA_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5433/vigia"
+    )]
+    pub postgres_url: String,
 }
 
 /// How clients speak to a server.
@@ -347,7 +355,14 @@ struct Vigia {
 }
 
 impl Vigia {
-    async fn start(config: &Config, instances: usize, protocol: Protocol) -> Result<Vigia> {
+    /// `instances` gateways: with `shared_inbox` (a PostgreSQL URL) a cluster sharing it, else
+    /// each with a SQLite inbox of its own.
+    async fn start(
+        config: &Config,
+        instances: usize,
+        protocol: Protocol,
+        shared_inbox: Option<&str>,
+    ) -> Result<Vigia> {
         let run_id = Uuid::new_v4().simple().to_string();
         let prefix = format!("benchpeers{}.", &run_id[..12]);
         let mut kafka = config.kafka.clone();
@@ -372,14 +387,19 @@ impl Vigia {
         for i in 0..instances {
             let data_dir = std::env::temp_dir().join(format!("vigia-bench-peers-{run_id}-{i}"));
             std::fs::create_dir_all(&data_dir)?;
-            // Every instance reads every notification: a consumer group of its own. Until the
-            // multi-instance gateway (issue 15, shared PostgreSQL inbox) lands, each instance
-            // also has its own SQLite inbox.
+            // Every instance reads every notification (the gateway derives a consumer group per
+            // instance from the instance id).
             let config_file = data_dir.join("vigia.toml");
             std::fs::write(
                 &config_file,
-                format!("[gateway]\ngroup_id = \"{prefix}gateway-{i}\"\n"),
+                format!(
+                    "[gateway]\ngroup_id = \"{prefix}gateway\"\ninstance_id = \"gw-{i}\"\n"
+                ),
             )?;
+            let database_url = match shared_inbox {
+                Some(url) => url.to_string(),
+                None => format!("sqlite://{}/gateway.db?mode=rwc", data_dir.display()),
+            };
             let port = free_port()?;
             let child = ChildProcess::start(
                 "gateway",
@@ -389,10 +409,7 @@ impl Vigia {
                     ("VIGIA_KAFKA_TOPIC_PREFIX", prefix.clone()),
                     ("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}")),
                     ("VIGIA_DATA_DIR", data_dir.display().to_string()),
-                    (
-                        "VIGIA_DATABASE_URL",
-                        format!("sqlite://{}/gateway.db?mode=rwc", data_dir.display()),
-                    ),
+                    ("VIGIA_DATABASE_URL", database_url),
                     ("VIGIA_JWT_SECRET", SECRET.to_string()),
                 ],
             )?;
@@ -885,7 +902,9 @@ pub async fn run(config: Config, args: PeersArgs) -> Result<()> {
             );
             let figures = match target {
                 Target::VigiaWs => measure_vigia(&config, &args, 1, Protocol::VigiaWs).await,
-                Target::VigiaWs2 => measure_vigia(&config, &args, 2, Protocol::VigiaWs).await,
+                Target::VigiaWs2 => {
+                    measure_vigia_cluster(&config, &args, 2, Protocol::VigiaWs).await
+                }
                 Target::VigiaSocketio => measure_vigia(&config, &args, 1, Protocol::SocketIo).await,
                 _ => match HttpPeer::start(target, &args).await {
                     Ok(mut peer) => {
@@ -952,7 +971,58 @@ async fn measure_vigia(
     instances: usize,
     protocol: Protocol,
 ) -> Result<Figures> {
-    let mut vigia = Vigia::start(config, instances, protocol).await?;
+    measure_vigia_on(config, args, instances, protocol, None).await
+}
+
+/// `instances` gateways sharing one PostgreSQL inbox (a database of this run's own), as a
+/// cluster is deployed.
+async fn measure_vigia_cluster(
+    config: &Config,
+    args: &PeersArgs,
+    instances: usize,
+    protocol: Protocol,
+) -> Result<Figures> {
+    use sqlx::{Connection, Executor};
+    let name = format!("vigia_bench_peers_{}", Uuid::new_v4().simple());
+    let admin = || async {
+        sqlx::PgConnection::connect(&args.postgres_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach PostgreSQL at {} (--postgres-url; `bash scripts/services.sh up` \
+                     starts the local one)",
+                    args.postgres_url
+                )
+            })
+    };
+    admin()
+        .await?
+        .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name}"
+        ))))
+        .await
+        .context("cannot create the benchmark's inbox database")?;
+    let base = args.postgres_url.split('?').next().unwrap_or_default();
+    let url = format!("{}/{name}", &base[..base.rfind('/').unwrap_or(base.len())]);
+    let result = measure_vigia_on(config, args, instances, protocol, Some(&url)).await;
+    if let Ok(mut conn) = admin().await {
+        let _ = conn
+            .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            ))))
+            .await;
+    }
+    result
+}
+
+async fn measure_vigia_on(
+    config: &Config,
+    args: &PeersArgs,
+    instances: usize,
+    protocol: Protocol,
+    shared_inbox: Option<&str>,
+) -> Result<Figures> {
+    let mut vigia = Vigia::start(config, instances, protocol, shared_inbox).await?;
     let hop = vigia.hop_consumer(config)?;
     let result = measure(&mut vigia, protocol, args, Some(hop)).await;
     vigia.stop();
