@@ -107,8 +107,15 @@ enum End {
     Close(CloseReason),
 }
 
+/// Live frames written to the socket's buffer before it is flushed (when the connection's queue
+/// is drained, or after this many): a notification and the count that follows it leave in one
+/// write, and a burst in a few.
+const FLUSH_EVERY: usize = 16;
+
 struct Connection {
     sink: SplitSink<WebSocket, Message>,
+    /// Frames fed to the sink since it was last flushed.
+    unflushed: usize,
     principal: Principal,
     ping_interval: Duration,
     kicked: CancellationToken,
@@ -127,6 +134,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, principal: Principal, since
     } = subscription;
     let mut conn = Connection {
         sink,
+        unflushed: 0,
         principal,
         ping_interval: shared.cfg.ping_interval,
         kicked,
@@ -180,7 +188,7 @@ impl Transport for Connection {
 
     async fn send_live(&mut self, live: &Live) -> Result<(), End> {
         let text = live.ws_frame(|stored| notification_frame(stored).to_json());
-        self.send_message(Message::Text(text)).await
+        self.feed(Message::Text(text)).await
     }
 
     async fn send_unread_count(&mut self, count: u64) -> Result<(), End> {
@@ -305,10 +313,13 @@ impl Connection {
                 },
             }
             if rx.is_empty() {
-                // A kept count that changed: one frame per burst, no query.
+                // A kept count that changed: one frame per burst, no query, written with the
+                // burst's last notification.
                 if let Some(count) = session.take_unsent_count() {
-                    self.send_unread_count(count).await?;
+                    let frame = ServerFrame::UnreadCount { count };
+                    self.feed(Message::Text(frame.to_json().into())).await?;
                 }
+                self.flush().await?;
                 // One recount per burst: only once the queue is drained, one at a time.
                 if counting.is_none() && session.count_due() {
                     counting = Some(session.start_count());
@@ -329,11 +340,44 @@ impl Connection {
     }
 
     async fn send_message(&mut self, message: Message) -> Result<(), End> {
-        tokio::select! {
+        let sent = tokio::select! {
             biased;
             _ = self.kicked.cancelled() => Err(End::Close(CloseReason::TooSlow)),
             _ = self.shutdown.cancelled() => Err(End::Close(CloseReason::ShuttingDown)),
             sent = self.sink.send(message) => sent.map_err(|_| End::Gone),
+        };
+        // `send` flushes what was fed before it too.
+        self.unflushed = 0;
+        sent
+    }
+
+    /// Writes one frame without flushing (see [`FLUSH_EVERY`]).
+    async fn feed(&mut self, message: Message) -> Result<(), End> {
+        tokio::select! {
+            biased;
+            _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
+            _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
+            fed = self.sink.feed(message) => fed.map_err(|_| End::Gone)?,
         }
+        self.unflushed += 1;
+        if self.unflushed >= FLUSH_EVERY {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what was fed.
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.unflushed == 0 {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
+            _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
+            flushed = self.sink.flush() => flushed.map_err(|_| End::Gone)?,
+        }
+        self.unflushed = 0;
+        Ok(())
     }
 }
