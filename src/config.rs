@@ -280,6 +280,9 @@ impl Config {
                 .parse()
                 .map_err(|e| anyhow!("VIGIA_PROCESSOR_RULES={v:?}: {e}"))?;
         }
+        if let Some(v) = get("VIGIA_PROCESSOR_INSTANCE_ID") {
+            self.processors.instance_id = Some(v).filter(|v| !v.trim().is_empty());
+        }
         if let Some(v) = get("VIGIA_CHECKPOINTS") {
             self.processors.checkpoints = match v.trim() {
                 "true" | "on" | "1" => true,
@@ -517,6 +520,10 @@ mod tests {
         ]))
         .unwrap();
         assert!(!c.processors.checkpoints);
+        assert_eq!(c.processors.instance_id, None);
+        c.apply_env(env(&[("VIGIA_PROCESSOR_INSTANCE_ID", "processors-1")]))
+            .unwrap();
+        assert_eq!(c.processors.instance_id.as_deref(), Some("processors-1"));
         assert_eq!(c.processors.checkpoint_interval, Duration::from_secs(2));
         assert_eq!(c.processors.checkpoint_max_records, 5000);
         for (k, v) in [

@@ -325,6 +325,13 @@ impl std::str::FromStr for Rules {
 pub struct Config {
     /// Kafka consumer group of all processor instances.
     pub group_id: String,
+    /// This instance's static membership in the group (Kafka's `group.instance.id`,
+    /// `VIGIA_PROCESSOR_INSTANCE_ID`): restarted within the session timeout (after a crash or a
+    /// deploy), it gets its partitions back at once — no wait for the dead member's session to
+    /// time out, no rebalance of the others. Unique per running instance (Kafka fences the
+    /// older of two processes with one id): e.g. a StatefulSet pod name. `None`: dynamic
+    /// membership (a restarted instance waits out the session timeout, 15 s).
+    pub instance_id: Option<String>,
     /// The watermark trails the newest event time (and, once caught up, the wall clock and the
     /// records' Kafka timestamps) by this much, so that events still on their way — posted
     /// before a deadline, not yet read by the processors — are in time. A deadline fires this
@@ -374,6 +381,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             group_id: "vigia-processors".into(),
+            instance_id: None,
             // Above the p99 of an event's Kafka hop here (20–34 ms at 1,000–2,000 events/s;
             // BENCHMARKS.md, pipeline): alerts within ~100 ms of their deadlines, ~0.2% of them
             // corrected by an answer still in flight at 2,000 events/s.
@@ -412,6 +420,7 @@ impl Config {
         let d = Config::default();
         Config {
             group_id: d.group_id,
+            instance_id: d.instance_id,
             tick: d.tick,
             commit_interval: d.commit_interval,
             max_in_flight: d.max_in_flight,
@@ -460,6 +469,15 @@ impl Config {
             return Err(ProcessorError::Config(
                 "processors.group_id must not be empty".into(),
             ));
+        }
+        if let Some(id) = &self.instance_id {
+            let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if id.is_empty() || id.len() > 200 || !id.chars().all(valid) {
+                return Err(ProcessorError::Config(format!(
+                    "processors.instance_id = {id:?}: use 1 to 200 letters, digits, '.', '_' or \
+                     '-' (e.g. the pod name), unique per running instance"
+                )));
+            }
         }
         Ok(())
     }
@@ -518,6 +536,21 @@ mod tests {
         assert_eq!(t7.unanswered_after, Duration::from_secs(2700));
         assert_eq!(t7.session_timeout, Duration::from_secs(600));
         assert_eq!(t7.hot_lead_threshold, 0.8);
+    }
+
+    #[test]
+    fn a_static_instance_id_is_optional_checked_and_not_part_of_the_state() {
+        let c: Config = toml::from_str("instance_id = \"processors-0\"").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.for_state(), Config::default().for_state());
+        for bad in ["", "pod 0", "ñ", &"x".repeat(201)] {
+            let c = Config {
+                instance_id: Some(bad.to_string()),
+                ..Config::default()
+            };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("processors.instance_id"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -1251,6 +1251,8 @@ async fn corrupt_foreign_or_too_new_checkpoints_fall_back_to_a_full_replay_with_
 /// prefix and consumer group of the parent test.
 const CHILD_PREFIX: &str = "VIGIA_TEST_CHILD_PREFIX";
 const CHILD_GROUP: &str = "VIGIA_TEST_CHILD_GROUP";
+/// The child's static membership (`processors.instance_id`), when set.
+const CHILD_INSTANCE: &str = "VIGIA_TEST_CHILD_INSTANCE";
 
 /// Not a test by itself: the processors of
 /// [`a_crash_while_a_checkpoint_is_written_leaves_the_other_slot_to_restore_from`], in a
@@ -1266,6 +1268,7 @@ async fn child_runs_the_processors_until_the_checkpoint_failpoint() {
     let topics = Topics::with_prefix(&prefix);
     let config = Config {
         checkpoint_interval: Duration::from_millis(100),
+        instance_id: std::env::var(CHILD_INSTANCE).ok(),
         ..test_config(&group)
     };
     let mut registry = Registry::default();
@@ -1278,7 +1281,7 @@ async fn child_runs_the_processors_until_the_checkpoint_failpoint() {
     )
     .await
     .unwrap();
-    panic!("the failpoint should have aborted the processors");
+    panic!("the failpoint (or a kill) should have ended the processors");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1358,6 +1361,77 @@ async fn a_crash_while_a_checkpoint_is_written_leaves_the_other_slot_to_restore_
         metric(&metrics, "vigia_processor_checkpoint_restores_total"),
         busy_partitions(&topics).await,
         "the torn partition restored from its other slot:\n{metrics}"
+    );
+    collector.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Kafka at VIGIA_KAFKA_BROKERS (default 127.0.0.1:9092)"]
+async fn a_static_member_killed_and_restarted_gets_its_partitions_back_before_its_session_ends() {
+    init_logs();
+    let prefix = format!("{}.", unique("static"));
+    let topics = Topics::with_prefix(&prefix);
+    create_topics(&topics).await;
+    let group = unique("group");
+    let instance = unique("processors");
+    let config = Config {
+        instance_id: Some(instance.clone()),
+        ..test_config(&group)
+    };
+    let collector = Collector::start(&topics);
+
+    // The processors in a child process (no failpoint: it runs until killed).
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_runs_the_processors_until_the_checkpoint_failpoint",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_PREFIX, &prefix)
+        .env(CHILD_GROUP, &group)
+        .env(CHILD_INSTANCE, &instance)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut events = traffic("one", 51..=56, soon(), 4);
+    produce_batch(&topics.events, &events).await;
+    assert_uninterrupted_outputs(&collector, &config, &events, "the child's outputs").await;
+    wait_for_checkpoints_at_the_end(&topics).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // kill -9: the member never leaves the group; its session would last 15 s.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let restarted_at = tokio::time::Instant::now();
+    let (stop, restarted) = start_observed(config.clone(), &topics);
+    let second = traffic("two", 51..=56, Utc::now() + ms(300), 3);
+    produce_batch(&topics.events, &second).await;
+    events.extend(second.iter().cloned());
+    // The samples of the second batch's answers: out as soon as the partitions are back.
+    let samples_expected = of(&collector.snapshot(), &topics.response_times).len() + 3 * 6;
+    collector
+        .wait_for(
+            "the restarted member's first outputs",
+            Duration::from_secs(30),
+            |s| of(s, &topics.response_times).len() >= samples_expected,
+        )
+        .await;
+    let back_after = restarted_at.elapsed();
+    println!("outputs again {back_after:?} after the restart");
+    // A dynamic member would wait for the killed one's session to time out (15 s) first.
+    assert!(
+        back_after < Duration::from_secs(10),
+        "the restarted static member took {back_after:?}: it waited for a rebalance"
+    );
+    assert_uninterrupted_outputs(&collector, &config, &events, "after the restart").await;
+    stop.cancel();
+    let metrics = restarted.await.unwrap();
+    assert_eq!(
+        metric(&metrics, "vigia_processor_checkpoint_restores_total"),
+        busy_partitions(&topics).await,
+        "restored from the checkpoints:\n{metrics}"
     );
     collector.close().await;
 }

@@ -392,9 +392,7 @@ impl Vigia {
             let config_file = data_dir.join("vigia.toml");
             std::fs::write(
                 &config_file,
-                format!(
-                    "[gateway]\ngroup_id = \"{prefix}gateway\"\ninstance_id = \"gw-{i}\"\n"
-                ),
+                format!("[gateway]\ngroup_id = \"{prefix}gateway\"\ninstance_id = \"gw-{i}\"\n"),
             )?;
             let database_url = match shared_inbox {
                 Some(url) => url.to_string(),

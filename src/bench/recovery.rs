@@ -63,6 +63,10 @@ pub struct RecoveryArgs {
     /// Skip the scale part.
     #[arg(long)]
     pub no_scale: bool,
+    /// Run the processors without a static group membership (`processors.instance_id`): a
+    /// restarted one then waits for the killed one's session to time out (15 s).
+    #[arg(long)]
+    pub dynamic_membership: bool,
     /// Give up on a recovery after this long.
     #[arg(long, default_value = "30m")]
     pub timeout: humantime::Duration,
@@ -370,28 +374,31 @@ impl Drop for OutputWatch {
 }
 
 /// A `vigia process` child of `prefix` in consumer group `group`.
+/// `instance` is its static membership (`processors.instance_id`), if any.
 fn process_child(
     config: &Config,
     prefix: &str,
     group: &str,
     checkpoints: bool,
+    instance: Option<&str>,
 ) -> Result<(ChildProcess, String)> {
     let port = super::free_port()?;
     let dir = std::env::temp_dir().join(format!("vigia-bench-recovery-{group}"));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("vigia.toml");
     std::fs::write(&file, format!("[processors]\ngroup_id = \"{group}\"\n"))?;
-    let child = ChildProcess::start(
-        "process",
-        &[
-            ("VIGIA_CONFIG", file.display().to_string()),
-            ("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}")),
-            ("VIGIA_KAFKA_BROKERS", config.kafka.brokers.clone()),
-            ("VIGIA_KAFKA_TOPIC_PREFIX", prefix.to_string()),
-            ("VIGIA_DATA_DIR", dir.display().to_string()),
-            ("VIGIA_CHECKPOINTS", checkpoints.to_string()),
-        ],
-    )?;
+    let mut env = vec![
+        ("VIGIA_CONFIG", file.display().to_string()),
+        ("VIGIA_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("VIGIA_KAFKA_BROKERS", config.kafka.brokers.clone()),
+        ("VIGIA_KAFKA_TOPIC_PREFIX", prefix.to_string()),
+        ("VIGIA_DATA_DIR", dir.display().to_string()),
+        ("VIGIA_CHECKPOINTS", checkpoints.to_string()),
+    ];
+    if let Some(id) = instance {
+        env.push(("VIGIA_PROCESSOR_INSTANCE_ID", id.to_string()));
+    }
+    let child = ChildProcess::start("process", &env)?;
     Ok((child, format!("http://127.0.0.1:{port}")))
 }
 
@@ -459,7 +466,8 @@ async fn recover(
     );
     let http = reqwest::Client::new();
     let started = Instant::now();
-    let (mut child, url) = process_child(config, prefix, &group, checkpoints)?;
+    let instance = (!args.dynamic_membership).then_some("bench-0");
+    let (mut child, url) = process_child(config, prefix, &group, checkpoints, instance)?;
     let (_, live_at) = wait_live(&http, &url, 1, &mut child, *args.timeout).await?;
     let initial_catch_up = live_at.duration_since(started);
     eprintln!("  caught up with the history in {initial_catch_up:.1?}");
@@ -478,7 +486,7 @@ async fn recover(
     child.stop();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let restarted = Instant::now();
-    let (mut child, url) = process_child(config, prefix, &group, checkpoints)?;
+    let (mut child, url) = process_child(config, prefix, &group, checkpoints, instance)?;
     let (assigned, live_at) = wait_live(&http, &url, 1, &mut child, *args.timeout).await?;
     let limit = Instant::now() + Duration::from_secs(60);
     let first = loop {
@@ -514,7 +522,8 @@ async fn scale(config: &Config, args: &RecoveryArgs) -> Result<Vec<(usize, Durat
     let watch = OutputWatch::start(config, &prefix).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let live = live_traffic(config, &prefix, args.scale_rate, args, stop.clone())?;
-    let (mut first, url) = process_child(config, &prefix, &group, true)?;
+    let instance = |n: usize| (!args.dynamic_membership).then(|| format!("bench-{n}"));
+    let (mut first, url) = process_child(config, &prefix, &group, true, instance(1).as_deref())?;
     wait_live(
         &http,
         &url,
@@ -528,7 +537,7 @@ async fn scale(config: &Config, args: &RecoveryArgs) -> Result<Vec<(usize, Durat
     let mut gaps = Vec::new();
     for n in 2..=3 {
         let joined = Instant::now();
-        let (child, _) = process_child(config, &prefix, &group, true)?;
+        let (child, _) = process_child(config, &prefix, &group, true, instance(n).as_deref())?;
         children.push(child);
         tokio::time::sleep(*args.scale_step).await;
         gaps.push((n, watch.longest_gap(joined, Instant::now())));
@@ -556,31 +565,42 @@ fn report(
     let mut md = format!(
         "## Recovery after kill -9 (`vigia bench recovery`)\n\n\
          Reproduce: `vigia bench recovery --events {} --days {} --tenants {} --sellers {} \
-         --live-rate {} --settle {}` (release build; Apache Kafka on the same machine). \
+         --live-rate {} --settle {}{}` (release build; Apache Kafka on the same machine). \
          Measured {}; load average before {} / after {}.\n\n\
          One `events` partition holding the history (simulated, spanning {} days, record \
          timestamps = delivery times); live traffic at {}/s around the kill. After the restart \
-         of the killed `vigia process`, the group hands it the partition once the dead member's \
-         session times out (15 s; the same in both modes); from that assignment: its first \
+         of the killed `vigia process`, the group hands it the partition: at once with a static \
+         membership (`processors.instance_id`, {}), else once the dead member's session times \
+         out (15 s); the same in both modes. From that assignment: its first \
          output record (received by a consumer of the output topics), and its partition caught \
          up with the high-water mark at assignment. Checkpoints every 10 s (the default).\n\n\
-         | history events | mode | restart → assigned | assigned → first output | assigned → caught up | checkpoint size | first catch-up (cold) |\n\
-         |---|---|---|---|---|---|---|\n",
+         | history events | mode | restart → assigned | assigned → first output | restart → first output | assigned → caught up | checkpoint size | first catch-up (cold) |\n\
+         |---|---|---|---|---|---|---|---|\n",
         sizes.join(","),
         args.days,
         args.tenants,
         args.sellers,
         args.live_rate,
         super::cli_duration(*args.settle),
+        if args.dynamic_membership {
+            " --dynamic-membership"
+        } else {
+            ""
+        },
         Utc::now().format("%Y-%m-%d"),
         load_before.trim(),
         load_after.trim(),
         args.days,
         args.live_rate,
+        if args.dynamic_membership {
+            "not used here"
+        } else {
+            "used here"
+        },
     );
     for r in results {
         md.push_str(&format!(
-            "| {} | {} | {:.1} s | {:.2} s | {:.2} s | {} | {:.1} s |\n",
+            "| {} | {} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {} | {:.1} s |\n",
             r.events,
             if r.checkpoints {
                 "checkpoints"
@@ -589,6 +609,7 @@ fn report(
             },
             r.assigned.as_secs_f64(),
             r.first_output.as_secs_f64(),
+            (r.assigned + r.first_output).as_secs_f64(),
             r.caught_up.as_secs_f64(),
             r.checkpoint_bytes
                 .map_or("—".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6)),

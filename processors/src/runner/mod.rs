@@ -194,8 +194,11 @@ impl Processors {
             positions: positions.clone(),
             tx,
         };
-        let consumer: StreamConsumer<RunnerContext> = kafka
-            .clone()
+        let mut member = kafka.clone();
+        if let Some(id) = &config.instance_id {
+            member.set("group.instance.id", id);
+        }
+        let consumer: StreamConsumer<RunnerContext> = member
             .set("group.id", &config.group_id)
             // A member that dies without leaving (kill -9) holds its partitions until its session
             // times out: librdkafka's 45 s default would stall a restarted stage that long.
