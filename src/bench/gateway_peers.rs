@@ -126,7 +126,7 @@ pub struct PeersArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "vigia-ws,centrifugo,vigia-socketio,node-socketio,python-socketio"
+        default_value = "vigia-ws,centrifugo,vigia-socketio,node-socketio,python-socketio,vigia-ws-2"
     )]
     pub targets: Vec<Target>,
     /// Runs over every target; the figures are their medians.
