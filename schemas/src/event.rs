@@ -551,7 +551,7 @@ mod fast {
         kind: Option<Kind>,
         #[serde(default, deserialize_with = "present")]
         tenant_id: Option<TenantId>,
-        #[serde(default, deserialize_with = "present")]
+        #[serde(default, deserialize_with = "present_time")]
         occurred_at: Option<DateTime<Utc>>,
         #[serde(default, deserialize_with = "present")]
         conversation_id: Option<Entity>,
@@ -585,7 +585,7 @@ mod fast {
         estimated_value: Option<f64>,
         #[serde(default, deserialize_with = "present")]
         status: Option<LeadStatus>,
-        #[serde(default, deserialize_with = "present")]
+        #[serde(default, deserialize_with = "present_time")]
         due_at: Option<DateTime<Utc>>,
         #[serde(default, deserialize_with = "present")]
         note: Option<String>,
@@ -605,6 +605,11 @@ mod fast {
         d: D,
     ) -> Result<Option<T>, D::Error> {
         T::deserialize(d).map(Some)
+    }
+
+    /// [`present`] for a timestamp, read as chrono reads it (see [`crate::rfc3339`]).
+    fn present_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        d.deserialize_str(crate::rfc3339::Visitor).map(Some)
     }
 
     impl Flat {

@@ -15,6 +15,7 @@ mod event;
 mod ids;
 mod output;
 pub mod record;
+pub mod rfc3339;
 mod topics;
 
 pub use event::{

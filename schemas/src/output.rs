@@ -90,6 +90,7 @@ pub struct Notification {
     #[serde(default)]
     pub actions: Vec<Action>,
     /// Event time of the cause (for a deadline: the deadline itself).
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
     /// Set on an update that withdraws an earlier notification (e.g. an unanswered conversation
     /// that has now been answered): the id of the one withdrawn.
@@ -109,7 +110,9 @@ pub struct ResponseTimeSample {
     pub customer_event_id: Uuid,
     /// The reply that ended it.
     pub reply_event_id: Uuid,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub waiting_since: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub replied_at: DateTime<Utc>,
     pub response_seconds: f64,
     /// Set on a *retraction*: a late event changed the wait, so the sample with this id no
@@ -147,6 +150,7 @@ pub struct LeadScore {
     pub location_score: f64,
     /// The event that caused this recomputation.
     pub cause_event_id: Uuid,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub computed_at: DateTime<Utc>,
     /// When the cause is a `lead.status_changed`: the status it set (so a status change to
     /// `converted` is a conversion by `seller_id` at `computed_at`). Absent otherwise.
@@ -194,6 +198,7 @@ pub struct SellerMetrics {
     pub id: Uuid,
     pub tenant_id: TenantId,
     pub seller_id: UserId,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub snapshot_at: DateTime<Utc>,
     /// The tenant's time zone (IANA) and the local date of `snapshot_at` in it: what "today" means.
     pub time_zone: String,

@@ -60,6 +60,7 @@ use std::ops::Bound;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
+use vigia_schemas::rfc3339::Timestamp;
 use vigia_schemas::{
     derive_id, Action, Audience, Channel, ConversationAssigned, ConversationClosed, EntityId,
     Event, MessageReceived, MessageSent, Notification, NotificationType, Priority,
@@ -826,12 +827,12 @@ fn withdraw(
         data: json!({
             "conversation_id": id,
             "seller_id": fired.seller,
-            "waiting_since": wait.started_at,
-            "deadline": wait.deadline,
+            "waiting_since": Timestamp(wait.started_at),
+            "deadline": Timestamp(wait.deadline),
             "channel": wait.channel,
             "customer_event_id": wait.starter,
             "state": why.as_str(),
-            "resolved_at": at,
+            "resolved_at": Timestamp(at),
             "resolved_by": replier,
         }),
         actions: vec![open_chat(ctx, id)],
@@ -882,8 +883,8 @@ fn notify_unanswered(
         data: json!({
             "conversation_id": id,
             "seller_id": seller,
-            "waiting_since": wait.started_at,
-            "deadline": wait.deadline,
+            "waiting_since": Timestamp(wait.started_at),
+            "deadline": Timestamp(wait.deadline),
             "channel": wait.channel,
             "customer_event_id": wait.starter,
         }),

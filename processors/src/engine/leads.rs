@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
+use vigia_schemas::rfc3339::Timestamp;
 use vigia_schemas::{
     derive_id, Action, Audience, EntityId, Event, LeadCreated, LeadFollowUpScheduled, LeadScore,
     LeadSource, LeadStatus, LeadStatusChanged, Notification, NotificationType, Priority, Role,
@@ -424,7 +425,7 @@ impl Leads {
             data: json!({
                 "lead_id": lead_id,
                 "seller_id": f.seller,
-                "due_at": f.due_at,
+                "due_at": Timestamp(f.due_at),
                 "note": f.note,
                 "stage": stage.as_str(),
                 "status": status.map(LeadStatus::as_str),

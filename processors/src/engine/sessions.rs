@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
+use vigia_schemas::rfc3339::Timestamp;
 use vigia_schemas::{
     derive_id, Audience, EntityId, Event, Notification, NotificationType, Priority, Role,
     SessionEnded, SessionRef, UserId,
@@ -214,8 +215,8 @@ impl Sessions {
                 "session_id": id,
                 "client_id": session.client_id,
                 "agent_id": session.agent_id,
-                "last_heartbeat_at": session.last_beat,
-                "deadline": at,
+                "last_heartbeat_at": Timestamp(session.last_beat),
+                "deadline": Timestamp(at),
             }),
             actions: vec![],
             created_at: at,
