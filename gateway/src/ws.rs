@@ -340,12 +340,7 @@ impl Connection {
     }
 
     async fn send_message(&mut self, message: Message) -> Result<(), End> {
-        let sent = tokio::select! {
-            biased;
-            _ = self.kicked.cancelled() => Err(End::Close(CloseReason::TooSlow)),
-            _ = self.shutdown.cancelled() => Err(End::Close(CloseReason::ShuttingDown)),
-            sent = self.sink.send(message) => sent.map_err(|_| End::Gone),
-        };
+        let sent = Self::unless_ended(&self.kicked, &self.shutdown, self.sink.send(message)).await;
         // `send` flushes what was fed before it too.
         self.unflushed = 0;
         sent
@@ -353,12 +348,7 @@ impl Connection {
 
     /// Writes one frame without flushing (see [`FLUSH_EVERY`]).
     async fn feed(&mut self, message: Message) -> Result<(), End> {
-        tokio::select! {
-            biased;
-            _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
-            _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
-            fed = self.sink.feed(message) => fed.map_err(|_| End::Gone)?,
-        }
+        Self::unless_ended(&self.kicked, &self.shutdown, self.sink.feed(message)).await?;
         self.unflushed += 1;
         if self.unflushed >= FLUSH_EVERY {
             self.flush().await?;
@@ -371,13 +361,23 @@ impl Connection {
         if self.unflushed == 0 {
             return Ok(());
         }
-        tokio::select! {
-            biased;
-            _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
-            _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
-            flushed = self.sink.flush() => flushed.map_err(|_| End::Gone)?,
-        }
+        Self::unless_ended(&self.kicked, &self.shutdown, self.sink.flush()).await?;
         self.unflushed = 0;
         Ok(())
+    }
+
+    /// A write to the socket, given up if the hub kicks this connection or the server shuts
+    /// down while it waits for a slow client.
+    async fn unless_ended<E>(
+        kicked: &CancellationToken,
+        shutdown: &CancellationToken,
+        write: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Result<(), End> {
+        tokio::select! {
+            biased;
+            _ = kicked.cancelled() => Err(End::Close(CloseReason::TooSlow)),
+            _ = shutdown.cancelled() => Err(End::Close(CloseReason::ShuttingDown)),
+            written = write => written.map_err(|_| End::Gone),
+        }
     }
 }

@@ -1254,6 +1254,25 @@ const CHILD_GROUP: &str = "VIGIA_TEST_CHILD_GROUP";
 /// The child's static membership (`processors.instance_id`), when set.
 const CHILD_INSTANCE: &str = "VIGIA_TEST_CHILD_INSTANCE";
 
+/// The processors of `prefix` in group `group` in a child process (this test binary running
+/// `child_runs_the_processors_until_the_checkpoint_failpoint`), with `env` besides.
+fn spawn_child(prefix: &str, group: &str, env: &[(&str, &str)]) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_runs_the_processors_until_the_checkpoint_failpoint",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_PREFIX, prefix)
+        .env(CHILD_GROUP, group)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Not a test by itself: the processors of
 /// [`a_crash_while_a_checkpoint_is_written_leaves_the_other_slot_to_restore_from`], in a
 /// process of their own (this test binary, run again) that the failpoint aborts. Returns at
@@ -1298,20 +1317,11 @@ async fn a_crash_while_a_checkpoint_is_written_leaves_the_other_slot_to_restore_
 
     // The processors in a child process, aborted by the failpoint half-way through writing the
     // 4th checkpoint (of more than one piece) it writes: after two whole ones per partition.
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_runs_the_processors_until_the_checkpoint_failpoint",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_PREFIX, &prefix)
-        .env(CHILD_GROUP, &group)
-        .env("VIGIA_FAILPOINT_CHECKPOINT_ABORT", "4")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child(
+        &prefix,
+        &group,
+        &[("VIGIA_FAILPOINT_CHECKPOINT_ABORT", "4")],
+    );
     // Traffic until it dies (each batch makes checkpoints due).
     let mut events = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -1381,20 +1391,7 @@ async fn a_static_member_killed_and_restarted_gets_its_partitions_back_before_it
     let collector = Collector::start(&topics);
 
     // The processors in a child process (no failpoint: it runs until killed).
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_runs_the_processors_until_the_checkpoint_failpoint",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_PREFIX, &prefix)
-        .env(CHILD_GROUP, &group)
-        .env(CHILD_INSTANCE, &instance)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_child(&prefix, &group, &[(CHILD_INSTANCE, instance.as_str())]);
     let mut events = traffic("one", 51..=56, soon(), 4);
     produce_batch(&topics.events, &events).await;
     assert_uninterrupted_outputs(&collector, &config, &events, "the child's outputs").await;
