@@ -50,8 +50,8 @@ trap 'rm -f "$tests_list" "$results"' EXIT
 # may be long). Durations are kept by package directory relative to the clone (CI clones afresh).
 relative() { local rel=${1#"$PWD"}; echo "./${rel#/}"; }
 ordered=$(while read -r dir name executable; do
-    seconds=$(awk -v n="$name" -v d="$(relative "$dir")" '$2 == d && $3 == n { s = $1 } END { print s + 0 }' "$durations")
-    ((seconds > 0)) || seconds=100000
+    seconds=$(awk -v n="$name" -v d="$(relative "$dir")" '$2 == d && $3 == n { s = $1 } END { print (s == "" ? -1 : s) }' "$durations")
+    ((seconds >= 0)) || seconds=100000
     echo "$seconds $dir $name $executable"
 done <"$tests_list" | sort -k1,1nr)
 
