@@ -206,7 +206,7 @@ impl NodeScript {
     }
 }
 
-/// A CEO on Socket.IO (`tests/node/socketio-burst.mjs`) sent `total` notifications of 32 KB (500
+/// A CEO on Socket.IO (`tests/node/socketio-burst.mjs`) sent `total` notifications of 32 KB (250
 /// a second to a client that reads, as fast as the gateway takes them to a frozen one), its client not reading for `pause` after connecting; returns
 /// whether the script printed READY, how it ended, and its output.
 async fn burst_to_a_socket_io_ceo(
@@ -229,10 +229,12 @@ async fn burst_to_a_socket_io_ceo(
     let ready = node.ready().await;
     if ready {
         let blob = "x".repeat(32 * 1024);
-        // A client that reads gets a fast but steady burst (500 frames of 32 KB a second, far
+        // A client that reads gets a fast but steady burst (250 frames of 32 KB a second, far
         // past RECOUNT_EVERY): as fast as the gateway takes them, a GC pause of the node client
-        // alone could fill its 32-frame queue and drop it. A frozen tab gets them unpaced.
-        let mut pace = tokio::time::interval(Duration::from_millis(2));
+        // alone could fill its queue and drop it. The queue (64) at this pace absorbs a 256 ms
+        // stall of the client: on 2 busy cores (CI runs two test binaries at once) a 64 ms one
+        // (32 frames at 2 ms) dropped a client that was reading. A frozen tab gets them unpaced.
+        let mut pace = tokio::time::interval(Duration::from_millis(4));
         pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for i in 0..total {
             let mut n = to_role(1, Role::Ceo);
@@ -256,7 +258,7 @@ async fn a_ceo_reading_a_long_burst_over_socket_io_keeps_up_while_unread_counts_
     // lasting well past RECOUNT_EVERY, read by the official client. The connection must keep
     // draining its queue while recounts fall due (it once spun on the due recount instead), and
     // wait for room in the socket's buffer rather than drop a client that reads (it once did).
-    let gw = TestGateway::start_with(|cfg| cfg.client_queue = 32).await;
+    let gw = TestGateway::start_with(|cfg| cfg.client_queue = 64).await;
     let (ready, status, output) =
         burst_to_a_socket_io_ceo(&gw, 3000, Duration::ZERO, Duration::from_secs(60)).await;
     assert!(ready, "the node script never printed READY\n{output}");

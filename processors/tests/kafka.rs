@@ -1401,13 +1401,14 @@ async fn a_static_member_killed_and_restarted_gets_its_partitions_back_before_it
     child.kill().unwrap();
     child.wait().unwrap();
 
+    // The samples of the second batch's answers: out as soon as the partitions are back. Counted
+    // before the restart (the restarted member may answer before the batch's produce returns).
+    let samples_expected = of(&collector.snapshot(), &topics.response_times).len() + 3 * 6;
     let restarted_at = tokio::time::Instant::now();
     let (stop, restarted) = start_observed(config.clone(), &topics);
     let second = traffic("two", 51..=56, Utc::now() + ms(300), 3);
     produce_batch(&topics.events, &second).await;
     events.extend(second.iter().cloned());
-    // The samples of the second batch's answers: out as soon as the partitions are back.
-    let samples_expected = of(&collector.snapshot(), &topics.response_times).len() + 3 * 6;
     collector
         .wait_for(
             "the restarted member's first outputs",
