@@ -607,10 +607,12 @@ impl Conversations {
             return false;
         }
         let old = conv.undo(ctx, next).expect("a recorded end");
-        conv.customers
-            .get_mut(&starter)
-            .expect("a remembered starter")
-            .started_wait = true;
+        // The starter may be forgotten already (`forget_history_before`: a wait can outlast the
+        // history kept) while the end's record still names it; the record is all the take-over
+        // needs, and a forgotten message starts no other wait.
+        if let Some(customer) = conv.customers.get_mut(&starter) {
+            customer.started_wait = true;
+        }
         let wait = Wait {
             starter: starter.1,
             started_at: starter.0,

@@ -3006,3 +3006,33 @@ fn the_rules_switch_reads_all_or_conversations_and_names_itself_otherwise() {
     assert_eq!(c.rules, Rules::Conversations);
     assert!(toml::from_str::<Config>("rules = \"some\"").is_err());
 }
+
+#[test]
+fn a_late_reply_taking_over_a_wait_whose_first_message_was_forgotten_is_measured_not_a_crash() {
+    // A wait of 4 h: the customer's message at 0 is forgotten after 3 h (lateness plus
+    // `hot_lead_no_contact`, the conversations' history), while the reply at 240 that ended the
+    // wait still names it. A reply from 210 arriving 42 min late (within the 1 h lateness) takes
+    // that wait over. It once panicked ("a remembered starter"): a crash loop, since a restart
+    // replays the same record.
+    let mut e = engine();
+    feed(&mut e, &[received(1, "c1", t(0.0), Some(7), "")]);
+    let mut n = 100;
+    let mut m = 6.0;
+    while m < 240.0 {
+        // Another conversation's traffic carries the watermark on.
+        feed(&mut e, &[assigned(n, "c2", t(m), 8)]);
+        n += 1;
+        m += 6.0;
+    }
+    let on_time = feed(&mut e, &[sent(2, "c1", t(240.0), 7, false)]);
+    assert_eq!(samples(&on_time).len(), 1, "{on_time:#?}");
+    assert_eq!(samples(&on_time)[0].response_seconds, 240.0 * 60.0);
+    feed(&mut e, &[assigned(n, "c2", t(252.0), 8)]);
+
+    let late = feed(&mut e, &[sent(3, "c1", t(210.0), 7, false)]);
+    let measured: Vec<f64> = samples(&late).iter().map(|s| s.response_seconds).collect();
+    assert!(
+        measured.contains(&(210.0 * 60.0)),
+        "the late reply answered the wait that began at 0: {late:#?}"
+    );
+}
