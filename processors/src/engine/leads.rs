@@ -62,16 +62,16 @@ pub(crate) struct Leads {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LeadFigures {
     /// A lead names the seller (its own or its conversation's): the seller is one of
-    /// [`Leads::per_seller`]'s. Entries without it hold only sellerless leads' figures (under 0)
-    /// or figures of the other two kinds.
+    /// `per_seller`'s. Entries without it hold only sellerless leads' figures (under 0) or
+    /// figures of the other two kinds.
     pub with_seller: bool,
-    /// [`Leads::per_seller`]'s.
+    /// `per_seller`'s.
     pub generated: u32,
     pub converted: u32,
     /// [`Leads::per_seller_between`]'s.
     pub generated_between: u32,
     pub converted_between: u32,
-    /// [`Leads::hot_per_seller`]'s.
+    /// `hot_per_seller`'s.
     pub hot: u32,
 }
 
@@ -269,8 +269,9 @@ impl Leads {
         out
     }
 
-    /// [`Self::per_seller`], [`Self::per_seller_between`] and [`Self::hot_per_seller`] in one
-    /// pass over the leads (each lead's seller looked up once), for the sellers' evaluation.
+    /// `per_seller`, [`Self::per_seller_between`] and `hot_per_seller` (the test-only
+    /// references it is tested against) in one pass over the leads, each lead's seller looked up
+    /// once: the sellers' evaluation reads all three every minute.
     pub fn seller_figures(
         &self,
         convs: &Conversations,
@@ -312,7 +313,7 @@ impl Leads {
 
     /// Per seller, over `from <= time < to`: (leads created, leads converted) — by the time of
     /// their `lead.created` and of their (current) `converted` status; sellers as in
-    /// [`Self::per_seller`]. Sellerless leads count under seller 0.
+    /// `per_seller`. Sellerless leads count under seller 0.
     pub fn per_seller_between(
         &self,
         convs: &Conversations,

@@ -16,7 +16,9 @@
 //!   may last 23 or 25 h, and a day whose midnight does not exist starts at its first existing
 //!   instant), `7d` = `(at − 7 d, at]`. Count, mean, p50, p90 (nearest rank: the
 //!   `ceil(p/100 · n)`-th smallest) and max. Samples are kept in a time-ordered map per seller
-//!   and pruned beyond 7 d.
+//!   and pruned beyond 7 d; the values inside each window, sorted, are kept up to date as
+//!   samples arrive, are taken back and leave ([`super::windows`]), so that an evaluation
+//!   neither collects nor sorts them.
 //! - **Total chat time** — the sum over the seller's conversations of last message − first
 //!   message (any message, automated included), in seconds.
 //! - **Engagement rate** (7 d) — answered / received waits. A *received* wait is one that ended

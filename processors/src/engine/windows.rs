@@ -184,3 +184,77 @@ pub(crate) fn stats_sorted(values: &[f64]) -> ResponseTimeStats {
         max_seconds: Some(values[n - 1]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn window_edges_are_those_of_the_scans() {
+        let now = at("2026-03-10T12:00:00Z");
+        let b = Bounds::new(now, at("2026-03-10T00:00:00Z"));
+        let key = |t: DateTime<Utc>, id: Uuid| (t, id);
+        // `(at − 1 h, at]`.
+        assert!(!b.contains(HOUR, &key(now - Duration::hours(1), Uuid::from_u128(5))));
+        assert!(b.contains(HOUR, &key(now - Duration::minutes(59), Uuid::nil())));
+        assert!(b.contains(HOUR, &key(now, Uuid::max())));
+        assert!(!b.contains(HOUR, &key(now + Duration::milliseconds(1), Uuid::nil())));
+        // `[start of today, at]`.
+        assert!(b.contains(TODAY, &key(at("2026-03-10T00:00:00Z"), Uuid::nil())));
+        assert!(!b.contains(TODAY, &key(at("2026-03-09T23:59:59.999Z"), Uuid::max())));
+        // `(at − 7 d, at]`.
+        assert!(!b.contains(WEEK, &key(now - Duration::days(7), Uuid::from_u128(5))));
+        assert!(b.contains(
+            WEEK,
+            &key(
+                now - Duration::days(7) + Duration::milliseconds(1),
+                Uuid::nil()
+            )
+        ));
+    }
+
+    #[test]
+    fn windows_slide_forward_and_refill_on_a_jump() {
+        let now = at("2026-03-10T12:00:00Z");
+        let day = at("2026-03-10T00:00:00Z");
+        let a = Bounds::new(now, day);
+        let b = Bounds::new(now + Duration::minutes(1), day);
+        assert!(matches!(shift(Some(&a), &b, WEEK), Shift::Slide { .. }));
+        assert!(matches!(shift(Some(&a), &b, TODAY), Shift::Slide { .. }));
+        assert!(matches!(shift(None, &b, WEEK), Shift::Refill));
+        // A new day, an hour-long gap, and time going back all refill.
+        let next_day = Bounds::new(at("2026-03-11T00:01:00Z"), at("2026-03-11T00:00:00Z"));
+        assert!(matches!(shift(Some(&a), &next_day, TODAY), Shift::Refill));
+        assert!(matches!(shift(Some(&a), &next_day, HOUR), Shift::Refill));
+        assert!(matches!(
+            shift(Some(&a), &next_day, WEEK),
+            Shift::Slide { .. }
+        ));
+        assert!(matches!(shift(Some(&b), &a, WEEK), Shift::Refill));
+    }
+
+    #[test]
+    fn sorted_samples_give_the_statistics_of_a_sort_and_remove_one_equal_value() {
+        let mut s = SortedSamples::default();
+        let values = [0.3, 0.1, 0.2, 0.1, 7.25, 0.30000000000000004];
+        for v in values {
+            s.insert(v);
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(s.values(), sorted.as_slice());
+        s.refresh();
+        let sum_in_order: f64 = sorted.iter().sum();
+        assert_eq!(s.stats().mean_seconds, Some(sum_in_order / 6.0));
+        assert_eq!(s.stats().p50_seconds, Some(0.2));
+        s.remove(0.1);
+        assert_eq!(s.values(), &[0.1, 0.2, 0.3, 0.30000000000000004, 7.25]);
+        // The cached statistics went with the change.
+        assert_eq!(s.stats().count, 5);
+        assert_eq!(s.stats().p90_seconds, Some(7.25));
+    }
+}
