@@ -3083,7 +3083,7 @@ fn week_stream(rng: &mut Rng, shuffle: i64) -> Vec<Event> {
             }
         }
         // (Not on 105's conversations: a lead id created again later would hold them.)
-        if k % 25 == 0 && seller != 105 {
+        if k.is_multiple_of(25) && seller != 105 {
             let lead = format!("l{}", rng.below(30));
             let with_seller = rng.below(3) > 0;
             events.push(lead_created(
@@ -3102,7 +3102,7 @@ fn week_stream(rng: &mut Rng, shuffle: i64) -> Vec<Event> {
             ][rng.below(3) as usize];
             events.push(status(next(), &lead, at(now + 600), s));
         }
-        if k % 97 == 0 {
+        if k.is_multiple_of(97) {
             let (role, active) = match rng.below(3) {
                 0 => (Role::Manager, None),
                 1 => (Role::Seller, Some(false)),
