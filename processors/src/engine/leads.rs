@@ -58,6 +58,23 @@ pub(crate) struct Leads {
     unscored: BTreeMap<EntityId, Vec<(DateTime<Utc>, Uuid, LeadStatus)>>,
 }
 
+/// A seller's lead figures ([`Leads::seller_figures`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeadFigures {
+    /// A lead names the seller (its own or its conversation's): the seller is one of
+    /// `per_seller`'s. Entries without it hold only sellerless leads' figures (under 0) or
+    /// figures of the other two kinds.
+    pub with_seller: bool,
+    /// `per_seller`'s.
+    pub generated: u32,
+    pub converted: u32,
+    /// [`Leads::per_seller_between`]'s.
+    pub generated_between: u32,
+    pub converted_between: u32,
+    /// `hot_per_seller`'s.
+    pub hot: u32,
+}
+
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Lead {
     /// From `lead.created`; `None` until it is seen.
@@ -233,6 +250,7 @@ impl Leads {
 
     /// Per seller: (leads generated, leads converted) — leads whose `lead.created` was seen, by
     /// their seller (the lead's, else its conversation's), converted if their status now is.
+    #[cfg(test)]
     pub fn per_seller(&self, convs: &Conversations) -> BTreeMap<UserId, (u32, u32)> {
         let mut out: BTreeMap<UserId, (u32, u32)> = BTreeMap::new();
         for lead in self.map.values() {
@@ -251,9 +269,51 @@ impl Leads {
         out
     }
 
+    /// `per_seller`, [`Self::per_seller_between`] and `hot_per_seller` (the test-only
+    /// references it is tested against) in one pass over the leads, each lead's seller looked up
+    /// once: the sellers' evaluation reads all three every minute.
+    pub fn seller_figures(
+        &self,
+        convs: &Conversations,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BTreeMap<UserId, LeadFigures> {
+        let mut out: BTreeMap<UserId, LeadFigures> = BTreeMap::new();
+        let within = |t: DateTime<Utc>| from <= t && t < to;
+        for lead in self.map.values() {
+            let Some(created) = &lead.created else {
+                continue;
+            };
+            let seller = created.seller_in(convs);
+            let converted = matches!(lead.status, Some((LeadStatus::Converted, _)));
+            if let Some(s) = seller {
+                let f = out.entry(s).or_default();
+                f.with_seller = true;
+                f.generated += 1;
+                f.converted += u32::from(converted);
+            }
+            let seller = seller.unwrap_or(0);
+            let converted_between =
+                matches!(lead.status, Some((LeadStatus::Converted, at)) if within(at));
+            if within(created.at) || converted_between {
+                let f = out.entry(seller).or_default();
+                f.generated_between += u32::from(within(created.at));
+                f.converted_between += u32::from(converted_between);
+            }
+            let open = !matches!(
+                lead.status,
+                Some((LeadStatus::Converted | LeadStatus::Lost, _))
+            );
+            if !lead.armed && open {
+                out.entry(seller).or_default().hot += 1;
+            }
+        }
+        out
+    }
+
     /// Per seller, over `from <= time < to`: (leads created, leads converted) — by the time of
     /// their `lead.created` and of their (current) `converted` status; sellers as in
-    /// [`Self::per_seller`]. Sellerless leads count under seller 0.
+    /// `per_seller`. Sellerless leads count under seller 0.
     pub fn per_seller_between(
         &self,
         convs: &Conversations,
@@ -279,6 +339,7 @@ impl Leads {
 
     /// Per seller (as in [`Self::per_seller`]; sellerless under 0): the leads hot now — they
     /// notified and have not cooled below `hot_lead_rearm` since — that are still open.
+    #[cfg(test)]
     pub fn hot_per_seller(&self, convs: &Conversations) -> BTreeMap<UserId, u32> {
         let mut out: BTreeMap<UserId, u32> = BTreeMap::new();
         for lead in self.map.values() {

@@ -61,6 +61,7 @@ pub mod retention;
 pub mod sellers;
 pub mod sessions;
 pub mod snapshot;
+mod windows;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

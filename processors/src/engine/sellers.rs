@@ -16,7 +16,9 @@
 //!   may last 23 or 25 h, and a day whose midnight does not exist starts at its first existing
 //!   instant), `7d` = `(at − 7 d, at]`. Count, mean, p50, p90 (nearest rank: the
 //!   `ceil(p/100 · n)`-th smallest) and max. Samples are kept in a time-ordered map per seller
-//!   and pruned beyond 7 d.
+//!   and pruned beyond 7 d; the values inside each window, sorted, are kept up to date as
+//!   samples arrive, are taken back and leave ([`super::windows`]), so that an evaluation
+//!   neither collects nor sorts them.
 //! - **Total chat time** — the sum over the seller's conversations of last message − first
 //!   message (any message, automated included), in seconds.
 //! - **Engagement rate** (7 d) — answered / received waits. A *received* wait is one that ended
@@ -86,6 +88,9 @@ use vigia_schemas::{
 
 use super::conversations::{Conversations, EndedWait};
 use super::leads::Leads;
+use super::windows::{
+    self, Bounds, Key, SellerWindows, Shift, SortedSamples, HOUR, KINDS, TODAY, WEEK,
+};
 use super::Output;
 use crate::config::Thresholds;
 use crate::texts::{self, PerformanceCondition};
@@ -114,6 +119,9 @@ struct SellerLog {
     waits: BTreeMap<(DateTime<Utc>, Uuid), bool>,
     /// Messages handled, by (event time, event id).
     messages: BTreeSet<(DateTime<Utc>, Uuid)>,
+    /// `samples` and `waits` inside the windows of the last evaluation ([`Sellers::bounds`]).
+    #[serde(skip)]
+    windows: SellerWindows,
 }
 
 /// What the latest `user.upserted` of a user said.
@@ -134,6 +142,13 @@ pub(crate) struct Sellers {
     last_minute: Option<DateTime<Utc>>,
     last_emitted: BTreeMap<UserId, SellerMetrics>,
     alerted: BTreeSet<(NaiveDate, UserId, PerformanceCondition)>,
+    /// The windows of the last evaluation, which every [`SellerLog::windows`] and `team` hold:
+    /// `None` until the first one (and after a restore), when they are filled from the logs.
+    #[serde(skip)]
+    bounds: Option<Bounds>,
+    /// The samples of every ranked seller with a log, per window: the team's response times.
+    #[serde(skip)]
+    team: [SortedSamples; 3],
 }
 
 impl Sellers {
@@ -145,7 +160,14 @@ impl Sellers {
             last_minute: None,
             last_emitted: BTreeMap::new(),
             alerted: BTreeSet::new(),
+            bounds: None,
+            team: Default::default(),
         }
+    }
+
+    /// Whether the seller is counted (and ranked): not marked otherwise by a `user.upserted`.
+    fn ranked(&self, seller: UserId) -> bool {
+        self.users.get(&seller).is_none_or(|u| u.ranked)
     }
 
     /// Whether `seller` still has figures in a window (response times, waits, messages).
@@ -157,7 +179,16 @@ impl Sellers {
 
     /// Forgets a seller (see [`super::retention`]): their figures and their `user.upserted`.
     pub fn forget(&mut self, seller: UserId) {
-        self.logs.remove(&seller);
+        let ranked = self.ranked(seller);
+        if let Some(log) = self.logs.remove(&seller) {
+            if ranked && self.bounds.is_some() {
+                for kind in KINDS {
+                    for v in log.windows.samples[kind].values() {
+                        self.team[kind].remove(*v);
+                    }
+                }
+            }
+        }
         self.users.remove(&seller);
         self.last_emitted.remove(&seller);
     }
@@ -184,6 +215,7 @@ impl Sellers {
             Payload::UserUpserted(u) => {
                 let newer = self.users.get(&u.user_id).is_none_or(|i| key.0 >= i.at);
                 if newer {
+                    let was = self.ranked(u.user_id);
                     self.users.insert(
                         u.user_id,
                         UserInfo {
@@ -192,6 +224,10 @@ impl Sellers {
                             ranked: u.role == Role::Seller && u.active != Some(false),
                         },
                     );
+                    let now = self.ranked(u.user_id);
+                    if was != now {
+                        self.rerank(u.user_id, now);
+                    }
                 }
             }
             _ => {}
@@ -200,19 +236,43 @@ impl Sellers {
             let Some(seller) = w.seller else {
                 continue;
             };
+            let key = (w.ended_at, w.starter);
+            let ranked = self.ranked(seller);
+            let (bounds, team) = (self.bounds.as_ref(), &mut self.team);
             if w.retracted {
                 // Of a seller forgotten since, nothing is left to take back.
                 if let Some(log) = self.logs.get_mut(&seller) {
-                    log.waits.remove(&(w.ended_at, w.starter));
-                    log.samples.remove(&(w.ended_at, w.starter));
+                    let wait = log.waits.remove(&key);
+                    index_wait(bounds, &mut log.windows, &key, wait, None);
+                    if let Some(old) = log.samples.remove(&key) {
+                        index_sample(
+                            bounds,
+                            team,
+                            &mut log.windows,
+                            ranked,
+                            &key,
+                            Some(old),
+                            None,
+                        );
+                    }
                 }
                 continue;
             }
             let log = self.logs.entry(seller).or_default();
-            log.waits.insert((w.ended_at, w.starter), w.answered);
+            let wait = log.waits.insert(key, w.answered);
+            index_wait(bounds, &mut log.windows, &key, wait, Some(w.answered));
             if w.answered {
                 let secs = (w.ended_at - w.started_at).num_milliseconds() as f64 / 1000.0;
-                log.samples.insert((w.ended_at, w.starter), secs);
+                let old = log.samples.insert(key, secs);
+                index_sample(
+                    bounds,
+                    team,
+                    &mut log.windows,
+                    ranked,
+                    &key,
+                    old,
+                    Some(secs),
+                );
             }
         }
     }
@@ -233,6 +293,7 @@ impl Sellers {
             return;
         }
         self.last_minute = Some(minute);
+        self.advance_windows(minute);
         let all = self.evaluate(tenant, th, minute, convs, leads);
         let mut present = BTreeSet::new();
         for m in &all {
@@ -334,6 +395,164 @@ impl Sellers {
         }
     }
 
+    /// Moves the windows ([`Self::bounds`]) to those of `at`: the samples and waits that left
+    /// them are taken out, those that entered put in (a new day, the first evaluation and a
+    /// restore refill them from the logs), and the statistics that changed are recomputed.
+    fn advance_windows(&mut self, at: DateTime<Utc>) {
+        let today = day_start(self.tz, at.with_timezone(&self.tz).date_naive());
+        let new = Bounds::new(at, today);
+        let old = self.bounds.take();
+        let users = &self.users;
+        let ranked = |s: &UserId| users.get(s).is_none_or(|u| u.ranked);
+        for kind in KINDS {
+            match windows::shift(old.as_ref(), &new, kind) {
+                Shift::Slide { leave, enter } => {
+                    for (seller, log) in self.logs.iter_mut() {
+                        let r = ranked(seller);
+                        let w = &mut log.windows.samples[kind];
+                        for (_, v) in windows::leaving(&log.samples, leave) {
+                            w.remove(*v);
+                            if r {
+                                self.team[kind].remove(*v);
+                            }
+                        }
+                        for (_, v) in windows::entering(&log.samples, enter) {
+                            w.insert(*v);
+                            if r {
+                                self.team[kind].insert(*v);
+                            }
+                        }
+                    }
+                }
+                Shift::Refill => {
+                    let mut team = Vec::new();
+                    for (seller, log) in self.logs.iter_mut() {
+                        let values: Vec<f64> = windows::inside(&log.samples, new.ranges[kind])
+                            .copied()
+                            .collect();
+                        if ranked(seller) {
+                            team.extend_from_slice(&values);
+                        }
+                        log.windows.samples[kind].set(values);
+                    }
+                    self.team[kind].set(team);
+                }
+            }
+        }
+        let count = |(ended, answered): &mut (u32, u32), a: bool, add: bool| {
+            if add {
+                *ended += 1;
+                *answered += u32::from(a);
+            } else {
+                *ended -= 1;
+                *answered -= u32::from(a);
+            }
+        };
+        match windows::shift(old.as_ref(), &new, WEEK) {
+            Shift::Slide { leave, enter } => {
+                for log in self.logs.values_mut() {
+                    for (_, a) in windows::leaving(&log.waits, leave) {
+                        count(&mut log.windows.waits, *a, false);
+                    }
+                    for (_, a) in windows::entering(&log.waits, enter) {
+                        count(&mut log.windows.waits, *a, true);
+                    }
+                }
+            }
+            Shift::Refill => {
+                for log in self.logs.values_mut() {
+                    log.windows.waits = (0, 0);
+                    for a in windows::inside(&log.waits, new.ranges[WEEK]) {
+                        count(&mut log.windows.waits, *a, true);
+                    }
+                }
+            }
+        }
+        for log in self.logs.values_mut() {
+            for w in &mut log.windows.samples {
+                w.refresh();
+            }
+        }
+        for w in &mut self.team {
+            w.refresh();
+        }
+        self.bounds = Some(new);
+    }
+
+    /// The time of the windows the index holds (that of the last evaluation on the watermark).
+    #[cfg(test)]
+    pub fn windows_at(&self) -> Option<DateTime<Utc>> {
+        self.bounds.map(|b| b.at)
+    }
+
+    /// Whether every seller's windows and the team's hold exactly what a scan of the logs finds
+    /// in the windows of [`Self::bounds`] (values bit for bit, in order), with fresh statistics.
+    #[cfg(test)]
+    pub fn check_windows(&self) -> Result<(), String> {
+        let Some(bounds) = self.bounds else {
+            return Ok(());
+        };
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for kind in KINDS {
+            let mut team = Vec::new();
+            for (seller, log) in &self.logs {
+                let mut want: Vec<f64> = windows::inside(&log.samples, bounds.ranges[kind])
+                    .copied()
+                    .collect();
+                want.sort_by(f64::total_cmp);
+                if self.ranked(*seller) {
+                    team.extend_from_slice(&want);
+                }
+                let got = &log.windows.samples[kind];
+                if bits(got.values()) != bits(&want) {
+                    return Err(format!(
+                        "seller {seller} window {kind}: {got:?} != {want:?}"
+                    ));
+                }
+                if got.stats() != stats(want) {
+                    return Err(format!("seller {seller} window {kind}: stale statistics"));
+                }
+            }
+            team.sort_by(f64::total_cmp);
+            if bits(self.team[kind].values()) != bits(&team) {
+                return Err(format!(
+                    "team window {kind}: {:?} != {team:?}",
+                    self.team[kind]
+                ));
+            }
+        }
+        for (seller, log) in &self.logs {
+            let mut want = (0, 0);
+            for a in windows::inside(&log.waits, bounds.ranges[WEEK]) {
+                want.0 += 1;
+                want.1 += u32::from(*a);
+            }
+            if log.windows.waits != want {
+                return Err(format!(
+                    "seller {seller} waits: {:?} != {want:?}",
+                    log.windows.waits
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `seller` became ranked (`now`) or stopped being: their samples join or leave the team's.
+    fn rerank(&mut self, seller: UserId, now: bool) {
+        let (Some(log), Some(_)) = (self.logs.get(&seller), self.bounds) else {
+            return;
+        };
+        for kind in KINDS {
+            for v in log.windows.samples[kind].values() {
+                if now {
+                    self.team[kind].insert(*v);
+                } else {
+                    self.team[kind].remove(*v);
+                }
+            }
+        }
+    }
+
     /// Windows only look back from evaluation times, which only move forward.
     fn prune(&mut self, at: DateTime<Utc>) {
         let week = (at - Duration::days(7), Uuid::max());
@@ -393,8 +612,37 @@ impl Sellers {
         convs: &Conversations,
         leads: &Leads,
     ) -> Vec<SellerMetrics> {
+        self.evaluate_with(tenant, th, at, convs, leads, true)
+    }
+
+    /// [`Self::evaluate`] scanning the logs even where the windows hold the figures: the
+    /// reference the windows are tested against.
+    #[cfg(test)]
+    pub fn evaluate_by_scan(
+        &self,
+        tenant: TenantId,
+        th: &Thresholds,
+        at: DateTime<Utc>,
+        convs: &Conversations,
+        leads: &Leads,
+    ) -> Vec<SellerMetrics> {
+        self.evaluate_with(tenant, th, at, convs, leads, false)
+    }
+
+    /// With `use_index`, the window figures come from the windows when they are those of `at`
+    /// (the evaluations on the watermark); otherwise (the live API's instants) from a scan.
+    fn evaluate_with(
+        &self,
+        tenant: TenantId,
+        th: &Thresholds,
+        at: DateTime<Utc>,
+        convs: &Conversations,
+        leads: &Leads,
+        use_index: bool,
+    ) -> Vec<SellerMetrics> {
         let day = at.with_timezone(&self.tz).date_naive();
         let today = day_start(self.tz, day);
+        let indexed = use_index && self.bounds == Some(Bounds::new(at, today));
 
         #[derive(Default)]
         struct ConvFigures {
@@ -416,13 +664,16 @@ impl Sellers {
             f.unanswered += u32::from(c.overdue_at(at));
             f.chat_seconds += c.chat_seconds();
         }
-        let lead_figures = leads.per_seller(convs);
-        let leads_today = leads.per_seller_between(convs, today, at + Duration::milliseconds(1));
-        let hot = leads.hot_per_seller(convs);
+        let lead_figures = leads.seller_figures(convs, today, at + Duration::milliseconds(1));
 
         let mut ids: BTreeSet<UserId> = self.logs.keys().copied().collect();
         ids.extend(conv_figures.keys());
-        ids.extend(lead_figures.keys());
+        ids.extend(
+            lead_figures
+                .iter()
+                .filter(|(_, f)| f.with_seller)
+                .map(|(id, _)| *id),
+        );
         ids.extend(
             self.users
                 .iter()
@@ -438,13 +689,30 @@ impl Sellers {
             .map(|seller| {
                 let log = self.logs.get(&seller).unwrap_or(&empty);
                 let conv = conv_figures.remove(&seller).unwrap_or_default();
-                let (generated, converted) = lead_figures.get(&seller).copied().unwrap_or((0, 0));
-                let response_7d = stats(window(&log.samples, Some(week_from), at));
-                let (mut received, mut answered) = (conv.unanswered, 0u32);
-                for (_, a) in log.waits.range(after(week_from)..=(at, Uuid::max())) {
-                    received += 1;
-                    answered += u32::from(*a);
-                }
+                let lead = lead_figures.get(&seller).copied().unwrap_or_default();
+                let (generated, converted) = (lead.generated, lead.converted);
+                let (response_1h, response_today, response_7d, (ended, answered)) = if indexed {
+                    let w = &log.windows;
+                    (
+                        w.samples[HOUR].stats(),
+                        w.samples[TODAY].stats(),
+                        w.samples[WEEK].stats(),
+                        w.waits,
+                    )
+                } else {
+                    let (mut ended, mut answered) = (0u32, 0u32);
+                    for (_, a) in log.waits.range(after(week_from)..=(at, Uuid::max())) {
+                        ended += 1;
+                        answered += u32::from(*a);
+                    }
+                    (
+                        stats(window(&log.samples, Some(at - Duration::hours(1)), at)),
+                        stats(today_window(&log.samples, today, at)),
+                        stats(window(&log.samples, Some(week_from), at)),
+                        (ended, answered),
+                    )
+                };
+                let received = conv.unanswered + ended;
                 let messages = log
                     .messages
                     .range(after(at - Duration::hours(1))..=(at, Uuid::max()))
@@ -464,8 +732,8 @@ impl Sellers {
                     conversations_active: conv.active,
                     conversations_today: conv.today,
                     conversations_unanswered: conv.unanswered,
-                    response_1h: stats(window(&log.samples, Some(at - Duration::hours(1)), at)),
-                    response_today: stats(today_window(&log.samples, today, at)),
+                    response_1h,
+                    response_today,
                     response_7d,
                     total_chat_seconds: conv.chat_seconds,
                     waits_received: received,
@@ -474,9 +742,9 @@ impl Sellers {
                     leads_generated: generated,
                     leads_converted: converted,
                     conversion_rate,
-                    leads_generated_today: leads_today.get(&seller).map_or(0, |l| l.0),
-                    leads_converted_today: leads_today.get(&seller).map_or(0, |l| l.1),
-                    hot_leads: hot.get(&seller).copied().unwrap_or(0),
+                    leads_generated_today: lead.generated_between,
+                    leads_converted_today: lead.converted_between,
+                    hot_leads: lead.hot,
                     messages_last_hour: messages,
                     activity_level: activity_level(messages),
                     productivity_score,
@@ -491,18 +759,26 @@ impl Sellers {
                 .total_cmp(&a.productivity_score)
                 .then(a.seller_id.cmp(&b.seller_id))
         });
-        // Seller by seller in id order, so the float sums are the same on every run.
-        let (mut hour, mut day_samples, mut week) = (Vec::new(), Vec::new(), Vec::new());
-        for m in &all_ids_in_order(&all) {
-            let log = self.logs.get(m).unwrap_or(&empty);
-            hour.extend(window(&log.samples, Some(at - Duration::hours(1)), at));
-            day_samples.extend(today_window(&log.samples, today, at));
-            week.extend(window(&log.samples, Some(week_from), at));
-        }
-        let team = TeamResponseTimes {
-            response_1h: stats(hour),
-            response_today: stats(day_samples),
-            response_7d: stats(week),
+        // The ranked sellers with a log are those in `all` with a log.
+        let team = if indexed {
+            TeamResponseTimes {
+                response_1h: self.team[HOUR].stats(),
+                response_today: self.team[TODAY].stats(),
+                response_7d: self.team[WEEK].stats(),
+            }
+        } else {
+            let (mut hour, mut day_samples, mut week) = (Vec::new(), Vec::new(), Vec::new());
+            for m in &all_ids_in_order(&all) {
+                let log = self.logs.get(m).unwrap_or(&empty);
+                hour.extend(window(&log.samples, Some(at - Duration::hours(1)), at));
+                day_samples.extend(today_window(&log.samples, today, at));
+                week.extend(window(&log.samples, Some(week_from), at));
+            }
+            TeamResponseTimes {
+                response_1h: stats(hour),
+                response_today: stats(day_samples),
+                response_7d: stats(week),
+            }
         };
         let n = all.len() as u32;
         for (i, m) in all.iter_mut().enumerate() {
@@ -512,6 +788,61 @@ impl Sellers {
             m.team = Some(team.clone());
         }
         all
+    }
+}
+
+/// A sample at `key` of a seller changed from `old` to `new` (absent: `None`): the windows of
+/// the last evaluation that hold `key` follow, and the team's if the seller is ranked.
+fn index_sample(
+    bounds: Option<&Bounds>,
+    team: &mut [SortedSamples; 3],
+    windows: &mut SellerWindows,
+    ranked: bool,
+    key: &Key,
+    old: Option<f64>,
+    new: Option<f64>,
+) {
+    let Some(bounds) = bounds else {
+        return;
+    };
+    for kind in KINDS {
+        if !bounds.contains(kind, key) {
+            continue;
+        }
+        if let Some(v) = old {
+            windows.samples[kind].remove(v);
+            if ranked {
+                team[kind].remove(v);
+            }
+        }
+        if let Some(v) = new {
+            windows.samples[kind].insert(v);
+            if ranked {
+                team[kind].insert(v);
+            }
+        }
+    }
+}
+
+/// An ended wait at `key` changed from `old` to `new` (answered or not; absent: `None`).
+fn index_wait(
+    bounds: Option<&Bounds>,
+    windows: &mut SellerWindows,
+    key: &Key,
+    old: Option<bool>,
+    new: Option<bool>,
+) {
+    if !bounds.is_some_and(|b| b.contains(WEEK, key)) {
+        return;
+    }
+    let (ended, answered) = &mut windows.waits;
+    if let Some(a) = old {
+        *ended -= 1;
+        *answered -= u32::from(a);
+    }
+    if let Some(a) = new {
+        *ended += 1;
+        *answered += u32::from(a);
     }
 }
 
@@ -600,19 +931,8 @@ fn today_window(
 
 /// Count, mean, nearest-rank p50 and p90, max.
 pub(crate) fn stats(mut values: Vec<f64>) -> ResponseTimeStats {
-    if values.is_empty() {
-        return ResponseTimeStats::default();
-    }
     values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let rank = |p: usize| values[(p * n).div_ceil(100).max(1) - 1];
-    ResponseTimeStats {
-        count: n as u32,
-        mean_seconds: Some(values.iter().sum::<f64>() / n as f64),
-        p50_seconds: Some(rank(50)),
-        p90_seconds: Some(rank(90)),
-        max_seconds: Some(values[n - 1]),
-    }
+    windows::stats_sorted(&values)
 }
 
 fn ratio(part: u32, whole: u32) -> Option<f64> {

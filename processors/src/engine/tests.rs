@@ -3036,3 +3036,426 @@ fn a_late_reply_taking_over_a_wait_whose_first_message_was_forgotten_is_measured
         "the late reply answered the wait that began at 0: {late:#?}"
     );
 }
+
+// ------------------------------------------------- seller windows kept up to date (windows.rs)
+
+fn user(n: u128, at: DateTime<Utc>, user: u64, role: Role, active: Option<bool>) -> Event {
+    ev(
+        n,
+        at,
+        Payload::UserUpserted(UserUpserted {
+            user_id: user,
+            name: format!("U{user}"),
+            role,
+            time_zone: None,
+            active,
+        }),
+    )
+}
+
+/// The tenant's windows against a scan of its logs, and its evaluation at the windows' time
+/// against the scanning evaluation, serialized (so floats compare bit for bit).
+fn check_seller_windows(e: &PartitionEngine, context: &str) {
+    let Some(t) = e.tenants.get(&TENANT) else {
+        return;
+    };
+    if let Err(why) = t.sellers.check_windows() {
+        panic!("{context}: {why}");
+    }
+    let Some(at) = t.sellers.windows_at() else {
+        return;
+    };
+    let json = |v: Vec<SellerMetrics>| serde_json::to_string(&v).unwrap();
+    let indexed = t
+        .sellers
+        .evaluate(t.id, &t.th, at, &t.conversations, &t.leads);
+    let scanned = t
+        .sellers
+        .evaluate_by_scan(t.id, &t.th, at, &t.conversations, &t.leads);
+    assert_eq!(json(indexed), json(scanned), "{context}");
+}
+
+/// Nine days of one tenant in `Europe/Madrid` across the spring DST change (2026-03-29):
+/// customers writing every few minutes, replies (quick, slow, automated, absent) by six sellers,
+/// reassignments, closes, leads with statuses, two of them becoming managers, inactive and
+/// sellers again, a seller seen only on the first day (forgotten by retention); delivered shuffled within
+/// `shuffle` (late events, and late customer messages that split waits: retractions).
+fn week_stream(rng: &mut Rng, shuffle: i64) -> Vec<Event> {
+    let start = utc("2026-03-24T20:00:00Z");
+    let mut events = Vec::new();
+    let mut n: u128 = 10_000;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let mut now = 0i64; // seconds after start
+    let mut k = 0u32;
+    while now < 9 * 86_400 {
+        k += 1;
+        let at = |s: i64| start + chrono::Duration::milliseconds(s * 1000 + (s % 7) * 131);
+        let (conv, seller) = if now < 86_400 && rng.below(10) == 0 {
+            // Seller 105 has conversations of their own, on the first day only.
+            (format!("o{}", rng.below(3)), 105)
+        } else {
+            (format!("w{}", rng.below(40)), 100 + rng.below(5))
+        };
+        events.push(received(next(), &conv, at(now), None, "precio"));
+        match rng.below(10) {
+            0 => events.push(assigned(next(), &conv, at(now + 30), seller)),
+            1 => events.push(closed(next(), &conv, at(now + rng.below(5000) as i64))),
+            2 => events.push(sent(next(), &conv, at(now + 20), seller, true)),
+            3 => {}
+            // Equal response times: a reply exactly 60 s after.
+            4 => events.push(sent(next(), &conv, at(now + 60), seller, false)),
+            _ => {
+                let reply = now + rng.below(7200) as i64;
+                events.push(sent(next(), &conv, at(reply), seller, false));
+            }
+        }
+        // (Not on 105's conversations: a lead id created again later would hold them.)
+        if k.is_multiple_of(25) && seller != 105 {
+            let lead = format!("l{}", rng.below(30));
+            let with_seller = rng.below(3) > 0;
+            events.push(lead_created(
+                next(),
+                &lead,
+                at(now + 5),
+                LeadSource::MetaAds,
+                with_seller.then_some(seller),
+                Some(&conv),
+                None,
+            ));
+            let s = [
+                LeadStatus::Contacted,
+                LeadStatus::Converted,
+                LeadStatus::Lost,
+            ][rng.below(3) as usize];
+            events.push(status(next(), &lead, at(now + 600), s));
+        }
+        if k.is_multiple_of(97) {
+            let (role, active) = match rng.below(3) {
+                0 => (Role::Manager, None),
+                1 => (Role::Seller, Some(false)),
+                _ => (Role::Seller, None),
+            };
+            events.push(user(next(), at(now + 1), 103 + rng.below(2), role, active));
+        }
+        now += 60 + rng.below(300) as i64;
+    }
+    events.sort_by_key(|e| (e.occurred_at, e.event_id));
+    // Late deliveries: each event may swap with a later one up to `shuffle` seconds after it.
+    for i in 0..events.len() {
+        let j = i + 1 + rng.below(4) as usize;
+        if j < events.len()
+            && rng.below(3) == 0
+            && events[j].occurred_at - events[i].occurred_at <= chrono::Duration::seconds(shuffle)
+        {
+            events.swap(i, j);
+        }
+    }
+    events
+}
+
+fn week_config() -> Config {
+    let mut c = config();
+    c.defaults.time_zone = "Europe/Madrid".into();
+    c.defaults.allowed_lateness = Duration::from_secs(3600);
+    c
+}
+
+#[test]
+fn seller_windows_follow_a_week_of_late_retracted_and_reranked_samples_like_a_scan() {
+    for seed in [1u64, 2] {
+        let mut rng = Rng(0x7D_5EED_0000_0001 ^ seed);
+        let events = week_stream(&mut rng, 1500);
+        let mut e = PartitionEngine::new(Arc::new(week_config()));
+        let mut retracted_or_late = 0;
+        let mut newest = events[0].occurred_at;
+        for (i, event) in events.iter().enumerate() {
+            if event.occurred_at < newest {
+                retracted_or_late += 1;
+            }
+            newest = newest.max(event.occurred_at);
+            let outs = e.on_event(event);
+            assert!(
+                !outs.iter().any(|o| matches!(o, Output::TooLate(_))),
+                "within lateness"
+            );
+            if i % 3 == 0 || i + 1 == events.len() {
+                check_seller_windows(&e, &format!("seed {seed}, after event {i}"));
+            }
+        }
+        let t = &e.tenants[&TENANT];
+        let metrics = t.sellers.evaluate(
+            t.id,
+            &t.th,
+            t.sellers.windows_at().unwrap(),
+            &t.conversations,
+            &t.leads,
+        );
+        // The stream exercises what it claims to.
+        assert!(retracted_or_late > 100, "{retracted_or_late} late events");
+        assert!(metrics.iter().all(|m| m.seller_id != 105), "forgotten");
+        let most = metrics.iter().map(|m| m.response_7d.count).max().unwrap();
+        assert!(most > 100, "{most} samples in a week");
+        let team = metrics[0].team.as_ref().unwrap();
+        assert!(team.response_7d.count > team.response_today.count);
+        assert!(team.response_today.count > team.response_1h.count);
+    }
+}
+
+#[test]
+fn a_week_of_seller_windows_restored_from_a_snapshot_gives_the_same_outputs() {
+    let config = Arc::new(week_config());
+    let mut rng = Rng(0x7D_5EED_0000_0003);
+    let events = week_stream(&mut rng, 1500);
+    let mut straight = PartitionEngine::new(config.clone());
+    let expected = drive(&mut straight, &events, 0);
+    let n = events.len();
+    // After the windows filled (day 8) and on a day that started in the other DST offset.
+    for cut in [n * 8 / 9, n / 2] {
+        let mut first = PartitionEngine::new(config.clone());
+        let mut got = drive(&mut first, &events[..cut], 0);
+        let bytes = first.snapshot();
+        let mut restored = PartitionEngine::restore(config.clone(), &bytes).unwrap();
+        // What the index adds is not in the checkpoint.
+        assert_eq!(restored.snapshot(), bytes);
+        got.extend(drive(&mut restored, &events[cut..], cut));
+        check_seller_windows(&restored, "restored");
+        assert_eq!(got, expected, "restored at {cut} of {n}");
+    }
+}
+
+/// A sample `secs` long ending at `end` for seller 7 (conversation `conv`).
+fn one_sample(n: u128, conv: &str, end: DateTime<Utc>, secs: i64) -> [Event; 2] {
+    [
+        received(
+            n,
+            conv,
+            end - chrono::Duration::seconds(secs),
+            Some(7),
+            "hola",
+        ),
+        sent(n + 1, conv, end, 7, false),
+    ]
+}
+
+fn seller_7(e: &PartitionEngine) -> SellerMetrics {
+    check_seller_windows(e, "edge");
+    let t = &e.tenants[&TENANT];
+    let at = t.sellers.windows_at().unwrap();
+    t.sellers
+        .evaluate(t.id, &t.th, at, &t.conversations, &t.leads)
+        .into_iter()
+        .find(|m| m.seller_id == 7)
+        .unwrap()
+}
+
+#[test]
+fn a_sample_exactly_seven_days_or_one_hour_old_has_left_its_window() {
+    let mut e = engine();
+    let b = utc("2026-03-02T10:00:00Z");
+    feed_all(&mut e, &one_sample(1, "a", b, 30));
+    feed_all(&mut e, &[at_watermark(10, b)]);
+    let m = seller_7(&e);
+    assert_eq!((m.response_1h.count, m.response_7d.count), (1, 1));
+    feed_all(
+        &mut e,
+        &[at_watermark(11, b + chrono::Duration::minutes(59))],
+    );
+    assert_eq!(seller_7(&e).response_1h.count, 1);
+    feed_all(&mut e, &[at_watermark(12, b + chrono::Duration::hours(1))]);
+    let m = seller_7(&e);
+    assert_eq!((m.response_1h.count, m.response_7d.count), (0, 1));
+    // A late sample inside the evaluated week but outside its hour.
+    feed_all(
+        &mut e,
+        &one_sample(20, "late", b + chrono::Duration::minutes(30), 90),
+    );
+    let m = seller_7(&e);
+    assert_eq!((m.response_1h.count, m.response_7d.count), (1, 2));
+    assert_eq!(m.response_7d.max_seconds, Some(90.0));
+    let week = b + chrono::Duration::days(7);
+    feed_all(
+        &mut e,
+        &[at_watermark(13, week - chrono::Duration::minutes(1))],
+    );
+    assert_eq!(seller_7(&e).response_7d.count, 2);
+    feed_all(&mut e, &[at_watermark(14, week)]);
+    let m = seller_7(&e);
+    assert_eq!(m.response_7d.count, 1, "exactly 7 days old is out");
+    assert_eq!(m.response_7d.max_seconds, Some(90.0));
+    assert_eq!((m.waits_received, m.waits_answered), (1, 1));
+}
+
+#[test]
+fn the_today_window_starts_at_local_midnight_across_a_dst_change() {
+    let mut e = engine_with(|c| c.defaults.time_zone = "Europe/Madrid".into());
+    // 2026-03-29 02:00 CET jumps to 03:00 CEST: local midnight of the 29th is 23:00 UTC on the
+    // 28th, of the 30th 22:00 UTC on the 29th.
+    let midnight_29 = utc("2026-03-28T23:00:00Z");
+    let ms = chrono::Duration::milliseconds(1);
+    feed_all(&mut e, &one_sample(1, "a", midnight_29 - ms, 10));
+    feed_all(&mut e, &one_sample(3, "b", midnight_29, 20));
+    feed_all(
+        &mut e,
+        &[at_watermark(10, midnight_29 + chrono::Duration::minutes(5))],
+    );
+    let m = seller_7(&e);
+    assert_eq!(
+        m.response_today.count, 1,
+        "the sample at local midnight is today's"
+    );
+    assert_eq!(m.response_today.max_seconds, Some(20.0));
+    let midnight_30 = utc("2026-03-29T22:00:00Z");
+    feed_all(
+        &mut e,
+        &one_sample(20, "c", midnight_30 - chrono::Duration::minutes(2), 40),
+    );
+    feed_all(
+        &mut e,
+        &[at_watermark(11, midnight_30 - chrono::Duration::minutes(1))],
+    );
+    assert_eq!(seller_7(&e).response_today.count, 2, "a 23-hour day");
+    feed_all(&mut e, &[at_watermark(12, midnight_30)]);
+    let m = seller_7(&e);
+    assert_eq!(m.response_today.count, 0, "a new day");
+    assert_eq!(m.response_7d.count, 3);
+    // Late, at the new day's first instant.
+    feed_all(&mut e, &one_sample(30, "d", midnight_30, 50));
+    let m = seller_7(&e);
+    assert_eq!(
+        (m.response_today.count, m.response_today.max_seconds),
+        (1, Some(50.0))
+    );
+}
+
+#[test]
+fn equal_samples_are_counted_and_taken_back_one_at_a_time() {
+    let mut e = engine();
+    let b = utc("2026-03-02T10:00:00Z");
+    feed_all(&mut e, &one_sample(1, "a", b, 30));
+    feed_all(
+        &mut e,
+        &one_sample(3, "b", b + chrono::Duration::seconds(5), 30),
+    );
+    feed_all(
+        &mut e,
+        &[at_watermark(10, b + chrono::Duration::minutes(1))],
+    );
+    let m = seller_7(&e);
+    assert_eq!(
+        (m.response_1h.count, m.response_1h.p90_seconds),
+        (2, Some(30.0))
+    );
+    // A customer message of "a" arriving late, before the first: the wait starts earlier, the
+    // sample of 30 s is taken back and one of 50 s replaces it.
+    feed_all(
+        &mut e,
+        &[received(
+            20,
+            "a",
+            b - chrono::Duration::seconds(50),
+            Some(7),
+            "hola",
+        )],
+    );
+    let m = seller_7(&e);
+    assert_eq!(m.response_1h.count, 2);
+    assert_eq!(m.response_1h.max_seconds, Some(50.0));
+    assert_eq!(m.response_1h.p50_seconds, Some(30.0));
+    assert_eq!(m.team.unwrap().response_1h.mean_seconds, Some(40.0));
+}
+
+#[test]
+fn a_seller_no_longer_ranked_leaves_the_team_windows_and_comes_back() {
+    let mut e = engine();
+    let b = utc("2026-03-02T10:00:00Z");
+    feed_all(&mut e, &one_sample(1, "a", b, 30));
+    feed_all(
+        &mut e,
+        &[
+            received(3, "b", b, Some(8), "hola"),
+            sent(4, "b", b + chrono::Duration::seconds(10), 8, false),
+        ],
+    );
+    feed_all(
+        &mut e,
+        &[at_watermark(10, b + chrono::Duration::minutes(1))],
+    );
+    let team = |e: &PartitionEngine| seller_7(e).team.unwrap().response_7d.count;
+    assert_eq!(team(&e), 2);
+    feed_all(
+        &mut e,
+        &[user(
+            11,
+            b + chrono::Duration::minutes(2),
+            8,
+            Role::Manager,
+            None,
+        )],
+    );
+    assert_eq!(team(&e), 1);
+    feed_all(
+        &mut e,
+        &[at_watermark(12, b + chrono::Duration::minutes(3))],
+    );
+    assert_eq!(team(&e), 1);
+    feed_all(
+        &mut e,
+        &[user(
+            13,
+            b + chrono::Duration::minutes(4),
+            8,
+            Role::Seller,
+            None,
+        )],
+    );
+    assert_eq!(team(&e), 2);
+}
+
+#[test]
+fn lead_figures_in_one_pass_are_the_three_scans() {
+    let mut rng = Rng(0x1EAD_0000_0001);
+    let events = week_stream(&mut rng, 0);
+    let mut e = PartitionEngine::new(Arc::new(week_config()));
+    let mut checked = 0;
+    for (i, event) in events.iter().enumerate() {
+        e.on_event(event);
+        if i % 50 != 0 {
+            continue;
+        }
+        let t = &e.tenants[&TENANT];
+        let (from, to) = (
+            event.occurred_at - chrono::Duration::hours(10),
+            event.occurred_at,
+        );
+        let one = t.leads.seller_figures(&t.conversations, from, to);
+        let per = t.leads.per_seller(&t.conversations);
+        let between = t.leads.per_seller_between(&t.conversations, from, to);
+        let hot = t.leads.hot_per_seller(&t.conversations);
+        let mut keys: Vec<UserId> = per
+            .keys()
+            .chain(between.keys())
+            .chain(hot.keys())
+            .copied()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(one.keys().copied().collect::<Vec<_>>(), keys);
+        for (s, f) in &one {
+            assert_eq!(f.with_seller, per.contains_key(s));
+            assert_eq!(
+                (f.generated, f.converted),
+                per.get(s).copied().unwrap_or_default()
+            );
+            assert_eq!(
+                (f.generated_between, f.converted_between),
+                between.get(s).copied().unwrap_or_default()
+            );
+            assert_eq!(f.hot, hot.get(s).copied().unwrap_or_default());
+        }
+        checked += usize::from(one.len() > 1);
+    }
+    assert!(checked > 10);
+}

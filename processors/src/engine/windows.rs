@@ -1,0 +1,260 @@
+//! The sellers' response-time windows (1 h, today, 7 d) and 7-day wait counts, kept up to date
+//! as samples arrive, are taken back and leave the windows — so that evaluating a tenant's
+//! sellers every minute does not collect and sort a week of samples each time.
+//!
+//! Derived state: rebuilt from the sellers' time-ordered logs (the checkpointed truth) on the
+//! first evaluation after a restore, never serialized.
+//!
+//! Exactness: [`stats_sorted`] sums the values in ascending [`f64::total_cmp`] order, as
+//! sorting a window and summing it does — a running sum in arrival order would round
+//! differently. So a window keeps its values sorted, and its sum is recomputed (one pass over a
+//! contiguous slice, no sort, no allocation) only when the values changed since it last was.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+use vigia_schemas::ResponseTimeStats;
+
+/// A log key: (event time, id).
+pub(crate) type Key = (DateTime<Utc>, Uuid);
+
+/// The three windows, as indexes into per-window arrays.
+pub(crate) const HOUR: usize = 0;
+pub(crate) const TODAY: usize = 1;
+pub(crate) const WEEK: usize = 2;
+pub(crate) const KINDS: [usize; 3] = [HOUR, TODAY, WEEK];
+
+/// The keys of each window at one evaluation time: `lo <= key <= hi` (empty when `lo > hi`).
+/// `1h` = `(at − 1 h, at]`, `today` = `[start of today, at]`, `7d` = `(at − 7 d, at]`: an exclusive
+/// time bound `t` is the key `(t, Uuid::max())`, the first key after every ordinary key at `t`,
+/// as the scans of the logs have always taken it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub at: DateTime<Utc>,
+    pub ranges: [(Key, Key); 3],
+}
+
+impl Bounds {
+    pub fn new(at: DateTime<Utc>, today: DateTime<Utc>) -> Self {
+        let hi = (at, Uuid::max());
+        Bounds {
+            at,
+            ranges: [
+                ((at - Duration::hours(1), Uuid::max()), hi),
+                ((today, Uuid::nil()), hi),
+                ((at - Duration::days(7), Uuid::max()), hi),
+            ],
+        }
+    }
+
+    pub fn contains(&self, kind: usize, key: &Key) -> bool {
+        let (lo, hi) = &self.ranges[kind];
+        lo <= key && key <= hi
+    }
+}
+
+/// How one window moves from `old` to `new` keys.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shift {
+    /// Forward, overlapping: keys in `[old.lo, new.lo)` leave, keys in `(old.hi, new.hi]` enter.
+    Slide {
+        leave: (Key, Key),
+        enter: (Key, Key),
+    },
+    /// Anything else (a new day, the first evaluation, a jump over the whole window): refill.
+    Refill,
+}
+
+pub(crate) fn shift(old: Option<&Bounds>, new: &Bounds, kind: usize) -> Shift {
+    let Some(old) = old else {
+        return Shift::Refill;
+    };
+    let ((olo, ohi), (nlo, nhi)) = (old.ranges[kind], new.ranges[kind]);
+    if olo <= ohi && nlo <= nhi && olo <= nlo && ohi <= nhi && nlo <= ohi {
+        Shift::Slide {
+            leave: (olo, nlo),
+            enter: (ohi, nhi),
+        }
+    } else {
+        Shift::Refill
+    }
+}
+
+/// Entries of `map` leaving in a slide: `leave.0 <= key < leave.1`.
+pub(crate) fn leaving<V>(
+    map: &BTreeMap<Key, V>,
+    leave: (Key, Key),
+) -> impl Iterator<Item = (&Key, &V)> {
+    map.range((Bound::Included(leave.0), Bound::Excluded(leave.1)))
+}
+
+/// Entries of `map` entering in a slide: `enter.0 < key <= enter.1`.
+pub(crate) fn entering<V>(
+    map: &BTreeMap<Key, V>,
+    enter: (Key, Key),
+) -> impl Iterator<Item = (&Key, &V)> {
+    map.range((Bound::Excluded(enter.0), Bound::Included(enter.1)))
+}
+
+/// Entries of `map` inside a window: `lo <= key <= hi`.
+pub(crate) fn inside<V>(map: &BTreeMap<Key, V>, range: (Key, Key)) -> impl Iterator<Item = &V> {
+    let (lo, hi) = range;
+    // `BTreeMap::range` panics on an inverted range; an empty window has none.
+    let range = if lo <= hi {
+        Some(map.range(lo..=hi))
+    } else {
+        None
+    };
+    range.into_iter().flatten().map(|(_, v)| v)
+}
+
+/// The values of a window in ascending [`f64::total_cmp`] order, with their statistics cached
+/// until they change.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SortedSamples {
+    values: Vec<f64>,
+    cached: Option<ResponseTimeStats>,
+}
+
+impl SortedSamples {
+    pub fn insert(&mut self, v: f64) {
+        let i = self.values.partition_point(|x| x.total_cmp(&v).is_lt());
+        self.values.insert(i, v);
+        self.cached = None;
+    }
+
+    /// Removes one value equal to `v` (equal under `total_cmp` means the same bits).
+    pub fn remove(&mut self, v: f64) {
+        let i = self.values.partition_point(|x| x.total_cmp(&v).is_lt());
+        if self.values.get(i).is_some_and(|x| x.total_cmp(&v).is_eq()) {
+            self.values.remove(i);
+            self.cached = None;
+        } else {
+            debug_assert!(false, "a window lost track of the sample {v}");
+        }
+    }
+
+    /// Replaces the values (in any order).
+    pub fn set(&mut self, mut values: Vec<f64>) {
+        values.sort_by(f64::total_cmp);
+        self.values = values;
+        self.cached = None;
+    }
+
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// Computes the statistics if the values changed since they last were.
+    pub fn refresh(&mut self) {
+        if self.cached.is_none() {
+            self.cached = Some(stats_sorted(&self.values));
+        }
+    }
+
+    pub fn stats(&self) -> ResponseTimeStats {
+        self.cached
+            .clone()
+            .unwrap_or_else(|| stats_sorted(&self.values))
+    }
+}
+
+/// One seller's windows: response-time samples per window, and the 7-day ended waits as
+/// (ended, answered) counts.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SellerWindows {
+    pub samples: [SortedSamples; 3],
+    pub waits: (u32, u32),
+}
+
+/// Count, mean, nearest-rank p50 and p90, max of values sorted by `total_cmp`.
+pub(crate) fn stats_sorted(values: &[f64]) -> ResponseTimeStats {
+    if values.is_empty() {
+        return ResponseTimeStats::default();
+    }
+    let n = values.len();
+    let rank = |p: usize| values[(p * n).div_ceil(100).max(1) - 1];
+    ResponseTimeStats {
+        count: n as u32,
+        mean_seconds: Some(values.iter().sum::<f64>() / n as f64),
+        p50_seconds: Some(rank(50)),
+        p90_seconds: Some(rank(90)),
+        max_seconds: Some(values[n - 1]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn window_edges_are_those_of_the_scans() {
+        let now = at("2026-03-10T12:00:00Z");
+        let b = Bounds::new(now, at("2026-03-10T00:00:00Z"));
+        let key = |t: DateTime<Utc>, id: Uuid| (t, id);
+        // `(at − 1 h, at]`.
+        assert!(!b.contains(HOUR, &key(now - Duration::hours(1), Uuid::from_u128(5))));
+        assert!(b.contains(HOUR, &key(now - Duration::minutes(59), Uuid::nil())));
+        assert!(b.contains(HOUR, &key(now, Uuid::max())));
+        assert!(!b.contains(HOUR, &key(now + Duration::milliseconds(1), Uuid::nil())));
+        // `[start of today, at]`.
+        assert!(b.contains(TODAY, &key(at("2026-03-10T00:00:00Z"), Uuid::nil())));
+        assert!(!b.contains(TODAY, &key(at("2026-03-09T23:59:59.999Z"), Uuid::max())));
+        // `(at − 7 d, at]`.
+        assert!(!b.contains(WEEK, &key(now - Duration::days(7), Uuid::from_u128(5))));
+        assert!(b.contains(
+            WEEK,
+            &key(
+                now - Duration::days(7) + Duration::milliseconds(1),
+                Uuid::nil()
+            )
+        ));
+    }
+
+    #[test]
+    fn windows_slide_forward_and_refill_on_a_jump() {
+        let now = at("2026-03-10T12:00:00Z");
+        let day = at("2026-03-10T00:00:00Z");
+        let a = Bounds::new(now, day);
+        let b = Bounds::new(now + Duration::minutes(1), day);
+        assert!(matches!(shift(Some(&a), &b, WEEK), Shift::Slide { .. }));
+        assert!(matches!(shift(Some(&a), &b, TODAY), Shift::Slide { .. }));
+        assert!(matches!(shift(None, &b, WEEK), Shift::Refill));
+        // A new day, an hour-long gap, and time going back all refill.
+        let next_day = Bounds::new(at("2026-03-11T00:01:00Z"), at("2026-03-11T00:00:00Z"));
+        assert!(matches!(shift(Some(&a), &next_day, TODAY), Shift::Refill));
+        assert!(matches!(shift(Some(&a), &next_day, HOUR), Shift::Refill));
+        assert!(matches!(
+            shift(Some(&a), &next_day, WEEK),
+            Shift::Slide { .. }
+        ));
+        assert!(matches!(shift(Some(&b), &a, WEEK), Shift::Refill));
+    }
+
+    #[test]
+    fn sorted_samples_give_the_statistics_of_a_sort_and_remove_one_equal_value() {
+        let mut s = SortedSamples::default();
+        let values = [0.3, 0.1, 0.2, 0.1, 7.25, 0.30000000000000004];
+        for v in values {
+            s.insert(v);
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(s.values(), sorted.as_slice());
+        s.refresh();
+        let sum_in_order: f64 = sorted.iter().sum();
+        assert_eq!(s.stats().mean_seconds, Some(sum_in_order / 6.0));
+        assert_eq!(s.stats().p50_seconds, Some(0.2));
+        s.remove(0.1);
+        assert_eq!(s.values(), &[0.1, 0.2, 0.3, 0.30000000000000004, 7.25]);
+        // The cached statistics went with the change.
+        assert_eq!(s.stats().count, 5);
+        assert_eq!(s.stats().p90_seconds, Some(7.25));
+    }
+}
