@@ -133,7 +133,8 @@ impl Session {
     /// The count started by [`Session::start_count`] arrived: the count to send (corrected for
     /// what was pushed meanwhile).
     pub(crate) fn count_arrived(&mut self, (count, through): (u64, i64)) -> u64 {
-        self.unread.arrived(count, through)
+        self.unread
+            .arrived(count, through, tokio::time::Instant::now())
     }
 
     /// The kept count, if it changed since it was last sent: to send once the queue is drained
