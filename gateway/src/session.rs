@@ -133,8 +133,7 @@ impl Session {
     /// The count started by [`Session::start_count`] arrived: the count to send (corrected for
     /// what was pushed meanwhile).
     pub(crate) fn count_arrived(&mut self, (count, through): (u64, i64)) -> u64 {
-        self.unread
-            .arrived(count, through, tokio::time::Instant::now())
+        self.unread.arrived(count, through)
     }
 
     /// The kept count, if it changed since it was last sent: to send once the queue is drained

@@ -7,8 +7,7 @@
 //! sequence adds to it, each sequence once whatever order the pushes come in. A broadcast to
 //! 10,000 connections therefore costs no inbox query; only what a connection cannot see coming
 //! (a mark-read elsewhere, a withdrawal of a notification that may or may not be unread) sends
-//! it back to the inbox, at most once per [`RECOUNT_EVERY`] (less often after a slow count:
-//! [`COUNT_COST_FACTOR`]).
+//! it back to the inbox, at most once per [`RECOUNT_EVERY`].
 
 use std::time::Duration;
 
@@ -22,15 +21,6 @@ use crate::inbox::StoredNotification;
 /// queue overflowed, so a connection recounts at most this often; the last count of a burst is
 /// always sent.
 pub(crate) const RECOUNT_EVERY: Duration = Duration::from_millis(250);
-
-/// A count's cost grows with the inbox (a CEO's is the tenant's whole inbox, tens of thousands
-/// of rows after a busy hour) and with the load of the machine; at 2,000 events/s the withdrawals
-/// kept every CEO connection recounting every [`RECOUNT_EVERY`], and those counts took the cores
-/// the pushes needed (the gateway fell seconds behind). So the next recount also waits this many
-/// times what the last one took: a connection spends at most about a tenth of its time waiting
-/// for counts, and a count is never older than [`MAX_RECOUNT_EVERY`] after a change.
-const COUNT_COST_FACTOR: u32 = 10;
-pub(crate) const MAX_RECOUNT_EVERY: Duration = Duration::from_secs(10);
 
 /// How many live notifications a kept count absorbs before it is recounted from the inbox (the
 /// memory of what it added stays small; one query per this many notifications is nothing).
@@ -96,10 +86,8 @@ pub(crate) struct UnreadCounter {
     unsent: bool,
     /// The count must be asked from the inbox again.
     stale: bool,
-    /// When the inbox was last asked: recounts are spaced by `spacing`.
+    /// When the inbox was last asked: recounts are spaced by [`RECOUNT_EVERY`].
     last_asked: Option<Instant>,
-    /// [`RECOUNT_EVERY`], or more after a slow count ([`COUNT_COST_FACTOR`]).
-    spacing: Option<Duration>,
     counting: Option<Meanwhile>,
 }
 
@@ -129,11 +117,7 @@ impl UnreadCounter {
     /// The count started by [`UnreadCounter::start`] arrived: the count to send, corrected for
     /// what was pushed meanwhile and kept from here on, unless something happened meanwhile it
     /// cannot be corrected for (then it is sent as it is and recounted once due).
-    pub(crate) fn arrived(&mut self, count: u64, through: i64, now: Instant) -> u64 {
-        if let Some(asked) = self.last_asked {
-            let cost = now.saturating_duration_since(asked);
-            self.spacing = Some((cost * COUNT_COST_FACTOR).clamp(RECOUNT_EVERY, MAX_RECOUNT_EVERY));
-        }
+    pub(crate) fn arrived(&mut self, count: u64, through: i64) -> u64 {
         match self.counting.take() {
             Some(Meanwhile::Noted(noted)) => {
                 let mut kept = Kept {
@@ -207,11 +191,10 @@ impl UnreadCounter {
         self.stale
     }
 
-    /// When the inbox may be asked again: now if it was not asked within [`RECOUNT_EVERY`]
-    /// (or the longer spacing a slow count called for).
+    /// When the inbox may be asked again: now if it was not asked within [`RECOUNT_EVERY`].
     pub(crate) fn recount_at(&self, now: Instant) -> Instant {
         match self.last_asked {
-            Some(at) => at + self.spacing.unwrap_or(RECOUNT_EVERY),
+            Some(at) => at + RECOUNT_EVERY,
             None => now,
         }
     }
@@ -264,47 +247,13 @@ mod tests {
         assert!(c.recount_due(t0 + RECOUNT_EVERY));
         c.start(t0 + RECOUNT_EVERY);
         assert!(!c.recount_due(t0 + RECOUNT_EVERY * 5), "one in flight");
-        assert_eq!(c.arrived(4, 12, Instant::now()), 4);
+        assert_eq!(c.arrived(4, 12), 4);
         c.note(13, ADDS);
         assert_eq!(c.take_unsent(), Some(5));
 
         c.forget();
         assert_eq!(kept_count(&c), None);
         assert!(c.is_stale());
-    }
-
-    #[test]
-    fn a_slow_count_spaces_the_next_by_ten_times_its_cost_within_bounds() {
-        let ms = Duration::from_millis;
-        let t0 = Instant::now();
-        let mut c = UnreadCounter::default();
-        c.start(t0);
-        assert_eq!(c.arrived(5, 10, t0 + ms(200)), 5);
-        c.note(11, CountEffect::Unknown);
-        assert!(
-            !c.recount_due(t0 + ms(1999)),
-            "a 200 ms count: the next after 2 s"
-        );
-        assert!(c.recount_due(t0 + ms(2000)));
-
-        let t1 = t0 + ms(2000);
-        c.start(t1);
-        c.arrived(5, 12, t1 + ms(5));
-        c.note(13, CountEffect::Unknown);
-        assert!(
-            c.recount_due(t1 + RECOUNT_EVERY),
-            "a fast count: back to RECOUNT_EVERY"
-        );
-
-        let t2 = t1 + RECOUNT_EVERY;
-        c.start(t2);
-        c.arrived(5, 14, t2 + ms(5000));
-        c.note(15, CountEffect::Unknown);
-        assert!(!c.recount_due(t2 + MAX_RECOUNT_EVERY - ms(1)));
-        assert!(
-            c.recount_due(t2 + MAX_RECOUNT_EVERY),
-            "never spaced more than this"
-        );
     }
 
     #[test]
@@ -323,7 +272,7 @@ mod tests {
             "nothing to send until the count arrives"
         );
         assert!(!c.is_stale());
-        assert_eq!(c.arrived(7, 21, Instant::now()), 9);
+        assert_eq!(c.arrived(7, 21), 9);
         assert_eq!(
             c.take_unsent(),
             None,
@@ -342,7 +291,7 @@ mod tests {
         c.note(5, ADDS);
         c.forget();
         c.note(6, ADDS);
-        assert_eq!(c.arrived(2, 4, Instant::now()), 2, "sent as counted");
+        assert_eq!(c.arrived(2, 4), 2, "sent as counted");
         assert_eq!(kept_count(&c), None, "not kept");
         assert!(c.is_stale());
         assert!(c.recount_due(t0 + RECOUNT_EVERY));
