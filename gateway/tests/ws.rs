@@ -541,7 +541,7 @@ async fn a_ceo_reading_a_long_burst_keeps_up_while_unread_counts_are_due() {
     // A short queue and a burst lasting well past RECOUNT_EVERY (250 ms): recounts fall due
     // while frames keep arriving. The connection must keep draining its queue (it once spun on
     // the due recount instead, and was dropped as "too slow" with its client reading).
-    let gw = TestGateway::start_with(|cfg| cfg.client_queue = 32).await;
+    let gw = TestGateway::start_with(|cfg| cfg.client_queue = 64).await;
     let (ceo, _) = gw.connect_ready(1, 1, Role::Ceo).await;
     let (received_tx, received_rx) = tokio::sync::watch::channel(0usize);
     let reader = tokio::spawn(async move {
@@ -566,16 +566,25 @@ async fn a_ceo_reading_a_long_burst_keeps_up_while_unread_counts_are_due() {
     // Frames big enough that writing one takes a while, so others wait in the queue meanwhile.
     let blob = "x".repeat(32 * 1024);
     let started = std::time::Instant::now();
+    let mut rx = received_rx;
     for i in 0..total {
+        // At most LEAD frames ahead of what the client has read: a reader starved for a while
+        // by a busy machine (CI) then never overflows the queue, while a connection that stops
+        // draining it (the spin) stalls the burst and fails below.
+        const LEAD: usize = 24;
+        if i >= LEAD {
+            let caught_up =
+                tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c + LEAD >= i))
+                    .await;
+            if !caught_up.is_ok_and(|r| r.is_ok()) {
+                break;
+            }
+        }
         let mut n = to_role(1, Role::Ceo);
         n.data = json!({ "blob": blob });
         gw.gateway.deliver(n).await.unwrap();
-        if i % 100 == 0 {
-            tokio::task::yield_now().await;
-        }
     }
     println!("{total} notifications delivered in {:?}", started.elapsed());
-    let mut rx = received_rx;
     let all = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|c| *c >= total))
         .await
         .is_ok_and(|r| r.is_ok());
