@@ -479,11 +479,19 @@ pub enum GatewayError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
+/// A metrics push waiting for its tenant's second ([`Gateway::publish_metrics`]).
+pub(crate) enum MetricsPush {
+    /// These fields, as given.
+    Given(serde_json::Value),
+    /// The board's figures of the tenant as they are when it is sent.
+    Board,
+}
+
 /// What the transports and the consumer share.
 pub(crate) struct Shared {
     pub(crate) cfg: Config,
     /// Metrics pushes, at most one per second per tenant.
-    pub(crate) metrics_throttle: std::sync::Mutex<throttle::Throttle<serde_json::Value>>,
+    pub(crate) metrics_throttle: std::sync::Mutex<throttle::Throttle<MetricsPush>>,
     pub(crate) verifier: TokenVerifier,
     pub(crate) inbox: Inbox,
     pub(crate) hub: Hub,
@@ -504,6 +512,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Sends `push` to the tenant's CEO/manager connections: `{"type":"metrics", …fields}` on
+    /// `/ws`, `metrics_update` on Socket.IO. A non-object is sent as `{"metrics": <value>}`; a
+    /// `type` field is dropped (it is the frame's).
+    fn send_metrics(&self, tenant_id: vigia_schemas::TenantId, push: MetricsPush) {
+        let metrics = match push {
+            MetricsPush::Given(serde_json::Value::Object(mut fields)) => {
+                fields.remove("type");
+                serde_json::Value::Object(fields)
+            }
+            MetricsPush::Given(other) => serde_json::json!({ "metrics": other }),
+            MetricsPush::Board => self
+                .board
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_payload(tenant_id),
+        };
+        self.hub.push_metrics(tenant_id, Arc::new(metrics));
+    }
+
     /// `v`'s read state changed: their other connections here (all but `except`) and on the
     /// other instances recount.
     pub(crate) async fn read_state_changed(&self, v: &Viewer, except: Option<hub::ConnectionId>) {
@@ -923,28 +950,26 @@ impl Gateway {
     #[doc(hidden)]
     pub fn apply_seller_metrics(&self, snapshot: vigia_schemas::SellerMetrics) -> bool {
         let tenant = snapshot.tenant_id;
-        let payload = {
+        {
             let mut board = self.shared.board.lock().unwrap_or_else(|e| e.into_inner());
             if !board.apply(snapshot) {
                 return false;
             }
-            board.push_payload(tenant)
-        };
-        self.publish_metrics(tenant, payload);
+        }
+        self.offer_metrics(tenant, MetricsPush::Board);
         true
     }
 
     /// Takes a newly stored notification into the board's "unanswered now" (see [`board`]) and,
     /// if the tenant's figures changed, pushes them (throttled).
     fn note_unanswered(&self, n: &Notification) {
-        let payload = {
+        {
             let mut board = self.shared.board.lock().unwrap_or_else(|e| e.into_inner());
             if !board.note_unanswered(n) {
                 return;
             }
-            board.push_payload(n.tenant_id)
-        };
-        self.publish_metrics(n.tenant_id, payload);
+        }
+        self.offer_metrics(n.tenant_id, MetricsPush::Board);
     }
 
     /// Pushes live metrics of `tenant_id` to its CEO/manager connections: `{"type":"metrics",
@@ -953,25 +978,23 @@ impl Gateway {
     /// is sent when the second is over. A non-object is sent as `{"metrics": <value>}`; a
     /// `type` field is dropped (it is the frame's).
     pub fn publish_metrics(&self, tenant_id: vigia_schemas::TenantId, metrics: serde_json::Value) {
+        self.offer_metrics(tenant_id, MetricsPush::Given(metrics));
+    }
+
+    /// [`Gateway::publish_metrics`] of `push`, built only when it is sent: the board's figures
+    /// change with every snapshot and unanswered alert (hundreds a second per busy tenant), and
+    /// building them each time, to keep one a second, was most of the gateway's own work.
+    fn offer_metrics(&self, tenant_id: vigia_schemas::TenantId, push: MetricsPush) {
         use throttle::Decision;
-        let metrics = match metrics {
-            serde_json::Value::Object(mut fields) => {
-                fields.remove("type");
-                serde_json::Value::Object(fields)
-            }
-            other => serde_json::json!({ "metrics": other }),
-        };
         let now = tokio::time::Instant::now();
         let decision = self
             .shared
             .metrics_throttle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .offer(tenant_id, metrics, now);
+            .offer(tenant_id, push, now);
         match decision {
-            Decision::Send(metrics) => {
-                self.shared.hub.push_metrics(tenant_id, Arc::new(metrics));
-            }
+            Decision::Send(push) => self.shared.send_metrics(tenant_id, push),
             Decision::Schedule { at } => {
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
@@ -983,8 +1006,8 @@ impl Gateway {
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .take_due(tenant_id, tokio::time::Instant::now());
-                            if let Some(metrics) = due {
-                                shared.hub.push_metrics(tenant_id, Arc::new(metrics));
+                            if let Some(push) = due {
+                                shared.send_metrics(tenant_id, push);
                             }
                         }
                     }
