@@ -74,7 +74,7 @@ use crate::texts::{self, Resolution};
 /// A remembered event: (event time, event id).
 type Key = (DateTime<Utc>, Uuid);
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Conversations {
     map: BTreeMap<EntityId, Conversation>,
     /// (event time, conversation) of every remembered message and close, for forgetting them.
@@ -82,7 +82,7 @@ pub(crate) struct Conversations {
 }
 
 /// One conversation's state.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Conversation {
     /// The assigned seller and the event time of the assignment.
     seller: Option<(UserId, DateTime<Utc>)>,
@@ -126,14 +126,14 @@ pub(crate) struct EndedWait {
     pub answered: bool,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Customer {
     channel: Channel,
     /// Whether this message is (or was) the start of a wait.
     started_wait: bool,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Reply {
     seller: UserId,
     /// The wait this reply ended, if any (it ends at most one).
@@ -156,7 +156,7 @@ struct Ended {
     metrics_seller: Option<UserId>,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Wait {
     /// The customer message that started it.
     starter: Uuid,

@@ -50,7 +50,7 @@ use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring::{self, ScoreInputs};
 use crate::texts;
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Leads {
     map: BTreeMap<EntityId, Lead>,
     /// Status changes of leads whose `lead.created` is not seen yet, not scored yet:
@@ -75,7 +75,7 @@ pub(crate) struct LeadFigures {
     pub hot: u32,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Lead {
     /// From `lead.created`; `None` until it is seen.
     created: Option<Created>,
@@ -85,7 +85,7 @@ struct Lead {
     follow_up: Option<FollowUp>,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Created {
     at: DateTime<Utc>,
     source: LeadSource,
@@ -107,7 +107,7 @@ impl Created {
     }
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct FollowUp {
     /// The `lead.follow_up_scheduled` event.
     event_id: Uuid,

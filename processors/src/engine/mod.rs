@@ -163,7 +163,7 @@ pub struct EngineStats {
 
 /// The state and rules of every tenant of one Kafka partition. Feed it that partition's events in
 /// log order; see the module documentation for the semantics.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PartitionEngine {
     config: Arc<Config>,
     tenants: BTreeMap<TenantId, TenantState>,
@@ -344,7 +344,7 @@ pub(crate) enum DeadlineKey {
 }
 
 /// A tenant's pending deadlines, earliest first.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Deadlines {
     set: BTreeSet<(DateTime<Utc>, DeadlineKey)>,
 }
@@ -442,7 +442,7 @@ const DEDUP_MARGIN_SECONDS: i64 = 3600;
 /// Event-time interval between two prunings of a tenant's remembered history.
 const PRUNE_EVERY_SECONDS: i64 = 60;
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct TenantState {
     id: TenantId,
     th: Thresholds,

@@ -40,7 +40,7 @@ pub const REPORT_HOUR: u32 = 8;
 /// Sellers listed as top performers.
 pub const TOP_PERFORMERS: usize = 3;
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct DayCounts {
     messages_in: u32,
     messages_out: u32,
@@ -51,7 +51,7 @@ struct DayCounts {
     withdrawn: u32,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Reports {
     #[serde(with = "super::snapshot::tz")]
     tz: Tz,

@@ -219,7 +219,7 @@ impl std::fmt::Display for OverLimit {
 /// (newest event time − horizon) is past `key`". A touch does not move the entry (that would cost
 /// a removal per event); when an entry comes due, an entity touched since goes back at its last
 /// event time, one still held (a pending deadline, a reference) at the time to look again.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(bound(
     serialize = "K: serde::Serialize",
     deserialize = "K: serde::de::DeserializeOwned"

@@ -109,7 +109,7 @@ const WEIGHT_CONVERSION: f64 = 0.25;
 const WEIGHT_VOLUME: f64 = 0.15;
 
 /// Time-ordered facts of one seller, keyed by (event time, id) so late arrivals sort in place.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct SellerLog {
     /// Response seconds by (reply time, starting customer message).
     #[serde(with = "super::snapshot::pairs")]
@@ -125,14 +125,14 @@ struct SellerLog {
 }
 
 /// What the latest `user.upserted` of a user said.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct UserInfo {
     at: DateTime<Utc>,
     name: String,
     ranked: bool,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sellers {
     #[serde(with = "super::snapshot::tz")]
     tz: Tz,

@@ -27,14 +27,14 @@ use vigia_schemas::{
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::texts;
 
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sessions {
     map: BTreeMap<EntityId, Session>,
     /// Sessions that ended or timed out, by when ([`Session::settled_at`]), for forgetting them.
     settled: BTreeSet<(DateTime<Utc>, EntityId)>,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Session {
     client_id: EntityId,
     agent_id: UserId,

@@ -20,6 +20,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::KAFKA_TIMEOUT;
 use crate::checkpoint::{self, CheckpointMeta, Found};
+use crate::engine::PartitionEngine;
 use crate::metrics::{Metrics, PartitionLabel};
 
 /// Records read from the tail first; the window grows fourfold until both slots are found whole
@@ -152,12 +153,35 @@ fn read_range(
 }
 
 /// A checkpoint ready to write.
-pub(super) struct Pieces {
+pub(super) struct Pending {
     pub meta: CheckpointMeta,
     pub slot: u8,
+    /// A copy of the partition's engine at `meta.offset`, to serialize.
+    pub engine: PartitionEngine,
+    /// The largest piece ([`checkpoint::split`]).
+    pub piece_bytes: usize,
+}
+
+/// A checkpoint serialized and split.
+struct Pieces {
+    meta: CheckpointMeta,
+    slot: u8,
     /// The serialized state's size.
-    pub bytes: usize,
-    pub pieces: Vec<Vec<u8>>,
+    bytes: usize,
+    pieces: Vec<Vec<u8>>,
+}
+
+impl Pending {
+    fn serialize(self) -> Result<Pieces, checkpoint::CheckpointError> {
+        let state = self.engine.snapshot();
+        let pieces = checkpoint::split(self.meta, &state, self.piece_bytes)?;
+        Ok(Pieces {
+            meta: self.meta,
+            slot: self.slot,
+            bytes: state.len(),
+            pieces,
+        })
+    }
 }
 
 /// Writes `pieces` to the checkpoint partition, in the background; counts the outcome. With
@@ -166,11 +190,26 @@ pub(super) fn spawn_write(
     producer: FutureProducer,
     topic: String,
     checkpoint_partition: i32,
-    write: Pieces,
+    pending: Pending,
     metrics: Metrics,
     failpoint: Option<Arc<Failpoint>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let partition = pending.meta.partition;
+        let write = match tokio::task::spawn_blocking(move || pending.serialize()).await {
+            Ok(Ok(pieces)) => pieces,
+            Ok(Err(e)) => {
+                // Only with a piece size the config check refuses; never stop over it.
+                metrics.checkpoint_write_failures.inc();
+                tracing::error!(partition, "cannot split a checkpoint: {e}");
+                return;
+            }
+            Err(e) => {
+                metrics.checkpoint_write_failures.inc();
+                tracing::error!(partition, "serializing a checkpoint failed: {e}");
+                return;
+            }
+        };
         let partition = write.meta.partition;
         let count = write.pieces.len();
         let abort_after = failpoint.and_then(|f| f.pieces_before_abort(count));
