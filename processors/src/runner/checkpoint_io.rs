@@ -158,6 +158,8 @@ pub(super) struct Pending {
     pub slot: u8,
     /// A copy of the partition's engine at `meta.offset`, to serialize.
     pub engine: PartitionEngine,
+    /// What making the copy took (part of the checkpoint's cost).
+    pub copy_took: Duration,
     /// The largest piece ([`checkpoint::split`]).
     pub piece_bytes: usize,
 }
@@ -184,8 +186,10 @@ impl Pending {
     }
 }
 
-/// Writes `pieces` to the checkpoint partition, in the background; counts the outcome. With
-/// the failpoint armed for this write, writes some pieces and aborts the process.
+/// Serializes `pending` (on a blocking thread) and writes its pieces to the checkpoint
+/// partition, in the background; counts the outcome and returns what copying and serializing
+/// cost (`None` if it could not be serialized). With the failpoint armed for this write, writes
+/// some pieces and aborts the process.
 pub(super) fn spawn_write(
     producer: FutureProducer,
     topic: String,
@@ -193,23 +197,26 @@ pub(super) fn spawn_write(
     pending: Pending,
     metrics: Metrics,
     failpoint: Option<Arc<Failpoint>>,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<Option<Duration>> {
     tokio::spawn(async move {
         let partition = pending.meta.partition;
+        let copy_took = pending.copy_took;
+        let started = Instant::now();
         let write = match tokio::task::spawn_blocking(move || pending.serialize()).await {
             Ok(Ok(pieces)) => pieces,
             Ok(Err(e)) => {
                 // Only with a piece size the config check refuses; never stop over it.
                 metrics.checkpoint_write_failures.inc();
                 tracing::error!(partition, "cannot split a checkpoint: {e}");
-                return;
+                return None;
             }
             Err(e) => {
                 metrics.checkpoint_write_failures.inc();
                 tracing::error!(partition, "serializing a checkpoint failed: {e}");
-                return;
+                return None;
             }
         };
+        let cost = copy_took + started.elapsed();
         let partition = write.meta.partition;
         let count = write.pieces.len();
         let abort_after = failpoint.and_then(|f| f.pieces_before_abort(count));
@@ -252,6 +259,7 @@ pub(super) fn spawn_write(
                     slot = write.slot,
                     bytes = write.bytes,
                     pieces = count,
+                    cost_ms = cost.as_millis() as u64,
                     "checkpoint written"
                 );
             }
@@ -264,6 +272,7 @@ pub(super) fn spawn_write(
                 );
             }
         }
+        Some(cost)
     })
 }
 

@@ -66,8 +66,11 @@
 //!
 //! Why 10 s: what a crash leaves to replay is at most an interval of traffic plus the commit
 //! lag, a fraction of a second at the rates one instance takes (~100,000 events/s per core for
-//! the rules); writing costs one serialization of the partition's state per interval, which the
-//! retention rule bounds (live entities and 7 days of samples). Arroyo's default is the same.
+//! the rules); writing costs one copy and serialization of the partition's state per interval,
+//! which the retention rule bounds (live entities and 7 days of samples). Arroyo's default is the
+//! same. A big state spaces them further ([`crate::checkpoint::COST_FACTOR`] times the last
+//! one's cost): the copy holds up this loop, the serialization and the write take the cores the
+//! other stages share.
 //!
 //! A revoked partition's engine is kept; if the partition comes back it resumes where it stopped
 //! instead of replaying (records another owner handled meanwhile are re-applied, their outputs
@@ -416,7 +419,8 @@ struct PartitionRun {
     /// When to write the next checkpoint (`None`: checkpoints off).
     schedule: Option<checkpoint::Schedule>,
     /// The checkpoint being written, if any: the next waits for it.
-    writing: Option<tokio::task::JoinHandle<()>>,
+    /// The checkpoint being written; its result is what it cost to copy and serialize.
+    writing: Option<tokio::task::JoinHandle<Option<std::time::Duration>>>,
 }
 
 impl PartitionRun {
@@ -499,6 +503,13 @@ impl Runner {
             if !run.owned || run.writing.as_ref().is_some_and(|w| !w.is_finished()) {
                 continue;
             }
+            if let Some(written) = run.writing.take() {
+                use futures::FutureExt;
+                let cost = written.now_or_never().and_then(|r| r.ok()).flatten();
+                if let (Some(cost), Some(schedule)) = (cost, run.schedule.as_mut()) {
+                    schedule.cost(cost);
+                }
+            }
             let committed = run.last_commit.map(|(o, _)| o);
             let Some(slot) = run
                 .schedule
@@ -521,6 +532,7 @@ impl Runner {
             // commit) would leave its checkpoint at the committed offset with a clock beyond the
             // committed delivered watermark: refused on recovery (`ClockNotDelivered`).
             run.fired_since_commit = true;
+            let copy_took;
             run.writing = Some(checkpoint_io::spawn_write(
                 self.producer.clone(),
                 self.topics.checkpoints.clone(),
@@ -532,7 +544,13 @@ impl Runner {
                     // loop stalled every partition's events and deadlines for the whole
                     // serialization (hundreds of ms per checkpoint at 1,000 events/s: deadline
                     // p99 514 ms with checkpoints, 75 ms without). A copy costs a fraction of it.
-                    engine: run.engine.clone(),
+                    engine: {
+                        let started = std::time::Instant::now();
+                        let engine = run.engine.clone();
+                        copy_took = started.elapsed();
+                        engine
+                    },
+                    copy_took,
                     piece_bytes: self.config.checkpoint_piece_bytes,
                 },
                 self.metrics.clone(),
