@@ -226,7 +226,12 @@ impl Conversation {
     /// Its customer has been waiting past the unanswered deadline at `at`: an open wait with
     /// `deadline <= at` (whether or not the notification fired yet).
     pub fn overdue_at(&self, at: DateTime<Utc>) -> bool {
-        self.wait.as_ref().is_some_and(|w| w.deadline <= at)
+        self.wait_deadline().is_some_and(|d| d <= at)
+    }
+
+    /// The unanswered deadline of its open wait, if any.
+    pub fn wait_deadline(&self) -> Option<DateTime<Utc>> {
+        self.wait.as_ref().map(|w| w.deadline)
     }
 
     /// Last message − first message, in seconds (0 with fewer than two messages).
@@ -406,8 +411,9 @@ impl Conversations {
     }
 
     /// Forgets a conversation (see [`super::retention`]); its remembered history goes with it.
-    pub fn forget(&mut self, id: &EntityId) {
-        self.map.remove(id);
+    /// Returns the leads that named it.
+    pub fn forget(&mut self, id: &EntityId) -> BTreeSet<EntityId> {
+        self.map.remove(id).map(|c| c.leads).unwrap_or_default()
     }
 
     /// `lead` (forgotten) no longer names conversation `id`.
@@ -419,6 +425,11 @@ impl Conversations {
 
     pub fn iter(&self) -> impl Iterator<Item = &Conversation> {
         self.map.values()
+    }
+
+    /// Every conversation with its id, in id order.
+    pub fn entries(&self) -> impl Iterator<Item = (&EntityId, &Conversation)> {
+        self.map.iter()
     }
 
     pub fn get_or_create(&mut self, id: &EntityId) -> &mut Conversation {

@@ -46,6 +46,7 @@ use vigia_schemas::{
 };
 
 use super::conversations::{open_chat, Conversations};
+use super::figures::LeadEntry;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring::{self, ScoreInputs};
 use crate::texts;
@@ -149,6 +150,23 @@ impl Default for Lead {
 }
 
 impl Lead {
+    fn figure_entry(&self, convs: &Conversations) -> Option<LeadEntry> {
+        let created = self.created.as_ref()?;
+        let open = !matches!(
+            self.status,
+            Some((LeadStatus::Converted | LeadStatus::Lost, _))
+        );
+        Some(LeadEntry {
+            seller: created.seller_in(convs),
+            created_at: created.at,
+            converted_at: match self.status {
+                Some((LeadStatus::Converted, at)) => Some(at),
+                _ => None,
+            },
+            hot: !self.armed && open,
+        })
+    }
+
     fn set_status(&mut self, status: LeadStatus, at: DateTime<Utc>) {
         if self.status.is_none_or(|(_, since)| at >= since) {
             self.status = Some((status, at));
@@ -309,6 +327,23 @@ impl Leads {
             }
         }
         out
+    }
+
+    /// What lead `id` counts for in the seller figures ([`super::figures`]): `None` if it is
+    /// not kept or its `lead.created` was not seen. The same reading of a lead as
+    /// [`Self::seller_figures`]'s.
+    pub fn figure_entry(&self, id: &EntityId, convs: &Conversations) -> Option<LeadEntry> {
+        self.map.get(id)?.figure_entry(convs)
+    }
+
+    /// [`Self::figure_entry`] of every lead that has one.
+    pub fn figure_entries<'a>(
+        &'a self,
+        convs: &'a Conversations,
+    ) -> impl Iterator<Item = (&'a EntityId, LeadEntry)> + 'a {
+        self.map
+            .iter()
+            .filter_map(|(id, l)| Some((id, l.figure_entry(convs)?)))
     }
 
     /// Per seller, over `from <= time < to`: (leads created, leads converted) — by the time of

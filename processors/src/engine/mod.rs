@@ -55,6 +55,7 @@
 //! in it is event time, so the same events give the same outputs byte for byte.
 
 pub mod conversations;
+mod figures;
 pub mod leads;
 pub mod report;
 pub mod retention;
@@ -639,6 +640,13 @@ impl TenantState {
         }
         self.sellers
             .observe(event, &self.conversations, &mut self.ended_waits);
+        let named = Named::of(event);
+        self.sellers.figures_changed(
+            named.conversation,
+            named.lead,
+            &self.conversations,
+            &self.leads,
+        );
         self.reports.observe(event);
         self.reports.count_alerts(&out[mark..]);
         self.touch(event);
@@ -756,6 +764,8 @@ impl TenantState {
                 if let Some(conv) = self.leads.forget(&id) {
                     self.conversations.unlink_lead(&conv, &id);
                 }
+                self.sellers
+                    .figures_changed(None, Some(&id), &self.conversations, &self.leads);
                 self.lead_activity.remove(&id);
                 continue;
             }
@@ -777,7 +787,18 @@ impl TenantState {
                     .max()
             });
             if held_by.is_none() && retention::forgettable(last, pending, now, horizon) {
-                self.conversations.forget(&id);
+                let leads = self.conversations.forget(&id);
+                self.sellers
+                    .figures_changed(Some(&id), None, &self.conversations, &self.leads);
+                // No kept lead names it (or it would be held): should one, its seller follows.
+                for lead in &leads {
+                    self.sellers.figures_changed(
+                        None,
+                        Some(lead),
+                        &self.conversations,
+                        &self.leads,
+                    );
+                }
                 self.conversation_activity.remove(&id);
                 continue;
             }
