@@ -67,6 +67,7 @@ use vigia_schemas::{
     ResponseTimeSample, Role, UserId,
 };
 
+use super::figures::ConvEntry;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring;
 use crate::texts::{self, Resolution};
@@ -109,6 +110,9 @@ pub(crate) struct Conversation {
     pub last_message_at: Option<DateTime<Utc>>,
     pub last_closed_at: Option<DateTime<Utc>>,
     last_replier: Option<(UserId, DateTime<Utc>)>,
+    /// What it counts for in the seller figures, as last recorded ([`super::figures`]).
+    #[serde(skip)]
+    pub figures: Option<ConvEntry>,
 }
 
 /// A wait that ended (by a reply or a close), for the seller metrics.
@@ -411,9 +415,8 @@ impl Conversations {
     }
 
     /// Forgets a conversation (see [`super::retention`]); its remembered history goes with it.
-    /// Returns the leads that named it.
-    pub fn forget(&mut self, id: &EntityId) -> BTreeSet<EntityId> {
-        self.map.remove(id).map(|c| c.leads).unwrap_or_default()
+    pub fn forget(&mut self, id: &EntityId) -> Option<Conversation> {
+        self.map.remove(id)
     }
 
     /// `lead` (forgotten) no longer names conversation `id`.
@@ -428,8 +431,17 @@ impl Conversations {
     }
 
     /// Every conversation with its id, in id order.
+    #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = (&EntityId, &Conversation)> {
         self.map.iter()
+    }
+
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = (&EntityId, &mut Conversation)> {
+        self.map.iter_mut()
+    }
+
+    pub fn get_mut(&mut self, id: &EntityId) -> Option<&mut Conversation> {
+        self.map.get_mut(id)
     }
 
     pub fn get_or_create(&mut self, id: &EntityId) -> &mut Conversation {

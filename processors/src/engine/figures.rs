@@ -4,10 +4,11 @@
 //! evaluating a tenant's sellers every minute costs O(sellers), not a visit of every
 //! conversation and lead of the tenant.
 //!
-//! What each conversation and lead counts for is recorded ([`ConvEntry`], [`LeadEntry`]): after
-//! every applied event the entities it names (and the leads of its conversation, whose seller
-//! may be the conversation's) are looked at again, and a changed entry takes its old
-//! contribution back and adds its new one. Retention's forgetting is such a change.
+//! What each conversation and lead counts for is recorded with it ([`ConvEntry`], [`LeadEntry`]:
+//! a field of the conversation or lead, not serialized): after every applied event the entities
+//! it names (and the leads of its conversation, whose seller may be the conversation's) are
+//! looked at again, and a changed entry takes its old contribution back and adds its new one.
+//! Retention forgetting an entity takes its recorded contribution back.
 //!
 //! Time: the figures are those of one instant ([`Instant`]: the evaluation time `at` and the
 //! start of its local day). Two kinds of figure move with it: a wait becomes overdue when `at`
@@ -22,7 +23,7 @@
 //! times in that order and re-sums them when one changed — a running total would round
 //! differently. Conversations with no chat time (+0.0) are left out: adding +0.0 changes no sum.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use vigia_schemas::{EntityId, UserId};
@@ -75,6 +76,8 @@ impl Counts {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ConvEntry {
     pub seller: UserId,
+    /// Its assigned seller (the seller of its leads without one of their own).
+    pub assigned: Option<UserId>,
     pub open: bool,
     pub last_message_at: Option<DateTime<Utc>>,
     /// The deadline of its open wait.
@@ -86,6 +89,7 @@ impl ConvEntry {
     pub fn of(c: &Conversation) -> Option<ConvEntry> {
         Some(ConvEntry {
             seller: c.metrics_seller()?,
+            assigned: c.seller(),
             open: c.is_open(),
             last_message_at: c.last_message_at,
             deadline: c.wait_deadline(),
@@ -96,6 +100,7 @@ impl ConvEntry {
     /// Equal, chat time bit for bit.
     fn same(&self, o: &ConvEntry) -> bool {
         self.seller == o.seller
+            && self.assigned == o.assigned
             && self.open == o.open
             && self.last_message_at == o.last_message_at
             && self.deadline == o.deadline
@@ -143,10 +148,9 @@ impl ChatTime {
 /// The index of the module doc.
 #[derive(Debug, Default)]
 pub(crate) struct Figures {
-    /// `None` until the first evaluation and after a restore: then nothing is recorded.
+    /// `None` until the first evaluation and after a restore: then nothing is recorded (and
+    /// the entries recorded in conversations and leads are not read).
     instant: Option<Instant>,
-    convs: HashMap<EntityId, ConvEntry>,
-    leads: HashMap<EntityId, LeadEntry>,
     /// Zero counts are not kept.
     counts: BTreeMap<UserId, Counts>,
     chat: BTreeMap<UserId, ChatTime>,
@@ -180,6 +184,12 @@ fn bump_queue<K: Ord>(queue: &mut BTreeMap<K, u32>, key: K, add: bool) {
     }
 }
 
+/// A chat time that counts (see the module doc), as (seller, bits).
+fn chat_of(e: &ConvEntry) -> Option<(UserId, u64)> {
+    let s = e.chat_seconds;
+    (!(s == 0.0 && s.is_sign_positive())).then_some((e.seller, s.to_bits()))
+}
+
 impl Figures {
     /// Whether the figures are those of `at` (with `today` the start of its day).
     pub fn is_at(&self, at: DateTime<Utc>, today: DateTime<Utc>) -> bool {
@@ -207,14 +217,14 @@ impl Figures {
         &mut self,
         at: DateTime<Utc>,
         today: DateTime<Utc>,
-        convs: &Conversations,
-        leads: &Leads,
+        convs: &mut Conversations,
+        leads: &mut Leads,
     ) {
         let new = Instant { at, today };
         match self.instant {
             None => self.build(new, convs, leads),
             Some(old) if old.today == today && old.at <= at => self.count_reached(new),
-            Some(_) => self.recount(new),
+            Some(_) => self.recount(new, convs, leads),
         }
         for chat in self.chat.values_mut() {
             if chat.sum.is_none() {
@@ -223,64 +233,87 @@ impl Figures {
         }
     }
 
-    /// The entities `event` changed (see the module doc) are looked at again: `conversation`,
-    /// the leads it lists, and `lead`.
+    /// An applied event changed `conversation` (the one it names) and the leads it noted
+    /// ([`Leads::take_figure_changes`]): they count for what they do now. A conversation whose
+    /// assigned seller changed gives its leads without a seller of their own a new one.
     pub fn changed(
         &mut self,
         conversation: Option<&EntityId>,
-        lead: Option<&EntityId>,
-        convs: &Conversations,
-        leads: &Leads,
+        convs: &mut Conversations,
+        leads: &mut Leads,
     ) {
         if self.instant.is_none() {
+            leads.take_figure_changes();
             return;
         }
-        if let Some(id) = conversation {
-            let conv = convs.get(id);
-            self.set_conv(id, conv.and_then(ConvEntry::of));
-            for l in conv.into_iter().flat_map(|c| c.leads.iter()) {
-                self.set_lead(l, leads.figure_entry(l, convs));
-            }
+        // First: the conversation's leads below are looked at from what these recorded.
+        for (old, new) in leads.take_figure_changes() {
+            self.lead_changed(old, new);
         }
-        if let Some(id) = lead {
-            self.set_lead(id, leads.figure_entry(id, convs));
+        let Some(id) = conversation else {
+            return;
+        };
+        let mut reassigned = false;
+        if let Some(conv) = convs.get_mut(id) {
+            let new = ConvEntry::of(conv);
+            let old = std::mem::replace(&mut conv.figures, new);
+            reassigned = old.and_then(|e| e.assigned) != new.and_then(|e| e.assigned)
+                && !conv.leads.is_empty();
+            self.conv_changed(id, old, new);
+        }
+        if let Some(conv) = convs.get(id).filter(|_| reassigned) {
+            for l in &conv.leads {
+                if let Some((old, new)) = leads.refresh_figures(l, convs) {
+                    self.lead_changed(old, new);
+                }
+            }
         }
     }
 
-    fn build(&mut self, instant: Instant, convs: &Conversations, leads: &Leads) {
+    /// Conversation `id`, which counted for `counted` (its recorded entry), was forgotten.
+    pub fn conversation_forgotten(&mut self, id: &EntityId, counted: Option<ConvEntry>) {
+        if self.instant.is_some() {
+            self.conv_changed(id, counted, None);
+        }
+    }
+
+    /// A lead that counted for `counted` (its recorded entry) was forgotten.
+    pub fn lead_forgotten(&mut self, counted: Option<LeadEntry>) {
+        if self.instant.is_some() {
+            self.lead_changed(counted, None);
+        }
+    }
+
+    /// Records every conversation's and lead's entry and counts them at `instant`.
+    fn build(&mut self, instant: Instant, convs: &mut Conversations, leads: &mut Leads) {
         *self = Figures {
             instant: Some(instant),
             ..Figures::default()
         };
-        for (id, c) in convs.entries() {
-            if let Some(e) = ConvEntry::of(c) {
-                self.conv_counts(&e, true);
-                self.chat_time(id, None, Some(&e));
-                self.convs.insert(id.clone(), e);
+        for (id, c) in convs.entries_mut() {
+            c.figures = ConvEntry::of(c);
+            if let Some(e) = &c.figures {
+                self.conv_counts(e, true);
+                self.chat_time(id, None, Some(e));
             }
         }
-        for (id, e) in leads.figure_entries(convs) {
+        for e in leads.record_figures(convs) {
             self.lead_counts(&e, true);
-            self.leads.insert(id.clone(), e);
         }
     }
 
-    /// The counts at `instant` from the entries (chat time does not depend on it).
-    fn recount(&mut self, instant: Instant) {
+    /// The counts at `instant` from the recorded entries (chat time does not depend on it).
+    fn recount(&mut self, instant: Instant, convs: &Conversations, leads: &Leads) {
         self.instant = Some(instant);
         self.counts.clear();
         self.overdue_later.clear();
         self.today_later.clear();
-        let convs = std::mem::take(&mut self.convs);
-        for e in convs.values() {
+        for e in convs.iter().filter_map(|c| c.figures.as_ref()) {
             self.conv_counts(e, true);
         }
-        self.convs = convs;
-        let leads = std::mem::take(&mut self.leads);
-        for e in leads.values() {
+        for e in leads.recorded_figures() {
             self.lead_counts(e, true);
         }
-        self.leads = leads;
     }
 
     /// Later in the same day: the queued deadlines and lead times `new.at` reached count.
@@ -309,54 +342,60 @@ impl Figures {
         }
     }
 
-    fn set_conv(&mut self, id: &EntityId, new: Option<ConvEntry>) {
-        let old = self.convs.get(id).copied();
+    fn conv_changed(&mut self, id: &EntityId, old: Option<ConvEntry>, new: Option<ConvEntry>) {
         match (&old, &new) {
             (None, None) => return,
             (Some(a), Some(b)) if a.same(b) => return,
-            _ => {}
-        }
-        if let Some(e) = &old {
-            self.conv_counts(e, false);
-        }
-        self.chat_time(id, old.as_ref(), new.as_ref());
-        match new {
-            Some(e) => {
-                self.conv_counts(&e, true);
-                match self.convs.get_mut(id) {
-                    Some(slot) => *slot = e,
-                    None => {
-                        self.convs.insert(id.clone(), e);
-                    }
+            (Some(a), Some(b)) if a.seller == b.seller => self.conv_moved(a, b),
+            _ => {
+                if let Some(e) = &old {
+                    self.conv_counts(e, false);
+                }
+                if let Some(e) = &new {
+                    self.conv_counts(e, true);
                 }
             }
-            None => {
-                self.convs.remove(id);
+        }
+        self.chat_time(id, old.as_ref(), new.as_ref());
+    }
+
+    /// A conversation's entry changed from `a` to `b`, for the same seller: one look-up.
+    fn conv_moved(&mut self, a: &ConvEntry, b: &ConvEntry) {
+        let Some(now) = self.instant else {
+            return;
+        };
+        let Some(c) = self.counts.get_mut(&a.seller) else {
+            debug_assert!(false, "a counted conversation's seller has counts");
+            return;
+        };
+        let today = |e: &ConvEntry| e.last_message_at.is_some_and(|m| m >= now.today);
+        if a.open != b.open {
+            bump(&mut c.active, b.open, true);
+        }
+        if today(a) != today(b) {
+            bump(&mut c.today, today(b), true);
+        }
+        if a.deadline == b.deadline {
+            return;
+        }
+        for (deadline, add) in [(a.deadline, false), (b.deadline, true)] {
+            match deadline {
+                Some(d) if d <= now.at => bump(&mut c.unanswered, add, true),
+                Some(d) => bump_queue(&mut self.overdue_later, (d, a.seller), add),
+                None => {}
             }
         }
     }
 
-    fn set_lead(&mut self, id: &EntityId, new: Option<LeadEntry>) {
-        let old = self.leads.get(id).copied();
+    fn lead_changed(&mut self, old: Option<LeadEntry>, new: Option<LeadEntry>) {
         if old == new {
             return;
         }
         if let Some(e) = &old {
             self.lead_counts(e, false);
         }
-        match new {
-            Some(e) => {
-                self.lead_counts(&e, true);
-                match self.leads.get_mut(id) {
-                    Some(slot) => *slot = e,
-                    None => {
-                        self.leads.insert(id.clone(), e);
-                    }
-                }
-            }
-            None => {
-                self.leads.remove(id);
-            }
+        if let Some(e) = &new {
+            self.lead_counts(e, true);
         }
     }
 
@@ -399,11 +438,7 @@ impl Figures {
 
     /// Conversation `id`'s chat time moves from `old`'s seller and value to `new`'s.
     fn chat_time(&mut self, id: &EntityId, old: Option<&ConvEntry>, new: Option<&ConvEntry>) {
-        let counted = |e: &ConvEntry| {
-            let s = e.chat_seconds;
-            (!(s == 0.0 && s.is_sign_positive())).then_some((e.seller, s.to_bits()))
-        };
-        let (old, new) = (old.and_then(counted), new.and_then(counted));
+        let (old, new) = (old.and_then(chat_of), new.and_then(chat_of));
         if old == new {
             return;
         }
@@ -469,38 +504,54 @@ impl Figures {
         }
     }
 
-    /// Whether the figures are exactly those built afresh from `convs` and `leads` at their
-    /// instant: entries, counts, queues, and chat times bit for bit in order, sums fresh or
-    /// absent.
+    /// Whether the figures are exactly those counted afresh from `convs` and `leads` at their
+    /// instant: recorded entries, counts, queues, and chat times bit for bit in order, sums
+    /// fresh or absent.
     #[cfg(test)]
     pub fn check(&self, convs: &Conversations, leads: &Leads) -> Result<(), String> {
         let Some(instant) = self.instant else {
             return Ok(());
         };
-        let mut fresh = Figures::default();
-        fresh.build(instant, convs, leads);
+        let mut fresh = Figures {
+            instant: Some(instant),
+            ..Figures::default()
+        };
+        for (id, c) in convs.entries() {
+            let e = ConvEntry::of(c);
+            let recorded = c.figures;
+            if e.is_some() != recorded.is_some()
+                || e.zip(recorded).is_some_and(|(a, b)| !a.same(&b))
+            {
+                return Err(format!(
+                    "conversation {id:?}: recorded {recorded:?} != {e:?}"
+                ));
+            }
+            if let Some(e) = &e {
+                fresh.conv_counts(e, true);
+                fresh.chat_time(id, None, Some(e));
+            }
+        }
+        let recorded: Vec<LeadEntry> = leads.recorded_figures().copied().collect();
+        let entries = leads.figure_entries(convs);
+        if recorded != entries {
+            return Err(format!(
+                "lead entries: recorded {recorded:?} != {entries:?}"
+            ));
+        }
+        for e in &entries {
+            fresh.lead_counts(e, true);
+        }
         if self.counts != fresh.counts {
             return Err(format!(
-                "counts {:?} != built {:?}",
+                "counts {:?} != counted afresh {:?}",
                 self.counts, fresh.counts
             ));
         }
         if self.overdue_later != fresh.overdue_later || self.today_later != fresh.today_later {
             return Err(format!(
-                "queues {:?} {:?} != built {:?} {:?}",
+                "queues {:?} {:?} != counted afresh {:?} {:?}",
                 self.overdue_later, self.today_later, fresh.overdue_later, fresh.today_later
             ));
-        }
-        if self.leads != fresh.leads {
-            return Err("lead entries differ from those built".into());
-        }
-        if self.convs.len() != fresh.convs.len()
-            || self
-                .convs
-                .iter()
-                .any(|(id, e)| fresh.convs.get(id).is_none_or(|f| !f.same(e)))
-        {
-            return Err("conversation entries differ from those built".into());
         }
         let bits = |c: &ChatTime| {
             c.seconds
@@ -509,11 +560,11 @@ impl Figures {
                 .collect::<Vec<_>>()
         };
         if self.chat.len() != fresh.chat.len() {
-            return Err("chat times of other sellers than those built".into());
+            return Err("chat times of other sellers than those counted afresh".into());
         }
         for (seller, chat) in &self.chat {
             let Some(want) = fresh.chat.get(seller) else {
-                return Err(format!("seller {seller}: chat times not built"));
+                return Err(format!("seller {seller}: chat times not counted afresh"));
             };
             if bits(chat) != bits(want) {
                 return Err(format!("seller {seller}: chat times {chat:?} != {want:?}"));

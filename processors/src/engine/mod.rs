@@ -226,8 +226,8 @@ impl PartitionEngine {
                 tenant.id,
                 &tenant.th,
                 event_watermark,
-                &tenant.conversations,
-                &tenant.leads,
+                &mut tenant.conversations,
+                &mut tenant.leads,
                 &mut out,
             );
             tenant.reports.count_alerts(&out[mark..]);
@@ -641,11 +641,10 @@ impl TenantState {
         self.sellers
             .observe(event, &self.conversations, &mut self.ended_waits);
         let named = Named::of(event);
-        self.sellers.figures_changed(
+        self.sellers.figures().changed(
             named.conversation,
-            named.lead,
-            &self.conversations,
-            &self.leads,
+            &mut self.conversations,
+            &mut self.leads,
         );
         self.reports.observe(event);
         self.reports.count_alerts(&out[mark..]);
@@ -761,11 +760,11 @@ impl TenantState {
         while let Some((id, last)) = self.lead_activity.pop_due(cutoff) {
             let pending = self.leads.pending_deadline(&id, &self.deadlines);
             if retention::forgettable(last, pending.is_some(), now, horizon) {
-                if let Some(conv) = self.leads.forget(&id) {
+                let (conv, counted) = self.leads.forget(&id);
+                if let Some(conv) = conv {
                     self.conversations.unlink_lead(&conv, &id);
                 }
-                self.sellers
-                    .figures_changed(None, Some(&id), &self.conversations, &self.leads);
+                self.sellers.figures().lead_forgotten(counted);
                 self.lead_activity.remove(&id);
                 continue;
             }
@@ -787,18 +786,8 @@ impl TenantState {
                     .max()
             });
             if held_by.is_none() && retention::forgettable(last, pending, now, horizon) {
-                let leads = self.conversations.forget(&id);
-                self.sellers
-                    .figures_changed(Some(&id), None, &self.conversations, &self.leads);
-                // No kept lead names it (or it would be held): should one, its seller follows.
-                for lead in &leads {
-                    self.sellers.figures_changed(
-                        None,
-                        Some(lead),
-                        &self.conversations,
-                        &self.leads,
-                    );
-                }
+                let counted = self.conversations.forget(&id).and_then(|c| c.figures);
+                self.sellers.figures().conversation_forgotten(&id, counted);
                 self.conversation_activity.remove(&id);
                 continue;
             }

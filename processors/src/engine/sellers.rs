@@ -286,19 +286,12 @@ impl Sellers {
         }
     }
 
-    /// An applied event changed `conversation` and `lead` (those it names, if any): their
-    /// figures follow ([`Figures::changed`]). Also after retention forgot one of them.
-    pub fn figures_changed(
-        &mut self,
-        conversation: Option<&vigia_schemas::EntityId>,
-        lead: Option<&vigia_schemas::EntityId>,
-        convs: &Conversations,
-        leads: &Leads,
-    ) {
-        self.figures.changed(conversation, lead, convs, leads);
+    /// The conversation and lead figures, for the events and the retention that change them.
+    pub fn figures(&mut self) -> &mut Figures {
+        &mut self.figures
     }
 
-    /// Whether the kept figures are those a fresh build gives ([`Figures::check`]).
+    /// Whether the kept figures are those counted afresh ([`Figures::check`]).
     #[cfg(test)]
     pub fn check_figures(&self, convs: &Conversations, leads: &Leads) -> Result<(), String> {
         self.figures.check(convs, leads)
@@ -311,8 +304,8 @@ impl Sellers {
         tenant: TenantId,
         th: &Thresholds,
         watermark: DateTime<Utc>,
-        convs: &Conversations,
-        leads: &Leads,
+        convs: &mut Conversations,
+        leads: &mut Leads,
         out: &mut Vec<Output>,
     ) {
         let minute = floor_minute(watermark);
