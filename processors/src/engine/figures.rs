@@ -5,10 +5,12 @@
 //! conversation and lead of the tenant.
 //!
 //! What each conversation and lead counts for is recorded with it ([`ConvEntry`], [`LeadEntry`]:
-//! a field of the conversation or lead, not serialized): after every applied event the entities
-//! it names (and the leads of its conversation, whose seller may be the conversation's) are
-//! looked at again, and a changed entry takes its old contribution back and adds its new one.
-//! Retention forgetting an entity takes its recorded contribution back.
+//! a field of the conversation or lead, not serialized). After every applied event the
+//! conversation it names is looked at again, and the leads note their own changes where the
+//! lead rules change them ([`Leads::take_figure_changes`]); a conversation whose assigned seller
+//! changed has its leads looked at again (the seller of a lead without one of its own). A
+//! changed entry takes its old contribution back and adds its new one; retention forgetting an
+//! entity takes its recorded contribution back.
 //!
 //! Time: the figures are those of one instant ([`Instant`]: the evaluation time `at` and the
 //! start of its local day). Two kinds of figure move with it: a wait becomes overdue when `at`
