@@ -67,6 +67,7 @@ use vigia_schemas::{
     ResponseTimeSample, Role, UserId,
 };
 
+use super::figures::ConvEntry;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring;
 use crate::texts::{self, Resolution};
@@ -109,6 +110,9 @@ pub(crate) struct Conversation {
     pub last_message_at: Option<DateTime<Utc>>,
     pub last_closed_at: Option<DateTime<Utc>>,
     last_replier: Option<(UserId, DateTime<Utc>)>,
+    /// What it counts for in the seller figures, as last recorded ([`super::figures`]).
+    #[serde(skip)]
+    pub figures: Option<ConvEntry>,
 }
 
 /// A wait that ended (by a reply or a close), for the seller metrics.
@@ -226,7 +230,12 @@ impl Conversation {
     /// Its customer has been waiting past the unanswered deadline at `at`: an open wait with
     /// `deadline <= at` (whether or not the notification fired yet).
     pub fn overdue_at(&self, at: DateTime<Utc>) -> bool {
-        self.wait.as_ref().is_some_and(|w| w.deadline <= at)
+        self.wait_deadline().is_some_and(|d| d <= at)
+    }
+
+    /// The unanswered deadline of its open wait, if any.
+    pub fn wait_deadline(&self) -> Option<DateTime<Utc>> {
+        self.wait.as_ref().map(|w| w.deadline)
     }
 
     /// Last message − first message, in seconds (0 with fewer than two messages).
@@ -406,8 +415,8 @@ impl Conversations {
     }
 
     /// Forgets a conversation (see [`super::retention`]); its remembered history goes with it.
-    pub fn forget(&mut self, id: &EntityId) {
-        self.map.remove(id);
+    pub fn forget(&mut self, id: &EntityId) -> Option<Conversation> {
+        self.map.remove(id)
     }
 
     /// `lead` (forgotten) no longer names conversation `id`.
@@ -419,6 +428,20 @@ impl Conversations {
 
     pub fn iter(&self) -> impl Iterator<Item = &Conversation> {
         self.map.values()
+    }
+
+    /// Every conversation with its id, in id order.
+    #[cfg(test)]
+    pub fn entries(&self) -> impl Iterator<Item = (&EntityId, &Conversation)> {
+        self.map.iter()
+    }
+
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = (&EntityId, &mut Conversation)> {
+        self.map.iter_mut()
+    }
+
+    pub fn get_mut(&mut self, id: &EntityId) -> Option<&mut Conversation> {
+        self.map.get_mut(id)
     }
 
     pub fn get_or_create(&mut self, id: &EntityId) -> &mut Conversation {

@@ -46,6 +46,7 @@ use vigia_schemas::{
 };
 
 use super::conversations::{open_chat, Conversations};
+use super::figures::LeadEntry;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring::{self, ScoreInputs};
 use crate::texts;
@@ -56,7 +57,15 @@ pub(crate) struct Leads {
     /// Status changes of leads whose `lead.created` is not seen yet, not scored yet:
     /// (time, event id, status). Apart from `map` so that pruning touches only these.
     unscored: BTreeMap<EntityId, Vec<(DateTime<Utc>, Uuid, LeadStatus)>>,
+    /// What leads counted for in the seller figures and count for now, for each lead an event
+    /// changed ([`super::figures`] takes them after each event): noted where a lead changes,
+    /// so that no lead has to be looked up again.
+    #[serde(skip)]
+    figure_changes: Vec<FigureChange>,
 }
+
+/// A lead counted for the first and counts for the second ([`Leads::take_figure_changes`]).
+pub(crate) type FigureChange = (Option<LeadEntry>, Option<LeadEntry>);
 
 /// A seller's lead figures ([`Leads::seller_figures`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +92,9 @@ struct Lead {
     /// Whether crossing the threshold would notify (see module doc).
     armed: bool,
     follow_up: Option<FollowUp>,
+    /// What it counts for in the seller figures, as last recorded ([`super::figures`]).
+    #[serde(skip)]
+    figures: Option<LeadEntry>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -144,11 +156,37 @@ impl Default for Lead {
             status: None,
             armed: true,
             follow_up: None,
+            figures: None,
         }
     }
 }
 
 impl Lead {
+    /// Records what the lead counts for now, noting it in `changes` if that changed.
+    fn note_figures(&mut self, convs: &Conversations, changes: &mut Vec<FigureChange>) {
+        let new = self.figure_entry(convs);
+        if new != self.figures {
+            changes.push((std::mem::replace(&mut self.figures, new), new));
+        }
+    }
+
+    fn figure_entry(&self, convs: &Conversations) -> Option<LeadEntry> {
+        let created = self.created.as_ref()?;
+        let open = !matches!(
+            self.status,
+            Some((LeadStatus::Converted | LeadStatus::Lost, _))
+        );
+        Some(LeadEntry {
+            seller: created.seller_in(convs),
+            created_at: created.at,
+            converted_at: match self.status {
+                Some((LeadStatus::Converted, at)) => Some(at),
+                _ => None,
+            },
+            hot: !self.armed && open,
+        })
+    }
+
     fn set_status(&mut self, status: LeadStatus, at: DateTime<Utc>) {
         if self.status.is_none_or(|(_, since)| at >= since) {
             self.status = Some((status, at));
@@ -194,6 +232,12 @@ impl Leads {
                 score(ctx, convs, &l.lead_id, created, cause, at, Some(status));
             }
         }
+        lead.note_figures(convs, &mut self.figure_changes);
+    }
+
+    /// The changes to what leads count for since last taken (see [`Self::figure_changes`]).
+    pub fn take_figure_changes(&mut self) -> std::vec::Drain<'_, FigureChange> {
+        self.figure_changes.drain(..)
     }
 
     pub fn len(&self) -> usize {
@@ -228,9 +272,12 @@ impl Leads {
     }
 
     /// Forgets a lead (see [`super::retention`]); returns the conversation its `lead.created`
-    /// named, if any.
-    pub fn forget(&mut self, id: &EntityId) -> Option<EntityId> {
-        self.map.remove(id)?.created?.conversation
+    /// named, if any, and what it counted for in the seller figures.
+    pub fn forget(&mut self, id: &EntityId) -> (Option<EntityId>, Option<LeadEntry>) {
+        let Some(lead) = self.map.remove(id) else {
+            return (None, None);
+        };
+        (lead.created.and_then(|c| c.conversation), lead.figures)
     }
 
     /// How many status changes are held for a `lead.created` not seen yet.
@@ -311,6 +358,42 @@ impl Leads {
         out
     }
 
+    /// Records what lead `id` counts for in the seller figures ([`super::figures`]) now;
+    /// returns what it counted for before and now, or `None` if it is not kept.
+    pub fn refresh_figures(
+        &mut self,
+        id: &EntityId,
+        convs: &Conversations,
+    ) -> Option<(Option<LeadEntry>, Option<LeadEntry>)> {
+        let lead = self.map.get_mut(id)?;
+        let new = lead.figure_entry(convs);
+        Some((std::mem::replace(&mut lead.figures, new), new))
+    }
+
+    /// Records what every lead counts for; returns those that count.
+    pub fn record_figures(&mut self, convs: &Conversations) -> Vec<LeadEntry> {
+        let mut out = Vec::new();
+        for lead in self.map.values_mut() {
+            lead.figures = lead.figure_entry(convs);
+            out.extend(lead.figures);
+        }
+        out
+    }
+
+    /// What the leads counted for when last recorded.
+    pub fn recorded_figures(&self) -> impl Iterator<Item = &LeadEntry> {
+        self.map.values().filter_map(|l| l.figures.as_ref())
+    }
+
+    /// What every lead counts for now (the same reading of a lead as [`Self::seller_figures`]).
+    #[cfg(test)]
+    pub fn figure_entries(&self, convs: &Conversations) -> Vec<LeadEntry> {
+        self.map
+            .values()
+            .filter_map(|l| l.figure_entry(convs))
+            .collect()
+    }
+
     /// Per seller, over `from <= time < to`: (leads created, leads converted) — by the time of
     /// their `lead.created` and of their (current) `converted` status; sellers as in
     /// `per_seller`. Sellerless leads count under seller 0.
@@ -369,6 +452,7 @@ impl Leads {
         let lead = self.map.entry(s.lead_id.clone()).or_default();
         lead.set_status(s.status, event.occurred_at);
         if lead.created.is_none() {
+            // Nothing to count before its `lead.created`.
             self.unscored.entry(s.lead_id.clone()).or_default().push((
                 event.occurred_at,
                 event.event_id,
@@ -377,6 +461,7 @@ impl Leads {
             return;
         }
         recompute(ctx, convs, &s.lead_id, lead, event, Some(s.status));
+        lead.note_figures(convs, &mut self.figure_changes);
     }
 
     /// A customer wrote in `conversation`: rescore the leads it belongs to.
@@ -393,6 +478,7 @@ impl Leads {
         for lead_id in &conv.leads {
             if let Some(lead) = self.map.get_mut(lead_id) {
                 recompute(ctx, convs, lead_id, lead, event, None);
+                lead.note_figures(convs, &mut self.figure_changes);
             }
         }
     }

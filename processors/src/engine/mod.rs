@@ -55,6 +55,7 @@
 //! in it is event time, so the same events give the same outputs byte for byte.
 
 pub mod conversations;
+mod figures;
 pub mod leads;
 pub mod report;
 pub mod retention;
@@ -225,8 +226,8 @@ impl PartitionEngine {
                 tenant.id,
                 &tenant.th,
                 event_watermark,
-                &tenant.conversations,
-                &tenant.leads,
+                &mut tenant.conversations,
+                &mut tenant.leads,
                 &mut out,
             );
             tenant.reports.count_alerts(&out[mark..]);
@@ -639,6 +640,12 @@ impl TenantState {
         }
         self.sellers
             .observe(event, &self.conversations, &mut self.ended_waits);
+        let named = Named::of(event);
+        self.sellers.figures().changed(
+            named.conversation,
+            &mut self.conversations,
+            &mut self.leads,
+        );
         self.reports.observe(event);
         self.reports.count_alerts(&out[mark..]);
         self.touch(event);
@@ -753,9 +760,11 @@ impl TenantState {
         while let Some((id, last)) = self.lead_activity.pop_due(cutoff) {
             let pending = self.leads.pending_deadline(&id, &self.deadlines);
             if retention::forgettable(last, pending.is_some(), now, horizon) {
-                if let Some(conv) = self.leads.forget(&id) {
+                let (conv, counted) = self.leads.forget(&id);
+                if let Some(conv) = conv {
                     self.conversations.unlink_lead(&conv, &id);
                 }
+                self.sellers.figures().lead_forgotten(counted);
                 self.lead_activity.remove(&id);
                 continue;
             }
@@ -777,7 +786,8 @@ impl TenantState {
                     .max()
             });
             if held_by.is_none() && retention::forgettable(last, pending, now, horizon) {
-                self.conversations.forget(&id);
+                let counted = self.conversations.forget(&id).and_then(|c| c.figures);
+                self.sellers.figures().conversation_forgotten(&id, counted);
                 self.conversation_activity.remove(&id);
                 continue;
             }

@@ -10,6 +10,9 @@
 //!   `today`: with a message at or after the start of today in the tenant's `time_zone`;
 //!   `unanswered` (live gauge): with an open wait whose deadline (`unanswered_after` after the
 //!   customer message) is `<= at` — by event time, whether or not the notification has fired yet.
+//!   These figures, and the lead figures below, are kept up to date per seller as conversations
+//!   and leads change and as the evaluated minute moves ([`super::figures`]), so that an
+//!   evaluation does not visit every conversation and lead.
 //! - **Response time** — the samples the rule of [`super::conversations`] produces, by replier,
 //!   placed at the reply's time, in three windows: `1h` = `(at − 1 h, at]` (a sample exactly 1 h
 //!   old is out), `today` = `[start of today, at]` in the tenant's zone (DST aware: a local day
@@ -87,6 +90,7 @@ use vigia_schemas::{
 };
 
 use super::conversations::{Conversations, EndedWait};
+use super::figures::{Counts, Figures};
 use super::leads::Leads;
 use super::windows::{
     self, Bounds, Key, SellerWindows, Shift, SortedSamples, HOUR, KINDS, TODAY, WEEK,
@@ -149,6 +153,10 @@ pub(crate) struct Sellers {
     /// The samples of every ranked seller with a log, per window: the team's response times.
     #[serde(skip)]
     team: [SortedSamples; 3],
+    /// The conversation and lead figures per seller, kept up to date for the evaluations on
+    /// the watermark ([`super::figures`]): built on the first one (and after a restore).
+    #[serde(skip)]
+    figures: Figures,
 }
 
 impl Sellers {
@@ -162,6 +170,7 @@ impl Sellers {
             alerted: BTreeSet::new(),
             bounds: None,
             team: Default::default(),
+            figures: Figures::default(),
         }
     }
 
@@ -277,6 +286,17 @@ impl Sellers {
         }
     }
 
+    /// The conversation and lead figures, for the events and the retention that change them.
+    pub fn figures(&mut self) -> &mut Figures {
+        &mut self.figures
+    }
+
+    /// Whether the kept figures are those counted afresh ([`Figures::check`]).
+    #[cfg(test)]
+    pub fn check_figures(&self, convs: &Conversations, leads: &Leads) -> Result<(), String> {
+        self.figures.check(convs, leads)
+    }
+
     /// If `watermark` entered a new minute: evaluates there, emits the snapshots that changed and
     /// the performance alerts that are due, and forgets what no window needs any more.
     pub fn on_watermark(
@@ -284,8 +304,8 @@ impl Sellers {
         tenant: TenantId,
         th: &Thresholds,
         watermark: DateTime<Utc>,
-        convs: &Conversations,
-        leads: &Leads,
+        convs: &mut Conversations,
+        leads: &mut Leads,
         out: &mut Vec<Output>,
     ) {
         let minute = floor_minute(watermark);
@@ -294,6 +314,8 @@ impl Sellers {
         }
         self.last_minute = Some(minute);
         self.advance_windows(minute);
+        let today = day_start(self.tz, minute.with_timezone(&self.tz).date_naive());
+        self.figures.advance(minute, today, convs, leads);
         let all = self.evaluate(tenant, th, minute, convs, leads);
         let mut present = BTreeSet::new();
         for m in &all {
@@ -643,37 +665,31 @@ impl Sellers {
         let day = at.with_timezone(&self.tz).date_naive();
         let today = day_start(self.tz, day);
         let indexed = use_index && self.bounds == Some(Bounds::new(at, today));
-
-        #[derive(Default)]
-        struct ConvFigures {
-            total: u32,
-            active: u32,
-            today: u32,
-            unanswered: u32,
-            chat_seconds: f64,
-        }
-        let mut conv_figures: BTreeMap<UserId, ConvFigures> = BTreeMap::new();
-        for c in convs.iter() {
-            let Some(s) = c.metrics_seller() else {
-                continue;
-            };
-            let f = conv_figures.entry(s).or_default();
-            f.total += 1;
-            f.active += u32::from(c.is_open());
-            f.today += u32::from(c.last_message_at.is_some_and(|m| m >= today));
-            f.unanswered += u32::from(c.overdue_at(at));
-            f.chat_seconds += c.chat_seconds();
-        }
-        let lead_figures = leads.seller_figures(convs, today, at + Duration::milliseconds(1));
-
         let mut ids: BTreeSet<UserId> = self.logs.keys().copied().collect();
-        ids.extend(conv_figures.keys());
-        ids.extend(
-            lead_figures
-                .iter()
-                .filter(|(_, f)| f.with_seller)
-                .map(|(id, _)| *id),
-        );
+
+        // The conversation and lead figures: kept up to date for the evaluations on the
+        // watermark, scanned for other instants (and as the reference in tests).
+        let index = (use_index && self.figures.is_at(at, today)).then_some(&self.figures);
+        let scanned = match index {
+            Some(f) => {
+                ids.extend(f.sellers());
+                BTreeMap::new()
+            }
+            None => {
+                let scanned = scan_figures(at, today, convs, leads);
+                ids.extend(
+                    scanned
+                        .iter()
+                        .filter(|(_, (c, _))| c.names_seller())
+                        .map(|(id, _)| *id),
+                );
+                scanned
+            }
+        };
+        let figures = |seller: UserId| match index {
+            Some(f) => f.of(seller),
+            None => scanned.get(&seller).copied().unwrap_or_default(),
+        };
         ids.extend(
             self.users
                 .iter()
@@ -688,9 +704,8 @@ impl Sellers {
             .into_iter()
             .map(|seller| {
                 let log = self.logs.get(&seller).unwrap_or(&empty);
-                let conv = conv_figures.remove(&seller).unwrap_or_default();
-                let lead = lead_figures.get(&seller).copied().unwrap_or_default();
-                let (generated, converted) = (lead.generated, lead.converted);
+                let (conv, chat_seconds) = figures(seller);
+                let (generated, converted) = (conv.generated, conv.converted);
                 let (response_1h, response_today, response_7d, (ended, answered)) = if indexed {
                     let w = &log.windows;
                     (
@@ -735,16 +750,16 @@ impl Sellers {
                     response_1h,
                     response_today,
                     response_7d,
-                    total_chat_seconds: conv.chat_seconds,
+                    total_chat_seconds: chat_seconds,
                     waits_received: received,
                     waits_answered: answered,
                     engagement_rate,
                     leads_generated: generated,
                     leads_converted: converted,
                     conversion_rate,
-                    leads_generated_today: lead.generated_between,
-                    leads_converted_today: lead.converted_between,
-                    hot_leads: lead.hot,
+                    leads_generated_today: conv.generated_today,
+                    leads_converted_today: conv.converted_today,
+                    hot_leads: conv.hot,
                     messages_last_hour: messages,
                     activity_level: activity_level(messages),
                     productivity_score,
@@ -844,6 +859,37 @@ fn index_wait(
         *ended += 1;
         *answered += u32::from(a);
     }
+}
+
+/// The conversation and lead figures of every seller at `at` (`today`: the start of its day),
+/// with chat time, by a visit of every conversation and lead: what [`Figures`] keeps up to date.
+fn scan_figures(
+    at: DateTime<Utc>,
+    today: DateTime<Utc>,
+    convs: &Conversations,
+    leads: &Leads,
+) -> BTreeMap<UserId, (Counts, f64)> {
+    let mut out: BTreeMap<UserId, (Counts, f64)> = BTreeMap::new();
+    for c in convs.iter() {
+        let Some(s) = c.metrics_seller() else {
+            continue;
+        };
+        let (f, chat_seconds) = out.entry(s).or_default();
+        f.total += 1;
+        f.active += u32::from(c.is_open());
+        f.today += u32::from(c.last_message_at.is_some_and(|m| m >= today));
+        f.unanswered += u32::from(c.overdue_at(at));
+        *chat_seconds += c.chat_seconds();
+    }
+    for (s, l) in leads.seller_figures(convs, today, at + Duration::milliseconds(1)) {
+        let (f, _) = out.entry(s).or_default();
+        f.generated = l.generated;
+        f.converted = l.converted;
+        f.generated_today = l.generated_between;
+        f.converted_today = l.converted_between;
+        f.hot = l.hot;
+    }
+    out
 }
 
 fn all_ids_in_order(all: &[SellerMetrics]) -> BTreeSet<UserId> {

@@ -3053,26 +3053,31 @@ fn user(n: u128, at: DateTime<Utc>, user: u64, role: Role, active: Option<bool>)
     )
 }
 
-/// The tenant's windows against a scan of its logs, and its evaluation at the windows' time
-/// against the scanning evaluation, serialized (so floats compare bit for bit).
-fn check_seller_windows(e: &PartitionEngine, context: &str) {
+/// The tenant's windows against a scan of its logs, its conversation and lead figures against
+/// a fresh build, and its evaluation at the windows' time against the scanning evaluation,
+/// serialized (so floats compare bit for bit). Returns that evaluation.
+fn check_seller_windows(e: &PartitionEngine, context: &str) -> Vec<SellerMetrics> {
     let Some(t) = e.tenants.get(&TENANT) else {
-        return;
+        return Vec::new();
     };
     if let Err(why) = t.sellers.check_windows() {
         panic!("{context}: {why}");
     }
+    if let Err(why) = t.sellers.check_figures(&t.conversations, &t.leads) {
+        panic!("{context}: figures: {why}");
+    }
     let Some(at) = t.sellers.windows_at() else {
-        return;
+        return Vec::new();
     };
-    let json = |v: Vec<SellerMetrics>| serde_json::to_string(&v).unwrap();
+    let json = |v: &[SellerMetrics]| serde_json::to_string(v).unwrap();
     let indexed = t
         .sellers
         .evaluate(t.id, &t.th, at, &t.conversations, &t.leads);
     let scanned = t
         .sellers
         .evaluate_by_scan(t.id, &t.th, at, &t.conversations, &t.leads);
-    assert_eq!(json(indexed), json(scanned), "{context}");
+    assert_eq!(json(&indexed), json(&scanned), "{context}");
+    indexed
 }
 
 /// Nine days of one tenant in `Europe/Madrid` across the spring DST change (2026-03-29):
@@ -3458,4 +3463,245 @@ fn lead_figures_in_one_pass_are_the_three_scans() {
         checked += usize::from(one.len() > 1);
     }
     assert!(checked > 10);
+}
+
+// ------------------------------------- conversation and lead figures kept up to date (figures.rs)
+
+/// Ten days of one tenant in `Europe/Madrid` across the spring DST change, for the seller
+/// figures: conversations counted for their assigned seller or their last replier, reassigned,
+/// closed and reopened, waits left unanswered past their deadline; leads with and without a
+/// seller of their own (then their conversation's, which reassignments move), converted or lost
+/// on later days, some getting hot (buying signals, many messages, no reply); and, on the first
+/// day only, conversations and leads of their own (seller 105 or none) that retention forgets.
+/// Delivered shuffled within `shuffle` seconds: late events, retracted samples, status changes
+/// before their `lead.created`.
+fn figures_stream(rng: &mut Rng, shuffle: i64) -> Vec<Event> {
+    let start = utc("2026-03-24T20:00:00Z");
+    let mut events = Vec::new();
+    let mut n: u128 = 50_000;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let mut now = 0i64;
+    let mut k = 0u32;
+    while now < 10 * 86_400 {
+        k += 1;
+        let at = |s: i64| start + chrono::Duration::milliseconds(s * 1000 + (s % 5) * 77);
+        let first_day = now < 86_400;
+        let (conv, seller) = if first_day && rng.below(4) == 0 {
+            (format!("g{}", rng.below(6)), 105)
+        } else {
+            (format!("f{}", rng.below(30)), 100 + rng.below(5))
+        };
+        let text = if rng.below(4) == 0 {
+            "precio y cotización"
+        } else {
+            "hola"
+        };
+        events.push(received(next(), &conv, at(now), None, text));
+        match rng.below(12) {
+            0 | 1 => events.push(assigned(next(), &conv, at(now + 30), seller)),
+            2 => events.push(closed(next(), &conv, at(now + rng.below(5000) as i64))),
+            3 => events.push(sent(next(), &conv, at(now + 20), seller, true)),
+            // No reply: the wait goes past its deadline (1 h).
+            4 | 5 => {}
+            _ => {
+                let reply = now + rng.below(9000) as i64;
+                events.push(sent(next(), &conv, at(reply), seller, false));
+            }
+        }
+        if k.is_multiple_of(9) {
+            // First-day leads of their own, on conversations of their own: both forgotten.
+            let lead = if first_day && conv.starts_with('g') {
+                format!("u{k}")
+            } else {
+                format!("l{}", rng.below(25))
+            };
+            let own_seller = (rng.below(2) == 0).then_some(seller);
+            let source = [LeadSource::MetaAds, LeadSource::Referral][rng.below(2) as usize];
+            events.push(lead_created(
+                next(),
+                &lead,
+                at(now + 5),
+                source,
+                own_seller,
+                Some(&conv),
+                None,
+            ));
+            let (s, later) = match rng.below(5) {
+                0 => (LeadStatus::Converted, 600),
+                1 => (LeadStatus::Converted, 3600 * (1 + rng.below(40) as i64)),
+                2 => (LeadStatus::Lost, 1200),
+                3 => (LeadStatus::Contacted, 300),
+                _ => (LeadStatus::Negotiation, 900),
+            };
+            events.push(status(next(), &lead, at(now + later), s));
+        }
+        now += 30 + rng.below(240) as i64;
+    }
+    events.sort_by_key(|e| (e.occurred_at, e.event_id));
+    for i in 0..events.len() {
+        let j = i + 1 + rng.below(4) as usize;
+        if j < events.len()
+            && rng.below(3) == 0
+            && events[j].occurred_at - events[i].occurred_at <= chrono::Duration::seconds(shuffle)
+        {
+            events.swap(i, j);
+        }
+    }
+    events
+}
+
+/// What the evaluations checked showed, to tell that the stream exercised the figures.
+#[derive(Debug, Default)]
+struct FiguresSeen {
+    checks: usize,
+    unanswered: u32,
+    hot: u32,
+    generated_today: u32,
+    converted_today: u32,
+    today_below_total: usize,
+    active_below_total: usize,
+    chat: usize,
+}
+
+/// [`drive`], checking the tenant's windows and figures after every third event.
+fn drive_checked(
+    e: &mut PartitionEngine,
+    events: &[Event],
+    from: usize,
+    seen: &mut FiguresSeen,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        out.extend(drive(e, std::slice::from_ref(event), from + i));
+        if !(from + i).is_multiple_of(3) {
+            continue;
+        }
+        let metrics = check_seller_windows(e, &format!("after event {}", from + i));
+        seen.checks += 1;
+        for m in &metrics {
+            seen.unanswered += m.conversations_unanswered;
+            seen.hot += m.hot_leads;
+            seen.generated_today += m.leads_generated_today;
+            seen.converted_today += m.leads_converted_today;
+            seen.today_below_total += usize::from(m.conversations_today < m.conversations_total);
+            seen.active_below_total += usize::from(m.conversations_active < m.conversations_total);
+            seen.chat += usize::from(m.total_chat_seconds > 0.0);
+        }
+    }
+    out
+}
+
+#[test]
+fn seller_figures_follow_ten_days_of_conversations_and_leads_like_a_scan_across_a_restore() {
+    let config = Arc::new(week_config());
+    let mut rng = Rng(0xF16_0000_0001);
+    let events = figures_stream(&mut rng, 1500);
+    let n = events.len();
+    let mut straight = PartitionEngine::new(config.clone());
+    let expected = drive(&mut straight, &events, 0);
+
+    let mut seen = FiguresSeen::default();
+    // Restored on the fourth day: the figures are built again from the restored state.
+    let cut = n * 2 / 5;
+    let mut first = PartitionEngine::new(config.clone());
+    let mut got = drive_checked(&mut first, &events[..cut], 0, &mut seen);
+    let bytes = first.snapshot();
+    let mut restored = PartitionEngine::restore(config.clone(), &bytes).unwrap();
+    assert_eq!(
+        restored.snapshot(),
+        bytes,
+        "the figures are not in the checkpoint"
+    );
+    got.extend(drive_checked(&mut restored, &events[cut..], cut, &mut seen));
+    assert_eq!(got, expected, "restored at {cut} of {n}");
+
+    // The stream exercised what it claims to.
+    let t = &restored.tenants[&TENANT];
+    let kept_first_day_leads = (0..2000)
+        .filter(|k| t.leads.contains(&EntityId::from(format!("u{k}").as_str())))
+        .count();
+    assert_eq!(kept_first_day_leads, 0, "forgotten by retention");
+    assert!(
+        t.conversations.get(&EntityId::from("g0")).is_none(),
+        "forgotten by retention"
+    );
+    assert!(seen.checks > 1000, "{seen:?}");
+    assert!(seen.unanswered > 100, "{seen:?}");
+    assert!(seen.hot > 100, "{seen:?}");
+    assert!(seen.generated_today > 100, "{seen:?}");
+    assert!(seen.converted_today > 100, "{seen:?}");
+    assert!(seen.today_below_total > 100, "{seen:?}");
+    assert!(seen.active_below_total > 100, "{seen:?}");
+    assert!(seen.chat > 100, "{seen:?}");
+}
+
+#[test]
+fn an_overdue_wait_and_a_lead_of_today_count_once_the_minute_reaches_them() {
+    let mut e = engine_with(|c| c.defaults.time_zone = "Europe/Madrid".into());
+    // Local midnight of 2026-03-03 in Madrid (CET) is 23:00 UTC.
+    let midnight = utc("2026-03-02T23:00:00Z");
+    let m = |mins: i64| midnight + chrono::Duration::minutes(mins);
+    let sellers = |e: &PartitionEngine| {
+        let metrics = check_seller_windows(e, "edge");
+        metrics.into_iter().find(|x| x.seller_id == 7).unwrap()
+    };
+    feed_all(
+        &mut e,
+        &[
+            received(1, "a", m(-90), Some(7), "hola"),
+            // A lead created (and converted) before local midnight, another after.
+            lead_created(
+                2,
+                "l1",
+                m(-5),
+                LeadSource::MetaAds,
+                Some(7),
+                Some("a"),
+                None,
+            ),
+            status(3, "l1", m(-4), LeadStatus::Converted),
+            at_watermark(4, m(-3)),
+        ],
+    );
+    let s = sellers(&e);
+    // The wait of -90 is overdue from -30.
+    assert_eq!(s.conversations_unanswered, 1);
+    assert_eq!((s.leads_generated_today, s.leads_converted_today), (1, 1));
+    assert_eq!(s.conversations_today, 1);
+    // A new day: yesterday's lead and message are not today's.
+    feed_all(&mut e, &[at_watermark(5, m(1))]);
+    let s = sellers(&e);
+    assert_eq!((s.leads_generated_today, s.leads_converted_today), (0, 0));
+    assert_eq!(s.conversations_today, 0);
+    assert_eq!(s.leads_converted, 1);
+    // A lead created at m(3) arriving early (the watermark lags 1 s behind it) counts from the
+    // minute the watermark reaches it.
+    feed_all(
+        &mut e,
+        &[
+            received(6, "b", m(2), Some(7), "hola"),
+            lead_created(7, "l2", m(3), LeadSource::MetaAds, None, Some("b"), None),
+        ],
+    );
+    let s = sellers(&e);
+    assert_eq!(s.leads_generated, 2, "l2's seller is its conversation's");
+    assert_eq!(s.leads_generated_today, 0, "the minute is m(2), before l2");
+    assert_eq!(s.conversations_today, 1);
+    assert_eq!(s.conversations_unanswered, 1, "b's wait is not overdue yet");
+    feed_all(&mut e, &[at_watermark(8, m(4))]);
+    assert_eq!(sellers(&e).leads_generated_today, 1);
+    feed_all(&mut e, &[at_watermark(9, m(62))]);
+    assert_eq!(
+        sellers(&e).conversations_unanswered,
+        2,
+        "b's deadline is m(62)"
+    );
+    // A reassignment of b moves it and its sellerless lead to seller 8.
+    feed_all(&mut e, &[assigned(10, "b", m(63), 8)]);
+    let s = sellers(&e);
+    assert_eq!((s.conversations_total, s.leads_generated), (1, 1));
+    assert_eq!(s.conversations_unanswered, 1);
 }
