@@ -148,7 +148,7 @@ impl ChatTime {
 }
 
 /// The index of the module doc.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Figures {
     /// `None` until the first evaluation and after a restore: then nothing is recorded (and
     /// the entries recorded in conversations and leads are not read).
