@@ -580,6 +580,7 @@ impl Runner {
         if !run.owned || rec.offset < run.next_offset {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let step = run.replay.before_record(rec.offset);
         let producing = step.producing;
         let mut advanced = run.restore(step.restore);
@@ -646,6 +647,9 @@ impl Runner {
         };
 
         run.next_offset = rec.offset + 1;
+        if let Some(schedule) = run.schedule.as_mut() {
+            schedule.processed(started.elapsed());
+        }
         let after = run.replay.after_record(run.next_offset);
         // Restored on catching up: produced even when this record's outputs are not — the last
         // record before the committed offset can be the one that reaches the high-water mark.
