@@ -3148,7 +3148,12 @@ fn week_stream(rng: &mut Rng, shuffle: i64) -> Vec<Event> {
         now += 60 + rng.below(300) as i64;
     }
     events.sort_by_key(|e| (e.occurred_at, e.event_id));
-    // Late deliveries: each event may swap with a later one up to `shuffle` seconds after it.
+    deliver_late(&mut events, rng, shuffle);
+    events
+}
+
+/// Late deliveries: each event may swap with a later one up to `shuffle` seconds after it.
+fn deliver_late(events: &mut [Event], rng: &mut Rng, shuffle: i64) {
     for i in 0..events.len() {
         let j = i + 1 + rng.below(4) as usize;
         if j < events.len()
@@ -3158,7 +3163,6 @@ fn week_stream(rng: &mut Rng, shuffle: i64) -> Vec<Event> {
             events.swap(i, j);
         }
     }
-    events
 }
 
 fn week_config() -> Config {
@@ -3541,15 +3545,7 @@ fn figures_stream(rng: &mut Rng, shuffle: i64) -> Vec<Event> {
         now += 30 + rng.below(240) as i64;
     }
     events.sort_by_key(|e| (e.occurred_at, e.event_id));
-    for i in 0..events.len() {
-        let j = i + 1 + rng.below(4) as usize;
-        if j < events.len()
-            && rng.below(3) == 0
-            && events[j].occurred_at - events[i].occurred_at <= chrono::Duration::seconds(shuffle)
-        {
-            events.swap(i, j);
-        }
-    }
+    deliver_late(&mut events, rng, shuffle);
     events
 }
 
