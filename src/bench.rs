@@ -585,8 +585,23 @@ impl Serve {
     async fn stop(mut self, config: &Config) {
         self.child.stop();
         let _ = drop_clickhouse_database(config, &self.name).await;
+        // A step's checkpoints alone can be a gigabyte: leave nothing in the broker.
+        let client = crate::kafka::base_client_config(&config.kafka, "vigia-bench");
+        let topics = vigia_schemas::Topics::with_prefix(&format!("{}.", self.name));
+        delete_topics(&client, &topics).await;
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Deletes every topic of `topics` (best effort: a benchmark's leftovers, not its result).
+async fn delete_topics(client: &rdkafka::ClientConfig, topics: &vigia_schemas::Topics) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let Ok(admin) = client.create::<AdminClient<rdkafka::client::DefaultClientContext>>() else {
+        return;
+    };
+    let _ = admin
+        .delete_topics(&topics.all(), &AdminOptions::new())
+        .await;
 }
 
 /// Deadlines on an idle stream: a burst of never-answered conversations, then nothing posted

@@ -5,10 +5,12 @@
 //! For each `--events` size: one `events` partition gets that many events of the simulator's
 //! traffic spanning `--days` (more than the 7 days the seller windows keep), produced straight to
 //! Kafka with their delivery times as record timestamps, on a topic with unlimited retention.
-//! Then, for each mode (checkpoints on, then off — each its own consumer group on the same
-//! topics): a `vigia process` child catches up with the history, live traffic starts (the
-//! simulator at `--live-rate`, event times now), the child runs `--settle` (a checkpoint and
-//! commits happen), is killed with `kill -9`, and is started again. Measured from the restart:
+//! A `vigia process` child (checkpoints on) catches up with the history, live traffic starts
+//! (the simulator at `--live-rate`, event times now), the child runs `--settle` (a checkpoint
+//! and commits happen), is killed with `kill -9`, and is started again; after another
+//! `--settle` it is killed again and started with checkpoints off (a full replay up to the
+//! committed offsets: the same group, as when a deployment's checkpoints are unreadable).
+//! Measured from each restart:
 //! the first output record written by the new process, and the moment its partition is live
 //! (caught up with the high-water mark at assignment, `vigia_processor_partition_live`).
 //!
@@ -39,9 +41,10 @@ pub struct RecoveryArgs {
     /// Events of history in the partition; several sizes, comma-separated, one after the other.
     #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
     pub events: Vec<u64>,
-    /// Event time the history spans (ending just before the benchmark starts).
-    #[arg(long, default_value_t = 8)]
-    pub days: u64,
+    /// Event time the history spans (ending just before the benchmark starts), in days: one
+    /// value for every size, or one per `--events` size (e.g. `8,80`: the same density).
+    #[arg(long, value_delimiter = ',', default_value = "8,80")]
+    pub days: Vec<u64>,
     #[arg(long, default_value_t = 20)]
     pub tenants: u64,
     #[arg(long, default_value_t = 20)]
@@ -81,6 +84,7 @@ pub struct RecoveryArgs {
 #[derive(Debug, Clone)]
 struct Recovery {
     events: u64,
+    days: u64,
     checkpoints: bool,
     /// Restart to the partition's assignment to the new process (the group's rebalance: the
     /// killed member is only dropped after its session times out).
@@ -98,17 +102,17 @@ struct Recovery {
 pub async fn run(config: Config, args: RecoveryArgs) -> Result<()> {
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut results = Vec::new();
-    for &events in &args.events {
+    if args.days.len() != 1 && args.days.len() != args.events.len() {
+        bail!("--days takes one value, or one per --events size");
+    }
+    for (i, &events) in args.events.iter().enumerate() {
+        let days = args.days[i.min(args.days.len() - 1)];
         let name = format!("benchrec{}", &Uuid::new_v4().simple().to_string()[..8]);
         let prefix = format!("{name}.");
         create_topics(&config, &prefix, 1).await?;
-        let produced = produce_history(&config, &prefix, events, &args).await?;
+        let produced = produce_history(&config, &prefix, events, days, &args).await?;
         eprintln!("{events} events: history produced in {produced:.1?}");
-        for checkpoints in [true, false] {
-            let r = recover(&config, &args, &prefix, events, checkpoints).await?;
-            eprintln!("{r:?}");
-            results.push(r);
-        }
+        results.extend(recover(&config, &args, &prefix, events, days).await?);
         delete_topics(&config, &prefix).await;
     }
     let scale = if args.no_scale {
@@ -128,8 +132,11 @@ fn base(config: &Config) -> rdkafka::ClientConfig {
 }
 
 /// Every topic of `prefix`: `events` with `partitions` partitions and unlimited retention
-/// (its record timestamps are days old), the others with one.
+/// (its record timestamps are days old), checkpoints compacted, the others with one partition
+/// and a size-bounded retention: only the tail of the outputs is read here, and a catch-up of
+/// 10 M events writes tens of gigabytes of per-minute seller figures.
 async fn create_topics(config: &Config, prefix: &str, partitions: i32) -> Result<()> {
+    const SEGMENT: &str = "134217728";
     let topics = vigia_schemas::Topics::with_prefix(prefix);
     let admin: AdminClient<DefaultClientContext> = base(config).create()?;
     let new: Vec<NewTopic> = topics
@@ -145,9 +152,12 @@ async fn create_topics(config: &Config, prefix: &str, partitions: i32) -> Result
             if *name == topics.events {
                 t.set("retention.ms", "-1")
             } else if *name == topics.checkpoints {
+                // Smaller segments than the default gigabyte, so the cleaner gets to them.
                 t.set("cleanup.policy", "compact")
+                    .set("segment.bytes", SEGMENT)
             } else {
-                t
+                t.set("retention.bytes", "536870912")
+                    .set("segment.bytes", SEGMENT)
             }
         })
         .collect();
@@ -159,12 +169,7 @@ async fn create_topics(config: &Config, prefix: &str, partitions: i32) -> Result
 }
 
 async fn delete_topics(config: &Config, prefix: &str) {
-    let topics = vigia_schemas::Topics::with_prefix(prefix);
-    if let Ok(admin) = base(config).create::<AdminClient<DefaultClientContext>>() {
-        let _ = admin
-            .delete_topics(&topics.all(), &AdminOptions::new())
-            .await;
-    }
+    super::delete_topics(&base(config), &vigia_schemas::Topics::with_prefix(prefix)).await;
 }
 
 fn producer(config: &Config) -> Result<FutureProducer> {
@@ -184,10 +189,11 @@ async fn produce_history(
     config: &Config,
     prefix: &str,
     events: u64,
+    days: u64,
     args: &RecoveryArgs,
 ) -> Result<Duration> {
     let topics = vigia_schemas::Topics::with_prefix(prefix);
-    let span = Duration::from_secs(args.days * 86_400);
+    let span = Duration::from_secs(days * 86_400);
     let start = Utc::now() - chrono::Duration::from_std(span)? - chrono::Duration::minutes(5);
     let rate = events as f64 / span.as_secs_f64();
     let stream = simulate_args([
@@ -453,63 +459,72 @@ async fn wait_live(
     }
 }
 
+/// One consumer group over the history: a cold catch-up with checkpoints on, live traffic,
+/// then two kill -9 and restarts — the first restart with checkpoints, the second without
+/// (the same deployment with its checkpoints off or unreadable: a full replay up to the
+/// committed offsets, which the first restart moved on).
 async fn recover(
     config: &Config,
     args: &RecoveryArgs,
     prefix: &str,
     events: u64,
-    checkpoints: bool,
-) -> Result<Recovery> {
-    let group = format!(
-        "{prefix}processors-{}",
-        if checkpoints { "checkpoints" } else { "replay" }
-    );
+    days: u64,
+) -> Result<Vec<Recovery>> {
+    let group = format!("{prefix}processors");
     let http = reqwest::Client::new();
     let started = Instant::now();
     let instance = (!args.dynamic_membership).then_some("bench-0");
-    let (mut child, url) = process_child(config, prefix, &group, checkpoints, instance)?;
+    let (mut child, mut url) = process_child(config, prefix, &group, true, instance)?;
     let (_, live_at) = wait_live(&http, &url, 1, &mut child, *args.timeout).await?;
     let initial_catch_up = live_at.duration_since(started);
     eprintln!("  caught up with the history in {initial_catch_up:.1?}");
     let stop = Arc::new(AtomicBool::new(false));
     let live = live_traffic(config, prefix, args.live_rate, args, stop.clone())?;
-    tokio::time::sleep(*args.settle).await;
-    let checkpoint_bytes = metric(
-        &http,
-        &url,
-        "vigia_processor_checkpoint_bytes{partition=\"0\"}",
-    )
-    .await
-    .map(|b| b as u64);
+    // From the end of the outputs: the catch-up's are not what is measured.
     let watch = OutputWatch::start(config, prefix).await?;
-    // kill -9
-    child.stop();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let restarted = Instant::now();
-    let (mut child, url) = process_child(config, prefix, &group, checkpoints, instance)?;
-    let (assigned, live_at) = wait_live(&http, &url, 1, &mut child, *args.timeout).await?;
-    let limit = Instant::now() + Duration::from_secs(60);
-    let first = loop {
-        if let Some(t) = watch.first_after(assigned) {
-            break t;
-        }
-        if Instant::now() > limit {
-            bail!("no output within 60 s of catching up");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let mut results = Vec::new();
+    for checkpoints in [true, false] {
+        tokio::time::sleep(*args.settle).await;
+        let checkpoint_bytes = metric(
+            &http,
+            &url,
+            "vigia_processor_checkpoint_bytes{partition=\"0\"}",
+        )
+        .await
+        .map(|b| b as u64);
+        // kill -9
+        child.stop();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let restarted = Instant::now();
+        (child, url) = process_child(config, prefix, &group, checkpoints, instance)?;
+        let (assigned, live_at) = wait_live(&http, &url, 1, &mut child, *args.timeout).await?;
+        let limit = Instant::now() + Duration::from_secs(60);
+        let first = loop {
+            if let Some(t) = watch.first_after(assigned) {
+                break t;
+            }
+            if Instant::now() > limit {
+                bail!("no output within 60 s of catching up");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let r = Recovery {
+            events,
+            days,
+            checkpoints,
+            assigned: assigned.duration_since(restarted),
+            first_output: first.duration_since(assigned),
+            caught_up: live_at.duration_since(assigned),
+            checkpoint_bytes: checkpoint_bytes.filter(|_| checkpoints),
+            initial_catch_up,
+        };
+        eprintln!("{r:?}");
+        results.push(r);
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = live.await;
     child.stop();
-    Ok(Recovery {
-        events,
-        checkpoints,
-        assigned: assigned.duration_since(restarted),
-        first_output: first.duration_since(assigned),
-        caught_up: live_at.duration_since(assigned),
-        checkpoint_bytes: checkpoint_bytes.filter(|_| checkpoints),
-        initial_catch_up,
-    })
+    Ok(results)
 }
 
 /// Longest output gap after each join: (instances after the join, gap).
@@ -562,10 +577,11 @@ fn report(
     load_after: &str,
 ) -> String {
     let sizes: Vec<String> = args.events.iter().map(u64::to_string).collect();
+    let days: Vec<String> = args.days.iter().map(u64::to_string).collect();
     let mut md = format!(
         "## Recovery after kill -9 (`vigia bench recovery`)\n\n\
          Reproduce: `vigia bench recovery --events {} --days {} --tenants {} --sellers {} \
-         --live-rate {} --settle {}{}` (release build; Apache Kafka on the same machine). \
+         --live-rate {} --settle {}{}{}` (release build; Apache Kafka on the same machine). \
          Measured {}; load average before {} / after {}.\n\n\
          One `events` partition holding the history (simulated, spanning {} days, record \
          timestamps = delivery times); live traffic at {}/s around the kill. After the restart \
@@ -573,11 +589,14 @@ fn report(
          membership (`processors.instance_id`, {}), else once the dead member's session times \
          out (15 s); the same in both modes. From that assignment: its first \
          output record (received by a consumer of the output topics), and its partition caught \
-         up with the high-water mark at assignment. Checkpoints every 10 s (the default).\n\n\
-         | history events | mode | restart → assigned | assigned → first output | restart → first output | assigned → caught up | checkpoint size | first catch-up (cold) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+         up with the high-water mark at assignment. Checkpoints every 10 s (the default). One \
+         consumer group: a cold catch-up of the history (last column, checkpoints on), then a \
+         kill and restart with checkpoints, then another with them off (a full replay up to the \
+         offsets the first restart committed).\n\n\
+         | history events | days | mode | restart → assigned | assigned → first output | restart → first output | assigned → caught up | checkpoint size | first catch-up (cold) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
         sizes.join(","),
-        args.days,
+        days.join(","),
         args.tenants,
         args.sellers,
         args.live_rate,
@@ -587,10 +606,11 @@ fn report(
         } else {
             ""
         },
+        if args.no_scale { " --no-scale" } else { "" },
         Utc::now().format("%Y-%m-%d"),
         load_before.trim(),
         load_after.trim(),
-        args.days,
+        days.join(" / "),
         args.live_rate,
         if args.dynamic_membership {
             "not used here"
@@ -600,8 +620,9 @@ fn report(
     );
     for r in results {
         md.push_str(&format!(
-            "| {} | {} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {} | {:.1} s |\n",
+            "| {} | {} | {} | {:.1} s | {:.2} s | {:.2} s | {:.2} s | {} | {:.1} s |\n",
             r.events,
+            r.days,
             if r.checkpoints {
                 "checkpoints"
             } else {

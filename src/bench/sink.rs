@@ -210,7 +210,7 @@ pub async fn run(config: Config, args: SinkArgs) -> Result<()> {
         .trim()
         .parse()?;
     let _ = drop_clickhouse_database(&config, &name).await;
-    delete_topics(&base, &topics).await;
+    super::delete_topics(&base, &topics).await;
 
     let counts = Counts {
         produced_records: records.len() as u64,
@@ -403,16 +403,6 @@ async fn wait_until_committed(
         }
     })
     .await?
-}
-
-async fn delete_topics(base: &rdkafka::ClientConfig, topics: &vigia_schemas::Topics) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    let Ok(admin) = base.create::<AdminClient<rdkafka::client::DefaultClientContext>>() else {
-        return;
-    };
-    let _ = admin
-        .delete_topics(&topics.all(), &AdminOptions::new())
-        .await;
 }
 
 #[cfg(test)]
