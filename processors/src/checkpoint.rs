@@ -396,6 +396,8 @@ pub struct Schedule {
     /// The offset of the newest checkpoint this partition has (written or loaded), if any.
     previous: Option<i64>,
     slot: u8,
+    /// Due at once, whatever the spacing (see [`Schedule::caught_up`]).
+    urgent: bool,
 }
 
 impl Schedule {
@@ -418,6 +420,7 @@ impl Schedule {
             previous: loaded_slot.map(|_| start),
             // Never overwrite the checkpoint just loaded: it may be the only usable one.
             slot: loaded_slot.map_or(0, |s| (s + 1) % SLOTS),
+            urgent: false,
         }
     }
 
@@ -435,7 +438,7 @@ impl Schedule {
         }
         // The record and replay bounds are what a crash leaves to replay: they win over the
         // cost spacing.
-        if (records as u64) < self.max_records && self.busy < REPLAY_BUDGET {
+        if !self.urgent && (records as u64) < self.max_records && self.busy < REPLAY_BUDGET {
             let since = now.saturating_duration_since(self.last_at);
             if since < self.interval || since < self.last_cost * COST_FACTOR {
                 return None;
@@ -458,8 +461,20 @@ impl Schedule {
         self.busy += took;
     }
 
+    /// The partition caught up with its log. If what it processed since the last checkpoint
+    /// took a sizeable share of [`REPLAY_BUDGET`] (the end of a catch-up), the next checkpoint
+    /// is due at once: a crash now would replay all of it before its first output, while live
+    /// traffic adds little. After a short replay (a restore) nothing changes: copying the state
+    /// right then would only delay the first outputs.
+    pub fn caught_up(&mut self) {
+        if self.busy >= REPLAY_BUDGET / 4 {
+            self.urgent = true;
+        }
+    }
+
     /// A checkpoint of the engine at `offset` was written (started) at `now`.
     pub fn written(&mut self, offset: i64, now: std::time::Instant) {
+        self.urgent = false;
         self.busy = std::time::Duration::ZERO;
         self.last_offset = offset;
         self.last_at = now;
@@ -698,5 +713,28 @@ mod tests {
         sched.cost(Duration::from_millis(5));
         assert_eq!(sched.due(ms(25_999), 1_020, Some(1_010)), None);
         assert_eq!(sched.due(ms(26_000), 1_020, Some(1_010)), Some(0));
+    }
+
+    #[test]
+    fn catching_up_after_a_long_replay_makes_the_next_checkpoint_due_at_once() {
+        let t0 = Instant::now();
+        let ms = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut sched = Schedule::new(Duration::from_secs(10), 100_000, 0, t0, None);
+        sched.written(10, t0);
+        sched.cost(Duration::from_millis(800));
+        // A short replay (a restore) catching up changes nothing.
+        sched.processed(REPLAY_BUDGET / 4 - Duration::from_millis(1));
+        sched.caught_up();
+        assert_eq!(sched.due(ms(1_000), 500, Some(10)), None);
+        // The end of a catch-up: due at once, despite the interval and the cost spacing...
+        sched.processed(Duration::from_millis(1));
+        sched.caught_up();
+        assert_eq!(sched.due(ms(1_000), 500, Some(10)), Some(1));
+        // ...but still only once the previous checkpoint is covered by a commit.
+        assert_eq!(sched.due(ms(1_000), 500, Some(9)), None);
+        // Written: back to the spacing.
+        sched.written(500, ms(1_000));
+        sched.caught_up();
+        assert_eq!(sched.due(ms(2_000), 600, Some(500)), None);
     }
 }

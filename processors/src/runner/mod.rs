@@ -655,6 +655,9 @@ impl Runner {
         // record before the committed offset can be the one that reaches the high-water mark.
         let caught_up = run.restore(after.restore);
         if after.became_live {
+            if let Some(schedule) = run.schedule.as_mut() {
+                schedule.caught_up();
+            }
             run.clock_due = run.engine.next_deadline();
             if let Some(d) = run.clock_due {
                 let at = d + delay;
