@@ -291,13 +291,13 @@ pub struct Found {
 /// (pieces left from an older, longer checkpoint of the slot are ignored). Sorted by when the
 /// slot's piece 0 was written, oldest first (the order [`crate::recovery::choose_checkpoint`]
 /// breaks ties by).
-pub fn gather(partition: i32, records: impl IntoIterator<Item = StoredRecord>) -> Vec<Found> {
-    // (slot, piece) -> (position in the log, the latest record)
-    let mut latest: BTreeMap<(u8, u32), (usize, StoredRecord)> = BTreeMap::new();
-    for (at, (key, value)) in records.into_iter().enumerate() {
-        if let Some((p, slot, index)) = parse_key(&key) {
+pub fn gather(partition: i32, records: &[StoredRecord]) -> Vec<Found> {
+    // (slot, piece) -> position in the log of its latest record
+    let mut latest: BTreeMap<(u8, u32), usize> = BTreeMap::new();
+    for (at, (key, _)) in records.iter().enumerate() {
+        if let Some((p, slot, index)) = parse_key(key) {
             if p == partition {
-                latest.insert((slot, index), (at, (key, value)));
+                latest.insert((slot, index), at);
             }
         }
     }
@@ -305,7 +305,8 @@ pub fn gather(partition: i32, records: impl IntoIterator<Item = StoredRecord>) -
     for slot in 0..SLOTS {
         let entries: Vec<_> = latest
             .range((slot, 0)..=(slot, u32::MAX))
-            .filter_map(|((_, index), (at, (key, value)))| {
+            .filter_map(|((_, index), at)| {
+                let (key, value) = &records[*at];
                 value.as_ref().map(|v| (*index, *at, key.clone(), v))
             })
             .collect();
@@ -628,7 +629,7 @@ mod tests {
         let mut log = stored(3, 0, &old); // 3 pieces in slot 0
         log.extend(stored(3, 1, &new)); // slot 1
         log.extend(stored(4, 0, &other)); // another partition
-        let found = gather(3, log.clone());
+        let found = gather(3, &log);
         assert_eq!(found.len(), 2);
         assert_eq!((found[0].slot, found[0].facts.offset), (0, 100));
         assert_eq!((found[1].slot, found[1].facts.offset), (1, 200));
@@ -638,7 +639,7 @@ mod tests {
         // Slot 0 rewritten with a 2-piece checkpoint: its old piece 2 stays but is ignored.
         let newer = split(at(400), &snapshot(150), HEADER_LEN + 100).unwrap();
         log.extend(stored(3, 0, &newer));
-        let found = gather(3, log.clone());
+        let found = gather(3, &log);
         assert_eq!((found[1].slot, found[1].facts.offset), (0, 400));
         assert!(!found[1].facts.unreadable);
         assert_eq!(found[1].pieces.len(), 2);
@@ -648,7 +649,7 @@ mod tests {
         // A crash after the first piece of the next write of slot 1: mixed, unreadable.
         let torn = split(at(500), &snapshot(150), HEADER_LEN + 100).unwrap();
         log.push((piece_key(3, 1, 0), Some(torn[0].clone())));
-        let found = gather(3, log.clone());
+        let found = gather(3, &log);
         let slot1 = found.iter().find(|f| f.slot == 1).unwrap();
         assert!(slot1.facts.unreadable);
         assert_eq!(slot1.facts.offset, 500);
@@ -657,7 +658,7 @@ mod tests {
         // Tombstones delete; a corrupt piece 0 makes the slot unreadable.
         log.extend((0..3).map(|i| (piece_key(3, 1, i), None)));
         log.push((piece_key(3, 0, 0), Some(b"garbage".to_vec())));
-        let found = gather(3, log);
+        let found = gather(3, &log);
         assert_eq!(found.len(), 1);
         assert!(found[0].facts.unreadable);
         assert_eq!(found[0].slot, 0);

@@ -907,7 +907,7 @@ async fn checkpoints_by_partition(
 ) -> HashMap<i32, Vec<vigia_processors::checkpoint::Found>> {
     let stored = stored_checkpoints(topics).await;
     (0..EVENT_PARTITIONS)
-        .map(|p| (p, vigia_processors::checkpoint::gather(p, stored.clone())))
+        .map(|p| (p, vigia_processors::checkpoint::gather(p, &stored)))
         .collect()
 }
 

@@ -66,6 +66,17 @@ pub struct RecoveryArgs {
     /// Skip the scale part.
     #[arg(long)]
     pub no_scale: bool,
+    /// Measure on the topics of an earlier run instead of producing a history (its prefix,
+    /// e.g. `benchrec1a2b3c4d.`, left by `--keep-topics`; `--events`/`--days` then only label
+    /// it). Its group's checkpoints and offsets are reused: the first catch-up is a restore.
+    #[arg(long)]
+    pub reuse_prefix: Option<String>,
+    /// Only the restart with checkpoints (a full replay of 10 M events takes ~15 min here).
+    #[arg(long)]
+    pub no_full_replay: bool,
+    /// Leave the history topics in the broker (for `--reuse-prefix`).
+    #[arg(long)]
+    pub keep_topics: bool,
     /// Run the processors without a static group membership (`processors.instance_id`): a
     /// restarted one then waits for the killed one's session to time out (15 s).
     #[arg(long)]
@@ -107,15 +118,22 @@ pub async fn run(config: Config, args: RecoveryArgs) -> Result<()> {
     }
     for (i, &events) in args.events.iter().enumerate() {
         let days = args.days[i.min(args.days.len() - 1)];
+        if let Some(prefix) = &args.reuse_prefix {
+            eprintln!("reusing the history of {prefix} ({events} events, {days} days)");
+            results.extend(recover(&config, &args, prefix, events, days).await?);
+            break;
+        }
         let name = format!("benchrec{}", &Uuid::new_v4().simple().to_string()[..8]);
         let prefix = format!("{name}.");
         create_topics(&config, &prefix, 1).await?;
         let produced = produce_history(&config, &prefix, events, days, &args).await?;
-        eprintln!("{events} events: history produced in {produced:.1?}");
+        eprintln!("{events} events: history of {prefix} produced in {produced:.1?}");
         results.extend(recover(&config, &args, &prefix, events, days).await?);
-        delete_topics(&config, &prefix).await;
+        if !args.keep_topics {
+            delete_topics(&config, &prefix).await;
+        }
     }
-    let scale = if args.no_scale {
+    let scale = if args.no_scale || args.reuse_prefix.is_some() {
         None
     } else {
         Some(scale(&config, &args).await?)
@@ -483,7 +501,12 @@ async fn recover(
     // From the end of the outputs: the catch-up's are not what is measured.
     let watch = OutputWatch::start(config, prefix).await?;
     let mut results = Vec::new();
-    for checkpoints in [true, false] {
+    let modes: &[bool] = if args.no_full_replay {
+        &[true]
+    } else {
+        &[true, false]
+    };
+    for &checkpoints in modes {
         tokio::time::sleep(*args.settle).await;
         let checkpoint_bytes = metric(
             &http,
@@ -606,7 +629,18 @@ fn report(
         } else {
             ""
         },
-        if args.no_scale { " --no-scale" } else { "" },
+        match (&args.reuse_prefix, args.no_scale) {
+            (Some(p), _) => format!(
+                " --no-scale --reuse-prefix {p}{}",
+                if args.no_full_replay {
+                    " --no-full-replay"
+                } else {
+                    ""
+                }
+            ),
+            (None, true) => " --no-scale".to_string(),
+            (None, false) => String::new(),
+        },
         Utc::now().format("%Y-%m-%d"),
         load_before.trim(),
         load_after.trim(),

@@ -2906,6 +2906,16 @@ fn a_snapshot_of_another_version_or_configuration_is_refused() {
         PartitionEngine::restore(Arc::new(config()), &serde_json::to_vec(&v).unwrap()),
         Err(snapshot::SnapshotError::Version { .. })
     ));
+    // The same, as the snapshot writes it (the version first, read without decoding the rest).
+    let ours = format!("{{\"state_version\":{},", snapshot::STATE_VERSION);
+    let theirs = format!("{{\"state_version\":{},", snapshot::STATE_VERSION + 1);
+    assert!(bytes.starts_with(ours.as_bytes()));
+    let mut newer = theirs.into_bytes();
+    newer.extend_from_slice(&bytes[ours.len()..]);
+    assert!(matches!(
+        PartitionEngine::restore(Arc::new(config()), &newer),
+        Err(snapshot::SnapshotError::Version { found }) if found == snapshot::STATE_VERSION + 1
+    ));
     for bad in [&b""[..], b"{}", &bytes[..bytes.len() / 2]] {
         assert!(matches!(
             PartitionEngine::restore(Arc::new(config()), bad),

@@ -23,8 +23,9 @@ use crate::checkpoint::{self, CheckpointMeta, Found};
 use crate::engine::PartitionEngine;
 use crate::metrics::{Metrics, PartitionLabel};
 
-/// Records read from the tail first; the window grows fourfold until both slots are found whole
-/// or the partition's beginning is reached.
+/// Records read from the tail first; then twice as many before those, and so on, until both
+/// slots are found whole or the partition's beginning is reached. Each record is read once: a
+/// checkpoint is hundreds of pieces of up to 900 KB.
 const FIRST_WINDOW: i64 = 64;
 
 /// Environment variable of the failpoint (tests only): `N` or `N:K` — during the `N`-th
@@ -94,16 +95,21 @@ pub(super) fn read(
 ) -> KafkaResult<Vec<Found>> {
     let cp = home(partition, checkpoint_partitions);
     let (low, high) = consumer.fetch_watermarks(topic, cp, KAFKA_TIMEOUT)?;
+    let mut records = Vec::new();
+    let mut end = high;
     let mut window = FIRST_WINDOW;
     loop {
-        let start = high.saturating_sub(window).max(low);
-        let records = read_range(consumer, topic, cp, start, high)?;
-        let found = checkpoint::gather(partition, records);
+        let start = end.saturating_sub(window).max(low);
+        let mut older = read_range(consumer, topic, cp, start, end)?;
+        older.append(&mut records);
+        records = older;
+        end = start;
+        let found = checkpoint::gather(partition, &records);
         let whole = found.iter().filter(|f| !f.facts.unreadable).count();
         if start <= low || whole >= usize::from(checkpoint::SLOTS) {
             return Ok(found);
         }
-        window = window.saturating_mul(4);
+        window = window.saturating_mul(2);
     }
 }
 
@@ -133,6 +139,10 @@ fn read_range(
             Some(Ok(m)) => {
                 if m.partition() != partition || m.offset() < start {
                     continue;
+                }
+                // Compaction leaves gaps: the next record may already be one read before.
+                if m.offset() >= high {
+                    break Ok(());
                 }
                 out.push((
                     m.key().map(<[u8]>::to_vec).unwrap_or_default(),
