@@ -285,7 +285,16 @@ fn live_traffic(
         format!("--sellers={}", args.sellers),
         format!("--rate={rate}"),
         "--duration=24h".to_string(),
-        format!("--seed={}", args.seed + 1),
+        // A reused history already holds earlier runs' live traffic: the same seed would post
+        // the same events again, which the processors drop as duplicates (no outputs).
+        format!(
+            "--seed={}",
+            if args.reuse_prefix.is_some() {
+                args.seed + 1 + start.timestamp_millis().unsigned_abs()
+            } else {
+                args.seed + 1
+            }
+        ),
         format!("--start={}", start.to_rfc3339()),
         "--late-share=0".to_string(),
     ])?;

@@ -298,6 +298,7 @@ impl Runner {
         };
         let reader = self.checkpoint_reader.clone();
         let topic = self.topics.checkpoints.clone();
+        let reading = std::time::Instant::now();
         let read = tokio::task::spawn_blocking(move || {
             checkpoint_io::read(&reader, &topic, checkpoint_partitions, p)
         })
@@ -319,11 +320,23 @@ impl Runner {
             };
             let config = self.config.clone();
             let pieces = found[i].pieces.clone();
+            let read_took = reading.elapsed();
+            let restoring = std::time::Instant::now();
             let loaded = tokio::task::spawn_blocking(move || load(config, p, &pieces))
                 .await
                 .expect("restoring a checkpoint does not panic");
             match loaded {
-                Ok(engine) => break (plan, Some((engine, found[i].slot))),
+                Ok(engine) => {
+                    tracing::info!(
+                        partition = p,
+                        offset = facts[i].offset,
+                        pieces = found[i].pieces.len(),
+                        read_ms = read_took.as_millis() as u64,
+                        restore_ms = restoring.elapsed().as_millis() as u64,
+                        "checkpoint restored"
+                    );
+                    break (plan, Some((engine, found[i].slot)));
+                }
                 Err((reason, error)) => {
                     tracing::warn!(
                         partition = p,
