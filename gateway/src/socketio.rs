@@ -170,6 +170,8 @@ pub(crate) fn build(shared: Arc<Shared>) -> (axum::Router, SocketIo) {
         .max_buffer_size(cfg.client_queue)
         // Client events are tiny.
         .max_payload(64 * 1024)
+        // Allocated up front per connection (4 KiB by default); a bigger event grows it.
+        .ws_read_buffer_size(crate::ws::READ_BUFFER)
         .connect_timeout(cfg.socketio_connect_timeout)
         .build_svc();
     let unauthenticated = Arc::new(Unauthenticated {
@@ -393,13 +395,16 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 _ = sleep_until(replays.due_at().unwrap_or_else(Instant::now)),
                     if replays.due_at().is_some() => {
                     match replays.take_due(Instant::now()) {
-                        Some(after) => replay(&mut session, &mut conn, after).await,
+                        // Boxed: the inbox's futures would otherwise size every idle task.
+                        Some(after) => Box::pin(replay(&mut session, &mut conn, after)).await,
                         None => Ok(()),
                     }
                 }
                 control = control_rx.recv() => match control {
                     None => Err(End::Gone),
-                    Some(control) => handle(&mut session, &mut conn, &mut replays, control).await,
+                    Some(control) => {
+                        Box::pin(handle(&mut session, &mut conn, &mut replays, control)).await
+                    }
                 },
                 outbound = rx.recv() => match outbound {
                     None => Err(End::Closing("server shutting down")),

@@ -34,8 +34,13 @@ use crate::Shared;
 /// Client frames are tiny; anything bigger is not ours.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
-/// Read and write buffer of each connection.
-const CONNECTION_BUFFER: usize = 4 * 1024;
+/// Read buffer of each connection, allocated up front: clients send tiny frames (a pong is 21
+/// bytes on the wire, a `mark_read` about 90); a bigger frame grows it as needed, up to
+/// [`MAX_CLIENT_MESSAGE`].
+pub(crate) const READ_BUFFER: usize = 512;
+/// Frames written are gathered up to this many bytes before a write to the socket (every
+/// burst is flushed at its end anyway): not an allocation.
+const WRITE_BUFFER: usize = 4 * 1024;
 /// How long a close frame may take to get out (a kicked client may first have to drain what the
 /// server had already written).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,8 +97,8 @@ pub(crate) async fn upgrade(
     // cost ~150 KB per idle connection; clients send tiny frames and every frame sent is
     // flushed at once, so small buffers lose nothing (see `vigia bench gateway`).
     upgrade
-        .read_buffer_size(CONNECTION_BUFFER)
-        .write_buffer_size(CONNECTION_BUFFER)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
             run(socket, shared, principal, since).await;
@@ -124,8 +129,12 @@ struct Connection {
 
 async fn run(socket: WebSocket, shared: Arc<Shared>, principal: Principal, since: Option<i64>) {
     let (sink, mut stream) = socket.split();
-    let (mut session, subscription) =
-        Session::open(shared.clone(), principal.viewer, TransportKind::WebSocket).await;
+    let (mut session, subscription) = Box::pin(Session::open(
+        shared.clone(),
+        principal.viewer,
+        TransportKind::WebSocket,
+    ))
+    .await;
     let Subscription {
         id,
         mut rx,
@@ -234,9 +243,11 @@ impl Connection {
             token_expires_at: DateTime::<Utc>::from(self.principal.expires_at_time()),
         })
         .await?;
-        session.send_unread_count(self).await?;
+        // The inbox's futures are boxed where they are awaited: a task's size is that of its
+        // largest await, and an idle connection sits in the loop below, not in these.
+        Box::pin(session.send_unread_count(self)).await?;
         if let Some(after) = since {
-            session.replay(after, self).await?;
+            Box::pin(session.replay(after, self)).await?;
         }
 
         let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
@@ -294,7 +305,7 @@ impl Connection {
                         // Coalesced: answered once due (see RECOUNT_EVERY).
                         Ok(ClientFrame::GetUnreadCount) => session.request_count(),
                         Ok(ClientFrame::MarkRead { notification_id }) => {
-                            match session.mark_read(notification_id).await {
+                            match Box::pin(session.mark_read(notification_id)).await {
                                 Ok(Some(count)) => self.send_unread_count(count).await?,
                                 Ok(None) => {
                                     self.send_error(format!(
