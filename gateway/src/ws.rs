@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -147,7 +147,9 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, principal: Principal, since
         principal,
         ping_interval: shared.cfg.ping_interval,
         kicked,
-        shutdown: shared.shutdown.clone(),
+        // A token of its own, cancelled with the server's: checked on every wake-up and write,
+        // where the server's one token would be one lock shared by every connection.
+        shutdown: shared.shutdown.child_token(),
     };
     tracing::debug!(
         connection = id,
@@ -254,12 +256,19 @@ impl Connection {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_pong = Instant::now();
         let mut counting: Option<PendingCount> = None;
+        // Made once, not on every turn of the loop: a new `cancelled()` joins the token's list of
+        // waiters (a lock) and a new sleep joins the timer wheel, and each leaves it again when
+        // dropped — per frame delivered.
+        let kicked = self.kicked.clone().cancelled_owned();
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let expires = sleep_until(token_expires);
+        tokio::pin!(kicked, shutdown, expires);
         loop {
             tokio::select! {
                 biased;
-                _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
-                _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
-                _ = sleep_until(token_expires) => return Err(End::Close(CloseReason::TokenExpired)),
+                _ = &mut kicked => return Err(End::Close(CloseReason::TooSlow)),
+                _ = &mut shutdown => return Err(End::Close(CloseReason::ShuttingDown)),
+                _ = &mut expires => return Err(End::Close(CloseReason::TokenExpired)),
                 // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY). Only
                 // when a recount could start then: with one in flight or frames waiting, a due
                 // sleep would win this biased select on every turn and starve both (a busy loop
@@ -384,6 +393,19 @@ impl Connection {
         shutdown: &CancellationToken,
         write: impl std::future::Future<Output = Result<(), E>>,
     ) -> Result<(), End> {
+        // Most writes complete at once (the socket has room): then nothing needs to wait for
+        // the tokens, and joining their lists of waiters (a lock each) is skipped. The order of
+        // the checks is the select's.
+        if kicked.is_cancelled() {
+            return Err(End::Close(CloseReason::TooSlow));
+        }
+        if shutdown.is_cancelled() {
+            return Err(End::Close(CloseReason::ShuttingDown));
+        }
+        let mut write = std::pin::pin!(write);
+        if let Some(written) = (&mut write).now_or_never() {
+            return written.map_err(|_| End::Gone);
+        }
         tokio::select! {
             biased;
             _ = kicked.cancelled() => Err(End::Close(CloseReason::TooSlow)),
