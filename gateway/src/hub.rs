@@ -11,7 +11,7 @@
 //! without bound.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -86,6 +86,9 @@ struct Connection {
     prefs: Arc<Preferences>,
     tx: mpsc::Sender<Outbound>,
     kicked: CancellationToken,
+    /// Set when `kicked` is cancelled: read by every push, where the token's own check would
+    /// take its lock, which the connection's task takes too.
+    was_kicked: AtomicBool,
     transport: TransportKind,
 }
 
@@ -219,6 +222,7 @@ impl Hub {
                     prefs: Arc::new(prefs),
                     tx,
                     kicked: kicked.clone(),
+                    was_kicked: AtomicBool::new(false),
                     transport,
                 },
             );
@@ -334,12 +338,15 @@ impl Hub {
 
     /// Queues without waiting; a full queue gets the connection kicked.
     fn offer(&self, id: ConnectionId, conn: &Connection, message: Outbound) -> bool {
-        if conn.kicked.is_cancelled() {
+        if conn.was_kicked.load(Ordering::Relaxed) {
             return false;
         }
         match conn.tx.try_send(message) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                if conn.was_kicked.swap(true, Ordering::Relaxed) {
+                    return false;
+                }
                 conn.kicked.cancel();
                 self.inner.metrics.dropped_clients.inc();
                 tracing::info!(

@@ -170,6 +170,8 @@ pub(crate) fn build(shared: Arc<Shared>) -> (axum::Router, SocketIo) {
         .max_buffer_size(cfg.client_queue)
         // Client events are tiny.
         .max_payload(64 * 1024)
+        // Allocated up front per connection (4 KiB by default); a bigger event grows it.
+        .ws_read_buffer_size(crate::ws::READ_BUFFER)
         .connect_timeout(cfg.socketio_connect_timeout)
         .build_svc();
     let unauthenticated = Arc::new(Unauthenticated {
@@ -362,7 +364,8 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
             socket: s.clone(),
             kicked: kicked.clone(),
             gone: gone.0.clone(),
-            shutdown: shared.shutdown.clone(),
+            // Its own token, cancelled with the server's (see the same in ws.rs).
+            shutdown: shared.shutdown.child_token(),
         };
         let token_expires = Instant::now()
             + expires_at
@@ -371,13 +374,19 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
         let mut control_rx = control_rx;
         let mut counting: Option<PendingCount> = None;
         let mut replays = Replays::new(REPLAY_EVERY);
+        // Made once, not on every turn of the loop (see the same in ws.rs).
+        let gone_now = gone.0.clone().cancelled_owned();
+        let kicked_now = kicked.clone().cancelled_owned();
+        let shutdown = conn.shutdown.clone().cancelled_owned();
+        let expires = sleep_until(token_expires);
+        tokio::pin!(gone_now, kicked_now, shutdown, expires);
         let end = loop {
             let step = tokio::select! {
                 biased;
-                _ = gone.0.cancelled() => Err(End::Gone),
-                _ = kicked.cancelled() => Err(End::TooSlow),
-                _ = shared.shutdown.cancelled() => Err(End::Closing("server shutting down")),
-                _ = sleep_until(token_expires) => Err(End::Closing("token expired")),
+                _ = &mut gone_now => Err(End::Gone),
+                _ = &mut kicked_now => Err(End::TooSlow),
+                _ = &mut shutdown => Err(End::Closing("server shutting down")),
+                _ = &mut expires => Err(End::Closing("token expired")),
                 // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY); only
                 // when a recount could start then (see the same branch in ws.rs).
                 _ = sleep_until(session.recount_at()),
@@ -393,13 +402,16 @@ async fn connected(shared: Arc<Shared>, s: SocketRef) {
                 _ = sleep_until(replays.due_at().unwrap_or_else(Instant::now)),
                     if replays.due_at().is_some() => {
                     match replays.take_due(Instant::now()) {
-                        Some(after) => replay(&mut session, &mut conn, after).await,
+                        // Boxed: the inbox's futures would otherwise size every idle task.
+                        Some(after) => Box::pin(replay(&mut session, &mut conn, after)).await,
                         None => Ok(()),
                     }
                 }
                 control = control_rx.recv() => match control {
                     None => Err(End::Gone),
-                    Some(control) => handle(&mut session, &mut conn, &mut replays, control).await,
+                    Some(control) => {
+                        Box::pin(handle(&mut session, &mut conn, &mut replays, control)).await
+                    }
                 },
                 outbound = rx.recv() => match outbound {
                     None => Err(End::Closing("server shutting down")),

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::time::{interval_at, sleep_until, timeout, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -34,8 +34,13 @@ use crate::Shared;
 /// Client frames are tiny; anything bigger is not ours.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
-/// Read and write buffer of each connection.
-const CONNECTION_BUFFER: usize = 4 * 1024;
+/// Read buffer of each connection, allocated up front: clients send tiny frames (a pong is 21
+/// bytes on the wire, a `mark_read` about 90); a bigger frame grows it as needed, up to
+/// [`MAX_CLIENT_MESSAGE`].
+pub(crate) const READ_BUFFER: usize = 512;
+/// Frames written are gathered up to this many bytes before a write to the socket (every
+/// burst is flushed at its end anyway): not an allocation.
+const WRITE_BUFFER: usize = 4 * 1024;
 /// How long a close frame may take to get out (a kicked client may first have to drain what the
 /// server had already written).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,8 +97,8 @@ pub(crate) async fn upgrade(
     // cost ~150 KB per idle connection; clients send tiny frames and every frame sent is
     // flushed at once, so small buffers lose nothing (see `vigia bench gateway`).
     upgrade
-        .read_buffer_size(CONNECTION_BUFFER)
-        .write_buffer_size(CONNECTION_BUFFER)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
             run(socket, shared, principal, since).await;
@@ -124,8 +129,12 @@ struct Connection {
 
 async fn run(socket: WebSocket, shared: Arc<Shared>, principal: Principal, since: Option<i64>) {
     let (sink, mut stream) = socket.split();
-    let (mut session, subscription) =
-        Session::open(shared.clone(), principal.viewer, TransportKind::WebSocket).await;
+    let (mut session, subscription) = Box::pin(Session::open(
+        shared.clone(),
+        principal.viewer,
+        TransportKind::WebSocket,
+    ))
+    .await;
     let Subscription {
         id,
         mut rx,
@@ -138,7 +147,9 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, principal: Principal, since
         principal,
         ping_interval: shared.cfg.ping_interval,
         kicked,
-        shutdown: shared.shutdown.clone(),
+        // A token of its own, cancelled with the server's: checked on every wake-up and write,
+        // where the server's one token would be one lock shared by every connection.
+        shutdown: shared.shutdown.child_token(),
     };
     tracing::debug!(
         connection = id,
@@ -234,21 +245,30 @@ impl Connection {
             token_expires_at: DateTime::<Utc>::from(self.principal.expires_at_time()),
         })
         .await?;
-        session.send_unread_count(self).await?;
+        // The inbox's futures are boxed where they are awaited: a task's size is that of its
+        // largest await, and an idle connection sits in the loop below, not in these.
+        Box::pin(session.send_unread_count(self)).await?;
         if let Some(after) = since {
-            session.replay(after, self).await?;
+            Box::pin(session.replay(after, self)).await?;
         }
 
         let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_pong = Instant::now();
         let mut counting: Option<PendingCount> = None;
+        // Made once, not on every turn of the loop: a new `cancelled()` joins the token's list of
+        // waiters (a lock) and a new sleep joins the timer wheel, and each leaves it again when
+        // dropped — per frame delivered.
+        let kicked = self.kicked.clone().cancelled_owned();
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let expires = sleep_until(token_expires);
+        tokio::pin!(kicked, shutdown, expires);
         loop {
             tokio::select! {
                 biased;
-                _ = self.kicked.cancelled() => return Err(End::Close(CloseReason::TooSlow)),
-                _ = self.shutdown.cancelled() => return Err(End::Close(CloseReason::ShuttingDown)),
-                _ = sleep_until(token_expires) => return Err(End::Close(CloseReason::TokenExpired)),
+                _ = &mut kicked => return Err(End::Close(CloseReason::TooSlow)),
+                _ = &mut shutdown => return Err(End::Close(CloseReason::ShuttingDown)),
+                _ = &mut expires => return Err(End::Close(CloseReason::TokenExpired)),
                 // Wakes the loop when a held-back count becomes due (see RECOUNT_EVERY). Only
                 // when a recount could start then: with one in flight or frames waiting, a due
                 // sleep would win this biased select on every turn and starve both (a busy loop
@@ -294,7 +314,7 @@ impl Connection {
                         // Coalesced: answered once due (see RECOUNT_EVERY).
                         Ok(ClientFrame::GetUnreadCount) => session.request_count(),
                         Ok(ClientFrame::MarkRead { notification_id }) => {
-                            match session.mark_read(notification_id).await {
+                            match Box::pin(session.mark_read(notification_id)).await {
                                 Ok(Some(count)) => self.send_unread_count(count).await?,
                                 Ok(None) => {
                                     self.send_error(format!(
@@ -373,6 +393,19 @@ impl Connection {
         shutdown: &CancellationToken,
         write: impl std::future::Future<Output = Result<(), E>>,
     ) -> Result<(), End> {
+        // Most writes complete at once (the socket has room): then nothing needs to wait for
+        // the tokens, and joining their lists of waiters (a lock each) is skipped. The order of
+        // the checks is the select's.
+        if kicked.is_cancelled() {
+            return Err(End::Close(CloseReason::TooSlow));
+        }
+        if shutdown.is_cancelled() {
+            return Err(End::Close(CloseReason::ShuttingDown));
+        }
+        let mut write = std::pin::pin!(write);
+        if let Some(written) = (&mut write).now_or_never() {
+            return written.map_err(|_| End::Gone);
+        }
         tokio::select! {
             biased;
             _ = kicked.cancelled() => Err(End::Close(CloseReason::TooSlow)),
