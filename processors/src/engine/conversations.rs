@@ -67,6 +67,7 @@ use vigia_schemas::{
     ResponseTimeSample, Role, UserId,
 };
 
+use super::entities::EntityMap;
 use super::figures::ConvEntry;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring;
@@ -77,7 +78,7 @@ type Key = (DateTime<Utc>, Uuid);
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Conversations {
-    map: BTreeMap<EntityId, Conversation>,
+    map: EntityMap<Conversation>,
     /// (event time, conversation) of every remembered message and close, for forgetting them.
     history: BTreeSet<(DateTime<Utc>, EntityId)>,
 }
@@ -445,11 +446,7 @@ impl Conversations {
     }
 
     pub fn get_or_create(&mut self, id: &EntityId) -> &mut Conversation {
-        // Not `entry(id.clone())`: that copies the id for every event of a known conversation.
-        if !self.map.contains_key(id) {
-            self.map.insert(id.clone(), Conversation::default());
-        }
-        self.map.get_mut(id).expect("inserted above")
+        self.map.get_or_default(id)
     }
 
     pub fn on_message_received(&mut self, ctx: &mut Ctx<'_>, event: &Event, m: &MessageReceived) {

@@ -46,6 +46,7 @@ use vigia_schemas::{
 };
 
 use super::conversations::{open_chat, Conversations};
+use super::entities::EntityMap;
 use super::figures::LeadEntry;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring::{self, ScoreInputs};
@@ -53,7 +54,7 @@ use crate::texts;
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Leads {
-    map: BTreeMap<EntityId, Lead>,
+    map: EntityMap<Lead>,
     /// Status changes of leads whose `lead.created` is not seen yet, not scored yet:
     /// (time, event id, status). Apart from `map` so that pruning touches only these.
     unscored: BTreeMap<EntityId, Vec<(DateTime<Utc>, Uuid, LeadStatus)>>,
@@ -212,7 +213,7 @@ impl Leads {
         event: &Event,
         l: &LeadCreated,
     ) {
-        let lead = self.map.entry(l.lead_id.clone()).or_default();
+        let lead = self.map.get_or_default(&l.lead_id);
         if let Some(c) = &l.conversation_id {
             convs.get_or_create(c).leads.insert(l.lead_id.clone());
         }
@@ -449,7 +450,7 @@ impl Leads {
         event: &Event,
         s: &LeadStatusChanged,
     ) {
-        let lead = self.map.entry(s.lead_id.clone()).or_default();
+        let lead = self.map.get_or_default(&s.lead_id);
         lead.set_status(s.status, event.occurred_at);
         if lead.created.is_none() {
             // Nothing to count before its `lead.created`.
@@ -489,7 +490,7 @@ impl Leads {
         event: &Event,
         f: &LeadFollowUpScheduled,
     ) {
-        let lead = self.map.entry(f.lead_id.clone()).or_default();
+        let lead = self.map.get_or_default(&f.lead_id);
         let t = event.occurred_at;
         if let Some(old) = &lead.follow_up {
             if (old.scheduled_at, old.event_id) > (t, event.event_id) {

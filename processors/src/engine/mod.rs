@@ -55,6 +55,7 @@
 //! in it is event time, so the same events give the same outputs byte for byte.
 
 pub mod conversations;
+mod entities;
 mod figures;
 pub mod leads;
 pub mod report;
