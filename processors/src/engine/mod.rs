@@ -597,9 +597,7 @@ impl TenantState {
         if let (Payload::MessageReceived(_), Some(c)) = (&event.payload, named.conversation) {
             if let Some(conv) = self.conversations.get(c) {
                 for lead in &conv.leads {
-                    if self.lead_activity.contains(lead) {
-                        self.lead_activity.touch(lead, at);
-                    }
+                    self.lead_activity.touch_known(lead, at);
                 }
             }
         }

@@ -262,6 +262,13 @@ impl<K: Ord + Hash + Clone> Activity<K> {
         }
     }
 
+    /// Records an event of `id` at `at` if the entity is kept (not added if not).
+    pub fn touch_known(&mut self, id: &K, at: DateTime<Utc>) {
+        if let Some((last, _)) = self.entities.get_mut(id) {
+            *last = (*last).max(at);
+        }
+    }
+
     /// When `id` is looked at again.
     pub fn key(&self, id: &K) -> Option<DateTime<Utc>> {
         self.entities.get(id).map(|(_, key)| *key)
