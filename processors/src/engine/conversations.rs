@@ -546,7 +546,8 @@ impl Conversations {
 
     pub fn on_message_sent(&mut self, ctx: &mut Ctx<'_>, event: &Event, m: &MessageSent) {
         let key = (event.occurred_at, event.event_id);
-        let conv = self.get_or_create(&m.conversation_id);
+        // One look-up: `history` is borrowed apart from the map.
+        let conv = self.map.get_or_default(&m.conversation_id);
         conv.saw_message(key.0);
         if m.automated {
             return;
@@ -555,7 +556,6 @@ impl Conversations {
             conv.last_replier = Some((m.seller_id, key.0));
         }
         self.history.insert((key.0, m.conversation_id.clone()));
-        let conv = self.get_or_create(&m.conversation_id);
         conv.replies.insert(
             key,
             Reply {
