@@ -69,6 +69,7 @@ use vigia_schemas::{
 
 use super::entities::EntityMap;
 use super::figures::ConvEntry;
+use super::timeline::Timeline;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring;
 use crate::texts::{self, Resolution};
@@ -80,7 +81,7 @@ type Key = (DateTime<Utc>, Uuid);
 pub(crate) struct Conversations {
     map: EntityMap<Conversation>,
     /// (event time, conversation) of every remembered message and close, for forgetting them.
-    history: BTreeSet<(DateTime<Utc>, EntityId)>,
+    history: Timeline<(DateTime<Utc>, EntityId)>,
 }
 
 /// One conversation's state.

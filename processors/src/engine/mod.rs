@@ -63,6 +63,7 @@ pub mod retention;
 pub mod sellers;
 pub mod sessions;
 pub mod snapshot;
+mod timeline;
 mod windows;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -399,7 +400,7 @@ pub(crate) struct Ctx<'a> {
 )]
 struct Dedup {
     ids: HashMap<Uuid, DateTime<Utc>>,
-    by_time: BTreeSet<(DateTime<Utc>, Uuid)>,
+    by_time: timeline::Timeline<(DateTime<Utc>, Uuid)>,
 }
 
 impl From<Vec<(DateTime<Utc>, Uuid)>> for Dedup {
@@ -414,7 +415,7 @@ impl From<Vec<(DateTime<Utc>, Uuid)>> for Dedup {
 
 impl From<Dedup> for Vec<(DateTime<Utc>, Uuid)> {
     fn from(d: Dedup) -> Self {
-        d.by_time.into_iter().collect()
+        d.by_time.iter().copied().collect()
     }
 }
 
