@@ -67,7 +67,9 @@ use vigia_schemas::{
     ResponseTimeSample, Role, UserId,
 };
 
+use super::entities::EntityMap;
 use super::figures::ConvEntry;
+use super::timeline::Timeline;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring;
 use crate::texts::{self, Resolution};
@@ -77,9 +79,9 @@ type Key = (DateTime<Utc>, Uuid);
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Conversations {
-    map: BTreeMap<EntityId, Conversation>,
+    map: EntityMap<Conversation>,
     /// (event time, conversation) of every remembered message and close, for forgetting them.
-    history: BTreeSet<(DateTime<Utc>, EntityId)>,
+    history: Timeline<(DateTime<Utc>, EntityId)>,
 }
 
 /// One conversation's state.
@@ -445,11 +447,7 @@ impl Conversations {
     }
 
     pub fn get_or_create(&mut self, id: &EntityId) -> &mut Conversation {
-        // Not `entry(id.clone())`: that copies the id for every event of a known conversation.
-        if !self.map.contains_key(id) {
-            self.map.insert(id.clone(), Conversation::default());
-        }
-        self.map.get_mut(id).expect("inserted above")
+        self.map.get_or_default(id)
     }
 
     pub fn on_message_received(&mut self, ctx: &mut Ctx<'_>, event: &Event, m: &MessageReceived) {
@@ -549,7 +547,8 @@ impl Conversations {
 
     pub fn on_message_sent(&mut self, ctx: &mut Ctx<'_>, event: &Event, m: &MessageSent) {
         let key = (event.occurred_at, event.event_id);
-        let conv = self.get_or_create(&m.conversation_id);
+        // One look-up: `history` is borrowed apart from the map.
+        let conv = self.map.get_or_default(&m.conversation_id);
         conv.saw_message(key.0);
         if m.automated {
             return;
@@ -558,7 +557,6 @@ impl Conversations {
             conv.last_replier = Some((m.seller_id, key.0));
         }
         self.history.insert((key.0, m.conversation_id.clone()));
-        let conv = self.get_or_create(&m.conversation_id);
         conv.replies.insert(
             key,
             Reply {

@@ -263,7 +263,7 @@ impl Figures {
                 && !conv.leads.is_empty();
             self.conv_changed(id, old, new);
         }
-        if let Some(conv) = convs.get(id).filter(|_| reassigned) {
+        if let Some(conv) = reassigned.then(|| convs.get(id)).flatten() {
             for l in &conv.leads {
                 if let Some((old, new)) = leads.refresh_figures(l, convs) {
                     self.lead_changed(old, new);

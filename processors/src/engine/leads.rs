@@ -45,7 +45,8 @@ use vigia_schemas::{
     UserId,
 };
 
-use super::conversations::{open_chat, Conversations};
+use super::conversations::{open_chat, Conversation, Conversations};
+use super::entities::EntityMap;
 use super::figures::LeadEntry;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::scoring::{self, ScoreInputs};
@@ -53,7 +54,7 @@ use crate::texts;
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Leads {
-    map: BTreeMap<EntityId, Lead>,
+    map: EntityMap<Lead>,
     /// Status changes of leads whose `lead.created` is not seen yet, not scored yet:
     /// (time, event id, status). Apart from `map` so that pruning touches only these.
     unscored: BTreeMap<EntityId, Vec<(DateTime<Utc>, Uuid, LeadStatus)>>,
@@ -110,12 +111,17 @@ struct Created {
 impl Created {
     /// The lead's seller: its own, else its conversation's.
     fn seller_in(&self, convs: &Conversations) -> Option<UserId> {
-        self.seller.or_else(|| {
-            self.conversation
-                .as_ref()
-                .and_then(|c| convs.get(c))
-                .and_then(|c| c.seller())
-        })
+        self.seller_with(self.conversation_in(convs))
+    }
+
+    /// Its conversation, if kept.
+    fn conversation_in<'c>(&self, convs: &'c Conversations) -> Option<&'c Conversation> {
+        self.conversation.as_ref().and_then(|c| convs.get(c))
+    }
+
+    /// [`Self::seller_in`] with its conversation already looked up ([`Self::conversation_in`]).
+    fn seller_with(&self, conv: Option<&Conversation>) -> Option<UserId> {
+        self.seller.or_else(|| conv.and_then(|c| c.seller()))
     }
 }
 
@@ -164,20 +170,31 @@ impl Default for Lead {
 impl Lead {
     /// Records what the lead counts for now, noting it in `changes` if that changed.
     fn note_figures(&mut self, convs: &Conversations, changes: &mut Vec<FigureChange>) {
-        let new = self.figure_entry(convs);
+        let conv = self.created.as_ref().and_then(|c| c.conversation_in(convs));
+        self.note_figures_with(conv, changes);
+    }
+
+    /// [`Self::note_figures`] with the conversation of its `lead.created` already looked up.
+    fn note_figures_with(&mut self, conv: Option<&Conversation>, changes: &mut Vec<FigureChange>) {
+        let new = self.figure_entry_with(conv);
         if new != self.figures {
             changes.push((std::mem::replace(&mut self.figures, new), new));
         }
     }
 
     fn figure_entry(&self, convs: &Conversations) -> Option<LeadEntry> {
+        let conv = self.created.as_ref().and_then(|c| c.conversation_in(convs));
+        self.figure_entry_with(conv)
+    }
+
+    fn figure_entry_with(&self, conv: Option<&Conversation>) -> Option<LeadEntry> {
         let created = self.created.as_ref()?;
         let open = !matches!(
             self.status,
             Some((LeadStatus::Converted | LeadStatus::Lost, _))
         );
         Some(LeadEntry {
-            seller: created.seller_in(convs),
+            seller: created.seller_with(conv),
             created_at: created.at,
             converted_at: match self.status {
                 Some((LeadStatus::Converted, at)) => Some(at),
@@ -212,7 +229,7 @@ impl Leads {
         event: &Event,
         l: &LeadCreated,
     ) {
-        let lead = self.map.entry(l.lead_id.clone()).or_default();
+        let lead = self.map.get_or_default(&l.lead_id);
         if let Some(c) = &l.conversation_id {
             convs.get_or_create(c).leads.insert(l.lead_id.clone());
         }
@@ -225,11 +242,13 @@ impl Leads {
             conversation: l.conversation_id.clone(),
         });
         lead.set_status(LeadStatus::New, event.occurred_at);
-        recompute(ctx, convs, &l.lead_id, lead, event, None);
+        let convs: &Conversations = convs;
+        let conv = lead.created.as_ref().and_then(|c| c.conversation_in(convs));
+        recompute(ctx, conv, &l.lead_id, lead, event, None);
         if let (Some(mut held), Some(created)) = (self.unscored.remove(&l.lead_id), &lead.created) {
             held.sort_by_key(|(at, id, _)| (*at, *id));
             for (at, cause, status) in held {
-                score(ctx, convs, &l.lead_id, created, cause, at, Some(status));
+                score(ctx, conv, &l.lead_id, created, cause, at, Some(status));
             }
         }
         lead.note_figures(convs, &mut self.figure_changes);
@@ -449,7 +468,7 @@ impl Leads {
         event: &Event,
         s: &LeadStatusChanged,
     ) {
-        let lead = self.map.entry(s.lead_id.clone()).or_default();
+        let lead = self.map.get_or_default(&s.lead_id);
         lead.set_status(s.status, event.occurred_at);
         if lead.created.is_none() {
             // Nothing to count before its `lead.created`.
@@ -460,8 +479,9 @@ impl Leads {
             ));
             return;
         }
-        recompute(ctx, convs, &s.lead_id, lead, event, Some(s.status));
-        lead.note_figures(convs, &mut self.figure_changes);
+        let conv = lead.created.as_ref().and_then(|c| c.conversation_in(convs));
+        recompute(ctx, conv, &s.lead_id, lead, event, Some(s.status));
+        lead.note_figures_with(conv, &mut self.figure_changes);
     }
 
     /// A customer wrote in `conversation`: rescore the leads it belongs to.
@@ -477,8 +497,10 @@ impl Leads {
         };
         for lead_id in &conv.leads {
             if let Some(lead) = self.map.get_mut(lead_id) {
-                recompute(ctx, convs, lead_id, lead, event, None);
-                lead.note_figures(convs, &mut self.figure_changes);
+                // Its `lead.created` named this conversation, unless a later one named another.
+                let conv = lead.created.as_ref().and_then(|c| c.conversation_in(convs));
+                recompute(ctx, conv, lead_id, lead, event, None);
+                lead.note_figures_with(conv, &mut self.figure_changes);
             }
         }
     }
@@ -489,7 +511,7 @@ impl Leads {
         event: &Event,
         f: &LeadFollowUpScheduled,
     ) {
-        let lead = self.map.entry(f.lead_id.clone()).or_default();
+        let lead = self.map.get_or_default(&f.lead_id);
         let t = event.occurred_at;
         if let Some(old) = &lead.follow_up {
             if (old.scheduled_at, old.event_id) > (t, event.event_id) {
@@ -595,9 +617,12 @@ fn open_lead(ctx: &Ctx<'_>, id: &EntityId) -> Action {
 
 /// Rescores `lead` because of `cause` (which set its status to `status_change`, if a status
 /// change), and notifies its seller if it became hot.
+///
+/// `conv`: the conversation its `lead.created` named, if kept ([`Created::conversation_in`]),
+/// looked up once by the caller.
 fn recompute(
     ctx: &mut Ctx<'_>,
-    convs: &Conversations,
+    conv: Option<&Conversation>,
     lead_id: &EntityId,
     lead: &mut Lead,
     cause: &Event,
@@ -606,11 +631,10 @@ fn recompute(
     let Some(created) = &lead.created else {
         return;
     };
-    let conv = created.conversation.as_ref().and_then(|c| convs.get(c));
     let at = cause.occurred_at;
     let (b, seller) = score(
         ctx,
-        convs,
+        conv,
         lead_id,
         created,
         cause.event_id,
@@ -680,17 +704,16 @@ fn recompute(
 }
 
 /// Scores `lead_id` as of `at` because of the event `cause` and emits the [`LeadScore`]; returns
-/// the score's parts and the lead's seller.
+/// the score's parts and the lead's seller. `conv`: as in [`recompute`].
 fn score(
     ctx: &mut Ctx<'_>,
-    convs: &Conversations,
+    conv: Option<&Conversation>,
     lead_id: &EntityId,
     created: &Created,
     cause: Uuid,
     at: DateTime<Utc>,
     status_change: Option<LeadStatus>,
 ) -> (scoring::ScoreBreakdown, Option<UserId>) {
-    let conv = created.conversation.as_ref().and_then(|c| convs.get(c));
     let b = scoring::score(&ScoreInputs {
         source: source_name(created.source),
         customer_messages: conv.map_or(0, |c| c.customer_messages),
@@ -700,7 +723,7 @@ fn score(
         location: created.location.as_deref(),
         high_value_locations: &ctx.th.high_value_locations,
     });
-    let seller = created.seller_in(convs);
+    let seller = created.seller_with(conv);
     ctx.out.push(Output::LeadScore(LeadScore {
         id: derive_id(
             "lead_score",

@@ -55,6 +55,7 @@
 //! in it is event time, so the same events give the same outputs byte for byte.
 
 pub mod conversations;
+mod entities;
 mod figures;
 pub mod leads;
 pub mod report;
@@ -62,6 +63,7 @@ pub mod retention;
 pub mod sellers;
 pub mod sessions;
 pub mod snapshot;
+mod timeline;
 mod windows;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -398,7 +400,7 @@ pub(crate) struct Ctx<'a> {
 )]
 struct Dedup {
     ids: HashMap<Uuid, DateTime<Utc>>,
-    by_time: BTreeSet<(DateTime<Utc>, Uuid)>,
+    by_time: timeline::Timeline<(DateTime<Utc>, Uuid)>,
 }
 
 impl From<Vec<(DateTime<Utc>, Uuid)>> for Dedup {
@@ -413,7 +415,7 @@ impl From<Vec<(DateTime<Utc>, Uuid)>> for Dedup {
 
 impl From<Dedup> for Vec<(DateTime<Utc>, Uuid)> {
     fn from(d: Dedup) -> Self {
-        d.by_time.into_iter().collect()
+        d.by_time.iter().copied().collect()
     }
 }
 
@@ -596,9 +598,7 @@ impl TenantState {
         if let (Payload::MessageReceived(_), Some(c)) = (&event.payload, named.conversation) {
             if let Some(conv) = self.conversations.get(c) {
                 for lead in &conv.leads {
-                    if self.lead_activity.contains(lead) {
-                        self.lead_activity.touch(lead, at);
-                    }
+                    self.lead_activity.touch_known(lead, at);
                 }
             }
         }

@@ -24,11 +24,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde_json::{json, Value};
 use vigia_schemas::{
-    derive_id, Action, Audience, EntityId, Event, Notification, NotificationType, Payload,
-    Priority, Role, TenantId,
+    derive_id, Action, Audience, Event, Notification, NotificationType, Payload, Priority, Role,
+    TenantId,
 };
 
 use super::conversations::Conversations;
+use super::entities::EntitySet;
 use super::leads::Leads;
 use super::sellers::{day_start, local_instant, productivity, stats, Sellers};
 use super::Output;
@@ -44,7 +45,7 @@ pub const TOP_PERFORMERS: usize = 3;
 struct DayCounts {
     messages_in: u32,
     messages_out: u32,
-    conversations: BTreeSet<EntityId>,
+    conversations: EntitySet,
     /// Notifications fired, by type, and withdrawals.
     #[serde(with = "super::snapshot::alert_counts")]
     alerts: BTreeMap<&'static str, u32>,
@@ -72,14 +73,6 @@ pub(crate) fn report_time(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
 /// A day without a message, a wait, a lead or an alert: no report (a tenant that is closed on
 /// Sundays gets no empty Monday report, and a backfill of old events does not send one report
 /// for every day since).
-/// Adds `id` to `set`, copying it only when it is new (most messages are of a conversation
-/// already counted that day).
-fn remember(set: &mut BTreeSet<EntityId>, id: &EntityId) {
-    if !set.contains(id) {
-        set.insert(id.clone());
-    }
-}
-
 fn nothing_happened(data: &Value) -> bool {
     let team = &data["team"];
     [
@@ -132,12 +125,12 @@ impl Reports {
             Payload::MessageReceived(m) => {
                 let d = self.days.entry(day).or_default();
                 d.messages_in += 1;
-                remember(&mut d.conversations, &m.conversation_id);
+                d.conversations.remember(&m.conversation_id);
             }
             Payload::MessageSent(m) if !m.automated => {
                 let d = self.days.entry(day).or_default();
                 d.messages_out += 1;
-                remember(&mut d.conversations, &m.conversation_id);
+                d.conversations.remember(&m.conversation_id);
             }
             _ => {}
         }

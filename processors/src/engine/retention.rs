@@ -56,11 +56,14 @@
 //! counts entities not yet forgotten: the pruning runs once per minute of the tenant's event
 //! time, so an entity that became forgettable still counts until then.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::hash::Hash;
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 use vigia_schemas::TenantId;
+
+use super::entities::EntityMap;
 
 /// How far back the seller metrics read conversations, leads and sellers (their 7-day windows).
 pub const SELLER_WINDOWS: Duration = Duration::days(7);
@@ -224,22 +227,22 @@ impl std::fmt::Display for OverLimit {
     serialize = "K: serde::Serialize",
     deserialize = "K: serde::de::DeserializeOwned"
 ))]
-pub(crate) struct Activity<K: Ord + Clone> {
+pub(crate) struct Activity<K: Ord + Hash + Clone> {
     /// Last event time and queue key of each entity.
-    entities: BTreeMap<K, (DateTime<Utc>, DateTime<Utc>)>,
+    entities: EntityMap<(DateTime<Utc>, DateTime<Utc>), K>,
     queue: BTreeSet<(DateTime<Utc>, K)>,
 }
 
-impl<K: Ord + Clone> Default for Activity<K> {
+impl<K: Ord + Hash + Clone> Default for Activity<K> {
     fn default() -> Self {
         Activity {
-            entities: BTreeMap::new(),
+            entities: EntityMap::default(),
             queue: BTreeSet::new(),
         }
     }
 }
 
-impl<K: Ord + Clone> Activity<K> {
+impl<K: Ord + Hash + Clone> Activity<K> {
     pub fn len(&self) -> usize {
         self.entities.len()
     }
@@ -256,6 +259,13 @@ impl<K: Ord + Clone> Activity<K> {
                 self.entities.insert(id.clone(), (at, at));
                 self.queue.insert((at, id.clone()));
             }
+        }
+    }
+
+    /// Records an event of `id` at `at` if the entity is kept (not added if not).
+    pub fn touch_known(&mut self, id: &K, at: DateTime<Utc>) {
+        if let Some((last, _)) = self.entities.get_mut(id) {
+            *last = (*last).max(at);
         }
     }
 

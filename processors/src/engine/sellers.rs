@@ -92,6 +92,7 @@ use vigia_schemas::{
 use super::conversations::{Conversations, EndedWait};
 use super::figures::{Counts, Figures};
 use super::leads::Leads;
+use super::timeline::Timeline;
 use super::windows::{
     self, Bounds, Key, SellerWindows, Shift, SortedSamples, HOUR, KINDS, TODAY, WEEK,
 };
@@ -122,7 +123,7 @@ struct SellerLog {
     #[serde(with = "super::snapshot::pairs")]
     waits: BTreeMap<(DateTime<Utc>, Uuid), bool>,
     /// Messages handled, by (event time, event id).
-    messages: BTreeSet<(DateTime<Utc>, Uuid)>,
+    messages: Timeline<(DateTime<Utc>, Uuid)>,
     /// `samples` and `waits` inside the windows of the last evaluation ([`Sellers::bounds`]).
     #[serde(skip)]
     windows: SellerWindows,
@@ -582,7 +583,7 @@ impl Sellers {
         for log in self.logs.values_mut() {
             log.samples = log.samples.split_off(&week);
             log.waits = log.waits.split_off(&week);
-            log.messages = log.messages.split_off(&hour);
+            log.messages.forget_before(&hour);
         }
         // Alerts of days before yesterday can no longer be evaluated again.
         let yesterday = at.with_timezone(&self.tz).date_naive().pred_opt();
@@ -730,8 +731,8 @@ impl Sellers {
                 let received = conv.unanswered + ended;
                 let messages = log
                     .messages
-                    .range(after(at - Duration::hours(1))..=(at, Uuid::max()))
-                    .count() as u32;
+                    .count_between(&after(at - Duration::hours(1)), &(at, Uuid::max()))
+                    as u32;
                 let engagement_rate = ratio(answered, received);
                 let conversion_rate = ratio(converted, generated);
                 let productivity_score =

@@ -13,7 +13,7 @@
 //! the timeout fired but occurring before its deadline withdraws it too (`"ended"`). Events of a
 //! session that ended are ignored unless they occurred after the end (the id was reused).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -24,12 +24,13 @@ use vigia_schemas::{
     SessionEnded, SessionRef, UserId,
 };
 
+use super::entities::EntityMap;
 use super::{chrono_duration, Ctx, DeadlineKey, Output};
 use crate::texts;
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sessions {
-    map: BTreeMap<EntityId, Session>,
+    map: EntityMap<Session>,
     /// Sessions that ended or timed out, by when ([`Session::settled_at`]), for forgetting them.
     settled: BTreeSet<(DateTime<Utc>, EntityId)>,
 }
