@@ -242,7 +242,7 @@ path, body = sys.argv[1], sys.argv[2]
 text = open(path).read()
 head = "## Beside Apache Flink"
 block = f"{head}\n\n{body}\n"
-pattern = re.compile(r"^## Beside Apache Flink\n.*?(?=^## |\Z)", re.S | re.M)
+pattern = re.compile(r"^## Beside Apache Flink\n.*?(?=^## |^<!-- |\Z)", re.S | re.M)
 text = pattern.sub(block + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
 open(path, "w").write(text)
 PY
