@@ -286,12 +286,11 @@ pub fn choose_checkpoint(
     let mut rejected = Vec::new();
     let mut best: Option<(usize, i64)> = None;
     for (i, cp) in checkpoints.iter().enumerate() {
+        // Of a run whose outputs were not all delivered comes first, whatever the version: such
+        // a checkpoint is deleted, as a build that reads its version (a rollback) must not
+        // load it once a later commit passes its offset.
         let rejection = if cp.unreadable {
             Some(Rejection::Unreadable)
-        } else if cp.state_version != state_version {
-            Some(Rejection::Incompatible {
-                state_version: cp.state_version,
-            })
         } else if cp.offset > committed {
             Some(Rejection::AfterCommitted)
         } else if cp.offset == committed
@@ -302,6 +301,10 @@ pub fn choose_checkpoint(
             })
         {
             Some(Rejection::ClockNotDelivered)
+        } else if cp.state_version != state_version {
+            Some(Rejection::Incompatible {
+                state_version: cp.state_version,
+            })
         } else {
             None
         };

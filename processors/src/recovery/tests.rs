@@ -256,6 +256,22 @@ fn an_incompatible_checkpoint_is_never_loaded() {
 }
 
 #[test]
+fn a_checkpoint_of_another_version_after_the_committed_offset_is_refused_as_after_it() {
+    // Refused as after the committed offset, it is deleted: a build of its version (a rollback)
+    // must not load it once a later commit passes it.
+    let cps = [
+        cp(100),
+        CheckpointFacts {
+            state_version: VERSION + 1,
+            ..cp(400)
+        },
+    ];
+    let choice = choose(Some(300), Watermarks::default(), &cps);
+    assert_eq!(choice.chosen, Ok(0));
+    assert_eq!(choice.rejected, vec![(1, Rejection::AfterCommitted)]);
+}
+
+#[test]
 fn an_unreadable_checkpoint_falls_back_to_the_previous_one_then_to_full_replay() {
     let mut cps = [cp(100), cp(200)];
     cps[1].unreadable = true;
