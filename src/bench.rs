@@ -780,15 +780,18 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
             }
             outputs += engine.on_event(event).len();
         }
-        (started.elapsed().as_secs_f64(), outputs)
+        (started.elapsed().as_secs_f64(), outputs, engine)
     };
 
     let mut full_rates = Vec::new();
     let mut engine_rates = Vec::new();
     let mut outputs_seen = None;
+    let mut final_engine = None;
     for run in 0..args.repeat.max(1) {
         let (secs, outputs, bytes) = full_pass(&records)?;
-        let (engine_secs, engine_outputs) = engine_pass();
+        let (engine_secs, engine_outputs, engine) = engine_pass();
+        // The state at the end of the stream, for the checkpoint's costs below.
+        final_engine = Some(engine);
         // Deterministic: every run gives the same outputs.
         if let Some(prev) = outputs_seen.replace((outputs, bytes, engine_outputs)) {
             if prev != (outputs, bytes, engine_outputs) {
@@ -808,7 +811,8 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
         );
     }
     let (outputs, bytes, _) = outputs_seen.unwrap_or_default();
-    let checkpoint = checkpoint_costs(&engine_config, &decoded, delay, args.repeat.max(1))?;
+    let engine = final_engine.context("no run")?;
+    let checkpoint = checkpoint_costs(&engine_config, &engine, args.repeat.max(1))?;
     eprintln!("{checkpoint:?}");
     let median = |xs: &mut Vec<f64>| percentile(xs, 0.5);
     let spread = |xs: &[f64]| {
@@ -889,20 +893,10 @@ struct CheckpointCosts {
 
 fn checkpoint_costs(
     engine_config: &Arc<vigia_processors::Config>,
-    decoded: &[(DateTime<Utc>, vigia_schemas::Event)],
-    delay: chrono::Duration,
+    engine: &vigia_processors::PartitionEngine,
     runs: usize,
 ) -> Result<CheckpointCosts> {
     use vigia_processors::PartitionEngine;
-    let mut engine = PartitionEngine::new(engine_config.clone());
-    let mut log_time: Option<DateTime<Utc>> = None;
-    for (at, event) in decoded {
-        if log_time.is_none_or(|t| *at > t) {
-            log_time = Some(*at);
-            engine.advance_watermark(*at - delay);
-        }
-        engine.on_event(event);
-    }
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1000.0;
     let (mut copy, mut serialize, mut restore) = (Vec::new(), Vec::new(), Vec::new());
     let mut bytes = 0;
