@@ -35,6 +35,9 @@ BUSY_RATE=${BENCH_FLINK_BUSY_RATE:-2000}
 BUSY_DURATION=${BENCH_FLINK_BUSY_DURATION:-60s}
 REPEAT=${BENCH_FLINK_REPEAT:-3}
 UNANSWERED_AFTER_S=${BENCH_FLINK_UNANSWERED_AFTER_S:-20}
+# Both engines hold the same event-time slack before a deadline fires (Flink's bounded
+# out-of-orderness, Vigía's watermark delay), so the lag column compares like with like.
+WATERMARK_DELAY_MS=${BENCH_FLINK_WATERMARK_DELAY_MS:-50}
 TENANTS=${BENCH_FLINK_TENANTS:-10}
 SELLERS=${BENCH_FLINK_SELLERS:-20}
 SEED=${BENCH_FLINK_SEED:-42}
@@ -90,6 +93,7 @@ partitions = 1
 [processors]
 group_id = "$1.processors-$3"
 rules = "$2"
+watermark_delay = "${WATERMARK_DELAY_MS}ms"
 [processors.defaults]
 unanswered_after = "${UNANSWERED_AFTER_S}s"
 EOF
@@ -103,7 +107,7 @@ EOF
 start_flink() { # events notifications samples bounded label
   "${JAVA[@]}" dev.vigia.bench.Main --brokers "$BROKERS" --events "$1" --notifications "$2" \
     --samples "$3" --bounded "$4" --unanswered-after-ms $((UNANSWERED_AFTER_S * 1000)) \
-    >"$WORK/flink-$5.out" 2>"$WORK/flink-$5.log" &
+    --watermark-delay-ms "$WATERMARK_DELAY_MS" >"$WORK/flink-$5.out" 2>"$WORK/flink-$5.log" &
   PID=$!
   PIDS+=("$PID")
 }
@@ -217,7 +221,8 @@ MiniCluster, parallelism 1, JSON in and out) beside Vigía's processors with onl
 Apache Kafka, one partition each. Stream: \`vigia simulate\`, seed $SEED, $TENANTS tenants ×
 $SELLERS sellers, unanswered after ${UNANSWERED_AFTER_S} s for every tenant, late, out-of-order and
 duplicate deliveries off (the Flink job implements neither Vigía's corrections nor per-tenant
-thresholds). Saturation: $N events ($RATE events/s × $DURATION of event time) pre-filled, each engine
+thresholds); both hold ${WATERMARK_DELAY_MS} ms of event-time slack before a deadline fires (Flink's
+bounded out-of-orderness, Vigía's watermark delay). Saturation: $N events ($RATE events/s × $DURATION of event time) pre-filled, each engine
 reads the topic from the beginning and writes to Kafka; events per CPU-second of the engine's process
 (user + system, all threads, from its first record to its last output: JVM and MiniCluster start-up
 left out), median of $REPEAT runs, engines interleaved. Busy stream: $BUSY_RATE events/s live for

@@ -249,7 +249,7 @@ struct Kept {
 
 impl Kept {
     fn of(payload: &[u8]) -> Kept {
-        let sha1 = sha1_smol::Sha1::from(payload).digest().to_string();
+        let sha1 = format!("{:x}", <sha1::Sha1 as sha1::Digest>::digest(payload));
         let cut = &payload[..payload.len().min(DEAD_LETTER_PAYLOAD_BYTES)];
         // Invalid UTF-8 becomes U+FFFD (3 bytes): cut again after the conversion.
         let lossy = String::from_utf8_lossy(cut).into_owned();

@@ -66,7 +66,7 @@ pub mod snapshot;
 mod timeline;
 mod windows;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -399,7 +399,7 @@ pub(crate) struct Ctx<'a> {
     into = "Vec<(DateTime<Utc>, Uuid)>"
 )]
 struct Dedup {
-    ids: HashMap<Uuid, DateTime<Utc>>,
+    ids: foldhash::HashMap<Uuid, DateTime<Utc>>,
     by_time: timeline::Timeline<(DateTime<Utc>, Uuid)>,
 }
 
