@@ -515,7 +515,9 @@ impl Sellers {
         let Some(bounds) = self.bounds else {
             return Ok(());
         };
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        fn bits<'a>(v: impl IntoIterator<Item = &'a f64>) -> Vec<u64> {
+            v.into_iter().map(|x| x.to_bits()).collect()
+        }
         for kind in KINDS {
             let mut team = Vec::new();
             for (seller, log) in &self.logs {
