@@ -10,10 +10,9 @@
 //! The hasher is foldhash with a per-process random seed (`foldhash::fast::RandomState`, what
 //! hashbrown uses by default): entity ids come from the CRMs, so a fixed hash would let a tenant
 //! choose colliding ids; a random seed that no output reveals leaves only blind guessing. std's
-//! SipHash was ~10 % of the processors' instructions (2.6k per event, issue 16). Its random
-//! order never shows: nothing iterates
-//! the hash order ([`EntityMap::iter`] and the serializations sort by id first), so outputs and
-//! snapshots stay byte-identical run to run. Sorting costs O(n log n) where the old maps iterated
+//! SipHash was ~10 % of the processors' instructions (2.6k per event, issue 16). The random
+//! order never shows: nothing iterates the hash order ([`EntityMap::iter`] and the
+//! serializations sort by id first), so outputs and snapshots stay byte-identical run to run. Sorting costs O(n log n) where the old maps iterated
 //! in O(n); every iteration is on a rare path (the daily report, a restore, the first seller
 //! evaluation, the live seller API, retention of a whole tenant's sellers).
 
