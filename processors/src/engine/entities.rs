@@ -12,9 +12,10 @@
 //! choose colliding ids; a random seed that no output reveals leaves only blind guessing. std's
 //! SipHash was ~10 % of the processors' instructions (2.6k per event, issue 16). The random
 //! order never shows: nothing iterates the hash order ([`EntityMap::iter`] and the
-//! serializations sort by id first), so outputs and snapshots stay byte-identical run to run. Sorting costs O(n log n) where the old maps iterated
-//! in O(n); every iteration is on a rare path (the daily report, a restore, the first seller
-//! evaluation, the live seller API, retention of a whole tenant's sellers).
+//! serializations sort by id first), so outputs and snapshots stay byte-identical run to run.
+//! Sorting costs O(n log n) where the old maps iterated in O(n); every iteration is on a rare
+//! path (the daily report, a restore, the first seller evaluation, the live seller API,
+//! retention of a whole tenant's sellers).
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::borrow::Borrow;

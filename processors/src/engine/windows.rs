@@ -211,21 +211,9 @@ impl SortedSamples {
         self.cached.clone().unwrap_or_else(|| self.compute())
     }
 
-    /// What [`stats_sorted`] gives for the values as one slice: the mean sums them in the same
-    /// (ascending) order, so it has the same bits.
+    /// What [`stats_sorted`] gives for the values as one slice (same ranks, same summing order).
     fn compute(&self) -> ResponseTimeStats {
-        let n = self.len;
-        if n == 0 {
-            return ResponseTimeStats::default();
-        }
-        let rank = |p: usize| self.nth((p * n).div_ceil(100).max(1) - 1);
-        ResponseTimeStats {
-            count: n as u32,
-            mean_seconds: Some(self.values().sum::<f64>() / n as f64),
-            p50_seconds: Some(rank(50)),
-            p90_seconds: Some(rank(90)),
-            max_seconds: Some(self.nth(n - 1)),
-        }
+        stats_by_rank(self.len, self.values().copied(), |k| self.nth(k))
     }
 }
 
@@ -239,17 +227,26 @@ pub(crate) struct SellerWindows {
 
 /// Count, mean, nearest-rank p50 and p90, max of values sorted by `total_cmp`.
 pub(crate) fn stats_sorted(values: &[f64]) -> ResponseTimeStats {
-    if values.is_empty() {
+    stats_by_rank(values.len(), values.iter().copied(), |k| values[k])
+}
+
+/// The statistics of `n` values given in ascending order (`ascending`, summed in that order so
+/// the mean has the same bits however they are stored) and by 0-based rank (`nth`).
+fn stats_by_rank(
+    n: usize,
+    ascending: impl Iterator<Item = f64>,
+    nth: impl Fn(usize) -> f64,
+) -> ResponseTimeStats {
+    if n == 0 {
         return ResponseTimeStats::default();
     }
-    let n = values.len();
-    let rank = |p: usize| values[(p * n).div_ceil(100).max(1) - 1];
+    let rank = |p: usize| nth((p * n).div_ceil(100).max(1) - 1);
     ResponseTimeStats {
         count: n as u32,
-        mean_seconds: Some(values.iter().sum::<f64>() / n as f64),
+        mean_seconds: Some(ascending.sum::<f64>() / n as f64),
         p50_seconds: Some(rank(50)),
         p90_seconds: Some(rank(90)),
-        max_seconds: Some(values[n - 1]),
+        max_seconds: Some(nth(n - 1)),
     }
 }
 
