@@ -3711,3 +3711,190 @@ fn an_overdue_wait_and_a_lead_of_today_count_once_the_minute_reaches_them() {
     assert_eq!((s.conversations_total, s.leads_generated), (1, 1));
     assert_eq!(s.conversations_unanswered, 1);
 }
+
+/// `Output::to_json` (sonic-rs) writes exactly serde_json's bytes: reprocessing after an
+/// upgrade must write byte-identical records, and the sinks and the inbox read them with
+/// serde_json. Strings with every kind of byte JSON escapes, and floats over the whole range.
+#[test]
+fn outputs_encode_to_serde_json_bytes() {
+    let same = |o: &Output| {
+        let want = match o {
+            Output::Notification(n) => serde_json::to_vec(n),
+            Output::ResponseTime(r) => serde_json::to_vec(r),
+            Output::LeadScore(l) => serde_json::to_vec(l),
+            Output::SellerMetrics(m) => serde_json::to_vec(m),
+            Output::TooLate(_) | Output::OverLimit(_) => return assert_eq!(o.to_json(), None),
+        }
+        .unwrap();
+        let got = o.to_json().expect("an output record");
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want),
+            "{o:?}"
+        );
+    };
+    let at: DateTime<Utc> = "2026-03-02T08:00:00.123Z".parse().unwrap();
+    let texts = [
+        String::new(),
+        "Hola, ¿cuánto cuesta? 🙂".to_string(),
+        "quote \" backslash \\ slash / tab \t newline \n cr \r".to_string(),
+        (0u8..0x20).map(char::from).collect(),
+        "\u{7f}\u{2028}\u{2029}\u{fffd}\u{10ffff}".to_string(),
+        "a".repeat(1000) + "\"" + &"é".repeat(300),
+    ];
+    for text in &texts {
+        same(&Output::Notification(Notification {
+            id: Uuid::from_u128(7),
+            tenant_id: u64::MAX,
+            kind: NotificationType::HotLead,
+            priority: Priority::Urgent,
+            audience: Audience::Role {
+                role: Role::Manager,
+            },
+            title: text.clone(),
+            message: text.repeat(2),
+            data: json!({ "text": text, "n": -1, "x": 0.1, "list": [true, null, text] }),
+            actions: vec![Action {
+                label: text.clone(),
+                action: "open_chat".into(),
+                params: json!({ "conversation_id": text }),
+            }],
+            created_at: at,
+            withdraws: Some(Uuid::from_u128(u128::MAX)),
+        }));
+    }
+    // Floats: a fixed list of awkward values, then 20,000 random bit patterns.
+    let mut floats = vec![
+        0.0,
+        -0.0,
+        1.0,
+        0.1,
+        1.0 / 3.0,
+        1e-7,
+        1e-5,
+        123_456_789.123,
+        1e15,
+        1e16,
+        1e17,
+        1e21,
+        1e22,
+        f64::MIN_POSITIVE,
+        5e-324,
+        f64::MAX,
+        -f64::MAX,
+        f64::EPSILON,
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while floats.len() < 20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = f64::from_bits(x);
+        if f.is_finite() {
+            floats.push(f);
+        }
+    }
+    for chunk in floats.chunks(6) {
+        let f = |i: usize| chunk[i % chunk.len()];
+        same(&Output::LeadScore(LeadScore {
+            id: Uuid::from_u128(1),
+            tenant_id: 3,
+            lead_id: EntityId::from("lead-\"1\""),
+            seller_id: None,
+            score: f(0),
+            source_score: f(1),
+            engagement_score: f(2),
+            recency_score: f(3),
+            intent_score: f(4),
+            location_score: f(5),
+            cause_event_id: Uuid::from_u128(2),
+            computed_at: at,
+            status_change: Some(LeadStatus::Converted),
+        }));
+        same(&Output::ResponseTime(ResponseTimeSample {
+            id: Uuid::from_u128(3),
+            tenant_id: 3,
+            conversation_id: EntityId::from("c\n1"),
+            seller_id: 1010,
+            customer_event_id: Uuid::from_u128(4),
+            reply_event_id: Uuid::from_u128(5),
+            waiting_since: at,
+            replied_at: at,
+            response_seconds: f(0),
+            retracts: None,
+        }));
+    }
+    let stats = ResponseTimeStats {
+        count: 3,
+        mean_seconds: Some(12.5),
+        p50_seconds: None,
+        p90_seconds: Some(1e-3),
+        max_seconds: Some(7200.0),
+    };
+    same(&Output::SellerMetrics(Box::new(SellerMetrics {
+        id: Uuid::from_u128(6),
+        tenant_id: 3,
+        seller_id: 1010,
+        snapshot_at: at,
+        time_zone: "America/Bogota".into(),
+        day: at.date_naive(),
+        conversations_total: 4,
+        conversations_active: 3,
+        conversations_today: 2,
+        conversations_unanswered: 1,
+        response_1h: stats.clone(),
+        response_today: ResponseTimeStats::default(),
+        response_7d: stats.clone(),
+        total_chat_seconds: 1234.567,
+        waits_received: 9,
+        waits_answered: 8,
+        engagement_rate: Some(8.0 / 9.0),
+        leads_generated: 5,
+        leads_converted: 1,
+        conversion_rate: None,
+        leads_generated_today: 2,
+        leads_converted_today: 0,
+        hot_leads: 1,
+        messages_last_hour: 40,
+        activity_level: ActivityLevel::High,
+        productivity_score: 7.25,
+        rank: 1,
+        sellers_ranked: 20,
+        team: Some(TeamResponseTimes {
+            response_1h: stats.clone(),
+            response_today: stats.clone(),
+            response_7d: ResponseTimeStats::default(),
+        }),
+    })));
+    same(&Output::TooLate(TooLate {
+        event_id: Uuid::from_u128(8),
+        tenant_id: 3,
+        occurred_at: at,
+        cutoff: at,
+    }));
+}
+
+/// A non-finite float (which no rule should produce) is written as serde_json writes it,
+/// `null`, rather than refusing the record.
+#[test]
+fn non_finite_floats_encode_as_serde_json_does() {
+    let at: DateTime<Utc> = "2026-03-02T08:00:00Z".parse().unwrap();
+    for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let sample = ResponseTimeSample {
+            id: Uuid::from_u128(3),
+            tenant_id: 3,
+            conversation_id: EntityId::from("c1"),
+            seller_id: 1010,
+            customer_event_id: Uuid::from_u128(4),
+            reply_event_id: Uuid::from_u128(5),
+            waiting_since: at,
+            replied_at: at,
+            response_seconds: f,
+            retracts: None,
+        };
+        assert_eq!(
+            Output::ResponseTime(sample.clone()).to_json().unwrap(),
+            serde_json::to_vec(&sample).unwrap()
+        );
+    }
+}

@@ -227,25 +227,25 @@ impl Runner {
             let (topic, payload, kind, time) = match &o {
                 Output::Notification(n) => (
                     &self.topics.notifications,
-                    to_json(n),
+                    o.to_json().expect("Notification encodes"),
                     "notification",
                     n.created_at,
                 ),
                 Output::ResponseTime(r) => (
                     &self.topics.response_times,
-                    to_json(r),
+                    o.to_json().expect("ResponseTime encodes"),
                     "response_time",
                     r.replied_at,
                 ),
                 Output::LeadScore(l) => (
                     &self.topics.lead_scores,
-                    to_json(l),
+                    o.to_json().expect("LeadScore encodes"),
                     "lead_score",
                     l.computed_at,
                 ),
                 Output::SellerMetrics(m) => (
                     &self.topics.seller_metrics,
-                    to_json(m),
+                    o.to_json().expect("SellerMetrics encodes"),
                     "seller_metrics",
                     m.snapshot_at,
                 ),
@@ -424,10 +424,6 @@ impl Runner {
             },
         }
     }
-}
-
-pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("outputs serialize")
 }
 
 /// Why Kafka will never take a record, if that is why it refused it: too large, or invalid.
