@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use smol_str::{SmolStr, ToSmolStr};
 use uuid::Uuid;
 
 pub type TenantId = u64;
@@ -14,7 +15,7 @@ pub type UserId = u64;
 /// accepted and kept as a string, so `17` and `"17"` name the same conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 #[schemars(with = "EntityIdSchema")]
-pub struct EntityId(pub String);
+pub struct EntityId(pub SmolStr);
 
 #[derive(JsonSchema)]
 #[allow(dead_code)]
@@ -38,7 +39,7 @@ impl std::fmt::Display for EntityId {
 
 impl From<&str> for EntityId {
     fn from(s: &str) -> Self {
-        EntityId(s.to_string())
+        EntityId(SmolStr::new(s))
     }
 }
 
@@ -46,11 +47,13 @@ impl<'de> Deserialize<'de> for EntityId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         match Value::deserialize(d)? {
-            Value::String(s) if !s.is_empty() && s.len() <= ENTITY_ID_BYTES => Ok(EntityId(s)),
+            Value::String(s) if !s.is_empty() && s.len() <= ENTITY_ID_BYTES => {
+                Ok(EntityId(SmolStr::from(s)))
+            }
             Value::String(_) => Err(D::Error::custom(
                 "must be a non-empty string of at most 128 characters",
             )),
-            Value::Number(n) if n.is_u64() => Ok(EntityId(n.to_string())),
+            Value::Number(n) if n.is_u64() => Ok(EntityId(n.to_smolstr())),
             other => Err(D::Error::custom(format!(
                 "must be a string or a non-negative integer, not {}",
                 json_type(&other)
@@ -798,13 +801,13 @@ mod fast {
                 }
                 fn visit_str<E: de::Error>(self, v: &str) -> Result<Entity, E> {
                     if !v.is_empty() && v.len() <= ENTITY_ID_BYTES {
-                        Ok(Entity(EntityId(v.to_string())))
+                        Ok(Entity(EntityId(SmolStr::new(v))))
                     } else {
                         Err(E::custom("not an entity id"))
                     }
                 }
                 fn visit_u64<E: de::Error>(self, v: u64) -> Result<Entity, E> {
-                    Ok(Entity(EntityId(v.to_string())))
+                    Ok(Entity(EntityId(v.to_smolstr())))
                 }
             }
             d.deserialize_any(V)

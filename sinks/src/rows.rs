@@ -89,8 +89,8 @@ impl EventRow {
             kind: event.kind().as_str().to_string(),
             occurred_at: datetime_secs(&event.occurred_at),
             occurred_at_ms: datetime_millis(&event.occurred_at),
-            conversation_id: conversation_id.map(|c| c.0.clone()).unwrap_or_default(),
-            lead_id: lead_id.map(|l| l.0.clone()).unwrap_or_default(),
+            conversation_id: conversation_id.map(|c| c.0.to_string()).unwrap_or_default(),
+            lead_id: lead_id.map(|l| l.0.to_string()).unwrap_or_default(),
             seller_id: seller_id.unwrap_or(0),
             payload: event.to_json(),
             kafka_partition: origin.partition,
@@ -143,7 +143,7 @@ impl ResponseTimeRow {
         ResponseTimeRow {
             id: s.id,
             tenant_id: s.tenant_id,
-            conversation_id: s.conversation_id.0.clone(),
+            conversation_id: s.conversation_id.0.to_string(),
             seller_id: s.seller_id,
             customer_event_id: s.customer_event_id,
             reply_event_id: s.reply_event_id,
@@ -276,7 +276,7 @@ impl LeadScoreRow {
         LeadScoreRow {
             id: s.id,
             tenant_id: s.tenant_id,
-            lead_id: s.lead_id.0.clone(),
+            lead_id: s.lead_id.0.to_string(),
             seller_id: s.seller_id.unwrap_or(0),
             score: s.score,
             source_score: s.source_score,
