@@ -192,6 +192,10 @@ pub struct PartitionEngine {
     tenants: BTreeMap<TenantId, TenantState>,
     clock_watermark: Option<DateTime<Utc>>,
     stats: EngineStats,
+    /// No tenant has a deadline before this (`None`: not known). A lower bound, lowered by
+    /// every event and made exact by every clock advance that visits the tenants: most
+    /// advances reach no deadline, and then return without visiting each tenant's deadlines.
+    due_from: Option<DateTime<Utc>>,
 }
 
 impl PartitionEngine {
@@ -201,6 +205,7 @@ impl PartitionEngine {
             tenants: BTreeMap::new(),
             clock_watermark: None,
             stats: EngineStats::default(),
+            due_from: None,
         }
     }
 
@@ -263,6 +268,9 @@ impl PartitionEngine {
         let clock = self.clock_watermark.unwrap_or(event_watermark);
         tenant.fire_due(event_watermark.max(clock), &mut out);
         tenant.prune_if_due();
+        if let (Some(due_from), Some(first)) = (self.due_from, tenant.deadlines.first()) {
+            self.due_from = Some(due_from.min(first));
+        }
         self.stats.applied += 1;
         out
     }
@@ -275,9 +283,17 @@ impl PartitionEngine {
         }
         self.clock_watermark = Some(watermark);
         let mut out = Vec::new();
+        if self.due_from.is_some_and(|due_from| watermark < due_from) {
+            return out;
+        }
+        let mut due_from = DateTime::<Utc>::MAX_UTC;
         for tenant in self.tenants.values_mut() {
             tenant.fire_due(watermark, &mut out);
+            if let Some(first) = tenant.deadlines.first() {
+                due_from = due_from.min(first);
+            }
         }
+        self.due_from = Some(due_from);
         out
     }
 

@@ -94,6 +94,7 @@ impl PartitionEngine {
             tenants: s.tenants,
             clock_watermark: s.clock_watermark,
             stats: s.stats,
+            due_from: None,
         })
     }
 }
