@@ -2049,10 +2049,9 @@ mod tests {
                 let mut first_invalid = fields.clone();
                 first_invalid.insert(0, (key, "[]".to_string()));
                 // An escape in the key: the same key to serde_json.
-                let mut escaped_key = fields.clone();
-                escaped_key[i].0 = Box::leak(
-                    format!("\\u{:04x}{}", key.as_bytes()[0], &key[1..]).into_boxed_str(),
-                );
+                let escaped = format!("\\u{:04x}{}", key.as_bytes()[0], &key[1..]);
+                let mut escaped_key: Vec<(&str, String)> = fields.clone();
+                escaped_key[i].0 = &escaped;
                 for fields in [null, repeated, first_invalid, escaped_key] {
                     let text = render(&fields, "");
                     assert!(!fast_agrees(&text), "{text}");
