@@ -521,297 +521,583 @@ impl Event {
     }
 }
 
-/// A decoder of valid events straight from JSON text, without the [`Value`] tree, the
-/// field-by-field error collection and the error paths of [`Event::from_value`]: the one
-/// behind [`Event::from_json`] for all but invalid (or unusual) events.
+/// A decoder of valid events straight from the JSON text: the one behind [`Event::from_json`]
+/// for all but invalid (or unusual) events.
 ///
-/// It takes only a JSON object with the envelope's four fields and exactly the fields of its
-/// type, each once, none `null`, every value of its type; for that input it gives what
-/// [`Event::from_value`] gives (the values go through the same `Deserialize` code, and
-/// [`EntityId`] through a visitor with its rules). Anything else gives `None` (tested against
-/// `from_value`).
+/// Contract: for every text it takes it gives exactly what
+/// `Event::from_value(serde_json::from_str(text)?)` gives; anything else gives `None`, and
+/// [`Event::from_value`] decides (it alone writes the errors). So it may be stricter than that
+/// path, never looser nor different (tested against it: every event type, key orders,
+/// whitespace, escapes, numbers, `null`s, repeated, unknown and foreign fields, truncations and
+/// corruptions of valid events).
+///
+/// Why by hand: serde_json's derive over a struct of every field cost ~5.7k instructions per
+/// event (field-name matching, `deserialize_struct`, a `String` per field), a quarter of the
+/// processors' per-event work. This is one pass over the bytes that keeps each value as a slice
+/// of the text and builds the [`Event`] once the object closes (the keys come in any order: a
+/// serialised `Value` puts `type` after most fields). A key is not searched for its end: its
+/// first four bytes say which name it can be, and the name and its closing quote are compared
+/// as one word; a string's end is searched sixteen bytes at a time.
+///
+/// It takes one JSON object, with JSON whitespace around any token and only whitespace after
+/// it, whose keys are plain strings (no escape), each once: the envelope's four fields and the
+/// fields of its type, none other, none `null`, no array or object, each value of its field's
+/// type. Values are read by the rules `from_value` applies, or by the very code it calls:
+/// - strings: borrowed from the text, copied only where the event keeps them; one with an
+///   escape is decoded by serde_json itself, so an escape means what it means there;
+/// - integers (`tenant_id`, the user ids, numeric entity ids): digits as JSON writes an
+///   integer (no sign, fraction, exponent or leading zero), at most `u64::MAX` (serde_json
+///   reads anything else as an `i64` or an `f64`, which these fields refuse);
+/// - `estimated_value`: the number's text parsed by serde_json, so rounded as it rounds;
+/// - `event_id`, timestamps and enums: uuid's `parse_str`, [`crate::rfc3339::Visitor`] and
+///   the types' derived `Deserialize`, as their `Deserialize` impls call them.
 mod fast {
-    use std::fmt;
+    use std::borrow::Cow;
 
     use chrono::{DateTime, Utc};
-    use serde::de::{self, Deserializer, Visitor};
-    use serde::Deserialize;
+    use serde::de::value::{Error as DeError, StrDeserializer};
+    use serde::de::Visitor;
     use uuid::Uuid;
 
     use super::*;
 
     pub(super) fn decode(text: &str) -> Option<Event> {
-        serde_json::from_str::<Flat>(text).ok()?.into_event()
+        let mut fields = Fields {
+            raw: [Raw::Absent; FIELDS],
+            present: 0,
+        };
+        fields.scan(text)?;
+        fields.build()
     }
 
-    /// Every field of every event type, each optional.
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Flat {
-        #[serde(default, deserialize_with = "present")]
-        event_id: Option<Uuid>,
-        #[serde(rename = "type", default, deserialize_with = "present")]
-        kind: Option<Kind>,
-        #[serde(default, deserialize_with = "present")]
-        tenant_id: Option<TenantId>,
-        #[serde(default, deserialize_with = "present_time")]
-        occurred_at: Option<DateTime<Utc>>,
-        #[serde(default, deserialize_with = "present")]
-        conversation_id: Option<Entity>,
-        #[serde(default, deserialize_with = "present")]
-        lead_id: Option<Entity>,
-        #[serde(default, deserialize_with = "present")]
-        session_id: Option<Entity>,
-        #[serde(default, deserialize_with = "present")]
-        client_id: Option<Entity>,
-        #[serde(default, deserialize_with = "present")]
-        channel: Option<Channel>,
-        #[serde(default, deserialize_with = "present")]
-        seller_id: Option<UserId>,
-        #[serde(default, deserialize_with = "present")]
-        agent_id: Option<UserId>,
-        #[serde(default, deserialize_with = "present")]
-        user_id: Option<UserId>,
-        #[serde(default, deserialize_with = "present")]
-        phone_number: Option<String>,
-        #[serde(default, deserialize_with = "present")]
-        text: Option<String>,
-        #[serde(default, deserialize_with = "present")]
-        automated: Option<bool>,
-        #[serde(default, deserialize_with = "present")]
-        source: Option<LeadSource>,
-        #[serde(default, deserialize_with = "present")]
-        name: Option<String>,
-        #[serde(default, deserialize_with = "present")]
-        location: Option<String>,
-        #[serde(default, deserialize_with = "present")]
-        estimated_value: Option<f64>,
-        #[serde(default, deserialize_with = "present")]
-        status: Option<LeadStatus>,
-        #[serde(default, deserialize_with = "present_time")]
-        due_at: Option<DateTime<Utc>>,
-        #[serde(default, deserialize_with = "present")]
-        note: Option<String>,
-        #[serde(default, deserialize_with = "present")]
-        role: Option<Role>,
-        #[serde(default, deserialize_with = "present")]
-        time_zone: Option<String>,
-        #[serde(default, deserialize_with = "present")]
-        active: Option<bool>,
-        #[serde(default, deserialize_with = "present")]
-        result: Option<SessionResult>,
+    /// `Field`, one variant per field of any event type (its number is its bit in
+    /// [`Fields::present`]), `NAMES`, and `Field::by_head`, which finds the only field whose
+    /// name can start with a key's first four bytes (no two names share them: checked in
+    /// [`QUOTED_NAMES`]): a `match` on constants, which compiles to a few integer comparisons
+    /// rather than a string comparison per name.
+    macro_rules! fields {
+        ($($field:ident = $name:literal,)*) => {
+            #[derive(Clone, Copy)]
+            enum Field {
+                $($field,)*
+            }
+
+            const FIELDS: usize = [$($name),*].len();
+            const NAMES: [&str; FIELDS] = [$($name),*];
+
+            impl Field {
+                #[allow(non_upper_case_globals)]
+                #[inline(always)]
+                fn by_head(head: u32) -> Option<Field> {
+                    $(const $field: u32 = word($name) as u32;)*
+                    match head {
+                        $($field => Some(Field::$field),)*
+                        _ => None,
+                    }
+                }
+            }
+        };
     }
 
-    /// A field that is there: its value, never `null` (which `from_value` takes as absent for
-    /// optional fields and refuses for the others: left to it).
-    fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-        d: D,
-    ) -> Result<Option<T>, D::Error> {
-        T::deserialize(d).map(Some)
+    fields! {
+        EventId = "event_id",
+        Type = "type",
+        TenantId = "tenant_id",
+        OccurredAt = "occurred_at",
+        ConversationId = "conversation_id",
+        LeadId = "lead_id",
+        SessionId = "session_id",
+        ClientId = "client_id",
+        Channel = "channel",
+        SellerId = "seller_id",
+        AgentId = "agent_id",
+        UserId = "user_id",
+        PhoneNumber = "phone_number",
+        Text = "text",
+        Automated = "automated",
+        Source = "source",
+        Name = "name",
+        Location = "location",
+        EstimatedValue = "estimated_value",
+        Status = "status",
+        DueAt = "due_at",
+        Note = "note",
+        Role = "role",
+        TimeZone = "time_zone",
+        Active = "active",
+        Result = "result",
     }
 
-    /// [`present`] for a timestamp, read as chrono reads it (see [`crate::rfc3339`]).
-    fn present_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        d.deserialize_str(crate::rfc3339::Visitor).map(Some)
+    impl Field {
+        fn bit(self) -> u32 {
+            1 << self as u32
+        }
     }
 
-    impl Flat {
-        fn into_event(mut self) -> Option<Event> {
-            let payload = match self.kind.take()?.0 {
+    /// The little-endian word of up to 16 bytes, zero above them.
+    const fn word(bytes: &str) -> u128 {
+        let b = bytes.as_bytes();
+        assert!(b.len() <= 16);
+        let mut word = 0;
+        let mut i = 0;
+        while i < b.len() {
+            word |= (b[i] as u128) << (8 * i);
+            i += 1;
+        }
+        word
+    }
+
+    /// Each field's name with the quote that closes it as a key, as a [`word`] and the mask of
+    /// its bytes: what [`key`] compares.
+    const QUOTED_NAMES: [(u128, u128); FIELDS] = {
+        let mut quoted = [(0, 0); FIELDS];
+        let mut i = 0;
+        while i < FIELDS {
+            let len = NAMES[i].len();
+            // At least the four bytes `by_head` reads, and room for the quote in 16 bytes.
+            assert!(len >= 4 && len < 16);
+            let mut j = 0;
+            while j < i {
+                assert!(
+                    word(NAMES[i]) as u32 != word(NAMES[j]) as u32,
+                    "a shared head"
+                );
+                j += 1;
+            }
+            let mask = if len == 15 {
+                u128::MAX
+            } else {
+                (1 << (8 * (len + 1))) - 1
+            };
+            quoted[i] = (word(NAMES[i]) | (b'"' as u128) << (8 * len), mask);
+            i += 1;
+        }
+        quoted
+    };
+
+    /// `b[i..i + 16]` as a little-endian word, with zeros past the end of `b`.
+    #[inline(always)]
+    fn sixteen(b: &[u8], i: usize) -> Option<u128> {
+        let rest = b.get(i..)?;
+        let bytes = match rest.first_chunk::<16>() {
+            Some(chunk) => *chunk,
+            None => {
+                let mut bytes = [0; 16];
+                bytes[..rest.len()].copy_from_slice(rest);
+                bytes
+            }
+        };
+        Some(u128::from_le_bytes(bytes))
+    }
+
+    /// The field named by the key whose content starts at `b[i]`, and the index after the
+    /// key's closing quote; `None` for any other key (a name with an escape included: no name
+    /// has a backslash). The name is not searched for: its first four bytes say which field it
+    /// can be, and the bytes up to its closing quote are compared at once.
+    #[inline(always)]
+    fn key(b: &[u8], i: usize) -> Option<(Field, usize)> {
+        let chunk = sixteen(b, i)?;
+        let field = Field::by_head(chunk as u32)?;
+        let (quoted, mask) = QUOTED_NAMES[field as usize];
+        ((chunk ^ quoted) & mask == 0).then(|| (field, i + NAMES[field as usize].len() + 1))
+    }
+
+    /// A value as it stands in the text, not yet read as its field's type.
+    #[derive(Clone, Copy)]
+    enum Raw<'a> {
+        Absent,
+        /// A string without escapes: what is between the quotes.
+        Plain(&'a str),
+        /// A string with an escape: the whole literal, quotes included, for serde_json.
+        Escaped(&'a str),
+        /// A number: its text, only delimited here (each field's reader checks it).
+        Number(&'a str),
+        Bool(bool),
+    }
+
+    /// The fields of one event object, as found in the text.
+    struct Fields<'a> {
+        raw: [Raw<'a>; FIELDS],
+        /// The fields found and not yet taken into the event.
+        present: u32,
+    }
+
+    #[inline(always)]
+    fn skip_whitespace(b: &[u8], mut i: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+            i += 1;
+        }
+        i
+    }
+
+    /// The index of the byte `c` at `i` or after whitespace from `i`: the common, compact case
+    /// first.
+    #[inline(always)]
+    fn find(b: &[u8], i: usize, c: u8) -> Option<usize> {
+        if b.get(i) == Some(&c) {
+            return Some(i);
+        }
+        let i = skip_whitespace(b, i);
+        (b.get(i) == Some(&c)).then_some(i)
+    }
+
+    impl<'a> Fields<'a> {
+        // Not inlined into `decode`: with the building of the event around it, the loop's
+        // values spilled to the stack.
+        #[inline(never)]
+        fn scan(&mut self, text: &'a str) -> Option<()> {
+            let b = text.as_bytes();
+            let mut present = 0;
+            let mut i = find(b, 0, b'{')?;
+            loop {
+                // A key: this also refuses `{}` and a trailing comma (invalid, or no event).
+                i = find(b, i + 1, b'"')?;
+                let (field, after) = key(b, i + 1)?;
+                // A repeated field: serde_json keeps the last one, the derive refused it. Rare
+                // enough to leave to `from_value`.
+                if present & field.bit() != 0 {
+                    return None;
+                }
+                present |= field.bit();
+                i = find(b, after, b':')?;
+                let (raw, next) = value(text, i + 1)?;
+                self.raw[field as usize] = raw;
+                i = skip_whitespace(b, next);
+                match b.get(i) {
+                    Some(b',') => {}
+                    Some(b'}') => break,
+                    _ => return None,
+                }
+            }
+            self.present = present;
+            (skip_whitespace(b, i + 1) == b.len()).then_some(())
+        }
+
+        /// A field's raw value, now accounted for.
+        fn take(&mut self, field: Field) -> Raw<'a> {
+            self.present &= !field.bit();
+            self.raw[field as usize]
+        }
+
+        /// A field the type requires: `None` when absent (every reader refuses `Absent`) or
+        /// not a valid value.
+        fn required<T>(
+            &mut self,
+            field: Field,
+            read: impl FnOnce(Raw<'a>) -> Option<T>,
+        ) -> Option<T> {
+            read(self.take(field))
+        }
+
+        /// A field the type may have: `Some(None)` when absent, `None` when not a valid value.
+        fn optional<T>(
+            &mut self,
+            field: Field,
+            read: impl FnOnce(Raw<'a>) -> Option<T>,
+        ) -> Option<Option<T>> {
+            match self.take(field) {
+                Raw::Absent => Some(None),
+                raw => read(raw).map(Some),
+            }
+        }
+
+        fn build(&mut self) -> Option<Event> {
+            use Field as F;
+            let payload = match self.required(F::Type, kind)? {
                 EventKind::MessageReceived => Payload::MessageReceived(MessageReceived {
-                    conversation_id: self.conversation_id.take()?.0,
-                    channel: self.channel.take()?,
-                    seller_id: self.seller_id.take(),
-                    phone_number: self.phone_number.take(),
-                    text: self.text.take(),
+                    conversation_id: self.required(F::ConversationId, entity)?,
+                    channel: self.required(F::Channel, variant)?,
+                    seller_id: self.optional(F::SellerId, integer)?,
+                    phone_number: self.optional(F::PhoneNumber, string)?,
+                    text: self.optional(F::Text, string)?,
                 }),
                 EventKind::MessageSent => Payload::MessageSent(MessageSent {
-                    conversation_id: self.conversation_id.take()?.0,
-                    seller_id: self.seller_id.take()?,
-                    automated: self.automated.take().unwrap_or(false),
+                    conversation_id: self.required(F::ConversationId, entity)?,
+                    seller_id: self.required(F::SellerId, integer)?,
+                    automated: self.optional(F::Automated, boolean)?.unwrap_or(false),
                 }),
                 EventKind::ConversationAssigned => {
                     Payload::ConversationAssigned(ConversationAssigned {
-                        conversation_id: self.conversation_id.take()?.0,
-                        seller_id: self.seller_id.take()?,
+                        conversation_id: self.required(F::ConversationId, entity)?,
+                        seller_id: self.required(F::SellerId, integer)?,
                     })
                 }
                 EventKind::ConversationClosed => Payload::ConversationClosed(ConversationClosed {
-                    conversation_id: self.conversation_id.take()?.0,
+                    conversation_id: self.required(F::ConversationId, entity)?,
                 }),
                 EventKind::LeadCreated => Payload::LeadCreated(LeadCreated {
-                    lead_id: self.lead_id.take()?.0,
-                    source: self.source.take()?,
-                    seller_id: self.seller_id.take(),
-                    name: self.name.take(),
-                    phone_number: self.phone_number.take(),
-                    location: self.location.take(),
-                    estimated_value: self.estimated_value.take(),
-                    conversation_id: self.conversation_id.take().map(|e| e.0),
+                    lead_id: self.required(F::LeadId, entity)?,
+                    source: self.required(F::Source, variant)?,
+                    seller_id: self.optional(F::SellerId, integer)?,
+                    name: self.optional(F::Name, string)?,
+                    phone_number: self.optional(F::PhoneNumber, string)?,
+                    location: self.optional(F::Location, string)?,
+                    estimated_value: self.optional(F::EstimatedValue, float)?,
+                    conversation_id: self.optional(F::ConversationId, entity)?,
                 }),
                 EventKind::LeadStatusChanged => Payload::LeadStatusChanged(LeadStatusChanged {
-                    lead_id: self.lead_id.take()?.0,
-                    status: self.status.take()?,
+                    lead_id: self.required(F::LeadId, entity)?,
+                    status: self.required(F::Status, variant)?,
                 }),
                 EventKind::LeadFollowUpScheduled => {
                     Payload::LeadFollowUpScheduled(LeadFollowUpScheduled {
-                        lead_id: self.lead_id.take()?.0,
-                        seller_id: self.seller_id.take()?,
-                        due_at: self.due_at.take()?,
-                        note: self.note.take(),
+                        lead_id: self.required(F::LeadId, entity)?,
+                        seller_id: self.required(F::SellerId, integer)?,
+                        due_at: self.required(F::DueAt, time)?,
+                        note: self.optional(F::Note, string)?,
                     })
                 }
                 EventKind::UserUpserted => Payload::UserUpserted(UserUpserted {
-                    user_id: self.user_id.take()?,
-                    name: self.name.take()?,
-                    role: self.role.take()?,
-                    time_zone: self.time_zone.take(),
-                    active: self.active.take(),
+                    user_id: self.required(F::UserId, integer)?,
+                    name: self.required(F::Name, string)?,
+                    role: self.required(F::Role, variant)?,
+                    time_zone: self.optional(F::TimeZone, string)?,
+                    active: self.optional(F::Active, boolean)?,
                 }),
                 EventKind::SessionStarted => Payload::SessionStarted(self.session_ref()?),
                 EventKind::SessionHeartbeat => Payload::SessionHeartbeat(self.session_ref()?),
                 EventKind::SessionEnded => Payload::SessionEnded(SessionEnded {
-                    session_id: self.session_id.take()?.0,
-                    client_id: self.client_id.take()?.0,
-                    agent_id: self.agent_id.take()?,
-                    result: self.result.take()?,
+                    session_id: self.required(F::SessionId, entity)?,
+                    client_id: self.required(F::ClientId, entity)?,
+                    agent_id: self.required(F::AgentId, integer)?,
+                    result: self.required(F::Result, variant)?,
                 }),
             };
-            // A field of another type: `from_value` refuses it as unknown.
-            if !self.no_payload_field_left() {
-                return None;
-            }
-            Some(Event {
-                event_id: self.event_id?,
-                tenant_id: self.tenant_id?,
-                occurred_at: self.occurred_at?,
+            let event = Event {
+                event_id: self.required(F::EventId, uuid)?,
+                tenant_id: self.required(F::TenantId, integer)?,
+                occurred_at: self.required(F::OccurredAt, time)?,
                 payload,
-            })
+            };
+            // A field left is of another type: `from_value` refuses it as unknown.
+            (self.present == 0).then_some(event)
         }
 
         fn session_ref(&mut self) -> Option<SessionRef> {
             Some(SessionRef {
-                session_id: self.session_id.take()?.0,
-                client_id: self.client_id.take()?.0,
-                agent_id: self.agent_id.take()?,
+                session_id: self.required(Field::SessionId, entity)?,
+                client_id: self.required(Field::ClientId, entity)?,
+                agent_id: self.required(Field::AgentId, integer)?,
             })
         }
+    }
 
-        fn no_payload_field_left(&self) -> bool {
-            let Flat {
-                event_id: _,
-                kind: _,
-                tenant_id: _,
-                occurred_at: _,
-                conversation_id,
-                lead_id,
-                session_id,
-                client_id,
-                channel,
-                seller_id,
-                agent_id,
-                user_id,
-                phone_number,
-                text,
-                automated,
-                source,
-                name,
-                location,
-                estimated_value,
-                status,
-                due_at,
-                note,
-                role,
-                time_zone,
-                active,
-                result,
-            } = self;
-            conversation_id.is_none()
-                && lead_id.is_none()
-                && session_id.is_none()
-                && client_id.is_none()
-                && channel.is_none()
-                && seller_id.is_none()
-                && agent_id.is_none()
-                && user_id.is_none()
-                && phone_number.is_none()
-                && text.is_none()
-                && automated.is_none()
-                && source.is_none()
-                && name.is_none()
-                && location.is_none()
-                && estimated_value.is_none()
-                && status.is_none()
-                && due_at.is_none()
-                && note.is_none()
-                && role.is_none()
-                && time_zone.is_none()
-                && active.is_none()
-                && result.is_none()
+    /// The value that starts at `i`, after whitespace, and the index just after it.
+    #[inline(always)]
+    fn value(text: &str, mut i: usize) -> Option<(Raw<'_>, usize)> {
+        let b = text.as_bytes();
+        let mut first = *b.get(i)?;
+        if matches!(first, b' ' | b'\t' | b'\n' | b'\r') {
+            i = skip_whitespace(b, i);
+            first = *b.get(i)?;
         }
+        match first {
+            b'"' => {
+                let end = next_special(b, i + 1)?;
+                if b[end] == b'"' {
+                    return Some((Raw::Plain(slice(text, i + 1, end)?), end + 1));
+                }
+                let close = escaped_string_end(b, end)?;
+                Some((Raw::Escaped(slice(text, i, close + 1)?), close + 1))
+            }
+            b't' if b[i..].starts_with(b"true") => Some((Raw::Bool(true), i + 4)),
+            b'f' if b[i..].starts_with(b"false") => Some((Raw::Bool(false), i + 5)),
+            b'-' | b'0'..=b'9' => {
+                let len = b[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .unwrap_or(b.len() - i);
+                Some((Raw::Number(slice(text, i, i + len)?), i + len))
+            }
+            // `null` (absent to `from_value` for an optional field, refused for the others),
+            // arrays and objects (which no field takes as its value) and invalid JSON.
+            _ => None,
+        }
+    }
+
+    /// `text[start..end]` (always `Some`: the scanner cuts only next to ASCII bytes), without
+    /// the out-of-line call of `str`'s indexing.
+    #[inline(always)]
+    fn slice(text: &str, start: usize, end: usize) -> Option<&str> {
+        let (head, _) = text.split_at_checked(end)?;
+        Some(head.split_at_checked(start)?.1)
+    }
+
+    /// The index of the quote that closes a string, from the first special byte of its
+    /// content at `i` on (a string with an escape, or invalid); `None` if it does not close or
+    /// has a control character (JSON wants those escaped). Out of line: rare, and it would take
+    /// registers from the loop of the common case.
+    #[inline(never)]
+    fn escaped_string_end(b: &[u8], mut i: usize) -> Option<usize> {
+        loop {
+            match b[i] {
+                b'"' => return Some(i),
+                // Skip the backslash and the byte it escapes, which may be a quote; whether the
+                // escape is valid is serde_json's to say (see `text`).
+                b'\\' => i = next_special(b, i + 2)?,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The index of the first quote, backslash or control character from `i` on.
+    #[inline(always)]
+    fn next_special(b: &[u8], mut i: usize) -> Option<usize> {
+        while let Some(chunk) = b.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+            if let Some(at) = first_special(chunk) {
+                return Some(i + at);
+            }
+            i += 16;
+        }
+        Some(i + b.get(i..)?.iter().position(|&c| is_special(c))?)
+    }
+
+    /// A byte that ends a string's plain run: its closing quote, an escape, or a control
+    /// character (which JSON wants escaped).
+    fn is_special(c: u8) -> bool {
+        c == b'"' || c == b'\\' || c < 0x20
+    }
+
+    /// The first [`is_special`] byte of `chunk`, sixteen at once with SSE2 (which every x86_64
+    /// has): ~12 instructions, where `memchr2` cost ~40 per (short) string in its dispatch and
+    /// a `u128` bit trick ~30 per sixteen bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn first_special(chunk: &[u8; 16]) -> Option<usize> {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+            _mm_set_epi64x,
+        };
+        let word = u128::from_le_bytes(*chunk);
+        // SAFETY: the intrinsics read and write only their arguments and need SSE2, which is
+        // part of x86_64 (every such CPU has it, and the compiler assumes it for this target).
+        let found = unsafe {
+            let v = _mm_set_epi64x((word >> 64) as i64, word as i64);
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Below 0x20, unsigned: the bytes that `min(byte, 0x1f)` leaves as they are.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
+        };
+        (found != 0).then(|| found.trailing_zeros() as usize)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn first_special(chunk: &[u8; 16]) -> Option<usize> {
+        chunk.iter().position(|&c| is_special(c))
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn first_special_finds_the_first_special_byte() {
+        // Every byte value at every position of a plain chunk, and after a special byte.
+        for at in 0..16 {
+            for c in 0..=255u8 {
+                let mut chunk = [b'a'; 16];
+                chunk[at] = c;
+                let expected = is_special(c).then_some(at);
+                assert_eq!(first_special(&chunk), expected, "{c:#x} at {at}");
+                chunk[15 - at / 2] = b'"';
+                let first = chunk.iter().position(|&c| is_special(c));
+                assert_eq!(first_special(&chunk), first, "{c:#x} at {at}");
+            }
+        }
+    }
+
+    /// A string's content: borrowed when it has no escape, else as serde_json decodes it.
+    fn text(raw: Raw<'_>) -> Option<Cow<'_, str>> {
+        match raw {
+            Raw::Plain(s) => Some(Cow::Borrowed(s)),
+            Raw::Escaped(literal) => serde_json::from_str::<String>(literal).ok().map(Cow::Owned),
+            _ => None,
+        }
+    }
+
+    fn string(raw: Raw<'_>) -> Option<String> {
+        text(raw).map(Cow::into_owned)
+    }
+
+    /// A `u64` as serde_json reads one from JSON: an integer without sign, fraction or
+    /// exponent (JSON allows no leading zero), not above `u64::MAX` (serde_json reads a larger
+    /// one as an `f64`).
+    fn integer(raw: Raw<'_>) -> Option<u64> {
+        let Raw::Number(n) = raw else {
+            return None;
+        };
+        let digits = n.as_bytes();
+        if digits.len() > 1 && digits[0] == b'0' {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |v, &c| {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v.checked_mul(10)?.checked_add(u64::from(d))
+        })
+    }
+
+    /// An [`EntityId`] under the rules of its `Deserialize`: a string of 1 to
+    /// [`ENTITY_ID_BYTES`] bytes, or a `u64` kept as its decimal text.
+    fn entity(raw: Raw<'_>) -> Option<EntityId> {
+        if let Raw::Number(n) = raw {
+            // `integer` takes only the canonical digits of a u64, which are its `to_string()`.
+            integer(raw)?;
+            return Some(EntityId(SmolStr::new(n)));
+        }
+        let s = text(raw)?;
+        (!s.is_empty() && s.len() <= ENTITY_ID_BYTES).then(|| EntityId(SmolStr::new(&*s)))
+    }
+
+    /// Rounded by serde_json (with the features the build gives it), as `from_value` rounds.
+    fn float(raw: Raw<'_>) -> Option<f64> {
+        let Raw::Number(n) = raw else {
+            return None;
+        };
+        serde_json::from_str(n).ok()
+    }
+
+    fn boolean(raw: Raw<'_>) -> Option<bool> {
+        match raw {
+            Raw::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// What uuid's `Deserialize` calls for a string.
+    fn uuid(raw: Raw<'_>) -> Option<Uuid> {
+        Uuid::parse_str(&text(raw)?).ok()
+    }
+
+    /// As chrono reads a `DateTime<Utc>`, through [`crate::rfc3339`] when it can.
+    fn time(raw: Raw<'_>) -> Option<DateTime<Utc>> {
+        crate::rfc3339::Visitor
+            .visit_str::<DeError>(&text(raw)?)
+            .ok()
+    }
+
+    /// A unit variant by its serde name, through the type's derived `Deserialize`.
+    fn variant<T: DeserializeOwned>(raw: Raw<'_>) -> Option<T> {
+        T::deserialize(StrDeserializer::<DeError>::new(&text(raw)?)).ok()
     }
 
     /// `type`, one of [`EVENT_TYPES`].
-    struct Kind(EventKind);
-
-    impl<'de> Deserialize<'de> for Kind {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Kind;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an event type")
-                }
-                fn visit_str<E: de::Error>(self, v: &str) -> Result<Kind, E> {
-                    const KINDS: [EventKind; 11] = [
-                        EventKind::MessageReceived,
-                        EventKind::MessageSent,
-                        EventKind::ConversationAssigned,
-                        EventKind::ConversationClosed,
-                        EventKind::LeadCreated,
-                        EventKind::LeadStatusChanged,
-                        EventKind::LeadFollowUpScheduled,
-                        EventKind::UserUpserted,
-                        EventKind::SessionStarted,
-                        EventKind::SessionHeartbeat,
-                        EventKind::SessionEnded,
-                    ];
-                    KINDS
-                        .into_iter()
-                        .find(|k| k.as_str() == v)
-                        .map(Kind)
-                        .ok_or_else(|| E::custom("unknown event type"))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
-    /// An [`EntityId`] under the rules of its `Deserialize`: a non-empty string of at most
-    /// [`ENTITY_ID_BYTES`], or a non-negative integer (kept as its decimal text).
-    struct Entity(EntityId);
-
-    impl<'de> Deserialize<'de> for Entity {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Entity;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an entity id")
-                }
-                fn visit_str<E: de::Error>(self, v: &str) -> Result<Entity, E> {
-                    if !v.is_empty() && v.len() <= ENTITY_ID_BYTES {
-                        Ok(Entity(EntityId(SmolStr::new(v))))
-                    } else {
-                        Err(E::custom("not an entity id"))
-                    }
-                }
-                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Entity, E> {
-                    Ok(Entity(EntityId(v.to_smolstr())))
-                }
-            }
-            d.deserialize_any(V)
-        }
+    fn kind(raw: Raw<'_>) -> Option<EventKind> {
+        const KINDS: [EventKind; 11] = [
+            EventKind::MessageReceived,
+            EventKind::MessageSent,
+            EventKind::ConversationAssigned,
+            EventKind::ConversationClosed,
+            EventKind::LeadCreated,
+            EventKind::LeadStatusChanged,
+            EventKind::LeadFollowUpScheduled,
+            EventKind::UserUpserted,
+            EventKind::SessionStarted,
+            EventKind::SessionHeartbeat,
+            EventKind::SessionEnded,
+        ];
+        let name = text(raw)?;
+        KINDS.into_iter().find(|k| k.as_str() == name)
     }
 }
 
@@ -1337,6 +1623,519 @@ mod tests {
                 (Err(a), Err(_)) => assert_eq!(a[0].field, "", "{text}"),
             }
         }
+    }
+
+    /// The fast path's invariant on one text: it takes it (`Some`) only when `from_value` takes
+    /// it, and then as the same event (and the same canonical JSON: a float to the bit).
+    /// Returns whether it took it.
+    fn fast_agrees(text: &str) -> bool {
+        let Some(event) = fast::decode(text) else {
+            return false;
+        };
+        let value = serde_json::from_str::<Value>(text)
+            .unwrap_or_else(|e| panic!("{text:?}: taken, but not JSON ({e})"));
+        let slow = Event::from_value(value)
+            .unwrap_or_else(|e| panic!("{text:?}: taken, but from_value refuses it: {e:?}"));
+        assert_eq!(event, slow, "{text:?}");
+        assert_eq!(event.to_json(), slow.to_json(), "{text:?}");
+        true
+    }
+
+    fn slow_takes(text: &str) -> bool {
+        serde_json::from_str::<Value>(text).is_ok_and(|v| Event::from_value(v).is_ok())
+    }
+
+    const EVENT_ID: &str = r#""0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d""#;
+    const OCCURRED_AT: &str = r#""2026-03-02T08:00:01.250Z""#;
+
+    /// Every event type with valid values: (type, required fields, optional fields), each field
+    /// a key and the JSON text of its value. Entity ids both as strings and as integers; texts
+    /// with non-ASCII characters, as the simulator writes them.
+    type Spec = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        &'static [(&'static str, &'static str)],
+    );
+    const SPECS: [Spec; 11] = [
+        (
+            "message.received",
+            &[
+                ("conversation_id", r#""t3-c17""#),
+                ("channel", r#""whatsapp""#),
+            ],
+            &[
+                ("seller_id", "7"),
+                ("phone_number", r#""+573001234567""#),
+                ("text", r#""¿Cuál es el precio del plan anual?""#),
+            ],
+        ),
+        (
+            "message.sent",
+            &[("conversation_id", "17"), ("seller_id", "7")],
+            &[("automated", "true")],
+        ),
+        (
+            "conversation.assigned",
+            &[("conversation_id", r#""c""#), ("seller_id", "0")],
+            &[],
+        ),
+        ("conversation.closed", &[("conversation_id", r#""c""#)], &[]),
+        (
+            "lead.created",
+            &[("lead_id", r#""t3-l17""#), ("source", r#""META_ADS""#)],
+            &[
+                ("seller_id", "2"),
+                ("name", r#""Cliente 17""#),
+                ("phone_number", r#""+573001234567""#),
+                ("location", r#""Bogotá""#),
+                ("estimated_value", "1500.0"),
+                ("conversation_id", r#""t3-c17""#),
+            ],
+        ),
+        (
+            "lead.status_changed",
+            &[
+                ("lead_id", "18446744073709551615"),
+                ("status", r#""converted""#),
+            ],
+            &[],
+        ),
+        (
+            "lead.follow_up_scheduled",
+            &[
+                ("lead_id", r#""l""#),
+                ("seller_id", "1"),
+                ("due_at", r#""2026-02-28T10:00:00-05:00""#),
+            ],
+            &[("note", r#""Llamar para cerrar""#)],
+        ),
+        (
+            "user.upserted",
+            &[
+                ("user_id", "5"),
+                ("name", r#""Vendedor 3-1""#),
+                ("role", r#""seller""#),
+            ],
+            &[("time_zone", r#""America/Bogota""#), ("active", "false")],
+        ),
+        (
+            "session.started",
+            &[
+                ("session_id", r#""s1""#),
+                ("client_id", "9"),
+                ("agent_id", "4"),
+            ],
+            &[],
+        ),
+        (
+            "session.heartbeat",
+            &[
+                ("session_id", r#""s1""#),
+                ("client_id", r#""k""#),
+                ("agent_id", "4"),
+            ],
+            &[],
+        ),
+        (
+            "session.ended",
+            &[
+                ("session_id", r#""s1""#),
+                ("client_id", r#""k""#),
+                ("agent_id", "4"),
+                ("result", r#""not_managed""#),
+            ],
+            &[],
+        ),
+    ];
+
+    type Fields = Vec<(&'static str, String)>;
+
+    /// The envelope, then the type's required fields, then `optional` of its optional ones.
+    fn sample(spec: &Spec, optional: impl Fn(usize) -> bool) -> Fields {
+        let (kind, required, optionals) = spec;
+        let mut fields: Fields = vec![
+            ("event_id", EVENT_ID.to_string()),
+            ("type", format!("\"{kind}\"")),
+            ("tenant_id", "42".to_string()),
+            ("occurred_at", OCCURRED_AT.to_string()),
+        ];
+        fields.extend(required.iter().map(|&(k, v)| (k, v.to_string())));
+        fields.extend(
+            optionals
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| optional(*i))
+                .map(|(_, &(k, v))| (k, v.to_string())),
+        );
+        fields
+    }
+
+    /// Every type with every optional field: the events the tests below vary.
+    fn full_samples() -> Vec<Fields> {
+        SPECS.iter().map(|s| sample(s, |_| true)).collect()
+    }
+
+    /// The JSON object of `fields`, with `ws` around every token.
+    fn render(fields: &[(&str, String)], ws: &str) -> String {
+        let members: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}"))
+            .collect();
+        format!("{ws}{{{}}}{ws}", members.join(","))
+    }
+
+    fn with_value(fields: &Fields, key: &str, value: &str) -> Fields {
+        let mut fields = fields.clone();
+        fields.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value.to_string();
+        fields
+    }
+
+    /// Every event type, with each subset of its optional fields, with the keys in several
+    /// orders (the simulator's is sorted: `type` after most fields) and whitespace of every
+    /// kind between the tokens, and as `to_json` writes it: all taken, as `from_value` takes it.
+    #[test]
+    fn fast_takes_every_type_with_or_without_its_optional_fields_in_any_order() {
+        let mut taken = 0;
+        for spec in &SPECS {
+            for subset in 0..1u32 << spec.2.len() {
+                let fields = sample(spec, |i| subset & (1 << i) != 0);
+                let mut reversed = fields.clone();
+                reversed.reverse();
+                let mut sorted = fields.clone();
+                sorted.sort();
+                let mut type_last = fields.clone();
+                type_last.rotate_left(2);
+                for order in [&fields, &reversed, &sorted, &type_last] {
+                    for ws in ["", " ", "\t", "\n", "\r\n \t"] {
+                        let text = render(order, ws);
+                        assert!(fast_agrees(&text), "left to the slow path: {text:?}");
+                        taken += 1;
+                    }
+                }
+                let canonical = fast::decode(&render(&fields, "")).unwrap().to_json();
+                assert!(fast_agrees(&canonical), "{canonical}");
+            }
+        }
+        assert_eq!(taken, (8 + 2 + 1 + 1 + 64 + 1 + 2 + 4 + 1 + 1 + 1) * 4 * 5);
+    }
+
+    /// The values tried in every field of every type: valid and invalid ones of every field,
+    /// escapes, every kind of number, entity ids at and over their limit.
+    fn values() -> Vec<String> {
+        let mut values: Vec<String> = [
+            // Literals, and what no field takes.
+            "null",
+            "true",
+            "false",
+            "[]",
+            r#"["web"]"#,
+            "{}",
+            r#"{"web":null}"#,
+            "nul",
+            "tru",
+            "True",
+            // Integers and what a u64 field refuses.
+            "0",
+            "7",
+            "42",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "00",
+            "07",
+            "-7",
+            "-0",
+            "+7",
+            "0x7",
+            // Fractions and exponents.
+            "7.0",
+            "7e0",
+            "7E+1",
+            "7e-1",
+            "7.",
+            ".7",
+            "1e400",
+            "1e-400",
+            "-",
+            "1-2",
+            "1.2.3",
+            "--1",
+            "1e",
+            "1.5e+",
+            "0.1",
+            "1500",
+            "1500.0",
+            "-2.5",
+            "-0.0",
+            "2.5e-310",
+            "4.9e-324",
+            "1.7976931348623157e308",
+            "0.30000000000000004",
+            "123456789012345678901234567890",
+            "1.000000000000000000000000000001",
+            // Strings: empty, entity ids at and over ENTITY_ID_BYTES (in bytes, after escapes).
+            r#""""#,
+            r#""x""#,
+            r#""7""#,
+            r#"" ""#,
+            // Escapes, valid and not.
+            r#""a\"b""#,
+            r#""a\\b""#,
+            r#""a\nb""#,
+            r#""\u00e9""#,
+            r#""\u00E9""#,
+            r#""\ud83d\ude00""#,
+            r#""\/\b\f\r\t""#,
+            r#""x\u0000y""#,
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            r#""\ud83dx""#,
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\u00g0""#,
+            r#""\""#,
+            r#""\\""#,
+            r#""\\\""#,
+            "\"a\u{1}b\"",
+            "\"a\tb\"",
+            "\"a\nb\"",
+            "\"a\u{7f}b\"",
+            "\"a\u{1f}\"",
+            // Timestamps: the strict form, offsets and what chrono refuses.
+            r#""2026-03-02T08:00:00Z""#,
+            r#""2026-03-02T08:00:00.123456789Z""#,
+            r#""2026-03-02T08:00:00+05:30""#,
+            r#""2026-03-02t08:00:00z""#,
+            r#""2026-03-02 08:00:00Z""#,
+            r#""2026-02-30T08:00:00Z""#,
+            r#""2026-03-02T08:00:60Z""#,
+            r#""2026-03-02T08:00:00""#,
+            // Uuids in every form uuid parses, and not.
+            r#""0B9A3C52-8A4E-4D1F-9B27-3E440C81A95D""#,
+            r#""0b9a3c528a4e4d1f9b273e440c81a95d""#,
+            r#""{0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d}""#,
+            r#""urn:uuid:0b9a3c52-8a4e-4d1f-9b27-3e440c81a95d""#,
+            r#""0b9a3c52-8a4e-4d1f-9b27-3e440c81a95""#,
+            r#""0b9a3c52-8a4e-4d1f-9b27-3e440c81a95g""#,
+            r#""0b9a3c52_8a4e_4d1f_9b27_3e440c81a95d""#,
+            // Every variant of every enum, and near misses.
+            r#""whatsapp""#,
+            r#""web""#,
+            r#""email""#,
+            r#""other""#,
+            r#""META_ADS""#,
+            r#""WEBSITE""#,
+            r#""REFERRAL""#,
+            r#""WHATSAPP""#,
+            r#""OTHER""#,
+            r#""new""#,
+            r#""contacted""#,
+            r#""interested""#,
+            r#""negotiation""#,
+            r#""converted""#,
+            r#""lost""#,
+            r#""ceo""#,
+            r#""manager""#,
+            r#""seller""#,
+            r#""secretary""#,
+            r#""supervisor""#,
+            r#""managed""#,
+            r#""not_managed""#,
+            r#""closed""#,
+            r#""Web""#,
+            r#""meta_ads""#,
+            r#""web ""#,
+            r#""notManaged""#,
+            r#""0""#,
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let x = |n: usize| "x".repeat(n);
+        values.extend([
+            format!("\"{}\"", x(ENTITY_ID_BYTES)),
+            format!("\"{}\"", x(ENTITY_ID_BYTES + 1)),
+            format!("\"{}\"", "ñ".repeat(ENTITY_ID_BYTES / 2)),
+            format!("\"{}x\"", "ñ".repeat(ENTITY_ID_BYTES / 2)),
+            format!(r#""{}\n""#, x(ENTITY_ID_BYTES - 1)),
+            format!(r#""{}\n""#, x(ENTITY_ID_BYTES)),
+            format!("\"{}\"", r"\u00f1".repeat(ENTITY_ID_BYTES / 2)),
+            format!("\"{}\"", r"\u00f1".repeat(ENTITY_ID_BYTES / 2 + 1)),
+        ]);
+        // Every type name, and every valid value of the samples, also with its first
+        // character escaped (`"\u0077eb"`): the same string to serde_json.
+        let mut valid: Vec<String> = EVENT_TYPES.iter().map(|t| format!("\"{t}\"")).collect();
+        valid.extend([EVENT_ID, OCCURRED_AT].map(str::to_string));
+        for (_, required, optional) in &SPECS {
+            valid.extend(required.iter().chain(*optional).map(|(_, v)| v.to_string()));
+        }
+        let escaped: Vec<String> = valid
+            .iter()
+            .filter_map(|v| {
+                let first = v.strip_prefix('"')?.chars().next()?;
+                let rest = &v[1 + first.len_utf8()..];
+                Some(format!(r#""\u{:04x}{rest}"#, first as u32))
+            })
+            .collect();
+        values.extend(valid);
+        values.extend(escaped);
+        values
+    }
+
+    /// Every value above in every field of every type: the fast path takes exactly what
+    /// `from_value` takes, as the same event, but for `null`s, arrays and objects, which it
+    /// leaves to `from_value`.
+    #[test]
+    fn fast_decides_every_value_of_every_field_as_from_value_does() {
+        let values = values();
+        let mut taken = 0;
+        for fields in full_samples() {
+            for (key, _) in &fields {
+                for value in &values {
+                    let text = render(&with_value(&fields, key, value), "");
+                    let fast = fast_agrees(&text);
+                    if value == "null" || value.starts_with(['[', '{']) {
+                        assert!(!fast, "{text}");
+                    } else {
+                        assert_eq!(fast, slow_takes(&text), "{text}");
+                    }
+                    taken += usize::from(fast);
+                }
+            }
+        }
+        // Each field takes several of the values (its own, escaped or not, at least): 3902.
+        assert!(taken > 3000, "{taken}");
+    }
+
+    #[test]
+    fn fast_keeps_numeric_entity_ids_as_their_decimal_text_and_escaped_strings_decoded() {
+        let fields = sample(&SPECS[3], |_| true);
+        let id = |value: &str| -> Option<String> {
+            let event = fast::decode(&render(&with_value(&fields, "conversation_id", value), ""))?;
+            let Payload::ConversationClosed(c) = event.payload else {
+                panic!("{event:?}")
+            };
+            Some(c.conversation_id.0.to_string())
+        };
+        assert_eq!(id("0").as_deref(), Some("0"));
+        assert_eq!(
+            id("18446744073709551615").as_deref(),
+            Some("18446744073709551615")
+        );
+        assert_eq!(id("18446744073709551616"), None);
+        assert_eq!(id("017"), None);
+        assert_eq!(
+            id(r#""a\"\\\/\n\u00e9\ud83d\ude00""#).as_deref(),
+            Some("a\"\\/\né😀")
+        );
+        assert_eq!(id(r#""\ud83d""#), None);
+    }
+
+    /// What the fast path leaves to `from_value` though it is valid or nearly: `null`s, repeated
+    /// fields, escaped keys; and what both refuse: unknown fields, fields of another type,
+    /// whitespace JSON does not know, anything around the object.
+    #[test]
+    fn fast_leaves_nulls_repeats_escaped_keys_and_foreign_fields_to_from_value() {
+        let all_fields: Vec<(&str, &str)> = SPECS
+            .iter()
+            .flat_map(|(_, required, optional)| required.iter().chain(*optional).copied())
+            .collect();
+        for fields in full_samples() {
+            let text = render(&fields, "");
+            assert!(fast_agrees(&text), "{text}");
+            for (i, (key, value)) in fields.iter().enumerate() {
+                // `null`, and a repeat of the same or of another value (serde_json keeps the
+                // last): taken by from_value when the field is optional, or the same twice.
+                let mut null = fields.clone();
+                null[i].1 = "null".to_string();
+                let mut repeated = fields.clone();
+                repeated.push((key, value.clone()));
+                let mut first_invalid = fields.clone();
+                first_invalid.insert(0, (key, "[]".to_string()));
+                // An escape in the key: the same key to serde_json.
+                let escaped = format!("\\u{:04x}{}", key.as_bytes()[0], &key[1..]);
+                let mut escaped_key: Vec<(&str, String)> = fields.clone();
+                escaped_key[i].0 = &escaped;
+                for fields in [null, repeated, first_invalid, escaped_key] {
+                    let text = render(&fields, "");
+                    assert!(!fast_agrees(&text), "{text}");
+                }
+            }
+            // Unknown keys, and the fields of the other types.
+            let own: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+            let foreign = all_fields.iter().filter(|(k, _)| !own.contains(k));
+            let unknown = ["colour", "Type", "type ", "", "event_id\u{0}"].map(|k| (k, "1"));
+            for &(key, value) in foreign.chain(&unknown) {
+                let mut more = fields.clone();
+                more.insert(2, (key, value.to_string()));
+                let text = render(&more, "");
+                assert!(!fast_agrees(&text) && !slow_takes(&text), "{text}");
+            }
+            // Around and between the tokens: only JSON's whitespace, only one object.
+            for text in [
+                format!("\u{feff}{text}"),
+                format!("{text}\u{c}"),
+                format!("{text}\u{a0}"),
+                text.replacen(',', "\u{c},", 1),
+                text.replacen(',', ",,", 1),
+                text.replacen(',', " ", 1),
+                text.replacen(':', " ", 1),
+                text.replacen('}', ",}", 1),
+                format!("{text}{text}"),
+                format!("{text},"),
+                format!("{text}x"),
+                format!("[{text}]"),
+                format!("{{\"e\":{text}}}"),
+                "{}".to_string(),
+                String::new(),
+                " ".to_string(),
+            ] {
+                assert!(!fast_agrees(&text) && !slow_takes(&text), "{text:?}");
+            }
+        }
+    }
+
+    /// Every valid event cut at every character, and with one byte replaced, removed or
+    /// doubled at every offset: the fast path gives `None` or what `from_value` gives.
+    #[test]
+    fn fast_is_none_or_right_on_truncated_and_corrupted_events() {
+        const BYTES: &[u8] = b" \t\n\r\"\\{}[],:0123456789-+.eEtrufalsnx\x00\x1f\x7f";
+        let mut texts = 0;
+        let mut taken = 0;
+        for fields in full_samples() {
+            let mut sorted = fields.clone();
+            sorted.sort();
+            for text in [render(&fields, ""), render(&sorted, " ")] {
+                let b = text.as_bytes();
+                for cut in (0..text.len()).filter(|&i| text.is_char_boundary(i)) {
+                    let prefix = &text[..cut];
+                    // Only the trailing whitespace may go.
+                    let whole = prefix.trim_end() == text.trim_end();
+                    assert_eq!(fast_agrees(prefix), whole, "{prefix:?}");
+                }
+                for i in 0..b.len() {
+                    let mut variants: Vec<Vec<u8>> = Vec::new();
+                    for &c in BYTES {
+                        let mut v = b.to_vec();
+                        v[i] = c;
+                        variants.push(v);
+                    }
+                    let mut removed = b.to_vec();
+                    removed.remove(i);
+                    let mut doubled = b.to_vec();
+                    doubled.insert(i, b[i]);
+                    variants.extend([removed, doubled]);
+                    for v in variants {
+                        if let Ok(t) = String::from_utf8(v) {
+                            texts += 1;
+                            taken += usize::from(fast_agrees(&t));
+                        }
+                    }
+                }
+            }
+        }
+        // Some corruptions leave a valid event (another digit, a whitespace), most do not
+        // (30,034 of 202,376 texts taken).
+        assert!(taken > 1000 && taken < texts / 4, "{taken} of {texts}");
     }
 
     #[test]
