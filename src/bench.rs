@@ -988,7 +988,6 @@ fn apply_stream(
     mut each: impl FnMut(&vigia_processors::Output),
 ) -> Result<vigia_processors::PartitionEngine> {
     use vigia_processors::PartitionEngine;
-    use vigia_schemas::Event;
     let mut engine = PartitionEngine::new(engine_config.clone());
     let mut log_time: Option<DateTime<Utc>> = None;
     for (at, payload) in records {
@@ -999,9 +998,8 @@ fn apply_stream(
                 .iter()
                 .for_each(&mut each);
         }
-        let text = std::str::from_utf8(payload)?;
-        let event = Event::from_json(text)
-            .map_err(|e| anyhow::anyhow!("the simulator made an invalid event: {e:?}"))?;
+        let event = vigia_schemas::decode_event(Some(payload))
+            .map_err(|e| anyhow::anyhow!("the simulator made an invalid event: {e}"))?;
         engine.on_event(&event).iter().for_each(&mut each);
     }
     Ok(engine)
