@@ -133,9 +133,10 @@ impl Output {
     /// which becomes a dead letter of its record instead.
     ///
     /// Written by sonic-rs, whose serializer finds the bytes to escape with SIMD where
-    /// serde_json looks at each byte of every key and string (a quarter of the cost of
-    /// encoding, by callgrind). The bytes are serde_json's (same compact form, same shortest
-    /// float digits): tested below, since reprocessing must write byte-identical records.
+    /// serde_json looks at each byte of every key and string (a fifth of the cost of encoding,
+    /// by callgrind). The bytes are serde_json's (same compact form, same shortest float
+    /// digits; `outputs_encode_to_serde_json_bytes` in the engine's tests), since reprocessing
+    /// must write byte-identical records and the sinks and the inbox read them with serde_json.
     pub fn to_json(&self) -> Option<Vec<u8>> {
         fn encode<T: serde::Serialize>(v: &T) -> Option<Vec<u8>> {
             Some(sonic_rs::to_vec(v).expect("outputs serialize"))
