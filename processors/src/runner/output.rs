@@ -224,31 +224,11 @@ impl Runner {
         let mut out = Vec::with_capacity(outputs.len());
         for o in outputs {
             let key = o.tenant_id().to_string().into_bytes();
-            let (topic, payload, kind, time) = match &o {
-                Output::Notification(n) => (
-                    &self.topics.notifications,
-                    o.to_json().expect("Notification encodes"),
-                    "notification",
-                    n.created_at,
-                ),
-                Output::ResponseTime(r) => (
-                    &self.topics.response_times,
-                    o.to_json().expect("ResponseTime encodes"),
-                    "response_time",
-                    r.replied_at,
-                ),
-                Output::LeadScore(l) => (
-                    &self.topics.lead_scores,
-                    o.to_json().expect("LeadScore encodes"),
-                    "lead_score",
-                    l.computed_at,
-                ),
-                Output::SellerMetrics(m) => (
-                    &self.topics.seller_metrics,
-                    o.to_json().expect("SellerMetrics encodes"),
-                    "seller_metrics",
-                    m.snapshot_at,
-                ),
+            let (topic, time) = match &o {
+                Output::Notification(n) => (&self.topics.notifications, n.created_at),
+                Output::ResponseTime(r) => (&self.topics.response_times, r.replied_at),
+                Output::LeadScore(l) => (&self.topics.lead_scores, l.computed_at),
+                Output::SellerMetrics(m) => (&self.topics.seller_metrics, m.snapshot_at),
                 Output::TooLate(t) => {
                     match rec {
                         Some(rec) => out.push(self.dead_letter(rec, DeadLetterReason::TooLate, t)),
@@ -276,8 +256,8 @@ impl Runner {
             out.push(Outgoing {
                 topic: topic.clone(),
                 key,
-                payload,
-                kind,
+                payload: o.to_json().expect("an output with a topic has a record"),
+                kind: o.kind(),
                 time: Some(time),
             });
         }
