@@ -436,7 +436,9 @@ pub(crate) struct Ctx<'a> {
     into = "Vec<(DateTime<Utc>, Uuid)>"
 )]
 struct Dedup {
-    ids: foldhash::HashMap<Uuid, DateTime<Utc>>,
+    /// A set, not a map to the time: the time is in `by_time`, and a 16-byte entry instead of
+    /// 28 makes the hour's largest table (an id per event) smaller to touch at random.
+    ids: foldhash::HashSet<Uuid>,
     by_time: timeline::Timeline<(DateTime<Utc>, Uuid)>,
 }
 
@@ -458,11 +460,11 @@ impl From<Dedup> for Vec<(DateTime<Utc>, Uuid)> {
 
 impl Dedup {
     fn contains(&self, id: &Uuid) -> bool {
-        self.ids.contains_key(id)
+        self.ids.contains(id)
     }
 
     fn insert(&mut self, id: Uuid, at: DateTime<Utc>) {
-        self.ids.insert(id, at);
+        self.ids.insert(id);
         self.by_time.insert((at, id));
     }
 

@@ -43,7 +43,7 @@ impl<T: Ord> Timeline<T> {
             None => {}
             Some(last) if *last < key => {}
             Some(_) => {
-                return match self.keys.binary_search(&key) {
+                return match self.search_from_back(&key) {
                     Ok(_) => false,
                     Err(at) if self.keys.len() - at <= SHIFT_AT_MOST => {
                         if self.late.contains(&key) {
@@ -58,6 +58,38 @@ impl<T: Ord> Timeline<T> {
         }
         self.keys.push_back(key);
         true
+    }
+
+    /// `binary_search` over the run, found from its end: a late key lands near the end, so
+    /// the search steps back 1, 2, 4, … keys until it passes it, then bisects the last step.
+    /// It reads the end of the run (in cache) instead of halving the whole of it: an hour of
+    /// a tenant's event ids is ~20 bisection steps, most of them cache misses.
+    fn search_from_back(&self, key: &T) -> Result<usize, usize> {
+        let len = self.keys.len();
+        // Every key at `hi` or after is at least `key`; every key before `lo` is below it.
+        let (mut lo, mut hi) = (0, len);
+        let mut step = 1;
+        while step <= len {
+            let probe = len - step;
+            if self.keys[probe] < *key {
+                lo = probe + 1;
+                break;
+            }
+            hi = probe;
+            step *= 2;
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.keys[mid] < *key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        match self.keys.get(lo) {
+            Some(k) if k == key => Ok(lo),
+            _ => Err(lo),
+        }
     }
 
     pub fn first(&self) -> Option<&T> {
@@ -170,6 +202,24 @@ mod tests {
     }
 
     /// Checks every operation against a `BTreeSet`; returns the most keys the side set held.
+    #[test]
+    fn search_from_back_is_binary_search() {
+        for len in 0..70u32 {
+            let timeline = Timeline {
+                keys: (0..len).map(|k| 2 * k + 1).collect(),
+                late: BTreeSet::new(),
+            };
+            for key in 0..=2 * len + 2 {
+                assert_eq!(
+                    timeline.search_from_back(&key),
+                    timeline.keys.binary_search(&key),
+                    "key {key} in 1, 3, …, {}",
+                    2 * len
+                );
+            }
+        }
+    }
+
     fn behaves_as_a_btreeset(lateness: u64, kept: u32) -> usize {
         let mut most_late = 0;
         let mut timeline = Timeline::default();
