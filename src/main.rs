@@ -356,36 +356,6 @@ fn small_pages_only() {
 mod tests {
     use super::*;
 
-    /// jemalloc took the built-in options: huge pages asked for.
-    #[test]
-    fn the_allocator_asks_for_huge_pages() {
-        let mut value: *const std::ffi::c_char = std::ptr::null();
-        let mut len = std::mem::size_of_val(&value);
-        // SAFETY: `opt.thp` is a string option: jemalloc writes a pointer to its static name.
-        let rc = unsafe {
-            tikv_jemalloc_sys::mallctl(
-                c"opt.thp".as_ptr(),
-                (&mut value as *mut *const std::ffi::c_char).cast(),
-                &mut len,
-                std::ptr::null_mut(),
-                0,
-            )
-        };
-        assert_eq!(rc, 0, "mallctl(opt.thp)");
-        // SAFETY: a NUL-terminated static string, per jemalloc's API.
-        let thp = unsafe { std::ffi::CStr::from_ptr(value) };
-        assert_eq!(thp.to_str().unwrap(), "always");
-    }
-
-    /// A process without the processors stays on 4 KiB pages.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn small_pages_only_turns_huge_pages_off() {
-        small_pages_only();
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(status.lines().any(|l| l == "THP_enabled:\t0"), "{status}");
-    }
-
     /// Every subcommand the production compose file runs exists in the CLI.
     #[test]
     fn every_compose_command_is_a_subcommand() {
