@@ -22,23 +22,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::{probe, Probe};
 
-/// jemalloc, on transparent huge pages. The processors' state is hash tables and logs of an
-/// hour of events (~500 MB on the 1-hour benchmark stream) that every event reads at random
-/// places: with 4 KiB pages nearly each such read also misses the TLB (and under virtualisation
-/// a miss walks two page tables), and growing the state faults in a page at a time. With 2 MiB
-/// pages the 1-hour pass ran 1.3–1.9× faster than on glibc's malloc, in turns on this machine
-/// (docs/profile-processors.md, "Sixth round"); without huge pages jemalloc was no faster than
-/// glibc. The kernel's default THP mode (`madvise`) gives huge pages only to what asks, which is
-/// what `thp:always` does; with THP off (`never`) it changes nothing. Override at run time with
-/// `_RJEM_MALLOC_CONF` (e.g. `thp:default`).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's built-in options (the prefixed build reads `_rjem_malloc_conf`).
-#[allow(non_upper_case_globals)]
-#[export_name = "_rjem_malloc_conf"]
-static malloc_conf: &[u8] = b"thp:always,metadata_thp:always\0";
-
 #[derive(Parser)]
 #[command(name = "vigia", version, about = "Real-time sales analytics for CRMs")]
 struct Cli {
@@ -96,19 +79,10 @@ async fn main() -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => run_stages(config, Stages::all()).await,
-        Command::Ingest => {
-            small_pages_only();
-            run_stages(config, Stages::only(|s| s.ingest = true)).await
-        }
+        Command::Ingest => run_stages(config, Stages::only(|s| s.ingest = true)).await,
         Command::Process => run_stages(config, Stages::only(|s| s.process = true)).await,
-        Command::Sink => {
-            small_pages_only();
-            run_stages(config, Stages::only(|s| s.sink = true)).await
-        }
-        Command::Gateway => {
-            small_pages_only();
-            run_stages(config, Stages::only(|s| s.gateway = true)).await
-        }
+        Command::Sink => run_stages(config, Stages::only(|s| s.sink = true)).await,
+        Command::Gateway => run_stages(config, Stages::only(|s| s.gateway = true)).await,
         Command::Migrate => {
             let applied = vigia_sinks::migrate(&config.clickhouse)
                 .await
@@ -337,19 +311,6 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Keeps a process without the processors on 4 KiB pages ([`ALLOCATOR`] asks for huge ones):
-/// its memory is many small blocks — a gateway's state per connection — which huge pages only
-/// bloat (the Socket.IO gateway's resident memory per idle connection: ~27 KB on 4 KiB pages,
-/// ~34 KB on huge ones, in `vigia bench gateway-peers`). Nothing changes where the kernel has
-/// no transparent huge pages or refuses.
-fn small_pages_only() {
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
 }
 
 #[cfg(test)]
