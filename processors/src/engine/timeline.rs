@@ -4,7 +4,8 @@
 //! Why: a `BTreeSet` insert compares the new key with ~20 others on its way down the tree, each
 //! a several-field `DateTime` comparison; events arrive nearly in event-time order, so here an
 //! insert compares with the last key and appends. A key that arrives a little out of order (a
-//! few hundred keys from the end, an event seconds late) is put in place by a binary search and
+//! few hundred keys from the end, an event seconds late) is put in place by a search from the end
+//! (`search_from_back`) and
 //! a shift of the keys after it. One that lands further back goes to a `BTreeSet` beside the run
 //! instead: shifting the run there cost a megabyte of `memmove` per event delivered two minutes
 //! late into a tenant's hour of event ids (a tenth of the processors' time on the 1-hour
@@ -201,7 +202,6 @@ mod tests {
         );
     }
 
-    /// Checks every operation against a `BTreeSet`; returns the most keys the side set held.
     #[test]
     fn search_from_back_is_binary_search() {
         for len in 0..70u32 {
@@ -220,6 +220,7 @@ mod tests {
         }
     }
 
+    /// Checks every operation against a `BTreeSet`; returns the most keys the side set held.
     fn behaves_as_a_btreeset(lateness: u64, kept: u32) -> usize {
         let mut most_late = 0;
         let mut timeline = Timeline::default();
