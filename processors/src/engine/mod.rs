@@ -63,6 +63,7 @@ pub mod retention;
 pub mod sellers;
 pub mod sessions;
 pub mod snapshot;
+mod sorted_vec_map;
 mod timeline;
 mod windows;
 
