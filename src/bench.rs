@@ -898,7 +898,6 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
 #[derive(Debug)]
 struct CheckpointCosts {
     bytes: usize,
-
     copy_ms: f64,
     serialize_ms: f64,
     restore_ms: f64,
