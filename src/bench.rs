@@ -877,7 +877,10 @@ fn processors(config: Config, args: ProcessorsArgs) -> Result<()> {
          that the pass left allocated); as a checkpoint ([`PartitionEngine::snapshot`]) \
          {ckpt_mb:.1} MB; copy (on the runner's loop) {copy:.1} ms, serialize {ser:.0} ms, \
          restore {restore:.0} ms (medians of {runs}).\n",
-        heap = state_heap.map_or("not measured (not glibc)".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6)),
+        heap = state_heap.map_or_else(
+            || "not measured (not glibc)".to_string(),
+            |b| format!("{:.1} MB", b as f64 / 1e6)
+        ),
         ckpt_mb = checkpoint.bytes as f64 / 1e6,
         copy = checkpoint.copy_ms,
         ser = checkpoint.serialize_ms,

@@ -5,10 +5,10 @@
 //! a several-field `DateTime` comparison; events arrive nearly in event-time order, so here an
 //! insert compares with the last key and appends. A key that arrives a little out of order (a
 //! few hundred keys from the end, an event seconds late) is put in place by a search from the
-//! end (`search_from_back`) and a shift of the keys after it. One that lands further back goes to a `BTreeSet` beside the run
-//! instead: shifting the run there cost a megabyte of `memmove` per event delivered two minutes
-//! late into a tenant's hour of event ids (a tenth of the processors' time on the 1-hour
-//! benchmark stream). A key is in one of the two, never both.
+//! end (`search_from_back`) and a shift of the keys after it. One that lands further back goes
+//! to a `BTreeSet` beside the run instead: shifting the run there cost a megabyte of `memmove`
+//! per event delivered two minutes late into a tenant's hour of event ids (a tenth of the
+//! processors' time on the 1-hour benchmark stream). A key is in one of the two, never both.
 //! Set semantics, order and serialization (a sequence in key order) are the `BTreeSet`'s.
 
 use std::collections::{BTreeSet, VecDeque};
